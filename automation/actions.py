@@ -1,0 +1,5 @@
+"""Action handlers (filled in by the engine work)."""
+
+
+def parameter_errors(action_type, parameters, rule):
+    return {}

@@ -1,0 +1,47 @@
+"""GET /healthz: database, broker, queue depth and the age of the oldest PENDING run."""
+
+import logging
+
+from django.db import connection
+from django.http import JsonResponse
+from django.utils import timezone
+from huey.contrib.djhuey import HUEY
+
+from automation.choices import RunStatus
+
+logger = logging.getLogger("automation.health")
+
+
+def healthz(request):
+    report = {"status": "ok"}
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        report["database"] = {"ok": True, "vendor": connection.vendor}
+    except Exception as exc:  # the point is to report it
+        logger.warning("healthz: database check failed: %s", exc)
+        report["database"] = {"ok": False, "error": str(exc)}
+        report["status"] = "degraded"
+    try:
+        report["broker"] = {
+            "ok": True,
+            "kind": type(HUEY).__name__,
+            "queue_depth": HUEY.pending_count(),
+        }
+    except Exception as exc:
+        logger.warning("healthz: broker check failed: %s", exc)
+        report["broker"] = {"ok": False, "error": str(exc)}
+        report["status"] = "degraded"
+    if report["database"]["ok"]:
+        from automation.models import AutomationLog
+
+        oldest = (
+            AutomationLog.objects.filter(status=RunStatus.PENDING)
+            .order_by("created_at")
+            .values_list("created_at", flat=True)
+            .first()
+        )
+        report["oldest_pending_run_age_seconds"] = (
+            round((timezone.now() - oldest).total_seconds(), 3) if oldest else None
+        )
+    return JsonResponse(report, status=200 if report["status"] == "ok" else 503)

@@ -1,0 +1,313 @@
+"""The engine's stored data: rules, their condition tree and actions, and run logs."""
+
+from django.conf import settings
+from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+
+from accounts.models import Auditable, OrganizationScoped, Timestamped
+from automation.choices import (
+    CHANGE_OPERATORS,
+    LIST_OPERATORS,
+    ActionType,
+    ConditionLogic,
+    MissedRunPolicy,
+    Operator,
+    RunStatus,
+    TriggerEvent,
+    TriggerType,
+)
+from automation.registry import PathError, get_automatable, model_label, resolve_path
+from automation.validators import validate_cron, validate_regex, validate_timezone
+
+
+class AutomationRuleQuerySet(models.QuerySet):
+    def alive(self):
+        """Rules not soft-deleted."""
+        return self.filter(deleted_at__isnull=True)
+
+    def live(self):
+        """Rules that may fire: active and not deleted."""
+        return self.filter(is_active=True, deleted_at__isnull=True)
+
+
+class AutomationRule(Timestamped, Auditable, OrganizationScoped):
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True, default="")
+    is_active = models.BooleanField(default=True)
+    trigger_type = models.CharField(max_length=10, choices=TriggerType.choices)
+    content_type = models.ForeignKey(
+        ContentType,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="The watched model (EVENT) or the model a SCHEDULE / MANUAL rule works on.",
+    )
+    trigger_event = models.CharField(
+        max_length=10, choices=TriggerEvent.choices, null=True, blank=True
+    )
+    watched_fields = models.JSONField(default=list, blank=True)
+    allow_self_trigger = models.BooleanField(default=False)
+    schedule = models.CharField(max_length=100, blank=True, default="")
+    timezone = models.CharField(max_length=64, default="UTC")
+    missed_run_policy = models.CharField(
+        max_length=10, choices=MissedRunPolicy.choices, default=MissedRunPolicy.LATEST
+    )
+    next_run_at = models.DateTimeField(null=True, blank=True)
+    last_run_at = models.DateTimeField(null=True, blank=True)
+    revision = models.PositiveIntegerField(default=1)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    objects = AutomationRuleQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "name"],
+                condition=Q(deleted_at__isnull=True),
+                name="unique_live_rule_name_per_org",
+                violation_error_message="A rule with this name already exists in the organization.",
+            )
+        ]
+        indexes = [
+            # The scheduler tick: due rules only, so its cost grows with due rules, not all rules.
+            models.Index(
+                fields=["next_run_at"],
+                condition=Q(trigger_type="SCHEDULE", is_active=True, deleted_at__isnull=True),
+                name="rule_due_schedule_idx",
+            ),
+            models.Index(fields=["organization", "name"], name="rule_org_name_idx"),
+        ]
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def model(self) -> str | None:
+        """The rule's model as "app_label.model"."""
+        return model_label(self.content_type.model_class()) if self.content_type_id else None
+
+    @property
+    def root_group(self):
+        return self.condition_groups.filter(parent__isnull=True).first()
+
+    def clean(self):
+        errors = {}
+        if self.timezone is not None:
+            try:
+                validate_timezone(self.timezone)
+            except ValidationError as exc:
+                errors["timezone"] = exc.messages
+        if self.trigger_type == TriggerType.SCHEDULE:
+            try:
+                validate_cron(self.schedule)
+            except ValidationError as exc:
+                errors["schedule"] = exc.messages
+        elif self.schedule:
+            errors["schedule"] = ["Only SCHEDULE rules have a schedule."]
+        label = None
+        if self.content_type_id:
+            label = model_label(self.content_type.model_class())
+            try:
+                get_automatable(label)
+            except LookupError as exc:
+                errors["content_type"] = [str(exc)]
+                label = None
+        if self.trigger_type == TriggerType.EVENT:
+            if not self.content_type_id:
+                errors["content_type"] = ["An EVENT rule needs a model."]
+            if not self.trigger_event:
+                errors["trigger_event"] = [
+                    "An EVENT rule needs an event (CREATED, UPDATED, DELETED)."
+                ]
+        elif self.trigger_event:
+            errors["trigger_event"] = ["Only EVENT rules have a trigger event."]
+        if self.watched_fields:
+            errors.update(self._watched_field_errors(label))
+        if errors:
+            raise ValidationError(errors)
+
+    def _watched_field_errors(self, label):
+        if not isinstance(self.watched_fields, list) or not all(
+            isinstance(name, str) for name in self.watched_fields
+        ):
+            return {"watched_fields": ["Watched fields must be a list of field names."]}
+        if self.trigger_type != TriggerType.EVENT or self.trigger_event != TriggerEvent.UPDATED:
+            return {"watched_fields": ["Only UPDATED rules watch fields."]}
+        if label is None:
+            return {}
+        messages = []
+        for name in self.watched_fields:
+            try:
+                if not resolve_path(label, name).is_local:
+                    messages.append(f'"{name}": only the model\'s own fields can be watched.')
+            except PathError as exc:
+                messages.append(str(exc))
+        return {"watched_fields": messages} if messages else {}
+
+
+class ConditionGroup(models.Model):
+    rule = models.ForeignKey(
+        AutomationRule, on_delete=models.CASCADE, related_name="condition_groups"
+    )
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="groups"
+    )
+    logic = models.CharField(
+        max_length=3, choices=ConditionLogic.choices, default=ConditionLogic.AND
+    )
+    negate = models.BooleanField(default=False)
+    order = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["order", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["rule"],
+                condition=Q(parent__isnull=True),
+                name="one_root_group_per_rule",
+                violation_error_message="A rule has exactly one root condition group.",
+            )
+        ]
+
+    def __str__(self):
+        prefix = "NOT " if self.negate else ""
+        where = "root" if self.parent_id is None else f"group {self.order}"
+        return f"{prefix}{self.logic} ({where} of {self.rule})"
+
+
+class RuleCondition(Timestamped, Auditable):
+    rule = models.ForeignKey(AutomationRule, on_delete=models.CASCADE, related_name="conditions")
+    group = models.ForeignKey(ConditionGroup, on_delete=models.CASCADE, related_name="conditions")
+    field_name = models.CharField(max_length=300)
+    operator = models.CharField(max_length=25, choices=Operator.choices)
+    value = models.JSONField(null=True, blank=True)
+    negate = models.BooleanField(default=False)
+    order = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["order", "id"]
+
+    def __str__(self):
+        prefix = "NOT " if self.negate else ""
+        return f"{prefix}{self.field_name} {self.operator} {self.value!r}"
+
+    def clean(self):
+        errors = {}
+        rule = self.rule
+        if self.operator in CHANGE_OPERATORS and rule.trigger_type != TriggerType.EVENT:
+            errors["operator"] = [f"{self.operator} applies to EVENT rules only."]
+        if not rule.content_type_id:
+            errors["field_name"] = ["This rule has no model, so it has no fields to test."]
+        else:
+            try:
+                resolve_path(rule.model, self.field_name)
+            except (PathError, LookupError) as exc:
+                errors["field_name"] = [str(exc)]
+        if self.operator == Operator.REGEX:
+            try:
+                validate_regex(self.value)
+            except ValidationError as exc:
+                errors["value"] = exc.messages
+        elif self.operator in LIST_OPERATORS and not isinstance(self.value, list):
+            errors["value"] = [f"{self.operator} needs a list of values."]
+        if errors:
+            raise ValidationError(errors)
+
+
+class RuleAction(Timestamped, Auditable):
+    rule = models.ForeignKey(AutomationRule, on_delete=models.CASCADE, related_name="actions")
+    action_type = models.CharField(max_length=20, choices=ActionType.choices)
+    parameters = models.JSONField(default=dict, blank=True)
+    order = models.PositiveIntegerField(default=0)
+    continue_on_failure = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["order", "id"]
+
+    def __str__(self):
+        return f"{self.order}: {self.action_type} ({self.rule})"
+
+    def clean(self):
+        from automation.actions import parameter_errors
+
+        errors = parameter_errors(self.action_type, self.parameters, self.rule)
+        if errors:
+            raise ValidationError(
+                {
+                    f"parameters.{path}" if path else "parameters": msgs
+                    for path, msgs in errors.items()
+                }
+            )
+
+
+class AutomationLog(Timestamped, Auditable, OrganizationScoped):
+    """One run of a rule: the outbox entry while PENDING, then its record, action by action."""
+
+    rule = models.ForeignKey(AutomationRule, on_delete=models.PROTECT, related_name="logs")
+    trigger = models.CharField(max_length=10, choices=TriggerType.choices)
+    event = models.CharField(max_length=10, choices=TriggerEvent.choices, null=True, blank=True)
+    content_type = models.ForeignKey(
+        ContentType, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    # Text, not a foreign key: a deleted record keeps its id here.
+    object_id = models.CharField(max_length=64, null=True, blank=True)
+    status = models.CharField(max_length=10, choices=RunStatus.choices, default=RunStatus.PENDING)
+    seq = models.PositiveIntegerField(default=0)
+    rule_revision = models.PositiveIntegerField(default=1)
+    dry_run = models.BooleanField(default=False)
+    conditions_met = models.BooleanField(null=True, blank=True)
+    condition_trace = models.JSONField(default=list, blank=True)
+    changes = models.JSONField(null=True, blank=True)
+    context = models.JSONField(default=dict, blank=True)
+    action_logs = models.JSONField(default=list, blank=True)
+    error = models.TextField(blank=True, default="")
+    triggered_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    scheduled_for = models.DateTimeField(null=True, blank=True)
+    parent_log = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="child_logs"
+    )
+    root_log = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="chain_logs"
+    )
+    depth = models.PositiveIntegerField(default=0)
+    retry_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries"
+    )
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["organization", "-created_at", "-id"], name="log_org_created_idx"),
+            models.Index(fields=["rule", "-created_at", "-id"], name="log_rule_created_idx"),
+            models.Index(fields=["status", "created_at"], name="log_status_idx"),
+            models.Index(fields=["content_type", "object_id"], name="log_object_idx"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["rule", "scheduled_for"],
+                condition=Q(scheduled_for__isnull=False),
+                name="unique_run_per_rule_slot",
+            )
+        ]
+
+    def __str__(self):
+        return f"Run {self.pk} of {self.rule} ({self.status})"
+
+    @property
+    def duration_ms(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds() * 1000
+        return None
+
+    @property
+    def object_type(self) -> str | None:
+        return model_label(self.content_type.model_class()) if self.content_type_id else None

@@ -1,0 +1,213 @@
+"""Settings, read from the environment (django-environ).
+
+With neither DATABASE_URL nor REDIS_URL set the server runs *embedded*: SQLite in WAL mode,
+Huey on SQLite and Channels' in-memory layer, so one process needs no other service. Set
+DATABASE_URL (PostgreSQL) and REDIS_URL to run *distributed*: RedisHuey, channels-redis and a
+Redis cache shared by every server process and worker.
+"""
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+
+SECRET_KEY = env("SECRET_KEY", default="dev-insecure-change-me")
+DEBUG = env.bool("DEBUG", default=False)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+# Where the embedded mode keeps its SQLite files.
+DATA_DIR = Path(env("AUTOMATION_DATA_DIR", default=str(BASE_DIR / "var")))
+if not DATA_DIR.is_absolute():
+    DATA_DIR = BASE_DIR / DATA_DIR
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+REDIS_URL = env("REDIS_URL", default="")
+EMBEDDED = not env("DATABASE_URL", default="") and not REDIS_URL
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "strawberry_django",
+    "huey.contrib.djhuey",
+    "accounts",
+    "catalog",
+    "automation",
+    "graphql_api",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "accounts.middleware.BearerTokenMiddleware",
+    "accounts.middleware.CurrentUserMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+ASGI_APPLICATION = "config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database ---------------------------------------------------------------------------------
+DATABASES = {
+    "default": env.db("DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'db.sqlite3'}"),
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            # WAL lets the web threads read while the Huey worker writes; IMMEDIATE takes the
+            # write lock at BEGIN so concurrent writers wait (timeout) instead of failing.
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 30,
+        }
+    )
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test-db.sqlite3")}
+else:
+    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=0))
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Cache: holds the rule index version, shared by every process in distributed mode ---------
+if REDIS_URL:
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# --- Task queue -------------------------------------------------------------------------------
+if REDIS_URL:
+    HUEY = {
+        "huey_class": "huey.RedisHuey",
+        "name": env("HUEY_NAME", default="automation"),
+        "immediate": False,
+        "connection": {"url": REDIS_URL},
+        "consumer": {"workers": env.int("HUEY_WORKERS", default=2), "worker_type": "thread"},
+    }
+else:
+    HUEY = {
+        "huey_class": "huey.SqliteHuey",
+        "name": "automation",
+        "immediate": False,
+        "filename": str(DATA_DIR / "huey.sqlite3"),
+        "journal_mode": "wal",
+        "consumer": {"workers": env.int("HUEY_WORKERS", default=2), "worker_type": "thread"},
+    }
+
+# --- Channels ---------------------------------------------------------------------------------
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "CONFIG": {"capacity": 10_000},
+        }
+    }
+WEBSOCKET_ALLOWED_ORIGINS = env.list(
+    "WEBSOCKET_ALLOWED_ORIGINS", default=["localhost", "127.0.0.1", "[::1]"]
+)
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
+    "loggers": {"huey": {"level": env("HUEY_LOG_LEVEL", default="WARNING")}},
+}
+
+# --- The automation engine --------------------------------------------------------------------
+# Models automation may watch, read and write: "fields" are readable (relations may be followed
+# only into other models listed here), "writable" may be set by actions.
+AUTOMATION_MODELS = {
+    "catalog.product": {
+        "fields": [
+            "id",
+            "name",
+            "description",
+            "status",
+            "price",
+            "stock",
+            "category",
+            "created_at",
+            "updated_at",
+        ],
+        "writable": ["name", "description", "status", "price", "stock", "category"],
+    },
+    "catalog.category": {
+        "fields": ["id", "name", "products", "created_at", "updated_at"],
+        "writable": ["name"],
+    },
+}
+AUTOMATION_MAX_CHAIN_DEPTH = env.int("AUTOMATION_MAX_CHAIN_DEPTH", default=5)
+AUTOMATION_WEBHOOK_ALLOW_PRIVATE_NETWORKS = env.bool(
+    "AUTOMATION_WEBHOOK_ALLOW_PRIVATE_NETWORKS", default=False
+)
+AUTOMATION_REGEX_MAX_LENGTH = 500
+AUTOMATION_REGEX_TIMEOUT_SECONDS = 0.1
+# A PENDING run no worker claimed within this many seconds is enqueued again; a RUNNING run whose
+# heartbeat is older than the stale threshold is put back to PENDING (its worker died).
+AUTOMATION_SWEEP_PENDING_AFTER_SECONDS = env.int(
+    "AUTOMATION_SWEEP_PENDING_AFTER_SECONDS", default=60
+)
+AUTOMATION_HEARTBEAT_STALE_SECONDS = env.int("AUTOMATION_HEARTBEAT_STALE_SECONDS", default=120)
+AUTOMATION_SCHEDULE_MAX_RECORDS = env.int("AUTOMATION_SCHEDULE_MAX_RECORDS", default=1000)
+AUTOMATION_MISSED_RUNS_MAX = env.int("AUTOMATION_MISSED_RUNS_MAX", default=100)
+AUTOMATION_LOG_RETENTION_DAYS = {"SKIPPED": 7, "SUCCEEDED": 30, "PARTIAL": 90, "FAILED": 90}
+
+# --- GraphQL ----------------------------------------------------------------------------------
+GRAPHQL_MAX_DEPTH = env.int("GRAPHQL_MAX_DEPTH", default=12)
+GRAPHQL_MAX_ALIASES = env.int("GRAPHQL_MAX_ALIASES", default=30)
+GRAPHQL_MAX_TOKENS = env.int("GRAPHQL_MAX_TOKENS", default=5000)
+GRAPHQL_MAX_BODY_BYTES = env.int("GRAPHQL_MAX_BODY_BYTES", default=1_000_000)
+DATA_UPLOAD_MAX_MEMORY_SIZE = GRAPHQL_MAX_BODY_BYTES
+OBTAIN_TOKEN_RATE_LIMIT = {"attempts": 5, "window_seconds": 60}
