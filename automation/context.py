@@ -22,6 +22,9 @@ class RunContext:
     now: datetime.datetime | None = None
     # Results of earlier actions in this run, by action order.
     results: dict[int, Any] = field(default_factory=dict)
+    # Order of the action being run (set by the run before each action): the webhook's
+    # Idempotency-Key is "<log id>-<action order>".
+    action_order: int | None = None
 
     def template_variables(self) -> dict:
         """The variables "{{ path }}" placeholders read."""
