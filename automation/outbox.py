@@ -1,0 +1,168 @@
+"""The outbox: every run starts as a PENDING AutomationLog written in the caller's transaction.
+
+`emit_event` is the one entry point for model events (the signal receivers call it; code that
+writes with QuerySet.update / bulk_create calls it directly). `create_run` is the one place a run
+log is born, for events, schedules, manual runs and retries alike. The Huey task is enqueued only
+after the transaction commits, so a rolled-back write leaves no log and runs nothing; if the
+enqueue itself is lost (broker down, process killed), the sweeper finds the PENDING log later.
+"""
+
+import logging
+
+from django.conf import settings
+from django.contrib.contenttypes.models import ContentType
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.current import get_current_user
+from automation.chain import current_chain
+from automation.choices import RunStatus, TriggerEvent, TriggerType
+from automation.live import publish_log
+from automation.models import AutomationLog, AutomationRule
+from automation.registry import automatable_for
+from automation.rule_index import rules_watching
+from automation.snapshots import snapshot
+
+logger = logging.getLogger("automation.outbox")
+
+
+def create_run(
+    rule: AutomationRule,
+    *,
+    trigger: str,
+    event: str | None = None,
+    content_type: ContentType | None = None,
+    object_id=None,
+    object_snapshot: dict | None = None,
+    changes: dict | None = None,
+    user_id: int | None = None,
+    scheduled_for=None,
+    parent_log_id: int | None = None,
+    root_log_id: int | None = None,
+    depth: int = 0,
+    retry_of: AutomationLog | None = None,
+    dry_run: bool = False,
+    status: str = RunStatus.PENDING,
+    error: str = "",
+    extra_context: dict | None = None,
+) -> AutomationLog:
+    """Write a run log; a PENDING one is enqueued after commit. Call inside a transaction."""
+    finished = status != RunStatus.PENDING
+    now = timezone.now()
+    log = AutomationLog.objects.create(
+        organization_id=rule.organization_id,
+        rule=rule,
+        trigger=trigger,
+        event=event,
+        content_type=content_type,
+        object_id=None if object_id is None else str(object_id),
+        status=status,
+        rule_revision=rule.revision,
+        dry_run=dry_run,
+        changes=changes,
+        context={"object": object_snapshot, **(extra_context or {})},
+        error=error,
+        triggered_by_id=user_id,
+        scheduled_for=scheduled_for,
+        parent_log_id=parent_log_id,
+        root_log_id=root_log_id,
+        depth=depth,
+        retry_of=retry_of,
+        started_at=now if finished else None,
+        finished_at=now if finished else None,
+    )
+    publish_log(log)
+    if status == RunStatus.PENDING and not dry_run:
+        log_id = log.pk
+        transaction.on_commit(lambda: enqueue_run(log_id))
+    return log
+
+
+def enqueue_run(log_id: int) -> None:
+    """Hand a PENDING run to the queue. A failure here loses nothing: the sweeper retries."""
+    from automation.tasks import execute_run_task
+
+    try:
+        execute_run_task(log_id)
+    except Exception:
+        logger.exception("could not enqueue run %s; the sweeper will pick it up", log_id)
+
+
+def _fires_on(rule: AutomationRule, event: str, changes: dict | None) -> bool:
+    """UPDATED rules with watched fields fire only when one of them really changed."""
+    if event == TriggerEvent.UPDATED and rule.watched_fields:
+        return any(name in (changes or {}) for name in rule.watched_fields)
+    return True
+
+
+def emit_event(instance, event: str, changes: dict | None = None) -> list[AutomationLog]:
+    """Create a PENDING run for every active rule watching `event` on this record.
+
+    `changes` is {"field": {"old": .., "new": ..}}; on CREATED it defaults to every set field
+    changed from null. Returns the logs written (chain-limit refusals included).
+    """
+    entry = automatable_for(type(instance))
+    if entry is None:
+        return []
+    organization_id = getattr(instance, "organization_id", None)
+    rules = rules_watching(entry.label, event, organization_id)
+    if not rules:
+        return []
+    object_snapshot = snapshot(instance)
+    if changes is None and event == TriggerEvent.CREATED:
+        changes = {
+            name: {"old": None, "new": value}
+            for name, value in object_snapshot.items()
+            if value is not None
+        }
+    rules = [rule for rule in rules if _fires_on(rule, event, changes)]
+    if not rules:
+        return []
+
+    chain = current_chain()
+    depth = chain.depth + 1 if chain else 0
+    content_type = ContentType.objects.get_for_model(type(instance))
+    logs = []
+    with transaction.atomic():
+        for rule in rules:
+            if chain and chain.rule_id == rule.pk and not rule.allow_self_trigger:
+                logger.debug("rule %s not re-triggered by its own run %s", rule.pk, chain.log_id)
+                continue
+            common = {
+                "trigger": TriggerType.EVENT,
+                "event": event,
+                "content_type": content_type,
+                "object_id": instance.pk,
+                "object_snapshot": object_snapshot,
+                "changes": changes,
+                "user_id": _acting_user_id(chain),
+                "parent_log_id": chain.log_id if chain else None,
+                "root_log_id": chain.root_log_id if chain else None,
+                "depth": depth,
+                "extra_context": {"chain": list(chain.rule_names)} if chain else None,
+            }
+            if depth > settings.AUTOMATION_MAX_CHAIN_DEPTH:
+                names = " -> ".join((*chain.rule_names, rule.name))
+                logs.append(
+                    create_run(
+                        rule,
+                        **common,
+                        status=RunStatus.FAILED,
+                        error=(
+                            f"Chain depth limit ({settings.AUTOMATION_MAX_CHAIN_DEPTH}) reached; "
+                            f"not run. The chain: {names}."
+                        ),
+                    )
+                )
+                logger.warning("chain depth limit reached: %s", names)
+                continue
+            logs.append(create_run(rule, **common))
+    return logs
+
+
+def _acting_user_id(chain) -> int | None:
+    """Runs caused by a run act for that run's user; others for whoever is acting now."""
+    if chain is not None:
+        return chain.user_id
+    user = get_current_user()
+    return user.pk if user is not None else None

@@ -1,0 +1,384 @@
+"""Executing a run, and the service calls that start one by hand (run_rule, retry_run).
+
+The life of a run (ARCHITECTURE.md): a PENDING log is claimed with one conditional UPDATE, its
+conditions are evaluated, then its actions run in order. Every state change bumps the log's `seq`,
+is written with a guarded UPDATE (the worker must still own the run) and is published after
+commit. A database action commits in the same transaction as its SUCCEEDED entry, so a run that
+is resumed after its worker died never applies it twice. No exception leaves a log RUNNING.
+"""
+
+import contextlib
+import datetime
+import logging
+import time
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from accounts.current import acting_as
+from automation.chain import Chain, running
+from automation.choices import ActionStatus, RunStatus, TriggerType
+from automation.context import RunContext
+from automation.live import publish_action, publish_log
+from automation.models import AutomationLog, AutomationRule
+from automation.outbox import create_run, enqueue_run
+
+logger = logging.getLogger("automation.runs")
+
+FINISHED_ACTION_STATUSES = {ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.SKIPPED}
+
+
+class RunConflict(Exception):
+    """The run's state forbids the request now (e.g. retrying a run that is still running)."""
+
+
+class RunObjectNotFound(Exception):
+    """The object to run on is not a record of the rule's organization."""
+
+
+class LostClaim(Exception):
+    """Another worker owns the run now (the sweeper judged this one dead)."""
+
+
+# --- Starting runs by hand ----------------------------------------------------------------------
+
+
+def run_rule(rule: AutomationRule, *, object_id=None, user=None, dry_run=False) -> AutomationLog:
+    """Run `rule` now (MANUAL trigger), on `object_id` when the rule has a model.
+
+    A real run is queued and returned PENDING. A dry run is executed here, synchronously: its
+    conditions are evaluated and every action's parameters rendered and validated, recording what
+    each action would do; it writes nothing but its own log.
+    """
+    content_type = rule.content_type
+    object_snapshot = None
+    if content_type is not None:
+        if object_id in (None, ""):
+            raise ValidationError({"objectId": ["This rule has a model: give the record's id."]})
+        instance = _find_object(rule, object_id)
+        from automation.snapshots import snapshot
+
+        object_snapshot = snapshot(instance)
+        object_id = instance.pk
+    elif object_id not in (None, ""):
+        raise ValidationError({"objectId": ["This rule has no model, so it takes no record."]})
+    else:
+        object_id = None
+    with transaction.atomic():
+        log = create_run(
+            rule,
+            trigger=TriggerType.MANUAL,
+            content_type=content_type,
+            object_id=object_id,
+            object_snapshot=object_snapshot,
+            user_id=user.pk if user is not None and user.is_authenticated else None,
+            dry_run=dry_run,
+        )
+    if dry_run:
+        execute_dry_run(log)
+        log.refresh_from_db()
+    return log
+
+
+def _find_object(rule, object_id):
+    model = rule.content_type.model_class()
+    try:
+        instance = model.objects.filter(pk=object_id, organization_id=rule.organization_id).first()
+    except (ValueError, TypeError, ValidationError):
+        instance = None
+    if instance is None:
+        raise RunObjectNotFound(f"No {rule.model} with id {object_id} in this organization.")
+    return instance
+
+
+def retry_run(log: AutomationLog, *, user=None) -> AutomationLog:
+    """A new run with the same context as `log`, linked through retry_of. Not for live runs."""
+    if log.status in (RunStatus.PENDING, RunStatus.RUNNING):
+        raise RunConflict(f"Run {log.pk} is still {log.status}; retry it once it has finished.")
+    with transaction.atomic():
+        return create_run(
+            log.rule,
+            trigger=log.trigger,
+            event=log.event,
+            content_type=log.content_type,
+            object_id=log.object_id,
+            object_snapshot=(log.context or {}).get("object"),
+            changes=log.changes,
+            user_id=user.pk if user is not None and user.is_authenticated else None,
+            retry_of=log,
+            dry_run=log.dry_run,
+        )
+
+
+# --- Executing a run ----------------------------------------------------------------------------
+
+
+def claim(log_id: int) -> bool:
+    """PENDING -> RUNNING with one conditional UPDATE; False when someone else has it."""
+    now = timezone.now()
+    claimed = AutomationLog.objects.filter(
+        pk=log_id, status=RunStatus.PENDING, dry_run=False
+    ).update(status=RunStatus.RUNNING, heartbeat_at=now, seq=F("seq") + 1, started_at=now)
+    return claimed == 1
+
+
+def execute_run(log_id: int) -> None:
+    """Claim and execute one run. Safe to call twice: a second delivery does nothing."""
+    if not claim(log_id):
+        logger.debug("run %s already claimed or finished", log_id)
+        return
+    log = AutomationLog.objects.select_related("rule", "content_type", "triggered_by").get(
+        pk=log_id
+    )
+    publish_log(log)
+    try:
+        _execute(log)
+    except LostClaim:
+        logger.warning("run %s was taken over by another worker; stopping here", log_id)
+    except Exception as exc:
+        logger.exception("run %s failed unexpectedly", log_id)
+        with contextlib.suppress(LostClaim):
+            _finish(log, RunStatus.FAILED, error=f"Internal error: {type(exc).__name__}: {exc}")
+
+
+def execute_dry_run(log: AutomationLog) -> None:
+    """Evaluate and render a MANUAL dry run in place; writes nothing but the log."""
+    log.status = RunStatus.RUNNING
+    log.started_at = timezone.now()
+    _save(log, "status", "started_at", guard=False)
+    try:
+        _execute(log)
+    except Exception as exc:
+        logger.exception("dry run %s failed unexpectedly", log.pk)
+        _finish(log, RunStatus.FAILED, error=f"Internal error: {type(exc).__name__}: {exc}")
+
+
+def _execute(log: AutomationLog) -> None:
+    from automation.conditions import evaluate_conditions
+
+    rule = AutomationRule.objects.select_related("content_type").get(pk=log.rule_id)
+    log.rule = rule
+    if rule.deleted_at is not None:
+        return _finish(log, RunStatus.SKIPPED, error="The rule was deleted before the run started.")
+    if not rule.is_active and log.trigger != TriggerType.MANUAL:
+        return _finish(
+            log, RunStatus.SKIPPED, error="The rule was deactivated before the run started."
+        )
+    log.rule_revision = rule.revision
+    ctx = _context(log, rule)
+
+    actions = list(rule.actions.order_by("order", "id"))
+    resuming = bool(log.action_logs) and log.conditions_met
+    if not resuming:
+        result = evaluate_conditions(rule, ctx)
+        log.conditions_met = result.met
+        log.condition_trace = result.trace
+        if not result.met:
+            return _finish(log, RunStatus.SKIPPED, error="Conditions not met.")
+        log.action_logs = [_new_entry(index, action) for index, action in enumerate(actions)]
+        _save(
+            log,
+            "rule_revision",
+            "conditions_met",
+            "condition_trace",
+            "action_logs",
+            guard=not log.dry_run,
+        )
+
+    stopped_by_failure = False
+    failures = 0
+    for index, action in enumerate(actions):
+        if index >= len(log.action_logs):
+            break  # the rule gained actions since the run started: keep to the recorded plan
+        entry = log.action_logs[index]
+        if entry["status"] in FINISHED_ACTION_STATUSES:  # resumed run: already done
+            ctx.results[index] = entry.get("result")
+            failures += entry["status"] == ActionStatus.FAILED
+            continue
+        if stopped_by_failure:
+            _set_entry(log, entry, status=ActionStatus.SKIPPED, error="An earlier action failed.")
+            continue
+        succeeded = _run_action(log, entry, action, index, ctx)
+        if not succeeded:
+            failures += 1
+            if not action.continue_on_failure:
+                stopped_by_failure = True
+    if stopped_by_failure:
+        status = RunStatus.FAILED
+    elif failures:
+        status = RunStatus.PARTIAL
+    else:
+        status = RunStatus.SUCCEEDED
+    _finish(log, status)
+
+
+def _context(log: AutomationLog, rule: AutomationRule) -> RunContext:
+    return RunContext(
+        organization_id=log.organization_id,
+        rule_id=rule.pk,
+        rule_name=rule.name,
+        trigger=log.trigger,
+        event=log.event,
+        model=log.object_type,
+        object_id=log.object_id,
+        object=(log.context or {}).get("object"),
+        changes=log.changes,
+        user_id=log.triggered_by_id,
+        log_id=log.pk,
+        dry_run=log.dry_run,
+        now=timezone.now(),
+    )
+
+
+def _new_entry(index: int, action) -> dict:
+    return {
+        "order": index,
+        "action_type": action.action_type,
+        "status": ActionStatus.PENDING,
+        "attempt": 0,
+        "started_at": None,
+        "finished_at": None,
+        "duration_ms": None,
+        "result": None,
+        "error": None,
+    }
+
+
+def _run_action(log, entry, action, index, ctx) -> bool:
+    """Run one action and record it; True when it succeeded."""
+    from automation.actions import ActionError, get_handler
+
+    started = time.monotonic()
+    entry.update(status=ActionStatus.RUNNING, started_at=timezone.now().isoformat(), error=None)
+    if not log.dry_run:
+        entry["attempt"] = entry.get("attempt", 0) + 1
+    _set_entry(log, entry)
+    ctx.action_order = index
+    handler = get_handler(action.action_type)
+
+    def on_attempt(attempt: int) -> None:
+        if attempt != entry["attempt"]:
+            entry["attempt"] = attempt
+            _set_entry(log, entry)
+
+    def finished(status, result=None, error=None):
+        entry.update(
+            status=status,
+            result=result,
+            error=error,
+            finished_at=timezone.now().isoformat(),
+            duration_ms=round((time.monotonic() - started) * 1000, 3),
+        )
+        _set_entry(log, entry)
+
+    try:
+        if log.dry_run:
+            result = handler.dry_run(action.parameters, ctx)
+            finished(ActionStatus.SUCCEEDED, result=result)
+        else:
+            chain = Chain(
+                log_id=log.pk,
+                root_log_id=log.root_log_id or log.pk,
+                depth=log.depth,
+                rule_id=log.rule_id,
+                rule_names=(*(log.context or {}).get("chain", ()), log.rule.name),
+                user_id=log.triggered_by_id,
+            )
+            with running(chain), acting_as(log.triggered_by):
+                if handler.writes_database:
+                    # The write and its SUCCEEDED entry commit together, or neither does.
+                    with transaction.atomic():
+                        result = handler.execute(action.parameters, ctx)
+                        finished(ActionStatus.SUCCEEDED, result=result)
+                else:
+                    result = handler.execute(action.parameters, ctx, on_attempt=on_attempt)
+                    finished(ActionStatus.SUCCEEDED, result=result)
+    except LostClaim:
+        raise
+    except ActionError as exc:
+        finished(ActionStatus.FAILED, result=exc.result, error=str(exc))
+        return False
+    except Exception as exc:
+        logger.exception("action %s of run %s failed unexpectedly", index, log.pk)
+        finished(ActionStatus.FAILED, error=f"Internal error: {type(exc).__name__}: {exc}")
+        return False
+    ctx.results[index] = entry["result"]
+    return True
+
+
+def _set_entry(log, entry, **changes) -> None:
+    entry.update(changes)
+    _save(log, "action_logs", guard=not log.dry_run)
+    publish_action(log, entry)
+
+
+def _finish(log: AutomationLog, status: str, error: str = "") -> None:
+    log.status = status
+    log.finished_at = timezone.now()
+    if error:
+        log.error = error
+    fields = ["status", "finished_at", "error", "rule_revision"]
+    if status == RunStatus.SKIPPED:
+        fields += ["conditions_met", "condition_trace"]
+    _save(log, *fields, guard=not log.dry_run)
+
+
+def _save(log: AutomationLog, *fields: str, guard: bool = True) -> None:
+    """Persist `fields` with seq + 1 and a fresh heartbeat, then publish (after commit).
+
+    Guarded: only while this worker still owns the run (status RUNNING, seq unchanged);
+    otherwise LostClaim.
+    """
+    now = timezone.now()
+    values = {name: getattr(log, name) for name in fields}
+    query = AutomationLog.objects.filter(pk=log.pk)
+    if guard:
+        query = query.filter(seq=log.seq, status=RunStatus.RUNNING)
+    updated = query.update(seq=log.seq + 1, heartbeat_at=now, **values)
+    if updated != 1:
+        raise LostClaim(log.pk)
+    log.seq += 1
+    log.heartbeat_at = now
+    if fields != ("action_logs",):  # action progress is published as action events
+        publish_log(log)
+
+
+# --- The sweeper --------------------------------------------------------------------------------
+
+
+def sweep(batch_size: int = 500) -> dict:
+    """Recover runs nobody is working on.
+
+    RUNNING logs whose heartbeat stopped (their worker died) go back to PENDING, to be resumed at
+    their first unfinished action; PENDING logs no worker claimed in time are enqueued again (a
+    duplicate delivery is harmless: the claim lets one through).
+    """
+    now = timezone.now()
+    stale = now - datetime.timedelta(seconds=settings.AUTOMATION_HEARTBEAT_STALE_SECONDS)
+    revived = 0
+    stalled = AutomationLog.objects.filter(
+        status=RunStatus.RUNNING, dry_run=False, heartbeat_at__lt=stale
+    )
+    for log_id in stalled.values_list("pk", flat=True)[:batch_size]:
+        with transaction.atomic():
+            if stalled.filter(pk=log_id).update(status=RunStatus.PENDING, seq=F("seq") + 1):
+                revived += 1
+                publish_log(AutomationLog.objects.select_related("rule").get(pk=log_id))
+    waiting = now - datetime.timedelta(seconds=settings.AUTOMATION_SWEEP_PENDING_AFTER_SECONDS)
+    pending = list(
+        AutomationLog.objects.filter(
+            status=RunStatus.PENDING, dry_run=False, created_at__lt=waiting
+        )
+        .order_by("created_at")
+        .values_list("pk", flat=True)[:batch_size]
+    )
+    for log_id in pending:
+        enqueue_run(log_id)
+    if revived or pending:
+        logger.info(
+            "sweeper: %s stalled runs revived, %s pending runs re-enqueued", revived, len(pending)
+        )
+    return {"revived": revived, "requeued": len(pending)}

@@ -1,0 +1,22 @@
+"""Huey tasks: execute a run, and the periodic sweeper that makes sure no run is lost."""
+
+import logging
+
+from huey import crontab
+from huey.contrib.djhuey import db_periodic_task, db_task
+
+from automation import runs
+
+logger = logging.getLogger("automation.tasks")
+
+
+@db_task()
+def execute_run_task(log_id: int) -> None:
+    """Execute one PENDING run. A duplicate delivery finds nothing to claim and does nothing."""
+    runs.execute_run(log_id)
+
+
+@db_periodic_task(crontab(minute="*"))
+def sweep_runs_task() -> None:
+    """Every minute: revive runs whose worker died and re-enqueue runs nobody picked up."""
+    runs.sweep()
