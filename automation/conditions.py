@@ -1,0 +1,573 @@
+"""The condition evaluator: does a run's record meet its rule's condition tree?
+
+A rule's conditions are a tree: the root ConditionGroup (parent null) holds leaves (RuleCondition)
+and nested groups, each group combining its children with AND/OR and optionally negated, each
+leaf optionally negated. `evaluate_conditions` walks the whole tree (no short-circuit, so the trace
+shows every leaf to someone debugging a rule) and returns the verdict with one trace entry per
+leaf.
+
+Where values come from:
+- the record's own fields: the run's snapshot (`ctx.object`, JSON-typed, see snapshots.py), so a
+  run judges the record as it was at the event, not as it is when the worker gets to it;
+- relation paths (`category__name`, `products__name`): the database, one query per distinct path,
+  every model on the way filtered by the run's organization so no path reads another
+  organization's rows, even through a foreign key that points there (such a hop reads as empty).
+
+Semantics worth knowing:
+- A path through a to-many relation is true when ANY related row satisfies the leaf's comparison;
+  the leaf's negate applies to that aggregated verdict ("NOT products__name EQUALS x" means "no
+  product is named x"). No related rows: the comparison is false (IS_NULL too).
+- A to-one path with no related row (null foreign key) reads as null.
+- Both sides are coerced to the final field's type before comparing; a value that cannot be
+  coerced (or an invalid choice) is an error of that leaf, never a silent false.
+- `None` compares true only with IS_NULL, EQUALS null and NOT_EQUALS (None differs from any value);
+  every other operator is false on a null actual. CHANGED_FROM / CHANGED_TO compare old / new
+  values by equality, so "changed from null" works.
+- An empty group is met whatever its logic (then its own negate applies); a rule without a root
+  group is met.
+- FAIL CLOSED: an error in any leaf (path no longer resolves, uncoercible value, regex timeout,
+  database error) makes the whole result not met whatever negation sits above it; the error is in
+  that leaf's trace entry (passed false). Nothing raises out of `evaluate_conditions`.
+"""
+
+import datetime
+import decimal
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import regex
+from django.conf import settings
+from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import FieldDoesNotExist, ValidationError
+from django.db import models
+
+from automation.choices import CHANGE_OPERATORS, ConditionLogic, Operator, TriggerEvent
+from automation.models import ConditionGroup, RuleCondition
+from automation.registry import PathError, ResolvedPath, model_label, resolve_path
+from automation.snapshots import diff, json_value
+from automation.validators import validate_regex
+
+logger = logging.getLogger("automation.conditions")
+
+ROOT_PATH = "conditions"
+# A to-many leaf's trace shows at most this many related values (the verdict uses all of them).
+TRACE_MAX_VALUES = 20
+
+
+class ConditionError(Exception):
+    """A leaf that cannot be evaluated; its message goes into the trace."""
+
+
+# --- The tree ----------------------------------------------------------------------------------
+
+
+@dataclass
+class LeafNode:
+    path: str  # "conditions.groups.0.conditions.1"
+    field: str  # the field path, "category__name"
+    operator: str
+    value: Any
+    negate: bool
+
+
+@dataclass
+class GroupNode:
+    path: str  # "conditions", "conditions.groups.0", ...
+    logic: str = ConditionLogic.AND
+    negate: bool = False
+    conditions: list[LeafNode] = field(default_factory=list)
+    groups: list["GroupNode"] = field(default_factory=list)
+
+    def leaves(self):
+        """Every leaf below this group, depth first: a group's own leaves before its subgroups."""
+        yield from self.conditions
+        for group in self.groups:
+            yield from group.leaves()
+
+
+@dataclass
+class ConditionResult:
+    met: bool
+    trace: list[dict]  # one entry per leaf evaluated
+
+
+def load_condition_tree(rule) -> GroupNode:
+    """The rule's condition tree, built in memory from two queries (groups, then leaves).
+
+    A rule without a root group gets an empty root, which is met.
+    """
+    groups = list(ConditionGroup.objects.filter(rule=rule).order_by("order", "id"))
+    leaves = list(RuleCondition.objects.filter(group__rule=rule).order_by("order", "id"))
+
+    children: dict[int | None, list[ConditionGroup]] = {}
+    for group in groups:
+        children.setdefault(group.parent_id, []).append(group)
+    leaves_of: dict[int, list[RuleCondition]] = {}
+    for leaf in leaves:
+        leaves_of.setdefault(leaf.group_id, []).append(leaf)
+
+    def build(group: ConditionGroup, path: str) -> GroupNode:
+        node = GroupNode(path=path, logic=group.logic, negate=group.negate)
+        for index, leaf in enumerate(leaves_of.get(group.id, ())):
+            node.conditions.append(
+                LeafNode(
+                    path=f"{path}.conditions.{index}",
+                    field=leaf.field_name,
+                    operator=leaf.operator,
+                    value=leaf.value,
+                    negate=leaf.negate,
+                )
+            )
+        for index, child in enumerate(children.get(group.id, ())):
+            node.groups.append(build(child, f"{path}.groups.{index}"))
+        return node
+
+    roots = children.get(None, [])
+    # Groups are only reached from the root, so a corrupt parent cycle cannot loop forever.
+    return build(roots[0], ROOT_PATH) if roots else GroupNode(path=ROOT_PATH)
+
+
+# --- Evaluation --------------------------------------------------------------------------------
+
+
+def evaluate_conditions(rule, ctx, tree: GroupNode | None = None) -> ConditionResult:
+    """Evaluate `rule`'s conditions against the run context `ctx` (see the module docstring).
+
+    Pass `tree` (from load_condition_tree) to evaluate many records without reloading it.
+    Never raises: an unexpected failure yields not met with the error in the trace.
+    """
+    try:
+        if tree is None:
+            tree = load_condition_tree(rule)
+        evaluator = _Evaluator(rule, ctx)
+        verdict = evaluator.group_verdict(tree)
+        failed = any(entry["error"] for entry in evaluator.trace)
+        return ConditionResult(met=verdict and not failed, trace=evaluator.trace)
+    except Exception as exc:
+        logger.exception("Conditions of rule %s could not be evaluated", getattr(rule, "pk", None))
+        return ConditionResult(
+            met=False,
+            trace=[_trace_entry(ROOT_PATH, "", None, None, None, False, f"Internal error: {exc}")],
+        )
+
+
+def _trace_entry(path, field_path, operator, expected, actual, passed, error):
+    return {
+        "path": path,
+        "field": field_path,
+        "operator": operator,
+        "expected": expected,
+        "actual": actual,
+        "passed": passed,
+        "error": error,
+    }
+
+
+class _Evaluator:
+    """One evaluation: the rule, the run's context, the trace and the relation values read."""
+
+    def __init__(self, rule, ctx):
+        self.rule = rule
+        self.ctx = ctx
+        self.trace: list[dict] = []
+        self._related: dict[str, list | ConditionError] = {}  # relation path -> values or error
+        self.model = self._rule_model()
+        self.scope_error = None
+        if ctx.organization_id != rule.organization_id:
+            # A caller bug, but one that could read another organization's rows: refuse.
+            self.scope_error = "The run's organization is not the rule's organization."
+
+    def _rule_model(self):
+        """The rule's model class (None without one), from the ContentType cache: no query
+        after the first use, unlike `rule.model`."""
+        if not self.rule.content_type_id:
+            return None
+        return ContentType.objects.get_for_id(self.rule.content_type_id).model_class()
+
+    def group_verdict(self, group: GroupNode) -> bool:
+        verdicts = [self.leaf_verdict(leaf) for leaf in group.conditions]
+        verdicts += [self.group_verdict(child) for child in group.groups]
+        if not verdicts:
+            met = True
+        elif group.logic == ConditionLogic.OR:
+            met = any(verdicts)
+        else:
+            met = all(verdicts)
+        return met != group.negate
+
+    def leaf_verdict(self, leaf: LeafNode) -> bool:
+        actual = None
+        try:
+            passed, actual = self._evaluate_leaf(leaf)
+            passed = passed != leaf.negate
+            error = None
+        except ConditionError as exc:
+            passed, error = False, str(exc)
+            logger.warning("Condition %s of rule %s failed: %s", leaf.path, self.rule.pk, error)
+        except Exception as exc:  # a database error or a bug: fail closed, keep evaluating
+            passed, error = False, f"Internal error: {exc}"
+            logger.exception("Condition %s of rule %s crashed", leaf.path, self.rule.pk)
+        self.trace.append(
+            _trace_entry(leaf.path, leaf.field, leaf.operator, leaf.value, actual, passed, error)
+        )
+        return passed
+
+    def _evaluate_leaf(self, leaf: LeafNode) -> tuple[bool, Any]:
+        """(comparison verdict before the leaf's negate, actual value for the trace)."""
+        if self.scope_error:
+            raise ConditionError(self.scope_error)
+        if leaf.operator not in Operator.values:
+            raise ConditionError(f'Unknown operator "{leaf.operator}".')
+        if self.model is None:
+            raise ConditionError("This rule has no model, so it has no fields to test.")
+        try:
+            resolved = resolve_path(model_label(self.model), leaf.field)
+        except (PathError, LookupError) as exc:
+            raise ConditionError(f"The field path no longer resolves: {exc}") from None
+
+        operator = Operator(leaf.operator)
+        if operator in CHANGE_OPERATORS:
+            if not resolved.is_local:
+                raise ConditionError(f"{operator} applies to the record's own fields only.")
+            change = self._changes().get(resolved.field.name)
+            return _compare_change(operator, resolved.field, change, leaf.value), change
+
+        compare = _comparison(operator, resolved.field, leaf.value)
+        if resolved.is_local:
+            actual = self._local_value(resolved)
+            return compare(actual), actual
+        values = self._related_values(resolved)
+        shown = [json_value(value) for value in values[:TRACE_MAX_VALUES]]
+        if resolved.through_many:
+            # Every row is compared (no early exit), so a bad row is an error, not hidden.
+            verdicts = [compare(value) for value in values]
+            return any(verdicts), shown
+        actual = values[0] if values else None
+        return compare(actual), json_value(actual)
+
+    # --- Where values come from -----------------------------------------------------------
+
+    def _changes(self) -> dict:
+        """{"field": {"old", "new"}}; on CREATED every set field changed from null."""
+        if self.ctx.event == TriggerEvent.CREATED:
+            return diff(None, self.ctx.object)
+        return self.ctx.changes or {}
+
+    def _local_value(self, resolved: ResolvedPath):
+        if self.ctx.object is None:
+            raise ConditionError("This run has no record to read fields from.")
+        if resolved.field.name not in self.ctx.object:
+            raise ConditionError(f'"{resolved.field.name}" is not in the record\'s snapshot.')
+        return self.ctx.object[resolved.field.name]
+
+    def _related_values(self, resolved: ResolvedPath) -> list:
+        """The values of a relation path, read once per evaluation (errors too)."""
+        if resolved.path not in self._related:
+            try:
+                self._related[resolved.path] = self._query_related(resolved)
+            except ConditionError as exc:
+                self._related[resolved.path] = exc
+        values = self._related[resolved.path]
+        if isinstance(values, ConditionError):
+            raise values
+        return values
+
+    def _query_related(self, resolved: ResolvedPath) -> list:
+        """One query: the final field's values reached from the record, organization-scoped.
+
+        A forward to-one first hop starts from the snapshot's foreign key id (so a DELETED
+        record's relations still resolve); a to-many first hop starts from the record itself,
+        which a DELETED event no longer has: no rows.
+        """
+        if self.ctx.object is None:
+            raise ConditionError("This run has no record to read relations from.")
+        model = self.model
+        first = model._meta.get_field(resolved.hops[0])
+        if first.concrete and (first.many_to_one or first.one_to_one):
+            start_id = self.ctx.object.get(first.name)
+            if start_id is None:
+                return []
+            start_model = first.related_model
+            hops = list(resolved.hops[1:])
+        else:
+            if self.ctx.event == TriggerEvent.DELETED:
+                return []
+            start_model = model
+            start_id = self.ctx.object_id or self.ctx.object.get(model._meta.pk.name)
+            hops = list(resolved.hops)
+        try:
+            start_id = coerce_value(start_model._meta.pk, start_id)
+        except ConditionError:
+            raise ConditionError(f'The record id "{start_id}" is not valid.') from None
+
+        # Every model on the way, the starting one included, is filtered by organization, in one
+        # filter() call so a to-many hop's organization test applies to the row whose value is read.
+        scope = {"pk": start_id, "organization_id": self.ctx.organization_id}
+        current = start_model
+        for index, hop in enumerate(hops):
+            _require_organization_scoped(current)
+            current = current._meta.get_field(hop).related_model
+            scope["__".join(hops[: index + 1]) + "__organization_id"] = self.ctx.organization_id
+        _require_organization_scoped(current)
+        value_path = "__".join([*hops, resolved.field.name])
+        queryset = (
+            start_model._default_manager.filter(**scope)
+            .order_by()
+            .values_list(value_path, flat=True)
+            .distinct()
+        )
+        return list(queryset)
+
+
+def _require_organization_scoped(model) -> None:
+    try:
+        model._meta.get_field("organization")
+    except FieldDoesNotExist:
+        raise ConditionError(
+            f"{model_label(model)} is not organization-scoped, so conditions may not read it."
+        ) from None
+
+
+# --- Operators ---------------------------------------------------------------------------------
+
+_ORDERING = {
+    Operator.GREATER_THAN: lambda a, b: a > b,
+    Operator.GREATER_THAN_OR_EQUAL: lambda a, b: a >= b,
+    Operator.LESS_THAN: lambda a, b: a < b,
+    Operator.LESS_THAN_OR_EQUAL: lambda a, b: a <= b,
+}
+_TEXT = {
+    Operator.CONTAINS: lambda a, b: b in a,
+    Operator.NOT_CONTAINS: lambda a, b: b not in a,
+    Operator.ICONTAINS: lambda a, b: b.casefold() in a.casefold(),
+    Operator.STARTS_WITH: lambda a, b: a.startswith(b),
+    Operator.ENDS_WITH: lambda a, b: a.endswith(b),
+}
+
+
+def _comparison(operator: Operator, model_field, expected):
+    """A function actual -> bool for a non-CHANGED operator, the expected value checked first.
+
+    The expected value is coerced once, before any actual value is seen, so a broken rule is an
+    error even when the record's value is null.
+    """
+    if operator == Operator.IS_NULL:
+        return lambda actual: actual is None
+    if operator == Operator.IS_NOT_NULL:
+        return lambda actual: actual is not None
+
+    def actual_of(actual):
+        return coerce_value(model_field, actual)
+
+    if operator in (Operator.EQUALS, Operator.NOT_EQUALS):
+        wanted = None if expected is None else _coerce_expected(model_field, expected)
+
+        def equal(actual):
+            if actual is None or wanted is None:
+                return actual is None and wanted is None
+            return actual_of(actual) == wanted
+
+        if operator == Operator.EQUALS:
+            return equal
+        return lambda actual: not equal(actual)
+
+    if operator in (Operator.IN, Operator.NOT_IN):
+        if not isinstance(expected, list):
+            raise ConditionError(f"{operator} needs a list of values.")
+        wanted = [_coerce_expected(model_field, item) for item in expected if item is not None]
+        if operator == Operator.IN:
+            return lambda actual: actual is not None and actual_of(actual) in wanted
+        return lambda actual: actual is not None and actual_of(actual) not in wanted
+
+    if expected is None:
+        raise ConditionError(f"{operator} needs a value.")
+
+    if operator in _ORDERING:
+        if _base_field(model_field).get_internal_type() == "BooleanField":
+            raise ConditionError(f"{operator} does not apply to a true/false field.")
+        wanted = _coerce_expected(model_field, expected)
+        test = _ORDERING[operator]
+        return lambda actual: actual is not None and test(actual_of(actual), wanted)
+
+    _require_text_field(operator, model_field)
+    if not isinstance(expected, str):
+        raise ConditionError(f"{operator} needs a text value, not {_json_type(expected)}.")
+
+    if operator == Operator.REGEX:
+        return _regex_test(expected, actual_of)
+    test = _TEXT[operator]
+    return lambda actual: actual is not None and test(actual_of(actual), expected)
+
+
+def _regex_test(pattern: str, actual_of):
+    """A bounded search: the pattern is size-checked and each match runs under a timeout."""
+    try:
+        validate_regex(pattern)
+    except ValidationError as exc:
+        raise ConditionError(" ".join(exc.messages)) from None
+    compiled = regex.compile(pattern)
+    timeout = settings.AUTOMATION_REGEX_TIMEOUT_SECONDS
+
+    def test(actual):
+        if actual is None:
+            return False
+        try:
+            return compiled.search(actual_of(actual), timeout=timeout) is not None
+        except TimeoutError:
+            raise ConditionError(
+                f"The regular expression took longer than {timeout} s and was stopped."
+            ) from None
+
+    return test
+
+
+def _compare_change(operator: Operator, model_field, change: dict | None, expected) -> bool:
+    """CHANGED / CHANGED_FROM / CHANGED_TO against a {"old", "new"} change (None: unchanged)."""
+    if operator == Operator.CHANGED:
+        return change is not None
+    wanted = None if expected is None else _coerce_expected(model_field, expected)
+    if change is None:
+        return False
+    side = change.get("old") if operator == Operator.CHANGED_FROM else change.get("new")
+    side = None if side is None else coerce_value(model_field, side)
+    return side == wanted
+
+
+def _require_text_field(operator, model_field) -> None:
+    if not isinstance(_base_field(model_field), models.CharField | models.TextField):
+        raise ConditionError(
+            f"{operator} applies to text fields; {model_field.name} is "
+            f"{model_field.get_internal_type()}."
+        )
+
+
+def _json_type(value) -> str:
+    return {
+        bool: "true/false",
+        int: "a number",
+        float: "a number",
+        str: "text",
+        list: "a list",
+        dict: "an object",
+    }.get(type(value), type(value).__name__)
+
+
+# --- Coercion ----------------------------------------------------------------------------------
+
+
+def _base_field(model_field):
+    """The field whose type values have: a foreign key compares as its target's id."""
+    while model_field.is_relation and model_field.concrete:
+        model_field = model_field.target_field
+    return model_field
+
+
+def _coerce_expected(model_field, value):
+    """An expected (rule-side) value: coerced, and for a choice field one of its choices."""
+    coerced = coerce_value(model_field, value)
+    base = _base_field(model_field)
+    if base.choices:
+        valid = [key for key, _label in base.flatchoices]
+        if coerced not in valid:
+            raise ConditionError(
+                f'"{value}" is not a choice of {model_field.name} ({", ".join(map(str, valid))}).'
+            )
+    return coerced
+
+
+def coerce_value(model_field, value):
+    """`value` (JSON from a snapshot or a rule, or a Python value from the database) as the
+    field's type; ConditionError when it is not one."""
+    base = _base_field(model_field)
+    kind = base.get_internal_type()
+    try:
+        if isinstance(base, models.BooleanField):
+            return _to_bool(value)
+        if isinstance(base, models.IntegerField):  # AutoField and the other integers too
+            return _to_int(value)
+        if isinstance(base, models.DecimalField):
+            return _to_decimal(value)
+        if isinstance(base, models.FloatField):
+            return _to_float(value)
+        if isinstance(base, models.DateTimeField):  # before DateField, its parent
+            return _to_datetime(value)
+        if isinstance(base, models.DateField):
+            return _to_date(value)
+        if isinstance(base, models.CharField | models.TextField):
+            if not isinstance(value, str):
+                raise ValueError
+            return value
+        return base.to_python(value)
+    except (ValueError, TypeError, ArithmeticError, ValidationError):
+        raise ConditionError(
+            f"{value!r} cannot be compared with {model_field.name} ({kind})."
+        ) from None
+
+
+def _to_bool(value) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ValueError
+
+
+def _to_int(value) -> int:
+    if isinstance(value, bool):
+        raise ValueError
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        return int(value.strip())
+    raise ValueError
+
+
+def _to_decimal(value) -> decimal.Decimal:
+    if isinstance(value, bool):
+        raise ValueError
+    if isinstance(value, decimal.Decimal):
+        result = value
+    elif isinstance(value, int | float | str):
+        # str() of a float keeps its short form: 9.99 stays 9.99, not 9.9900000000000002131...
+        result = decimal.Decimal(str(value).strip())
+    else:
+        raise ValueError
+    if not result.is_finite():
+        raise ValueError
+    return result
+
+
+def _to_float(value) -> float:
+    if isinstance(value, bool):
+        raise ValueError
+    if isinstance(value, int | float | decimal.Decimal | str):
+        result = float(value)
+        if math.isfinite(result):
+            return result
+    raise ValueError
+
+
+def _to_datetime(value) -> datetime.datetime:
+    if isinstance(value, datetime.datetime):
+        result = value
+    elif isinstance(value, str):
+        result = datetime.datetime.fromisoformat(value.strip())
+    else:
+        raise ValueError
+    if result.tzinfo is None:  # naive means UTC, as the contract's values do
+        result = result.replace(tzinfo=datetime.UTC)
+    return result
+
+
+def _to_date(value) -> datetime.date:
+    if isinstance(value, datetime.datetime):
+        raise ValueError
+    if isinstance(value, datetime.date):
+        return value
+    if isinstance(value, str):
+        return datetime.date.fromisoformat(value.strip())
+    raise ValueError
