@@ -1,0 +1,263 @@
+"""End-to-end helpers: a real `manage.py serve` process on a free port, with its own data.
+
+Each server gets isolated storage, so it never touches the test database pytest-django made:
+- embedded mode (no DATABASE_URL / REDIS_URL in the environment): a fresh data directory, hence
+  fresh SQLite files for the database and the Huey queue;
+- distributed mode (both set): a fresh PostgreSQL database created beside the one DATABASE_URL
+  names (dropped afterwards) and a Huey queue name of its own on REDIS_URL.
+
+Fixtures:
+- `e2e_server`: one server shared by the whole session (start-up runs migrations, so sharing saves
+  seconds per test). Use it for tests that only send requests.
+- `start_server`: a factory for a server of the test's own (`start_server(embedded=True)`), stopped
+  at teardown. Use it for tests that stop, signal or configure the server.
+
+A `ServerProcess` knows its `base_url`, runs `manage(...)` commands against the same data, makes
+members with tokens (`create_member`), posts GraphQL (`graphql`) and stops (`stop`).
+"""
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+START_TIMEOUT_SECONDS = 60
+STOP_TIMEOUT_SECONDS = 20
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class Member:
+    """A user made by ServerProcess.create_member. Ids are strings, as GraphQL returns them."""
+
+    user_id: str
+    username: str
+    organization_id: str
+    token: str
+
+
+@dataclass
+class ServerProcess:
+    process: subprocess.Popen
+    base_url: str
+    env: dict
+    log_path: Path
+    data_dir: Path
+    _log_file: object = field(repr=False, default=None)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def manage(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        """Run a manage.py command against this server's database and queue."""
+        result = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=REPO_ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"manage.py {' '.join(args)} failed ({result.returncode}):\n{result.stderr}"
+            )
+        return result
+
+    def create_member(self, username: str, organization_slug: str, role: str = "ADMIN") -> Member:
+        """Create a user who is a member of the organization (created if missing) with `role`,
+        and issue an API token for them."""
+        code = (
+            "from django.contrib.auth import get_user_model\n"
+            "from accounts.models import ApiToken, Membership, Organization\n"
+            f"user, _ = get_user_model().objects.get_or_create(username={username!r})\n"
+            f"org, _ = Organization.objects.get_or_create(slug={organization_slug!r}, "
+            f"defaults={{'name': {organization_slug!r}}})\n"
+            "Membership.objects.update_or_create(user=user, organization=org, "
+            f"defaults={{'role': {role!r}}})\n"
+            "print(user.pk, org.pk, ApiToken.issue(user=user, name='e2e')[1])\n"
+        )
+        output = self.manage("shell", "--no-imports", "-c", code).stdout
+        user_id, organization_id, token = output.strip().splitlines()[-1].split()
+        return Member(user_id, username, organization_id, token)
+
+    def graphql(self, query: str, variables: dict | None = None, token: str | None = None):
+        """POST a GraphQL request; returns the httpx response."""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.post(
+            f"{self.base_url}/graphql/",
+            json={"query": query, "variables": variables or {}},
+            headers=headers,
+            timeout=30,
+        )
+
+    def is_running(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = STOP_TIMEOUT_SECONDS) -> int:
+        """Send `sig` and wait for the exit code; kills (and fails) if it does not stop in time."""
+        if self.is_running():
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                raise AssertionError(
+                    f"The server did not stop within {timeout}s of {signal.Signals(sig).name}:\n"
+                    + self.log()
+                ) from None
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+        return self.process.returncode
+
+
+def wait_until_ready(server: ServerProcess, timeout: float = START_TIMEOUT_SECONDS) -> None:
+    """Poll GET /healthz until it answers 200; fail with the server's log if it never does."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not server.is_running():
+            raise AssertionError(
+                f"The server exited ({server.process.returncode}) before it was ready:\n"
+                + server.log()
+            )
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{server.base_url}/healthz", timeout=2).status_code == 200:
+                return
+        time.sleep(0.1)
+    server.stop(signal.SIGKILL)
+    raise AssertionError(f"The server was not ready within {timeout}s:\n{server.log()}")
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def _postgres_admin(url: str):
+    import psycopg
+
+    parts = urlsplit(url)
+    return psycopg.connect(
+        host=parts.hostname or "127.0.0.1",
+        port=parts.port or 5432,
+        user=parts.username or "postgres",
+        password=parts.password,
+        dbname=parts.path.lstrip("/") or "postgres",
+        autocommit=True,
+    )
+
+
+@contextlib.contextmanager
+def isolated_environment(data_dir: Path, embedded: bool | None = None):
+    """The environment for a server with storage of its own (see the module docstring).
+
+    `embedded=None` follows the suite's mode (the DATABASE_URL / REDIS_URL of this process);
+    True forces embedded mode.
+    """
+    env = dict(os.environ)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    env["AUTOMATION_DATA_DIR"] = str(data_dir)
+    env.setdefault("SECRET_KEY", "e2e-secret-key-not-for-production")
+    env["PYTHONUNBUFFERED"] = "1"
+    distributed = not embedded and bool(env.get("DATABASE_URL") and env.get("REDIS_URL"))
+    if not distributed:
+        env.pop("DATABASE_URL", None)
+        env.pop("REDIS_URL", None)
+        yield env
+        return
+    suffix = uuid.uuid4().hex[:12]
+    database = f"e2e_{suffix}"
+    admin_url = env["DATABASE_URL"]
+    with _postgres_admin(admin_url) as conn:
+        conn.execute(f'CREATE DATABASE "{database}"')
+    env["DATABASE_URL"] = _with_database(admin_url, database)
+    env["HUEY_NAME"] = f"e2e-{suffix}"
+    try:
+        yield env
+    finally:
+        with _postgres_admin(admin_url) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+def launch(env: dict, data_dir: Path, extra_args=(), wait: bool = True) -> ServerProcess:
+    """Start `manage.py serve` on a free port; by default wait until /healthz answers."""
+    port = free_port()
+    log_path = data_dir / f"serve-{port}.log"
+    log_file = open(log_path, "w")  # noqa: SIM115 - closed by ServerProcess.stop()
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "serve", "--port", str(port), *extra_args],
+        cwd=REPO_ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
+    server = ServerProcess(
+        process=process,
+        base_url=f"http://127.0.0.1:{port}",
+        env=env,
+        log_path=log_path,
+        data_dir=data_dir,
+        _log_file=log_file,
+    )
+    if wait:
+        wait_until_ready(server)
+    return server
+
+
+@pytest.fixture
+def start_server(tmp_path):
+    """start_server(embedded=None, extra_args=()) -> a ready ServerProcess, stopped at teardown."""
+    with contextlib.ExitStack() as stack:
+        count = 0
+
+        def start(embedded: bool | None = None, extra_args=()) -> ServerProcess:
+            nonlocal count
+            count += 1
+            data_dir = tmp_path / f"server-{count}"
+            env = stack.enter_context(isolated_environment(data_dir, embedded=embedded))
+            server = launch(env, data_dir, extra_args)
+            stack.callback(server.stop)
+            return server
+
+        yield start
+
+
+@pytest.fixture(scope="session")
+def e2e_server(tmp_path_factory):
+    """One server for the whole session (follows the suite's embedded/distributed mode)."""
+    data_dir = tmp_path_factory.mktemp("e2e-server")
+    with isolated_environment(data_dir) as env:
+        server = launch(env, data_dir)
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+def json_of(response: httpx.Response) -> dict:
+    """The JSON body, or a failure that shows what came back instead."""
+    try:
+        return response.json()
+    except json.JSONDecodeError:
+        raise AssertionError(f"Not JSON ({response.status_code}): {response.text[:500]}") from None
