@@ -1,0 +1,141 @@
+"""Template rendering for action parameters: "{{ path }}" placeholders over the run's JSON context.
+
+Why a tiny language of our own rather than Django/Jinja templates: parameters are JSON and must
+stay JSON. A string that is exactly one placeholder ("{{ results.0.id }}") is replaced by the
+value itself, keeping its JSON type (int, dict, null...), so an action can pass an id or a whole
+object on. A placeholder inside text ("Product {{ object.name }} is out") is formatted as text:
+strings as they are, everything else as compact JSON (None -> "null", True -> "true",
+{"a": 1} -> '{"a":1}'). No filters, no expressions, no attribute access on live objects: the
+variables are plain JSON (snapshots), so rendering can never reach the database or a secret.
+
+A placeholder that does not resolve raises TemplateError naming the path: an action never runs
+with a silently empty value. There is no escape for a literal "{{" in a templated parameter.
+
+Paths are dotted: "object.category", "changes.status.new", "results.0.id". A dict is entered by
+key, a list by a decimal index.
+"""
+
+import json
+import re
+
+# The variables RunContext.template_variables() provides; a placeholder must start with one.
+ROOT_VARIABLES = ("object", "changes", "event", "trigger", "rule", "now", "results")
+
+_PLACEHOLDER = re.compile(r"\{\{([^{}]*)\}\}")
+_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_-]+)*")
+
+
+class TemplateError(ValueError):
+    """A placeholder that is malformed or does not resolve; the message names it."""
+
+
+def render(value, variables: dict):
+    """`value` with every placeholder in its strings replaced (recursively through dicts/lists)."""
+    if isinstance(value, str):
+        return render_string(value, variables)
+    if isinstance(value, dict):
+        return {key: render(item, variables) for key, item in value.items()}
+    if isinstance(value, list):
+        return [render(item, variables) for item in value]
+    return value
+
+
+def render_text(value, variables: dict) -> str:
+    """Render and always return text (a notification title stays a string even when the template
+    is a single placeholder of a number)."""
+    rendered = render(value, variables)
+    return rendered if isinstance(rendered, str) else format_text(rendered)
+
+
+def render_string(template: str, variables: dict):
+    _check_braces(template)
+    whole = _PLACEHOLDER.fullmatch(template)
+    if whole:
+        return resolve(_path_of(whole), variables)
+    return _PLACEHOLDER.sub(
+        lambda match: format_text(resolve(_path_of(match), variables)), template
+    )
+
+
+def format_text(value) -> str:
+    """How a value reads inside text: strings as is, anything else as compact JSON."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def resolve(path: str, variables: dict):
+    """The value at dotted `path`; TemplateError when some part is missing."""
+    parts = path.split(".")
+    if parts[0] not in variables:
+        raise TemplateError(f"Unknown template variable '{path}'.")
+    current = variables[parts[0]]
+    for depth, part in enumerate(parts[1:], start=1):
+        walked = ".".join(parts[:depth])
+        if isinstance(current, dict) and part in current:
+            current = current[part]
+        elif isinstance(current, list) and part.isdigit() and int(part) < len(current):
+            current = current[int(part)]
+        elif current is None:
+            raise TemplateError(f"Template variable '{path}' does not resolve: '{walked}' is null.")
+        else:
+            raise TemplateError(
+                f"Template variable '{path}' does not resolve: '{walked}' has no '{part}'."
+            )
+    return current
+
+
+def placeholder_errors(value) -> list[str]:
+    """Save-time check of every string in `value`: placeholders well formed, roots known."""
+    errors: list[str] = []
+    for text in _strings(value):
+        try:
+            _check_braces(text)
+        except TemplateError as exc:
+            errors.append(str(exc))
+            continue
+        for match in _PLACEHOLDER.finditer(text):
+            try:
+                path = _path_of(match)
+            except TemplateError as exc:
+                errors.append(str(exc))
+                continue
+            root = path.split(".")[0]
+            if root not in ROOT_VARIABLES:
+                errors.append(
+                    f"Unknown template variable '{path}': a placeholder starts with one of "
+                    f"{', '.join(ROOT_VARIABLES)}."
+                )
+    return errors
+
+
+def has_placeholder(value) -> bool:
+    return any("{{" in text for text in _strings(value))
+
+
+def _path_of(match: re.Match) -> str:
+    path = match.group(1).strip()
+    if not _PATH.fullmatch(path):
+        raise TemplateError(
+            f"Malformed placeholder '{match.group(0)}': expected a dotted path such as "
+            "'{{ object.name }}'."
+        )
+    return path
+
+
+def _check_braces(text: str) -> None:
+    # Every "{{" must be closed; an unclosed one is a typo, never literal text.
+    remainder = _PLACEHOLDER.sub("", text)
+    if "{{" in remainder:
+        raise TemplateError(f"Unclosed placeholder in '{text}': '{{{{' without '}}}}'.")
+
+
+def _strings(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)

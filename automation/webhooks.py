@@ -1,0 +1,304 @@
+"""Outgoing webhook requests: signing, retries, and the guard against server-side request forgery.
+
+A webhook URL is user input that the server fetches, so it could aim at the server's own network
+(127.0.0.1, 10.x, the cloud metadata endpoint). The guard refuses every address that is not
+globally routable, unless settings.AUTOMATION_WEBHOOK_ALLOW_PRIVATE_NETWORKS is on; cloud metadata
+addresses are refused even then. It checks the address actually connected to: the host is
+resolved here (`resolve_host`), every resolved address is checked, and the request is sent to
+that checked IP with the original Host header and TLS server name (SNI, certificate check), so a
+DNS answer that changes between check and connect (DNS rebinding) cannot slip through. Redirects
+are followed by hand, at most MAX_REDIRECTS, each hop checked the same way.
+
+Tests: `resolve_host` is the module's view of the outside world's DNS and may be patched;
+`check_address(ip, port)` is the guard, and a test that must reach its own loopback server while
+private networks stay refused patches it to accept exactly that server's (address, port) and
+delegate everything else to the original (see tests/integration/test_webhooks.py).
+"""
+
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import random
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import urljoin
+
+import httpx
+from django.conf import settings
+
+logger = logging.getLogger("automation.webhooks")
+
+MAX_REDIRECTS = 5
+RESPONSE_BODY_LIMIT = 4096  # bytes kept in the result
+RETRY_BASE_SECONDS = 0.5  # backoff: base * 2^(attempt-1), full jitter, capped
+RETRY_MAX_SECONDS = 10.0
+RETRYABLE_STATUS = {408, 429}  # besides every 5xx
+USER_AGENT = "automation-rule-engine-webhook/1"
+
+# Headers the engine sets itself; a rule may not override them.
+RESERVED_HEADERS = {
+    "content-type",
+    "content-length",
+    "host",
+    "transfer-encoding",
+    "connection",
+    "x-automation-timestamp",
+    "x-automation-signature",
+    "idempotency-key",
+}
+
+# Cloud instance-metadata endpoints: refused even when private networks are allowed.
+METADATA_ADDRESSES = {
+    ipaddress.ip_address("169.254.169.254"),  # AWS, GCP, Azure, OpenStack, DigitalOcean...
+    ipaddress.ip_address("169.254.170.2"),  # AWS ECS task metadata
+    ipaddress.ip_address("100.100.100.200"),  # Alibaba Cloud
+    ipaddress.ip_address("fd00:ec2::254"),  # AWS IMDS over IPv6
+}
+
+_REDIRECT_STATUS = {301, 302, 303, 307, 308}
+
+
+class WebhookRefused(Exception):
+    """The destination is not allowed (scheme, host or address): never retried."""
+
+
+class WebhookError(Exception):
+    """The webhook failed for good; `result` describes the last attempt."""
+
+    def __init__(self, message: str, result: dict):
+        super().__init__(message)
+        self.result = result
+
+
+@dataclass
+class WebhookRequest:
+    url: str
+    method: str = "POST"
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    secret: str | None = None
+    idempotency_key: str = ""
+    timeout: float = 10.0
+    max_attempts: int = 3
+
+
+# --- The guard ------------------------------------------------------------------------------------
+
+
+def resolve_host(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """Every address `host` resolves to (the outside world: tests patch this function)."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+
+
+def address_refusal(ip) -> str | None:
+    """Why `ip` may not be called, or None when it may."""
+    if ip in METADATA_ADDRESSES:
+        return f"{ip} is a cloud metadata address"
+    if settings.AUTOMATION_WEBHOOK_ALLOW_PRIVATE_NETWORKS:
+        return None
+    # An IPv6 address can carry an IPv4 one (::ffff:127.0.0.1, 6to4, Teredo): judge that too.
+    embedded = getattr(ip, "ipv4_mapped", None) or getattr(ip, "sixtofour", None)
+    if embedded is not None:
+        reason = address_refusal(embedded)
+        if reason:
+            return reason
+    teredo = getattr(ip, "teredo", None)
+    if teredo is not None and any(address_refusal(part) for part in teredo):
+        return f"{ip} carries a private address"
+    for kind, test in (
+        ("loopback", ip.is_loopback),
+        ("link-local", ip.is_link_local),
+        ("multicast", ip.is_multicast),
+        ("unspecified", ip.is_unspecified),
+        ("private", ip.is_private),
+        ("reserved", ip.is_reserved),
+    ):
+        if test:
+            return f"{ip} is a {kind} address"
+    if not ip.is_global:
+        return f"{ip} is not a public address"
+    return None
+
+
+def check_address(ip, port: int) -> None:
+    """Raise WebhookRefused when the request may not connect to (ip, port)."""
+    reason = address_refusal(ip)
+    if reason:
+        raise WebhookRefused(f"Refused to call {_netloc(ip, port)}: {reason}.")
+
+
+def check_url_syntax(url: str) -> httpx.URL:
+    """The parsed URL when it is an absolute http(s) URL with a host; WebhookRefused otherwise."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError, ValueError) as exc:
+        raise WebhookRefused(f"Invalid URL {url!r}: {exc}.") from None
+    if parsed.scheme not in ("http", "https"):
+        raise WebhookRefused(f"Invalid URL {url!r}: only http and https URLs can be called.")
+    if not parsed.host:
+        raise WebhookRefused(f"Invalid URL {url!r}: it has no host.")
+    if parsed.userinfo:
+        raise WebhookRefused(
+            f"Invalid URL {url!r}: credentials in the URL are not allowed; use a header."
+        )
+    return parsed
+
+
+def literal_address(host: str):
+    """The IP when `host` is an IP literal, else None."""
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+def pinned_address(url: httpx.URL):
+    """Resolve the URL's host, check every address, and return the one to connect to."""
+    port = url.port or (443 if url.scheme == "https" else 80)
+    ip = literal_address(url.host)
+    if ip is not None:
+        addresses = [ip]
+    else:
+        try:
+            addresses = resolve_host(url.raw_host.decode("ascii"), port)
+        except (OSError, UnicodeError) as exc:
+            raise httpx.ConnectError(f"Could not resolve {url.host}: {exc}") from exc
+        if not addresses:
+            raise httpx.ConnectError(f"Could not resolve {url.host}: no address")
+    for address in addresses:  # every one: a mixed answer is refused whole
+        check_address(address, port)
+    return addresses[0]
+
+
+# --- Signing ----------------------------------------------------------------------------------
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """The X-Automation-Signature value: "sha256=" + hex HMAC-SHA256 of "<timestamp>.<body>"."""
+    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + digest.hexdigest()
+
+
+def encode_body(body) -> bytes:
+    """The exact bytes sent (and signed): compact UTF-8 JSON, nothing when there is no body."""
+    if body is None:
+        return b""
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+# --- Sending ----------------------------------------------------------------------------------
+
+
+def backoff_delay(attempt: int) -> float:
+    """Seconds to wait after failed attempt `attempt` (1-based): exponential, full jitter."""
+    ceiling = min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2 ** (attempt - 1))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+def send(request: WebhookRequest, on_attempt: Callable[[int], None] | None = None) -> dict:
+    """Send with retries. The result on success; WebhookError (with the result) on failure."""
+    result = {"url": request.url, "status_code": None, "body": "", "attempts": 0}
+    for attempt in range(1, request.max_attempts + 1):
+        if on_attempt is not None:
+            on_attempt(attempt)
+        result["attempts"] = attempt
+        try:
+            response_status, body_text = _attempt(request)
+        except WebhookRefused as exc:
+            raise WebhookError(str(exc), result) from None
+        except httpx.TimeoutException:
+            error = f"timed out after {request.timeout:g} s"
+            retryable = True
+        except httpx.TransportError as exc:
+            error = f"network error: {exc or type(exc).__name__}"
+            retryable = True
+        else:
+            result.update(status_code=response_status, body=body_text)
+            if 200 <= response_status < 300:
+                result.pop("error", None)
+                return result
+            error = f"HTTP {response_status}"
+            retryable = response_status >= 500 or response_status in RETRYABLE_STATUS
+        result["error"] = error
+        logger.info("webhook %s attempt %s failed: %s", request.url, attempt, error)
+        if not retryable:
+            break
+        if attempt < request.max_attempts:
+            time.sleep(backoff_delay(attempt))
+    attempts = result["attempts"]
+    raise WebhookError(
+        f"Webhook {request.method} {request.url} failed: {result['error']} "
+        f"(attempt {attempts} of {request.max_attempts}).",
+        result,
+    )
+
+
+def _attempt(request: WebhookRequest) -> tuple[int, str]:
+    """One attempt: follows redirects by hand, checking every hop. (status, truncated body)."""
+    url = check_url_syntax(request.url)
+    method, body = request.method, request.body
+    extra_headers = dict(request.headers)
+    deadline = time.monotonic() + request.timeout
+    for _hop in range(MAX_REDIRECTS + 1):
+        ip = pinned_address(url)
+        timestamp = str(int(time.time()))
+        headers = {
+            **extra_headers,
+            "User-Agent": USER_AGENT,
+            "Content-Type": "application/json",
+            "X-Automation-Timestamp": timestamp,
+            "Idempotency-Key": request.idempotency_key,
+        }
+        if request.secret:
+            headers["X-Automation-Signature"] = sign(request.secret, timestamp, body)
+        status, location, text = _send_to(url, ip, method, headers, body, deadline)
+        if status not in _REDIRECT_STATUS or not location:
+            return status, text
+        next_url = check_url_syntax(urljoin(str(url), location))
+        if (next_url.scheme, next_url.host, next_url.port) != (url.scheme, url.host, url.port):
+            # Header values are secrets meant for the configured host only.
+            extra_headers = {}
+        if (status == 303 and method != "HEAD") or (status in (301, 302) and method == "POST"):
+            method, body = "GET", b""  # as browsers and httpx do
+        url = next_url
+    raise WebhookRefused(f"Too many redirects (more than {MAX_REDIRECTS}) from {request.url}.")
+
+
+def _send_to(url: httpx.URL, ip, method, headers, body, deadline) -> tuple[int, str | None, str]:
+    """Send to the checked `ip`, with the URL's own host in Host and SNI. Reads a bounded body."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise httpx.ReadTimeout("deadline passed")
+    pinned_url = url.copy_with(host=str(ip))
+    host_name = url.raw_host.decode("ascii")
+    extensions = {"sni_hostname": host_name} if url.scheme == "https" else {}
+    # A fresh client per hop: its connection pool is keyed by IP, so a pooled TLS connection made
+    # for one host name must never serve another. trust_env=False: no proxy from the environment
+    # (a proxy would connect to an address this guard never saw).
+    with httpx.Client(timeout=remaining, follow_redirects=False, trust_env=False) as client:
+        request = client.build_request(
+            method,
+            pinned_url,
+            headers={**headers, "Host": url.netloc.decode("ascii")},
+            content=body,
+            extensions=extensions,
+        )
+        with client.send(request, stream=True) as response:
+            collected = bytearray()
+            for chunk in response.iter_bytes():
+                collected.extend(chunk)
+                if len(collected) > RESPONSE_BODY_LIMIT:
+                    break
+                if time.monotonic() > deadline:
+                    raise httpx.ReadTimeout("deadline passed while reading the response")
+            text = bytes(collected[:RESPONSE_BODY_LIMIT]).decode("utf-8", errors="replace")
+            return response.status_code, response.headers.get("location"), text
+
+
+def _netloc(ip, port) -> str:
+    return f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"

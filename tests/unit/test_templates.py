@@ -1,0 +1,103 @@
+"""Template rendering of action parameters (automation/templates.py)."""
+
+import datetime
+
+import pytest
+
+from automation.context import RunContext
+from automation.templates import TemplateError, placeholder_errors, render, render_text
+
+
+@pytest.fixture
+def variables():
+    ctx = RunContext(
+        organization_id=1,
+        rule_id=7,
+        rule_name="Restock",
+        trigger="EVENT",
+        event="UPDATED",
+        model="catalog.product",
+        object_id="42",
+        object={"id": 42, "name": "Lamp", "price": "9.99", "stock": 0, "category": None},
+        changes={"status": {"old": "DRAFT", "new": "ACTIVE"}},
+        now=datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC),
+        results={0: {"model": "catalog.category", "id": 5, "tags": ["a", "b"]}},
+    )
+    return ctx.template_variables()
+
+
+def test_single_placeholder_keeps_the_json_type(variables):
+    assert render("{{ object.id }}", variables) == 42
+    assert render("{{object.category}}", variables) is None
+    assert render("{{ changes.status }}", variables) == {"old": "DRAFT", "new": "ACTIVE"}
+    assert render("{{ results.0.tags }}", variables) == ["a", "b"]
+
+
+def test_placeholders_inside_text_are_formatted_as_text(variables):
+    assert render("{{ object.name }} costs {{ object.price }}", variables) == "Lamp costs 9.99"
+    assert render("stock={{ object.stock }}", variables) == "stock=0"
+    assert render("cat={{ object.category }}", variables) == "cat=null"
+    assert render("was {{ changes.status }}", variables) == 'was {"old":"DRAFT","new":"ACTIVE"}'
+    assert render("{{ rule.name }} #{{ rule.id }} at {{ now }}", variables) == (
+        "Restock #7 at 2026-01-02T03:04:05Z"
+    )
+
+
+def test_nested_structures_are_rendered_recursively_and_other_values_kept(variables):
+    value = {
+        "a": ["{{ object.id }}", {"b": "id {{ object.id }}"}],
+        "n": 3,
+        "t": True,
+        "none": None,
+        "plain": "no placeholder",
+    }
+    assert render(value, variables) == {
+        "a": [42, {"b": "id 42"}],
+        "n": 3,
+        "t": True,
+        "none": None,
+        "plain": "no placeholder",
+    }
+
+
+def test_results_of_an_earlier_action_can_be_chained(variables):
+    assert render({"id": "{{ results.0.id }}"}, variables) == {"id": 5}
+    assert render("{{ results.0.tags.1 }}", variables) == "b"
+
+
+@pytest.mark.parametrize(
+    ("template", "named"),
+    [
+        ("{{ object.nme }}", "'object.nme'"),
+        ("Hello {{ object.nme }}", "'object.nme'"),
+        ("{{ results.3.id }}", "'results.3.id'"),
+        ("{{ object.category.name }}", "'object.category' is null"),
+        ("{{ results.0.tags.9 }}", "'results.0.tags.9'"),
+        ("{{ user.password }}", "'user.password'"),
+    ],
+)
+def test_a_placeholder_that_does_not_resolve_raises_naming_it(variables, template, named):
+    with pytest.raises(TemplateError) as raised:
+        render(template, variables)
+    assert named in str(raised.value)
+
+
+def test_an_unclosed_placeholder_is_an_error_not_literal_text(variables):
+    with pytest.raises(TemplateError, match="Unclosed"):
+        render("Hello {{ object.name", variables)
+
+
+def test_render_text_always_returns_text(variables):
+    assert render_text("{{ object.id }}", variables) == "42"
+    assert render_text("{{ object.name }}", variables) == "Lamp"
+
+
+def test_save_time_check_finds_malformed_and_unknown_placeholders():
+    assert placeholder_errors({"a": "{{ object.name }}", "b": ["{{ results.0.id }}"]}) == []
+    assert placeholder_errors("plain } text {") == []
+    errors = placeholder_errors(["{{ object..name }}", "{{ secrets.key }}", "{{ now", "{{ }}"])
+    assert len(errors) == 4
+    assert "Malformed placeholder '{{ object..name }}'" in errors[0]
+    assert "Unknown template variable 'secrets.key'" in errors[1]
+    assert "Unclosed" in errors[2]
+    assert "Malformed" in errors[3]
