@@ -1,0 +1,609 @@
+"""The condition evaluator on the record's own fields: operators, coercion, groups, trace, failure.
+
+Relation paths (database reads, organization scoping) are in
+tests/integration/test_condition_relations.py.
+"""
+
+import datetime
+import decimal
+import json
+import time
+
+import pytest
+from django.db import models
+from django.test import override_settings
+
+from automation.choices import ConditionLogic, Operator, TriggerEvent
+from automation.conditions import (
+    ConditionError,
+    coerce_value,
+    evaluate_conditions,
+    load_condition_tree,
+)
+from automation.context import RunContext
+from automation.models import ConditionGroup, RuleCondition
+from automation.snapshots import snapshot
+from catalog.choices import ProductStatus
+from tests.factories import (
+    AutomationRuleFactory,
+    CategoryFactory,
+    ConditionGroupFactory,
+    ProductFactory,
+    RuleConditionFactory,
+)
+
+pytestmark = pytest.mark.django_db
+
+TRACE_KEYS = {"path", "field", "operator", "expected", "actual", "passed", "error"}
+
+
+@pytest.fixture
+def product(organization):
+    return ProductFactory(
+        organization=organization,
+        category=CategoryFactory(organization=organization, name="Tools"),
+        name="Blue Widget",
+        description="",
+        status=ProductStatus.ACTIVE,
+        price=decimal.Decimal("19.99"),
+        stock=7,
+    )
+
+
+def context_for(rule, record, event=TriggerEvent.UPDATED, changes=None, **overrides):
+    ctx = RunContext(
+        organization_id=rule.organization_id,
+        rule_id=rule.pk,
+        rule_name=rule.name,
+        trigger=rule.trigger_type,
+        event=event,
+        model=rule.model,
+        object_id=str(record.pk),
+        object=snapshot(record),
+        changes=changes,
+    )
+    for name, value in overrides.items():
+        setattr(ctx, name, value)
+    return ctx
+
+
+def check_leaf(record, field_name, operator, value=None, negate=False, **ctx_options):
+    """Evaluate a rule with one leaf against `record`: (result, the leaf's trace entry)."""
+    rule = AutomationRuleFactory(
+        organization=record.organization,
+        conditions=[dict(field_name=field_name, operator=operator, value=value, negate=negate)],
+    )
+    result = evaluate_conditions(rule, context_for(rule, record, **ctx_options))
+    assert len(result.trace) == 1
+    return result, result.trace[0]
+
+
+# --- Operators: matching, non-matching, wrong type ---------------------------------------------
+
+# (field, operator, value, passed) on the product fixture; value types vary to exercise coercion.
+MATCHING_CASES = [
+    ("stock", Operator.EQUALS, 7, True),
+    ("stock", Operator.EQUALS, "7", True),
+    ("stock", Operator.EQUALS, 7.0, True),
+    ("stock", Operator.EQUALS, 8, False),
+    ("price", Operator.EQUALS, "19.99", True),
+    ("price", Operator.EQUALS, 19.99, True),
+    ("price", Operator.EQUALS, "19.990", True),
+    ("price", Operator.EQUALS, "20", False),
+    ("status", Operator.EQUALS, "ACTIVE", True),
+    ("status", Operator.EQUALS, "DRAFT", False),
+    ("name", Operator.EQUALS, "Blue Widget", True),
+    ("name", Operator.EQUALS, "blue widget", False),
+    ("stock", Operator.NOT_EQUALS, 8, True),
+    ("stock", Operator.NOT_EQUALS, "7", False),
+    ("status", Operator.NOT_EQUALS, "DRAFT", True),
+    ("price", Operator.GREATER_THAN, "10", True),
+    ("price", Operator.GREATER_THAN, 19.99, False),
+    ("price", Operator.GREATER_THAN_OR_EQUAL, "19.99", True),
+    ("price", Operator.GREATER_THAN_OR_EQUAL, "20.00", False),
+    ("stock", Operator.LESS_THAN, 8, True),
+    ("stock", Operator.LESS_THAN, 7, False),
+    ("stock", Operator.LESS_THAN_OR_EQUAL, "7", True),
+    ("stock", Operator.LESS_THAN_OR_EQUAL, 6, False),
+    ("name", Operator.GREATER_THAN, "Apple", True),
+    ("name", Operator.CONTAINS, "Widget", True),
+    ("name", Operator.CONTAINS, "widget", False),
+    ("name", Operator.NOT_CONTAINS, "Gadget", True),
+    ("name", Operator.NOT_CONTAINS, "Blue", False),
+    ("name", Operator.ICONTAINS, "wIdGeT", True),
+    ("name", Operator.ICONTAINS, "gadget", False),
+    ("name", Operator.STARTS_WITH, "Blue", True),
+    ("name", Operator.STARTS_WITH, "Widget", False),
+    ("name", Operator.ENDS_WITH, "Widget", True),
+    ("name", Operator.ENDS_WITH, "Blue", False),
+    ("name", Operator.REGEX, r"^Blue\s+W", True),
+    ("name", Operator.REGEX, r"Wid", True),  # a search: anchors are the rule's to add
+    ("name", Operator.REGEX, r"^Widget", False),
+    ("status", Operator.IN, ["DRAFT", "ACTIVE"], True),
+    ("status", Operator.IN, ["DRAFT"], False),
+    ("stock", Operator.IN, ["7", 8], True),
+    ("stock", Operator.IN, [], False),
+    ("status", Operator.NOT_IN, ["DRAFT"], True),
+    ("status", Operator.NOT_IN, ["DRAFT", "ACTIVE"], False),
+    ("category", Operator.IS_NULL, None, False),
+    ("category", Operator.IS_NOT_NULL, None, True),
+    ("description", Operator.IS_NULL, None, False),  # an empty text is not null
+]
+
+
+@pytest.mark.parametrize(("field_name", "operator", "value", "passed"), MATCHING_CASES)
+def test_operator_verdict(product, field_name, operator, value, passed):
+    result, entry = check_leaf(product, field_name, operator, value)
+    assert entry["error"] is None
+    assert entry["passed"] is passed
+    assert result.met is passed
+
+
+@pytest.mark.parametrize(("field_name", "operator", "value", "passed"), MATCHING_CASES)
+def test_leaf_negate_inverts_the_verdict(product, field_name, operator, value, passed):
+    result, entry = check_leaf(product, field_name, operator, value, negate=True)
+    assert entry["error"] is None
+    assert entry["passed"] is not passed
+    assert result.met is not passed
+
+
+def test_foreign_key_compares_as_the_related_id(product):
+    category_id = product.category_id
+    assert check_leaf(product, "category", Operator.EQUALS, str(category_id))[1]["passed"]
+    assert check_leaf(product, "category", Operator.IN, [category_id])[1]["passed"]
+    assert not check_leaf(product, "category", Operator.EQUALS, category_id + 1)[1]["passed"]
+
+
+def test_datetimes_compare_in_utc_with_naive_values_as_utc(product):
+    created = product.created_at.astimezone(datetime.UTC)
+    before = (created - datetime.timedelta(hours=1)).replace(tzinfo=None).isoformat()
+    assert check_leaf(product, "created_at", Operator.GREATER_THAN, before)[1]["passed"]
+    # The same instant written in another offset is equal.
+    paris = created.astimezone(datetime.timezone(datetime.timedelta(hours=2))).isoformat()
+    assert check_leaf(product, "created_at", Operator.EQUALS, paris)[1]["passed"]
+    later = (created + datetime.timedelta(seconds=1)).isoformat().replace("+00:00", "Z")
+    assert check_leaf(product, "created_at", Operator.LESS_THAN, later)[1]["passed"]
+
+
+# (field, operator, value, a fragment of the error)
+WRONG_TYPE_CASES = [
+    ("stock", Operator.EQUALS, "seven", "cannot be compared"),
+    ("stock", Operator.EQUALS, True, "cannot be compared"),
+    ("stock", Operator.EQUALS, 7.5, "cannot be compared"),
+    ("stock", Operator.NOT_EQUALS, [7], "cannot be compared"),
+    ("price", Operator.GREATER_THAN, "cheap", "cannot be compared"),
+    ("price", Operator.LESS_THAN, "NaN", "cannot be compared"),
+    ("price", Operator.LESS_THAN_OR_EQUAL, {"a": 1}, "cannot be compared"),
+    ("stock", Operator.GREATER_THAN_OR_EQUAL, None, "needs a value"),
+    ("created_at", Operator.GREATER_THAN, "yesterday", "cannot be compared"),
+    ("status", Operator.EQUALS, "NOPE", "is not a choice"),
+    ("status", Operator.IN, ["ACTIVE", "NOPE"], "is not a choice"),
+    ("status", Operator.NOT_IN, "ACTIVE", "needs a list"),
+    ("status", Operator.IN, "ACTIVE", "needs a list"),
+    ("name", Operator.EQUALS, 5, "cannot be compared"),
+    ("name", Operator.CONTAINS, 5, "needs a text value"),
+    ("name", Operator.NOT_CONTAINS, None, "needs a value"),
+    ("stock", Operator.CONTAINS, "7", "applies to text fields"),
+    ("price", Operator.ICONTAINS, "9", "applies to text fields"),
+    ("stock", Operator.STARTS_WITH, "7", "applies to text fields"),
+    ("name", Operator.ENDS_WITH, ["Widget"], "needs a text value"),
+    ("name", Operator.REGEX, "(unclosed", "Invalid regular expression"),
+    ("name", Operator.REGEX, "a" * 501, "longer than 500"),
+    ("stock", Operator.REGEX, "7", "applies to text fields"),
+    ("status", Operator.CHANGED_TO, "NOPE", "is not a choice"),
+    ("stock", Operator.CHANGED_FROM, "x", "cannot be compared"),
+    ("stock", "SOUNDS_LIKE", 7, "Unknown operator"),
+]
+
+
+@pytest.mark.parametrize(("field_name", "operator", "value", "message"), WRONG_TYPE_CASES)
+def test_values_that_do_not_compare_are_an_error_of_the_leaf(
+    product, field_name, operator, value, message
+):
+    # Negated, so a silent false would have read as passed: an error must not.
+    result, entry = check_leaf(product, field_name, operator, value, negate=True)
+    assert message in entry["error"]
+    assert entry["passed"] is False
+    assert result.met is False
+
+
+def test_a_snapshot_value_of_the_wrong_type_is_an_error(product, organization):
+    rule = AutomationRuleFactory(
+        organization=organization,
+        conditions=[dict(field_name="stock", operator=Operator.GREATER_THAN, value=1)],
+    )
+    ctx = context_for(rule, product)
+    ctx.object["stock"] = "plenty"
+    result = evaluate_conditions(rule, ctx)
+    assert result.met is False
+    assert "'plenty' cannot be compared with stock" in result.trace[0]["error"]
+
+
+# --- None ----------------------------------------------------------------------------------------
+
+# With a null actual: only IS_NULL, EQUALS null and NOT_EQUALS a value are true.
+NONE_ACTUAL_CASES = [
+    ("stock", Operator.EQUALS, 7, False),
+    ("stock", Operator.EQUALS, None, True),
+    ("stock", Operator.NOT_EQUALS, 7, True),
+    ("stock", Operator.NOT_EQUALS, None, False),
+    ("stock", Operator.GREATER_THAN, 0, False),
+    ("stock", Operator.GREATER_THAN_OR_EQUAL, 0, False),
+    ("stock", Operator.LESS_THAN, 100, False),
+    ("stock", Operator.LESS_THAN_OR_EQUAL, 100, False),
+    ("stock", Operator.IN, [7, None], False),
+    ("stock", Operator.NOT_IN, [7], False),
+    ("stock", Operator.IS_NULL, None, True),
+    ("stock", Operator.IS_NOT_NULL, None, False),
+    ("name", Operator.CONTAINS, "a", False),
+    ("name", Operator.NOT_CONTAINS, "a", False),
+    ("name", Operator.ICONTAINS, "a", False),
+    ("name", Operator.STARTS_WITH, "a", False),
+    ("name", Operator.ENDS_WITH, "a", False),
+    ("name", Operator.REGEX, ".*", False),
+]
+
+
+@pytest.mark.parametrize(("field_name", "operator", "value", "passed"), NONE_ACTUAL_CASES)
+def test_null_actual_compares_true_only_with_null_tests(
+    product, organization, field_name, operator, value, passed
+):
+    rule = AutomationRuleFactory(
+        organization=organization,
+        conditions=[dict(field_name=field_name, operator=operator, value=value)],
+    )
+    ctx = context_for(rule, product)
+    ctx.object[field_name] = None
+    result = evaluate_conditions(rule, ctx)
+    entry = result.trace[0]
+    assert entry["error"] is None
+    assert entry["actual"] is None
+    assert entry["passed"] is passed
+    assert result.met is passed
+
+
+def test_null_foreign_key_is_null(organization):
+    product = ProductFactory(organization=organization, category=None)
+    assert check_leaf(product, "category", Operator.IS_NULL)[1]["passed"] is True
+    assert check_leaf(product, "category", Operator.EQUALS, None)[1]["passed"] is True
+    assert check_leaf(product, "category", Operator.EQUALS, 1)[1]["passed"] is False
+    assert check_leaf(product, "category", Operator.NOT_EQUALS, 1)[1]["passed"] is True
+
+
+# --- CHANGED, CHANGED_FROM, CHANGED_TO --------------------------------------------------------
+
+STATUS_AND_PRICE_CHANGED = {
+    "status": {"old": "DRAFT", "new": "ACTIVE"},
+    "price": {"old": "10.00", "new": "19.99"},
+}
+
+CHANGE_CASES = [
+    ("status", Operator.CHANGED, None, True),
+    ("stock", Operator.CHANGED, None, False),
+    ("status", Operator.CHANGED_FROM, "DRAFT", True),
+    ("status", Operator.CHANGED_FROM, "ACTIVE", False),
+    ("status", Operator.CHANGED_TO, "ACTIVE", True),
+    ("status", Operator.CHANGED_TO, "DRAFT", False),
+    ("price", Operator.CHANGED_FROM, 10, True),  # coerced: "10.00" == 10
+    ("price", Operator.CHANGED_TO, "19.990", True),
+    ("stock", Operator.CHANGED_TO, 7, False),  # unchanged, even though it is 7
+]
+
+
+@pytest.mark.parametrize(("field_name", "operator", "value", "passed"), CHANGE_CASES)
+def test_change_operators_read_the_runs_changes(product, field_name, operator, value, passed):
+    result, entry = check_leaf(
+        product, field_name, operator, value, changes=STATUS_AND_PRICE_CHANGED
+    )
+    assert entry["error"] is None
+    assert entry["passed"] is passed
+    assert entry["actual"] == STATUS_AND_PRICE_CHANGED.get(field_name)
+
+
+def test_on_created_every_set_field_changed_from_null(organization):
+    product = ProductFactory(organization=organization, category=None, name="New")
+    created = {"event": TriggerEvent.CREATED, "changes": None}
+    assert check_leaf(product, "name", Operator.CHANGED, **created)[1]["passed"] is True
+    assert check_leaf(product, "name", Operator.CHANGED_FROM, None, **created)[1]["passed"]
+    assert check_leaf(product, "name", Operator.CHANGED_TO, "New", **created)[1]["passed"]
+    # A field left null was not set, so it did not change.
+    assert check_leaf(product, "category", Operator.CHANGED, **created)[1]["passed"] is False
+
+
+def test_change_operators_without_changes_are_false(product):
+    # A manual run of an event rule has no changes: nothing changed.
+    result, entry = check_leaf(product, "status", Operator.CHANGED, changes=None)
+    assert (entry["passed"], entry["error"], result.met) == (False, None, False)
+
+
+def test_change_operator_on_a_relation_path_is_an_error(product):
+    result, entry = check_leaf(product, "category__name", Operator.CHANGED, negate=True)
+    assert "own fields only" in entry["error"]
+    assert result.met is False
+
+
+# --- Coercion of other field types ---------------------------------------------------------
+
+
+def named(model_field, name="value"):
+    model_field.set_attributes_from_name(name)
+    return model_field
+
+
+@pytest.mark.parametrize(
+    ("model_field", "value", "coerced"),
+    [
+        (named(models.BooleanField()), True, True),
+        (named(models.BooleanField()), "false", False),
+        (named(models.FloatField()), "1.5", 1.5),
+        (named(models.FloatField()), 2, 2.0),
+        (named(models.DateField()), "2024-02-29", datetime.date(2024, 2, 29)),
+        (
+            named(models.DateTimeField()),
+            "2024-02-29T10:00:00",
+            datetime.datetime(2024, 2, 29, 10, tzinfo=datetime.UTC),
+        ),
+        (named(models.DecimalField()), 0.1, decimal.Decimal("0.1")),
+        (named(models.BigIntegerField()), "12", 12),
+    ],
+)
+def test_coerce_value_to_the_field_type(model_field, value, coerced):
+    assert coerce_value(model_field, value) == coerced
+
+
+@pytest.mark.parametrize(
+    ("model_field", "value"),
+    [
+        (named(models.BooleanField()), 1),
+        (named(models.BooleanField()), "yes"),
+        (named(models.FloatField()), "inf"),
+        (named(models.FloatField()), False),
+        (named(models.DateField()), "2024-02-30"),
+        (named(models.DateField()), "2024-02-29T10:00:00"),
+        (named(models.DecimalField()), "Infinity"),
+        (named(models.IntegerField()), "1e3"),
+    ],
+)
+def test_coerce_value_refuses_other_types(model_field, value):
+    with pytest.raises(ConditionError):
+        coerce_value(model_field, value)
+
+
+# --- Groups ------------------------------------------------------------------------------------
+
+
+def build_nested_rule(organization):
+    """root AND
+    [0] status EQUALS ACTIVE
+    groups.0  NOT (OR)                      (order 0, created second)
+        [0] stock GREATER_THAN 100
+        groups.0  AND
+            [0] NOT name STARTS_WITH "Red"
+            [1] price LESS_THAN 5
+    groups.1  AND                           (order 1, created first)
+        [0] category IS_NOT_NULL
+    """
+    rule = AutomationRuleFactory(
+        organization=organization,
+        conditions=[dict(field_name="status", operator=Operator.EQUALS, value="ACTIVE")],
+    )
+    second = ConditionGroupFactory(rule=rule, order=1)
+    RuleConditionFactory(
+        rule=rule, group=second, field_name="category", operator=Operator.IS_NOT_NULL, value=None
+    )
+    first = ConditionGroupFactory(rule=rule, order=0, logic=ConditionLogic.OR, negate=True)
+    RuleConditionFactory(
+        rule=rule, group=first, field_name="stock", operator=Operator.GREATER_THAN, value=100
+    )
+    inner = ConditionGroupFactory(rule=rule, parent=first)
+    # Leaves created out of order: the path index follows `order`.
+    RuleConditionFactory(
+        rule=rule, group=inner, order=1, field_name="price", operator=Operator.LESS_THAN, value=5
+    )
+    RuleConditionFactory(
+        rule=rule,
+        group=inner,
+        order=0,
+        field_name="name",
+        operator=Operator.STARTS_WITH,
+        value="Red",
+        negate=True,
+    )
+    return rule
+
+
+def test_nested_groups_with_negation_and_trace_paths(product, organization):
+    rule = build_nested_rule(organization)
+    result = evaluate_conditions(rule, context_for(rule, product))
+
+    # stock 7 > 100 no; NOT "Blue Widget" starts with Red yes; 19.99 < 5 no -> inner AND false;
+    # OR false, negated -> true. category set -> true. status ACTIVE -> true. Root: true.
+    assert result.met is True
+    by_path = {entry["path"]: entry for entry in result.trace}
+    assert [entry["path"] for entry in result.trace] == [
+        "conditions.conditions.0",
+        "conditions.groups.0.conditions.0",
+        "conditions.groups.0.groups.0.conditions.0",
+        "conditions.groups.0.groups.0.conditions.1",
+        "conditions.groups.1.conditions.0",
+    ]
+    assert by_path["conditions.groups.0.groups.0.conditions.0"] == {
+        "path": "conditions.groups.0.groups.0.conditions.0",
+        "field": "name",
+        "operator": "STARTS_WITH",
+        "expected": "Red",
+        "actual": "Blue Widget",
+        "passed": True,  # after the leaf's own negate
+        "error": None,
+    }
+    assert by_path["conditions.groups.0.groups.0.conditions.1"]["actual"] == "19.99"
+    assert by_path["conditions.groups.0.groups.0.conditions.1"]["passed"] is False
+    assert by_path["conditions.groups.1.conditions.0"]["passed"] is True
+
+    # Make the inner AND true: the negated OR group becomes false, and so does the rule.
+    product.price = decimal.Decimal("4.00")
+    result = evaluate_conditions(rule, context_for(rule, product))
+    assert result.met is False
+    assert all(entry["error"] is None for entry in result.trace)
+    assert len(result.trace) == 5  # no short-circuit: every leaf is in the trace
+
+
+def test_or_root_is_met_by_any_leaf(product, organization):
+    rule = AutomationRuleFactory(
+        organization=organization,
+        root_logic=ConditionLogic.OR,
+        conditions=[
+            dict(field_name="stock", operator=Operator.EQUALS, value=1),
+            dict(field_name="stock", operator=Operator.EQUALS, value=7),
+        ],
+    )
+    assert evaluate_conditions(rule, context_for(rule, product)).met is True
+    product.stock = 2
+    assert evaluate_conditions(rule, context_for(rule, product)).met is False
+
+
+def test_empty_groups_and_missing_root_are_met(product, organization):
+    rule = AutomationRuleFactory(organization=organization, root_logic=ConditionLogic.OR)
+    result = evaluate_conditions(rule, context_for(rule, product))
+    assert (result.met, result.trace) == (True, [])
+
+    ConditionGroupFactory(rule=rule, negate=True)  # NOT (nothing) is false
+    assert evaluate_conditions(rule, context_for(rule, product)).met is False
+
+    ConditionGroup.objects.filter(rule=rule).delete()
+    result = evaluate_conditions(rule, context_for(rule, product))
+    assert (result.met, result.trace) == (True, [])
+
+
+def test_tree_loads_in_two_queries_and_is_reusable(
+    product, organization, django_assert_num_queries
+):
+    rule = build_nested_rule(organization)
+    with django_assert_num_queries(2):
+        tree = load_condition_tree(rule)
+    assert [leaf.path for leaf in tree.leaves()][-1] == "conditions.groups.1.conditions.0"
+    ctx = context_for(rule, product)
+    evaluate_conditions(rule, ctx, tree=tree)  # warms the ContentType cache
+    # Local fields only: a given tree is evaluated from the snapshot without a query.
+    with django_assert_num_queries(0):
+        assert evaluate_conditions(rule, ctx, tree=tree).met is True
+
+
+# --- Failing closed ----------------------------------------------------------------------------
+
+
+def test_an_error_under_a_negated_group_fails_the_whole_rule(product, organization):
+    rule = AutomationRuleFactory(
+        organization=organization,
+        conditions=[dict(field_name="status", operator=Operator.EQUALS, value="ACTIVE")],
+    )
+    group = ConditionGroupFactory(rule=rule, negate=True)
+    # Evaluated as false, NOT turns it true: the error must still win.
+    RuleConditionFactory(
+        rule=rule, group=group, field_name="stock", operator=Operator.GREATER_THAN, value="lots"
+    )
+    result = evaluate_conditions(rule, context_for(rule, product))
+    assert result.met is False
+    failing = result.trace[1]
+    assert failing["path"] == "conditions.groups.0.conditions.0"
+    assert failing["passed"] is False
+    assert "cannot be compared" in failing["error"]
+    assert result.trace[0]["passed"] is True  # the other leaves were still evaluated
+
+
+def test_a_path_that_no_longer_resolves_is_an_error(product, organization, settings, caplog):
+    rule = AutomationRuleFactory(
+        organization=organization,
+        conditions=[dict(field_name="stock", operator=Operator.EQUALS, value=7, negate=True)],
+    )
+    readable_without_stock = {
+        **settings.AUTOMATION_MODELS,
+        "catalog.product": {"fields": ["id", "name", "status"], "writable": []},
+    }
+    with (
+        override_settings(AUTOMATION_MODELS=readable_without_stock),
+        caplog.at_level("WARNING", logger="automation.conditions"),
+    ):
+        result = evaluate_conditions(rule, context_for(rule, product))
+    assert result.met is False
+    assert "no longer resolves" in result.trace[0]["error"]
+    assert "conditions.conditions.0" in caplog.text
+
+
+def test_a_rule_without_a_model_cannot_test_fields(product, organization):
+    rule = AutomationRuleFactory(
+        organization=organization,
+        conditions=[dict(field_name="stock", operator=Operator.IS_NULL, negate=True)],
+    )
+    ctx = context_for(rule, product)
+    rule.content_type = None
+    result = evaluate_conditions(rule, ctx)
+    assert result.met is False
+    assert "no model" in result.trace[0]["error"]
+
+
+def test_a_run_without_a_record_cannot_read_fields(organization):
+    rule = AutomationRuleFactory(
+        organization=organization,
+        conditions=[dict(field_name="stock", operator=Operator.IS_NULL, negate=True)],
+    )
+    ctx = RunContext(
+        organization_id=organization.pk, rule_id=rule.pk, rule_name=rule.name, trigger="MANUAL"
+    )
+    result = evaluate_conditions(rule, ctx)
+    assert result.met is False
+    assert "no record" in result.trace[0]["error"]
+
+
+def test_never_raises_on_a_broken_context(organization):
+    rule = AutomationRuleFactory(
+        organization=organization,
+        conditions=[dict(field_name="stock", operator=Operator.IS_NULL)],
+    )
+    result = evaluate_conditions(rule, None)
+    assert result.met is False
+    assert result.trace[0]["path"] == "conditions"
+    assert result.trace[0]["error"].startswith("Internal error")
+
+
+@override_settings(AUTOMATION_REGEX_TIMEOUT_SECONDS=0.01)
+def test_regex_timeout_is_an_error_of_the_leaf(organization):
+    product = ProductFactory(organization=organization, description="a" * 5000 + "b")
+    started = time.monotonic()
+    result, entry = check_leaf(product, "description", Operator.REGEX, r"^(a+)+$", negate=True)
+    assert time.monotonic() - started < 2
+    assert "took longer than 0.01 s" in entry["error"]
+    assert entry["passed"] is False
+    assert result.met is False
+
+
+# --- Trace -------------------------------------------------------------------------------------
+
+
+def test_trace_entries_are_json_with_the_contract_keys(product, organization):
+    rule = AutomationRuleFactory(
+        organization=organization,
+        conditions=[
+            dict(field_name="price", operator=Operator.GREATER_THAN, value=5),
+            dict(field_name="created_at", operator=Operator.IS_NOT_NULL),
+            dict(field_name="category__name", operator=Operator.EQUALS, value="Tools"),
+        ],
+    )
+    result = evaluate_conditions(rule, context_for(rule, product))
+    assert result.met is True
+    assert all(set(entry) == TRACE_KEYS for entry in result.trace)
+    assert json.loads(json.dumps(result.trace)) == result.trace
+    assert result.trace[0]["actual"] == "19.99"
+    assert result.trace[0]["expected"] == 5
+    assert result.trace[1]["actual"] == product.created_at.isoformat()
+    assert result.trace[2]["actual"] == "Tools"
+
+
+def test_leaves_are_read_from_the_rule_as_stored(product, organization):
+    rule = AutomationRuleFactory(organization=organization)
+    RuleCondition.objects.create(
+        rule=rule, group=rule.root_group, field_name="name", operator="EQUALS", value="x"
+    )
+    result = evaluate_conditions(rule, context_for(rule, product))
+    assert result.trace[0]["field"] == "name"
+    assert result.met is False
