@@ -1,13 +1,45 @@
-"""Organization membership and role checks: the one place the API asks "may this user ...?"."""
+"""Who may do what: the one place the API asks "may this user ...?".
+
+Scoping: every object of an organization is looked up through `scope()`, which keeps only the
+organizations the caller is a member of. An id from another organization therefore looks exactly
+like an id that does not exist (NOT_FOUND): a non-member learns nothing.
+
+Roles: VIEWER reads; EDITOR also writes rules and catalog records and runs rules; ADMIN also
+manages members. `require_role()` raises PERMISSION_DENIED for a member whose role is too low.
+"""
 
 import strawberry
+from django.db.models import QuerySet
 
+from accounts.choices import ROLE_RANK, Role
 from accounts.models import Membership
+from graphql_api.errors import InvalidInput, NotFound, PermissionDenied, Unauthenticated
+
+READ = Role.VIEWER
+WRITE = Role.EDITOR
+MANAGE = Role.ADMIN
 
 
 def current_user(info: strawberry.Info):
-    user = info.context.request.user
-    return user if user.is_authenticated else None
+    """The authenticated caller, or None when the request carries no credentials.
+
+    A request that presented a bearer token which does not authenticate (unknown, revoked, user
+    deactivated) is refused, rather than treated as anonymous, so a client learns its token is bad.
+    """
+    request = info.context.request
+    user = request.user
+    if user.is_authenticated:
+        return user
+    if getattr(request, "token_authenticated", False):
+        raise Unauthenticated("Invalid or revoked token.")
+    return None
+
+
+def require_user(info: strawberry.Info):
+    user = current_user(info)
+    if user is None:
+        raise Unauthenticated()
+    return user
 
 
 def memberships(info: strawberry.Info) -> dict[int, str]:
@@ -24,5 +56,65 @@ def memberships(info: strawberry.Info) -> dict[int, str]:
     return cache
 
 
+def forget_memberships(info: strawberry.Info) -> None:
+    """Drop the per-request cache after a mutation changed the caller's memberships."""
+    info.context._memberships = None
+
+
 def role_in(info: strawberry.Info, organization_id) -> str | None:
     return memberships(info).get(int(organization_id))
+
+
+def parse_id(value, field: str = "id") -> int:
+    """A contract ID (decimal string) as an int. Anything else cannot name a record: NOT_FOUND."""
+    text = str(value).strip()
+    if not text.isdigit() or len(text) > 18:
+        raise NotFound()
+    return int(text)
+
+
+def scope(info: strawberry.Info, queryset: QuerySet, organization_field: str = "organization"):
+    """Only the rows of organizations the caller is a member of (none when anonymous)."""
+    require_user(info)
+    return queryset.filter(**{f"{organization_field}__in": list(memberships(info))})
+
+
+def require_role(info: strawberry.Info, organization_id, minimum: str) -> str:
+    """The caller's role in the organization; NOT_FOUND for a non-member, PERMISSION_DENIED when
+    the role ranks below `minimum`."""
+    require_user(info)
+    role = role_in(info, organization_id)
+    if role is None:
+        raise NotFound()
+    if ROLE_RANK[Role(role)] < ROLE_RANK[Role(minimum)]:
+        raise PermissionDenied()
+    return role
+
+
+def organization_id(info: strawberry.Info, value, minimum: str = READ) -> int:
+    """A given `organization: ID` argument, checked for membership and role."""
+    org_id = parse_id(value)
+    require_role(info, org_id, minimum)
+    return org_id
+
+
+def get_object(
+    info: strawberry.Info,
+    queryset: QuerySet,
+    id_value,
+    minimum: str = READ,
+    organization_field: str = "organization",
+):
+    """One record of the caller's organizations by id, with the role check for the operation."""
+    obj = scope(info, queryset, organization_field).filter(pk=parse_id(id_value)).first()
+    if obj is None:
+        raise NotFound()
+    require_role(info, getattr(obj, f"{organization_field}_id"), minimum)
+    return obj
+
+
+def check_limit(name: str, value: int, maximum: int) -> int:
+    """The contract's list caps: an argument above the cap is a VALIDATION_ERROR, not clamped."""
+    if value is None or value < 0 or value > maximum:
+        raise InvalidInput({name: [f"Must be between 0 and {maximum}."]})
+    return value

@@ -1,13 +1,76 @@
-"""GraphQL types, close to the models."""
+"""GraphQL types, close to the models, with the contract's names.
+
+Enums are the Django choices (stored as the contract's enum names) turned into GraphQL enums with
+explicit names; model fields holding a choice are annotated with them (strawberry-django would
+otherwise expose them as String). Organization scoping of every organization-owned type happens in
+its `get_queryset`, which calls `permissions.scope()`.
+
+The condition tree is not resolved relation by relation: `Rule.conditions` prefetches all groups
+and all conditions of the rule (two queries for any number of rules, whatever the nesting) and
+assembles the tree in Python, so listing rules costs the same number of queries for 1 or 50.
+"""
+
+import datetime
+import decimal
 
 import strawberry
 import strawberry_django
 from django.contrib.auth import get_user_model
+from django.contrib.contenttypes.models import ContentType
+from strawberry.scalars import JSON
 
 from accounts import models as accounts_models
 from accounts.choices import Role as RoleChoice
+from automation import choices
+from automation import models as automation_models
+from automation.registry import model_label
+from catalog import models as catalog_models
+from catalog.choices import ProductStatus as ProductStatusChoice
 
 Role = strawberry.enum(RoleChoice, name="Role")
+TriggerType = strawberry.enum(choices.TriggerType, name="TriggerType")
+TriggerEvent = strawberry.enum(choices.TriggerEvent, name="TriggerEvent")
+ConditionLogic = strawberry.enum(choices.ConditionLogic, name="ConditionLogic")
+Operator = strawberry.enum(choices.Operator, name="Operator")
+ActionType = strawberry.enum(choices.ActionType, name="ActionType")
+RunStatus = strawberry.enum(choices.RunStatus, name="RunStatus")
+ActionStatus = strawberry.enum(choices.ActionStatus, name="ActionStatus")
+MissedRunPolicy = strawberry.enum(choices.MissedRunPolicy, name="MissedRunPolicy")
+ProductStatus = strawberry.enum(ProductStatusChoice, name="ProductStatus")
+
+
+def _parse_decimal(value) -> decimal.Decimal:
+    # "Decimal values travel as strings or numbers": go through str() so 0.1 stays 0.1.
+    if isinstance(value, bool) or not isinstance(value, (str, int, float, decimal.Decimal)):
+        raise ValueError("A Decimal is a string or a number.")
+    try:
+        parsed = decimal.Decimal(str(value).strip())
+    except decimal.InvalidOperation:
+        raise ValueError(f'"{value}" is not a decimal number.') from None
+    if not parsed.is_finite():
+        raise ValueError("A Decimal must be finite.")
+    return parsed
+
+
+DecimalScalar = strawberry.scalar(
+    name="Decimal",
+    description="A decimal number, read as a string; written as a string or a number.",
+    serialize=str,
+    parse_value=_parse_decimal,
+)
+
+
+def label_of(content_type_id) -> str | None:
+    """ "app_label.model" of a content type id (Django caches content types: no query)."""
+    if not content_type_id:
+        return None
+    return model_label(ContentType.objects.get_for_id(content_type_id).model_class())
+
+
+def _scoped(queryset, info):
+    from graphql_api.permissions import scope
+
+    return scope(info, queryset)
 
 
 @strawberry_django.type(get_user_model(), name="User")
@@ -28,3 +91,375 @@ class OrganizationType:
 
         role = role_in(info, self.pk)
         return Role(role) if role else None
+
+    @classmethod
+    def get_queryset(cls, queryset, info, **kwargs):
+        from graphql_api.permissions import scope
+
+        return scope(info, queryset, organization_field="pk")
+
+
+@strawberry_django.type(accounts_models.Membership, name="Member")
+class MemberType:
+    user: UserType
+    role: Role
+
+    @classmethod
+    def get_queryset(cls, queryset, info, **kwargs):
+        return _scoped(queryset, info)
+
+
+@strawberry_django.type(accounts_models.ApiToken, name="ApiToken")
+class ApiTokenType:
+    id: strawberry.ID
+    name: str
+    created_at: datetime.datetime
+    last_used_at: datetime.datetime | None
+    revoked_at: datetime.datetime | None
+
+    @classmethod
+    def get_queryset(cls, queryset, info, **kwargs):
+        from graphql_api.permissions import require_user
+
+        return queryset.filter(user=require_user(info))
+
+
+# --- Rules ---------------------------------------------------------------------------------------
+
+
+@strawberry.type(name="Condition")
+class ConditionNode:
+    id: strawberry.ID
+    field: str
+    operator: Operator
+    value: JSON | None
+    negate: bool
+    order: int
+
+
+@strawberry.type(name="ConditionGroup", description="Every rule has exactly one root group.")
+class ConditionGroupNode:
+    id: strawberry.ID
+    logic: ConditionLogic
+    negate: bool
+    conditions: list[ConditionNode]
+    groups: list["ConditionGroupNode"]
+
+
+def condition_tree(rule) -> ConditionGroupNode | None:
+    """The rule's root group with its nested groups and conditions, from prefetched rows."""
+    children: dict[int | None, list] = {}
+    for group in rule.condition_groups.all():
+        children.setdefault(group.parent_id, []).append(group)
+    leaves: dict[int, list] = {}
+    for condition in rule.conditions.all():
+        leaves.setdefault(condition.group_id, []).append(condition)
+
+    def build(group) -> ConditionGroupNode:
+        return ConditionGroupNode(
+            id=strawberry.ID(str(group.pk)),
+            logic=ConditionLogic(group.logic),
+            negate=group.negate,
+            conditions=[
+                ConditionNode(
+                    id=strawberry.ID(str(c.pk)),
+                    field=c.field_name,
+                    operator=Operator(c.operator),
+                    value=c.value,
+                    negate=c.negate,
+                    order=c.order,
+                )
+                for c in sorted(leaves.get(group.pk, []), key=lambda c: (c.order, c.pk))
+            ],
+            groups=[
+                build(child)
+                for child in sorted(children.get(group.pk, []), key=lambda g: (g.order, g.pk))
+            ],
+        )
+
+    roots = children.get(None, [])
+    return build(roots[0]) if roots else None
+
+
+@strawberry_django.type(automation_models.RuleAction, name="Action")
+class ActionNode:
+    id: strawberry.ID
+    action_type: ActionType
+    order: int
+    continue_on_failure: bool
+
+    @strawberry_django.field(only=["action_type", "parameters"], description="Secrets masked.")
+    def parameters(self) -> JSON:
+        from automation.actions import mask_parameters
+
+        return mask_parameters(self.action_type, self.parameters)
+
+
+@strawberry_django.type(automation_models.AutomationRule, name="Rule")
+class RuleType:
+    id: strawberry.ID
+    organization: OrganizationType
+    name: str
+    description: str
+    is_active: bool
+    trigger_type: TriggerType
+    trigger_event: TriggerEvent | None
+    watched_fields: list[str]
+    allow_self_trigger: bool
+    timezone: str
+    missed_run_policy: MissedRunPolicy
+    next_run_at: datetime.datetime | None
+    last_run_at: datetime.datetime | None
+    actions: list[ActionNode]
+    revision: int
+    deleted_at: datetime.datetime | None
+    created_at: datetime.datetime
+    created_by: UserType | None
+    updated_at: datetime.datetime
+    updated_by: UserType | None
+
+    @classmethod
+    def get_queryset(cls, queryset, info, **kwargs):
+        return _scoped(queryset, info)
+
+    @strawberry_django.field(only=["content_type_id"], description='"app_label.model"')
+    def model(self) -> str | None:
+        return label_of(self.content_type_id)
+
+    @strawberry_django.field(only=["schedule"], description="5-field cron expression")
+    def schedule(self) -> str | None:
+        return self.schedule or None
+
+    @strawberry_django.field(
+        only=["trigger_type", "schedule", "timezone", "next_run_at", "last_run_at"]
+    )
+    def upcoming_runs(self, count: int = 5) -> list[datetime.datetime]:
+        from automation.schedules import upcoming_runs
+
+        from graphql_api.permissions import check_limit
+
+        check_limit("count", count, 50)
+        if self.trigger_type != choices.TriggerType.SCHEDULE:
+            return []
+        return upcoming_runs(self, count)
+
+    @strawberry_django.field(
+        prefetch_related=["condition_groups"], description="The root group's logic."
+    )
+    def condition_logic(self) -> ConditionLogic:
+        tree = condition_tree_of(self)
+        return tree.logic if tree else ConditionLogic.AND
+
+    @strawberry_django.field(
+        prefetch_related=["condition_groups", "conditions"], description="The root group."
+    )
+    def conditions(self) -> ConditionGroupNode:
+        tree = condition_tree_of(self)
+        if tree is None:  # pragma: no cover - every rule is created with its root group
+            raise RuntimeError(f"Rule {self.pk} has no root condition group.")
+        return tree
+
+
+def condition_tree_of(rule) -> ConditionGroupNode | None:
+    """The tree, built once per rule instance per request (conditionLogic and conditions share)."""
+    tree = getattr(rule, "_api_condition_tree", None)
+    if tree is None:
+        tree = condition_tree(rule)
+        rule._api_condition_tree = tree
+    return tree
+
+
+# --- Runs ----------------------------------------------------------------------------------------
+
+
+def _as_datetime(value) -> datetime.datetime | None:
+    if not value:
+        return None
+    if isinstance(value, datetime.datetime):
+        return value
+    return datetime.datetime.fromisoformat(value)
+
+
+@strawberry.type(name="ConditionTrace")
+class ConditionTraceEntry:
+    path: str
+    field: str
+    operator: Operator
+    expected: JSON | None
+    actual: JSON | None
+    passed: bool
+    error: str | None
+
+    @classmethod
+    def from_json(cls, entry: dict) -> "ConditionTraceEntry":
+        return cls(
+            path=entry.get("path", ""),
+            field=entry.get("field", ""),
+            operator=Operator(entry["operator"]),
+            expected=entry.get("expected"),
+            actual=entry.get("actual"),
+            passed=bool(entry.get("passed")),
+            error=entry.get("error") or None,
+        )
+
+
+@strawberry.type(name="ActionLog")
+class ActionLogEntry:
+    order: int
+    action_type: ActionType
+    status: ActionStatus
+    attempt: int
+    started_at: datetime.datetime | None
+    finished_at: datetime.datetime | None
+    duration_ms: float | None
+    result: JSON | None
+    error: str | None
+
+    @classmethod
+    def from_json(cls, entry: dict) -> "ActionLogEntry":
+        return cls(
+            order=entry.get("order", 0),
+            action_type=ActionType(entry["action_type"]),
+            status=ActionStatus(entry.get("status", "PENDING")),
+            attempt=entry.get("attempt") or 0,
+            started_at=_as_datetime(entry.get("started_at")),
+            finished_at=_as_datetime(entry.get("finished_at")),
+            duration_ms=entry.get("duration_ms"),
+            result=entry.get("result"),
+            error=entry.get("error") or None,
+        )
+
+
+@strawberry_django.type(automation_models.AutomationLog, name="AutomationLog")
+class AutomationLogType:
+    id: strawberry.ID
+    seq: int
+    organization: OrganizationType
+    rule: RuleType
+    rule_revision: int
+    trigger: TriggerType
+    event: TriggerEvent | None
+    status: RunStatus
+    dry_run: bool
+    conditions_met: bool | None
+    changes: JSON | None
+    context: JSON | None
+    triggered_by: UserType | None
+    scheduled_for: datetime.datetime | None
+    parent_log: "AutomationLogType | None"
+    root_log: "AutomationLogType | None"
+    depth: int
+    retry_of: "AutomationLogType | None"
+    created_at: datetime.datetime
+    started_at: datetime.datetime | None
+    finished_at: datetime.datetime | None
+
+    @classmethod
+    def get_queryset(cls, queryset, info, **kwargs):
+        return _scoped(queryset, info)
+
+    @strawberry_django.field(only=["content_type_id"])
+    def object_type(self) -> str | None:
+        return label_of(self.content_type_id)
+
+    @strawberry_django.field(only=["object_id"])
+    def object_id(self) -> strawberry.ID | None:
+        return strawberry.ID(self.object_id) if self.object_id not in (None, "") else None
+
+    @strawberry_django.field(only=["condition_trace"])
+    def condition_trace(self) -> list[ConditionTraceEntry]:
+        return [ConditionTraceEntry.from_json(entry) for entry in self.condition_trace or []]
+
+    @strawberry_django.field(only=["action_logs"])
+    def action_logs(self) -> list[ActionLogEntry]:
+        return [ActionLogEntry.from_json(entry) for entry in self.action_logs or []]
+
+    @strawberry_django.field(only=["error"])
+    def error(self) -> str | None:
+        return self.error or None
+
+    @strawberry_django.field(only=["started_at", "finished_at"])
+    def duration_ms(self) -> float | None:
+        return self.duration_ms
+
+
+@strawberry_django.type(accounts_models.Notification, name="Notification")
+class NotificationType:
+    id: strawberry.ID
+    title: str
+    body: str
+    created_at: datetime.datetime
+    read_at: datetime.datetime | None
+    log: AutomationLogType | None
+
+    @classmethod
+    def get_queryset(cls, queryset, info, **kwargs):
+        from graphql_api.permissions import require_user
+
+        return queryset.filter(recipient=require_user(info))
+
+
+@strawberry.type(name="PageInfo")
+class PageInfo:
+    has_next_page: bool
+    end_cursor: str | None
+
+
+@strawberry.type(name="LogEdge")
+class LogEdge:
+    cursor: str
+    node: AutomationLogType
+
+
+@strawberry.type(name="LogConnection", description="Keyset cursors, stable under inserts.")
+class LogConnection:
+    edges: list[LogEdge]
+    page_info: PageInfo
+    total_count: int
+
+
+@strawberry.type(name="AutomatableModel")
+class AutomatableModelInfo:
+    model: str
+    fields: list[str] = strawberry.field(description="Readable field paths, relations included.")
+
+
+@strawberry.type(name="ActionTypeInfo")
+class ActionTypeInfo:
+    action_type: ActionType
+    parameters_schema: JSON
+
+
+@strawberry.type(name="TokenPayload")
+class TokenPayload:
+    token: str = strawberry.field(description="The raw token, shown only here.")
+    user: UserType
+
+
+# --- Catalog -------------------------------------------------------------------------------------
+
+
+@strawberry_django.type(catalog_models.Category, name="Category")
+class CategoryType:
+    id: strawberry.ID
+    name: str
+
+    @classmethod
+    def get_queryset(cls, queryset, info, **kwargs):
+        return _scoped(queryset, info)
+
+
+@strawberry_django.type(catalog_models.Product, name="Product")
+class ProductType:
+    id: strawberry.ID
+    organization: OrganizationType
+    category: CategoryType | None
+    name: str
+    description: str
+    status: ProductStatus
+    price: decimal.Decimal
+    stock: int
+
+    @classmethod
+    def get_queryset(cls, queryset, info, **kwargs):
+        return _scoped(queryset, info)

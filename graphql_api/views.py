@@ -1,7 +1,46 @@
-"""The /graphql/ HTTP endpoint: GraphiQL on GET in a browser, POST for clients."""
+"""The /graphql/ HTTP endpoint: GraphiQL on GET in a browser, POST (JSON) for clients.
 
+Authentication: `Authorization: Bearer <token>` (accounts.middleware) or a Django session. The view
+is not CSRF-exempt: a session-authenticated POST needs the CSRF token (the bundled GraphiQL sends
+the csrftoken cookie as X-CSRFToken); token requests are exempt in the middleware. The bundled
+GraphiQL page loads its JavaScript from a public CDN (unpkg), so it is blank without internet.
+
+Before Strawberry sees a body: bodies over GRAPHQL_MAX_BODY_BYTES are refused with 413, and JSON
+that nests too deeply to decode (RecursionError) is a 400 rather than a 500.
+"""
+
+import json
+
+from cross_web import HTTPException
+from django.conf import settings
+from django.http import HttpResponse
 from strawberry.django.views import GraphQLView
 
 from graphql_api.schema import schema
 
-graphql_view = GraphQLView.as_view(schema=schema, graphql_ide="graphiql")
+
+class ApiGraphQLView(GraphQLView):
+    graphql_ide = "graphiql"
+
+    def dispatch(self, request, *args, **kwargs):
+        limit = settings.GRAPHQL_MAX_BODY_BYTES
+        try:
+            declared = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return HttpResponse("Invalid Content-Length", status=400, content_type="text/plain")
+        if declared > limit:
+            return HttpResponse(
+                f"Request body larger than {limit} bytes",
+                status=413,
+                content_type="text/plain",
+            )
+        return super().dispatch(request, *args, **kwargs)
+
+    def decode_json(self, data: str | bytes) -> object:
+        try:
+            return json.loads(data)
+        except RecursionError:
+            raise HTTPException(400, "Request body nests too deeply") from None
+
+
+graphql_view = ApiGraphQLView.as_view(schema=schema)

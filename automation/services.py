@@ -1,0 +1,354 @@
+"""Creating, changing and deleting rules: the one write path for a rule and its tree.
+
+The API and the tests call these functions. Input is a plain dict with the API's fields in
+snake_case (see `create_rule`); errors are a Django `ValidationError` keyed by the API's input path
+("name", "schedule", "conditions.groups.0.conditions.1.field", "actions.2.parameters.url"), so the
+API can hand them to the client as they are.
+
+Everything is validated in memory before the first write, inside one transaction: on any error
+nothing is written. Every successful change bumps the rule's `revision`. Writes go through
+`save()` / `delete()` so model signals (the rule index version, live events) fire.
+"""
+
+import logging
+
+from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from accounts.current import acting_as, get_current_user
+from automation.models import AutomationRule, ConditionGroup, RuleAction, RuleCondition
+from automation.registry import get_automatable
+
+logger = logging.getLogger("automation.services")
+
+# Nesting and size bounds of a rule's tree: beyond them a rule is not something a person wrote.
+MAX_GROUP_DEPTH = 10
+MAX_CONDITIONS = 200
+MAX_ACTIONS = 50
+
+# Model field name -> API input name, for errors raised by the models' clean().
+RULE_FIELD_PATHS = {
+    "content_type": "model",
+    "trigger_type": "triggerType",
+    "trigger_event": "triggerEvent",
+    "watched_fields": "watchedFields",
+    "allow_self_trigger": "allowSelfTrigger",
+    "missed_run_policy": "missedRunPolicy",
+    "is_active": "isActive",
+    "__all__": "input",
+}
+CONDITION_FIELD_PATHS = {"field_name": "field", "__all__": ""}
+ACTION_FIELD_PATHS = {
+    "action_type": "actionType",
+    "continue_on_failure": "continueOnFailure",
+    "__all__": "",
+}
+
+# Rule attributes an update may set (trigger_type is fixed at creation).
+UPDATABLE_FIELDS = (
+    "name",
+    "description",
+    "is_active",
+    "trigger_event",
+    "watched_fields",
+    "allow_self_trigger",
+    "schedule",
+    "timezone",
+    "missed_run_policy",
+)
+
+
+class _Errors(dict):
+    """{input path: [messages]} collected across the whole input."""
+
+    def add(self, path: str, messages) -> None:
+        self.setdefault(path, []).extend(messages)
+
+    def add_validation_error(self, exc: ValidationError, prefix: str, names: dict) -> None:
+        for key, messages in exc.message_dict.items():
+            name = names.get(key, key)
+            path = ".".join(part for part in (prefix, name) if part) or "input"
+            self.add(path, messages)
+
+    def raise_if_any(self) -> None:
+        if self:
+            raise ValidationError(dict(self))
+
+
+# --- Public service functions --------------------------------------------------------------------
+
+
+def create_rule(organization, data: dict, *, user=None) -> AutomationRule:
+    """Create a rule with its condition tree and actions.
+
+    `data`: name, trigger_type, and optionally description, is_active, model ("app.model"),
+    trigger_event, watched_fields, allow_self_trigger, schedule, timezone, missed_run_policy,
+    conditions ({logic, negate, conditions: [{field, operator, value, negate}], groups: [...]}),
+    actions ([{action_type, parameters, continue_on_failure}]).
+    """
+    with _acting(user), transaction.atomic():
+        rule = AutomationRule(organization=organization, trigger_type=data.get("trigger_type"))
+        errors = _Errors()
+        _apply_rule_fields(rule, data, UPDATABLE_FIELDS, errors)
+        _apply_model(rule, data, errors)
+        tree = data.get("conditions") or {}
+        actions = data.get("actions") or []
+        _validate_rule(rule, errors)
+        built_tree = _build_tree(rule, tree, errors)
+        built_actions = _build_actions(rule, actions, old_actions=[], errors=errors)
+        errors.raise_if_any()
+        _save_rule(rule)
+        _save_tree(rule, built_tree)
+        _save_actions(rule, built_actions)
+        logger.info("rule %s created in organization %s", rule.pk, organization.pk)
+        return rule
+
+
+def update_rule(rule: AutomationRule, data: dict, *, user=None) -> AutomationRule:
+    """Change the given fields; a given `conditions` / `actions` replaces the old whole.
+
+    An action parameter sent back as the mask ("********") keeps the stored secret of the action
+    at the same position and of the same type. Existing conditions and actions that are kept are
+    validated again against the changed rule (e.g. a new model), under their current paths.
+    """
+    with _acting(user), transaction.atomic():
+        rule = AutomationRule.objects.select_for_update().get(pk=rule.pk, deleted_at__isnull=True)
+        errors = _Errors()
+        _apply_rule_fields(rule, data, UPDATABLE_FIELDS, errors)
+        _apply_model(rule, data, errors)
+        _validate_rule(rule, errors)
+        old_actions = list(rule.actions.all())
+        tree_given = "conditions" in data and data["conditions"] is not None
+        actions_given = "actions" in data and data["actions"] is not None
+        tree = data["conditions"] if tree_given else _tree_data(rule)
+        actions = data["actions"] if actions_given else _actions_data(old_actions)
+        built_tree = _build_tree(rule, tree, errors)
+        built_actions = _build_actions(rule, actions, old_actions=old_actions, errors=errors)
+        errors.raise_if_any()
+        rule.revision += 1
+        _save_rule(rule)
+        if tree_given:
+            for group in rule.condition_groups.filter(parent__isnull=True):
+                group.delete()  # cascades to subgroups and conditions
+            _save_tree(rule, built_tree)
+        if actions_given:
+            for action in old_actions:
+                action.delete()
+            _save_actions(rule, built_actions)
+        logger.info("rule %s updated to revision %s", rule.pk, rule.revision)
+        return rule
+
+
+def delete_rule(rule: AutomationRule, *, user=None) -> AutomationRule:
+    """Soft delete: the rule stops firing and disappears from the API; its logs keep it."""
+    with _acting(user), transaction.atomic():
+        rule = AutomationRule.objects.select_for_update().get(pk=rule.pk, deleted_at__isnull=True)
+        rule.deleted_at = timezone.now()
+        rule.revision += 1
+        rule.save(update_fields=["deleted_at", "revision", "updated_at", "updated_by"])
+        logger.info("rule %s deleted", rule.pk)
+        return rule
+
+
+# --- Rule fields ---------------------------------------------------------------------------------
+
+
+def _acting(user):
+    """Act as `user` when given (tests, scripts); otherwise keep the request's acting user."""
+    return acting_as(user if user is not None else get_current_user())
+
+
+def _apply_rule_fields(rule, data, names, errors) -> None:
+    for name in names:
+        if name not in data:
+            continue
+        value = data[name]
+        if name == "schedule":
+            value = value or ""
+        elif name == "watched_fields":
+            value = list(value or [])
+        elif name in ("description",) and value is None:
+            value = ""
+        setattr(rule, name, value)
+
+
+def _apply_model(rule, data, errors) -> None:
+    if "model" not in data:
+        return
+    label = data["model"]
+    if not label:
+        rule.content_type = None
+        return
+    try:
+        entry = get_automatable(label)
+    except LookupError as exc:
+        errors.add("model", [str(exc)])
+        rule.content_type = None
+        return
+    rule.content_type = ContentType.objects.get_for_model(entry.model)
+
+
+def _validate_rule(rule, errors) -> None:
+    try:
+        rule.full_clean(validate_constraints=False)
+    except ValidationError as exc:
+        found = exc.message_dict
+        if "model" in errors:
+            # The unknown model is already reported; "needs a model" would only add noise.
+            found.pop("content_type", None)
+        if found:
+            errors.add_validation_error(ValidationError(found), "", RULE_FIELD_PATHS)
+    try:
+        rule.validate_constraints()
+    except ValidationError as exc:
+        # The only constraint of a rule is its unique live name within the organization.
+        errors.add("name", exc.messages)
+
+
+def _save_rule(rule) -> None:
+    try:
+        with transaction.atomic():
+            rule.save()
+    except IntegrityError:
+        # Another request took the name between our check and our write.
+        raise ValidationError(
+            {"name": ["A rule with this name already exists in the organization."]}
+        ) from None
+
+
+# --- The condition tree --------------------------------------------------------------------------
+
+
+def _build_tree(rule, tree: dict, errors, path: str = "conditions", depth: int = 0):
+    """Validate a group dict and its subtree; return (group, [conditions], [subtrees]) unsaved."""
+    if not isinstance(tree, dict):
+        errors.add(path, ["A condition group is an object."])
+        return None
+    if depth > MAX_GROUP_DEPTH:
+        errors.add(path, [f"Condition groups nest at most {MAX_GROUP_DEPTH} levels deep."])
+        return None
+    group = ConditionGroup(
+        rule=rule, logic=tree.get("logic") or "AND", negate=bool(tree.get("negate"))
+    )
+    try:
+        group.full_clean(exclude=["rule", "parent"], validate_constraints=False)
+    except ValidationError as exc:
+        errors.add_validation_error(exc, path, {"__all__": ""})
+    conditions = []
+    specs = tree.get("conditions") or []
+    if len(specs) > MAX_CONDITIONS:
+        errors.add(f"{path}.conditions", [f"At most {MAX_CONDITIONS} conditions per group."])
+        specs = []
+    for index, spec in enumerate(specs):
+        condition = RuleCondition(
+            rule=rule,
+            field_name=spec.get("field") or "",
+            operator=spec.get("operator") or "",
+            value=spec.get("value"),
+            negate=bool(spec.get("negate")),
+            order=index,
+        )
+        try:
+            condition.full_clean(exclude=["rule", "group"])
+        except ValidationError as exc:
+            errors.add_validation_error(exc, f"{path}.conditions.{index}", CONDITION_FIELD_PATHS)
+        conditions.append(condition)
+    subtrees = [
+        _build_tree(rule, child, errors, f"{path}.groups.{index}", depth + 1)
+        for index, child in enumerate(tree.get("groups") or [])
+    ]
+    return group, conditions, subtrees
+
+
+def _save_tree(rule, built, parent=None, order: int = 0) -> None:
+    group, conditions, subtrees = built
+    group.rule = rule
+    group.parent = parent
+    group.order = order
+    group.save()
+    for condition in conditions:
+        condition.rule = rule
+        condition.group = group
+        condition.save()
+    for index, subtree in enumerate(subtrees):
+        _save_tree(rule, subtree, parent=group, order=index)
+
+
+def _tree_data(rule) -> dict:
+    """The stored tree as input data, so kept conditions are validated like new ones."""
+    groups = list(rule.condition_groups.all())
+    conditions = list(rule.conditions.all())
+
+    def as_data(group) -> dict:
+        return {
+            "logic": group.logic,
+            "negate": group.negate,
+            "conditions": [
+                {
+                    "field": c.field_name,
+                    "operator": c.operator,
+                    "value": c.value,
+                    "negate": c.negate,
+                }
+                for c in conditions
+                if c.group_id == group.pk
+            ],
+            "groups": [as_data(g) for g in groups if g.parent_id == group.pk],
+        }
+
+    root = next((g for g in groups if g.parent_id is None), None)
+    return as_data(root) if root else {}
+
+
+# --- Actions -------------------------------------------------------------------------------------
+
+
+def _build_actions(rule, specs, *, old_actions, errors) -> list[RuleAction]:
+    from automation.actions import merge_masked_secrets
+
+    if len(specs) > MAX_ACTIONS:
+        errors.add("actions", [f"A rule has at most {MAX_ACTIONS} actions."])
+        return []
+    actions = []
+    for index, spec in enumerate(specs):
+        path = f"actions.{index}"
+        parameters = spec.get("parameters")
+        if not isinstance(parameters, dict):
+            errors.add(f"{path}.parameters", ["Parameters are a JSON object."])
+            continue
+        action_type = spec.get("action_type")
+        old = old_actions[index] if index < len(old_actions) else None
+        if old is not None and old.action_type == action_type:
+            parameters = merge_masked_secrets(action_type, parameters, old.parameters)
+        action = RuleAction(
+            rule=rule,
+            action_type=action_type,
+            parameters=parameters,
+            order=index,
+            continue_on_failure=bool(spec.get("continue_on_failure")),
+        )
+        try:
+            action.full_clean(exclude=["rule"])
+        except ValidationError as exc:
+            errors.add_validation_error(exc, path, ACTION_FIELD_PATHS)
+        actions.append(action)
+    return actions
+
+
+def _actions_data(actions) -> list[dict]:
+    return [
+        {
+            "action_type": a.action_type,
+            "parameters": a.parameters,
+            "continue_on_failure": a.continue_on_failure,
+        }
+        for a in actions
+    ]
+
+
+def _save_actions(rule, actions) -> None:
+    for action in actions:
+        action.rule = rule
+        action.save()

@@ -1,0 +1,229 @@
+"""The contract's mutations: check access (permissions), convert input, call one service."""
+
+import strawberry
+from django.contrib.auth import authenticate, get_user_model
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from accounts.choices import Role as RoleChoice
+from accounts.models import ApiToken, Membership, Notification, Organization
+from automation import services as rule_services
+from automation.models import AutomationLog, AutomationRule
+from catalog import services as catalog_services
+from catalog.models import Product
+from graphql_api import permissions as perms
+from graphql_api.errors import Conflict, InvalidInput, NotFound, Unauthenticated
+from graphql_api.inputs import ProductInput, ProductUpdateInput, RuleInput, RuleUpdateInput
+from graphql_api.ratelimit import check_obtain_token
+from graphql_api.types import (
+    ApiTokenType,
+    AutomationLogType,
+    CategoryType,
+    MemberType,
+    NotificationType,
+    OrganizationType,
+    ProductType,
+    Role,
+    RuleType,
+    TokenPayload,
+)
+
+
+def _organization(info, id_value, minimum) -> Organization:
+    return Organization.objects.get(pk=perms.organization_id(info, id_value, minimum))
+
+
+def _user_by_username(username: str):
+    user = get_user_model().objects.filter(username=username, is_active=True).first()
+    if user is None:
+        raise InvalidInput({"username": ["No such user."]})
+    return user
+
+
+def _membership(organization, username: str) -> Membership:
+    membership = (
+        Membership.objects.select_related("user")
+        .filter(organization=organization, user__username=username)
+        .first()
+    )
+    if membership is None:
+        raise InvalidInput({"username": ["This user is not a member of the organization."]})
+    return membership
+
+
+def _ensure_another_admin(membership: Membership) -> None:
+    """An organization keeps at least one ADMIN: nobody could manage its members otherwise."""
+    others = (
+        Membership.objects.select_for_update()
+        .filter(organization_id=membership.organization_id, role=RoleChoice.ADMIN)
+        .exclude(pk=membership.pk)
+    )
+    if membership.role == RoleChoice.ADMIN and not others.exists():
+        raise Conflict("An organization must keep at least one ADMIN.")
+
+
+@strawberry.type
+class Mutation:
+    # --- Accounts ---------------------------------------------------------------------------
+
+    @strawberry.mutation(description="The raw token is shown only in this answer.")
+    def obtain_token(
+        self, info: strawberry.Info, username: str, password: str, name: str | None = "api"
+    ) -> TokenPayload:
+        request = info.context.request
+        check_obtain_token(username, request.META.get("REMOTE_ADDR", ""))
+        user = authenticate(request, username=username, password=password)
+        if user is None or not user.is_active:
+            raise Unauthenticated("Invalid username or password.")
+        name = "api" if name is None else name
+        if not name or len(name) > 100:
+            raise InvalidInput({"name": ["A token name has 1 to 100 characters."]})
+        _token, raw = ApiToken.issue(user=user, name=name)
+        return TokenPayload(token=raw, user=user)
+
+    @strawberry.mutation
+    def revoke_token(self, info: strawberry.Info, id: strawberry.ID) -> ApiTokenType:
+        user = perms.require_user(info)
+        token = ApiToken.objects.filter(user=user, pk=perms.parse_id(id)).first()
+        if token is None:
+            raise NotFound()
+        token.revoke()
+        return token
+
+    @strawberry.mutation(description="The caller becomes its ADMIN.")
+    def create_organization(self, info: strawberry.Info, name: str, slug: str) -> OrganizationType:
+        user = perms.require_user(info)
+        with transaction.atomic():
+            organization = Organization(name=name, slug=slug)
+            organization.full_clean()
+            organization.save()
+            Membership.objects.create(user=user, organization=organization, role=RoleChoice.ADMIN)
+        perms.forget_memberships(info)
+        return organization
+
+    @strawberry.mutation
+    def add_member(
+        self, info: strawberry.Info, organization: strawberry.ID, username: str, role: Role
+    ) -> OrganizationType:
+        org = _organization(info, organization, perms.MANAGE)
+        user = _user_by_username(username)
+        try:
+            with transaction.atomic():
+                Membership.objects.create(user=user, organization=org, role=role)
+        except IntegrityError:
+            raise InvalidInput({"username": ["This user is already a member."]}) from None
+        return org
+
+    @strawberry.mutation(description="Refused (CONFLICT) when it would leave no ADMIN.")
+    def set_member_role(
+        self, info: strawberry.Info, organization: strawberry.ID, username: str, role: Role
+    ) -> MemberType:
+        org = _organization(info, organization, perms.MANAGE)
+        with transaction.atomic():
+            membership = _membership(org, username)
+            if role != RoleChoice.ADMIN:
+                _ensure_another_admin(membership)
+            membership.role = role
+            membership.save(update_fields=["role", "updated_at"])
+        perms.forget_memberships(info)
+        return membership
+
+    @strawberry.mutation(
+        description="The removed user's id. CONFLICT when it removes the last ADMIN."
+    )
+    def remove_member(
+        self, info: strawberry.Info, organization: strawberry.ID, username: str
+    ) -> strawberry.ID:
+        org = _organization(info, organization, perms.MANAGE)
+        with transaction.atomic():
+            membership = _membership(org, username)
+            _ensure_another_admin(membership)
+            membership.delete()
+        perms.forget_memberships(info)
+        return strawberry.ID(str(membership.user_id))
+
+    # --- Rules ------------------------------------------------------------------------------
+
+    @strawberry.mutation
+    def create_rule(self, info: strawberry.Info, input: RuleInput) -> RuleType:
+        org = _organization(info, input.organization, perms.WRITE)
+        rule = rule_services.create_rule(org, input.to_data())
+        return _reload_rule(rule)
+
+    @strawberry.mutation
+    def update_rule(
+        self, info: strawberry.Info, id: strawberry.ID, input: RuleUpdateInput
+    ) -> RuleType:
+        rule = perms.get_object(info, AutomationRule.objects.alive(), id, perms.WRITE)
+        rule = rule_services.update_rule(rule, input.to_data())
+        return _reload_rule(rule)
+
+    @strawberry.mutation(description="Soft delete: the rule's logs keep it.")
+    def delete_rule(self, info: strawberry.Info, id: strawberry.ID) -> strawberry.ID:
+        rule = perms.get_object(info, AutomationRule.objects.alive(), id, perms.WRITE)
+        rule_services.delete_rule(rule)
+        return strawberry.ID(str(rule.pk))
+
+    @strawberry.mutation(description="Dry run: conditions and rendered actions, no side effects.")
+    def run_rule(
+        self,
+        info: strawberry.Info,
+        id: strawberry.ID,
+        object_id: strawberry.ID | None = None,
+        dry_run: bool | None = False,
+    ) -> AutomationLogType:
+        from automation.runs import run_rule
+
+        rule = perms.get_object(info, AutomationRule.objects.alive(), id, perms.WRITE)
+        return run_rule(
+            rule, object_id=object_id, user=info.context.request.user, dry_run=bool(dry_run)
+        )
+
+    @strawberry.mutation(description="A new run with the same context, retryOf set.")
+    def retry_run(self, info: strawberry.Info, log_id: strawberry.ID) -> AutomationLogType:
+        from automation.runs import retry_run
+
+        log = perms.get_object(info, AutomationLog.objects.all(), log_id, perms.WRITE)
+        return retry_run(log, user=info.context.request.user)
+
+    @strawberry.mutation
+    def mark_notification_read(self, info: strawberry.Info, id: strawberry.ID) -> NotificationType:
+        user = perms.require_user(info)
+        notification = Notification.objects.filter(recipient=user, pk=perms.parse_id(id)).first()
+        if notification is None:
+            raise NotFound()
+        if notification.read_at is None:
+            notification.read_at = timezone.now()
+            notification.save(update_fields=["read_at", "updated_at"])
+        return notification
+
+    # --- Catalog ----------------------------------------------------------------------------
+
+    @strawberry.mutation
+    def create_category(
+        self, info: strawberry.Info, organization: strawberry.ID, name: str
+    ) -> CategoryType:
+        org = _organization(info, organization, perms.WRITE)
+        return catalog_services.create_category(org, name)
+
+    @strawberry.mutation
+    def create_product(self, info: strawberry.Info, input: ProductInput) -> ProductType:
+        org = _organization(info, input.organization, perms.WRITE)
+        return catalog_services.create_product(org, input.to_data())
+
+    @strawberry.mutation
+    def update_product(
+        self, info: strawberry.Info, id: strawberry.ID, input: ProductUpdateInput
+    ) -> ProductType:
+        product = perms.get_object(info, Product.objects.all(), id, perms.WRITE)
+        return catalog_services.update_product(product, input.to_data())
+
+    @strawberry.mutation
+    def delete_product(self, info: strawberry.Info, id: strawberry.ID) -> strawberry.ID:
+        product = perms.get_object(info, Product.objects.all(), id, perms.WRITE)
+        return strawberry.ID(str(catalog_services.delete_product(product)))
+
+
+def _reload_rule(rule) -> AutomationRule:
+    # A fresh instance, so the answer shows the rows as written (tree, actions, revision).
+    return AutomationRule.objects.get(pk=rule.pk)

@@ -1,0 +1,194 @@
+"""The contract's queries. Thin: scope and role checks come from `permissions`, reads from the
+types' get_queryset (scoping) and the optimizer (prefetching)."""
+
+import strawberry
+import strawberry_django
+
+from accounts.models import ApiToken, Membership, Notification, Organization
+from automation.models import AutomationLog, AutomationRule
+from automation.registry import automatable_models, readable_paths
+from catalog.models import Category, Product
+from graphql_api import permissions as perms
+from graphql_api.inputs import LogFilter, given
+from graphql_api.pagination import log_page
+from graphql_api.types import (
+    ActionType,
+    ActionTypeInfo,
+    ApiTokenType,
+    AutomatableModelInfo,
+    AutomationLogType,
+    CategoryType,
+    LogConnection,
+    MemberType,
+    NotificationType,
+    OrganizationType,
+    ProductType,
+    RuleType,
+    TriggerType,
+    UserType,
+)
+
+MAX_PAGE = 200
+
+# Log relations read by almost every client: joined up front (the connection type is written by
+# hand, so the optimizer does not see through edges/node).
+LOG_JOINS = ("rule", "organization", "triggered_by")
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="The caller, or null when anonymous.")
+    def me(self, info: strawberry.Info) -> UserType | None:
+        return perms.current_user(info)
+
+    @strawberry_django.field(description="Organizations the caller is a member of.")
+    def organizations(self, info: strawberry.Info) -> list[OrganizationType]:
+        return Organization.objects.all()
+
+    @strawberry_django.field
+    def members(self, info: strawberry.Info, organization: strawberry.ID) -> list[MemberType]:
+        org_id = perms.organization_id(info, organization)
+        return Membership.objects.filter(organization_id=org_id).order_by("user__username")
+
+    @strawberry_django.field(description="The caller's own API tokens.")
+    def tokens(self, info: strawberry.Info) -> list[ApiTokenType]:
+        return ApiToken.objects.all()
+
+    @strawberry_django.field(description="Rules not deleted, sorted by name.")
+    def rules(
+        self,
+        info: strawberry.Info,
+        organization: strawberry.ID | None = None,
+        is_active: bool | None = None,
+        trigger_type: TriggerType | None = None,
+        offset: int | None = 0,
+        limit: int | None = 50,
+    ) -> list[RuleType]:
+        offset = perms.check_limit("offset", 0 if offset is None else offset, 10**9)
+        limit = perms.check_limit("limit", 50 if limit is None else limit, MAX_PAGE)
+        queryset = AutomationRule.objects.alive()
+        if organization is not None:
+            queryset = queryset.filter(organization_id=perms.organization_id(info, organization))
+        if is_active is not None:
+            queryset = queryset.filter(is_active=is_active)
+        if trigger_type is not None:
+            queryset = queryset.filter(trigger_type=trigger_type)
+        return _window(perms.scope(info, queryset), ("name", "id"), offset, limit)
+
+    @strawberry_django.field(description="A rule not deleted.")
+    def rule(self, info: strawberry.Info, id: strawberry.ID) -> RuleType:
+        return AutomationRule.objects.alive().filter(pk=perms.parse_id(id))
+
+    @strawberry.field(description="Runs, newest first, with keyset cursors.")
+    def logs(
+        self,
+        info: strawberry.Info,
+        organization: strawberry.ID | None = None,
+        filter: LogFilter | None = None,
+        first: int | None = 50,
+        after: str | None = None,
+    ) -> LogConnection:
+        first = perms.check_limit("first", 50 if first is None else first, MAX_PAGE)
+        queryset = perms.scope(info, AutomationLog.objects.select_related(*LOG_JOINS))
+        if organization is not None:
+            queryset = queryset.filter(organization_id=perms.organization_id(info, organization))
+        if filter is not None:
+            queryset = _filter_logs(info, queryset, filter)
+        return log_page(queryset, first, after)
+
+    @strawberry_django.field
+    def log(self, info: strawberry.Info, id: strawberry.ID) -> AutomationLogType:
+        return AutomationLog.objects.filter(pk=perms.parse_id(id))
+
+    @strawberry.field(description="Automatable models and the field paths rules may read.")
+    def available_models(self, info: strawberry.Info) -> list[AutomatableModelInfo]:
+        perms.require_user(info)
+        return [
+            AutomatableModelInfo(model=label, fields=readable_paths(label))
+            for label in sorted(automatable_models())
+        ]
+
+    @strawberry.field(description="Each action type with its parameters' JSON Schema.")
+    def action_types(self, info: strawberry.Info) -> list[ActionTypeInfo]:
+        from automation.actions import registered_handlers
+
+        perms.require_user(info)
+        return [
+            ActionTypeInfo(
+                action_type=ActionType(handler.action_type),
+                parameters_schema=handler.parameters_schema,
+            )
+            for handler in registered_handlers()
+        ]
+
+    @strawberry_django.field(description="The caller's notifications, newest first.")
+    def notifications(
+        self,
+        info: strawberry.Info,
+        unread_only: bool | None = False,
+        limit: int | None = MAX_PAGE,
+    ) -> list[NotificationType]:
+        limit = perms.check_limit("limit", MAX_PAGE if limit is None else limit, MAX_PAGE)
+        queryset = Notification.objects.order_by("-created_at", "-id")
+        if unread_only:
+            queryset = queryset.filter(read_at__isnull=True)
+        return _window(
+            queryset.filter(recipient=perms.require_user(info)), ("-created_at", "-id"), 0, limit
+        )
+
+    @strawberry_django.field
+    def products(self, info: strawberry.Info, organization: strawberry.ID) -> list[ProductType]:
+        return Product.objects.filter(organization_id=perms.organization_id(info, organization))
+
+    @strawberry_django.field
+    def product(self, info: strawberry.Info, id: strawberry.ID) -> ProductType:
+        return Product.objects.filter(pk=perms.parse_id(id))
+
+    @strawberry_django.field
+    def categories(self, info: strawberry.Info, organization: strawberry.ID) -> list[CategoryType]:
+        return Category.objects.filter(organization_id=perms.organization_id(info, organization))
+
+
+def _window(queryset, ordering, offset: int, limit: int):
+    """Rows offset..offset+limit, as an unsliced queryset (pk IN a sliced subquery).
+
+    strawberry-django filters the returned queryset again (the type's get_queryset) and lets the
+    optimizer add its prefetches; Django refuses to filter a sliced queryset, so the window is a
+    subquery: still one SQL statement.
+    """
+    window = queryset.order_by(*ordering).values("pk")[offset : offset + limit]
+    return queryset.model.objects.filter(pk__in=window).order_by(*ordering)
+
+
+def _filter_logs(info, queryset, log_filter: LogFilter):
+    if given(log_filter.rule):
+        # A deleted rule's logs stay readable; another organization's rule is NOT_FOUND.
+        rule = perms.get_object(info, AutomationRule.objects.all(), log_filter.rule)
+        queryset = queryset.filter(rule=rule)
+    if given(log_filter.statuses):
+        queryset = queryset.filter(status__in=list(log_filter.statuses))
+    if given(log_filter.trigger):
+        queryset = queryset.filter(trigger=log_filter.trigger)
+    if given(log_filter.object_type):
+        content_type = _content_type(log_filter.object_type)
+        queryset = queryset.filter(content_type=content_type)
+    if given(log_filter.object_id):
+        queryset = queryset.filter(object_id=str(log_filter.object_id))
+    if given(log_filter.created_after):
+        queryset = queryset.filter(created_at__gt=log_filter.created_after)
+    if given(log_filter.created_before):
+        queryset = queryset.filter(created_at__lt=log_filter.created_before)
+    return queryset
+
+
+def _content_type(label: str):
+    from django.contrib.contenttypes.models import ContentType
+
+    from automation.registry import get_automatable
+    from graphql_api.errors import InvalidInput
+
+    try:
+        entry = get_automatable(label)
+    except LookupError as exc:
+        raise InvalidInput({"filter.objectType": [str(exc)]}) from None
+    return ContentType.objects.get_for_model(entry.model)
