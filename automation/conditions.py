@@ -149,8 +149,13 @@ def evaluate_conditions(rule, ctx, tree: GroupNode | None = None) -> ConditionRe
         logger.exception("Conditions of rule %s could not be evaluated", getattr(rule, "pk", None))
         return ConditionResult(
             met=False,
-            trace=[_trace_entry(ROOT_PATH, "", None, None, None, False, f"Internal error: {exc}")],
+            trace=[_trace_entry(ROOT_PATH, "", None, None, None, False, _internal_error(exc))],
         )
+
+
+def _internal_error(exc: Exception) -> str:
+    """The trace is shown to the organization's users: the details stay in the server log."""
+    return f"Internal error ({type(exc).__name__}); the server log has the details."
 
 
 def _trace_entry(path, field_path, operator, expected, actual, passed, error):
@@ -207,7 +212,7 @@ class _Evaluator:
             passed, error = False, str(exc)
             logger.warning("Condition %s of rule %s failed: %s", leaf.path, self.rule.pk, error)
         except Exception as exc:  # a database error or a bug: fail closed, keep evaluating
-            passed, error = False, f"Internal error: {exc}"
+            passed, error = False, _internal_error(exc)
             logger.exception("Condition %s of rule %s crashed", leaf.path, self.rule.pk)
         self.trace.append(
             _trace_entry(leaf.path, leaf.field, leaf.operator, leaf.value, actual, passed, error)
@@ -402,7 +407,10 @@ def _comparison(operator: Operator, model_field, expected):
 
 
 def _regex_test(pattern: str, actual_of):
-    """A bounded search: the pattern is size-checked and each match runs under a timeout."""
+    """A bounded search: the pattern is size-checked and each match runs under a timeout.
+
+    The timeout is per value, so a to-many path costs at most one timeout per related row.
+    """
     try:
         validate_regex(pattern)
     except ValidationError as exc:
