@@ -1,0 +1,133 @@
+"""Settings pick the embedded or the distributed stack from the environment.
+
+Each case imports the settings in a fresh interpreter with a controlled environment, since the
+module reads the environment once, at import.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+PROBE = """
+import json
+from django.conf import settings
+from huey.contrib.djhuey import HUEY  # built from settings.HUEY; needs no app registry
+db = settings.DATABASES["default"]
+print(json.dumps({
+    "embedded": settings.EMBEDDED,
+    "db_engine": db["ENGINE"],
+    "db_name": str(db["NAME"]),
+    "db_host": db.get("HOST"),
+    "db_options": db.get("OPTIONS", {}),
+    "huey_class": type(HUEY).__name__,
+    "huey_consumer": settings.HUEY["consumer"],
+    "huey_immediate": HUEY.immediate,
+    "channel_layer": settings.CHANNEL_LAYERS["default"]["BACKEND"],
+    "channel_hosts": settings.CHANNEL_LAYERS["default"].get("CONFIG", {}).get("hosts"),
+    "cache": settings.CACHES["default"]["BACKEND"],
+    "debug": settings.DEBUG,
+    "secret_key": settings.SECRET_KEY,
+    "allowed_hosts": settings.ALLOWED_HOSTS,
+    "data_dir": str(settings.DATA_DIR),
+}))
+"""
+
+
+def load_settings(tmp_path, **env) -> dict:
+    """The settings a process started with `env` (on top of a clean environment) would see."""
+    child_env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"DATABASE_URL", "REDIS_URL", "DEBUG", "SECRET_KEY", "ALLOWED_HOSTS"}
+    }
+    child_env.update(
+        {"DJANGO_SETTINGS_MODULE": "config.settings", "AUTOMATION_DATA_DIR": str(tmp_path)}
+    )
+    child_env.update(env)
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        cwd=REPO_ROOT,
+        env=child_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_no_urls_means_embedded_sqlite_huey_on_sqlite_and_in_memory_layer(tmp_path):
+    loaded = load_settings(tmp_path)
+
+    assert loaded["embedded"] is True
+    assert loaded["db_engine"] == "django.db.backends.sqlite3"
+    assert loaded["db_name"] == str(tmp_path / "db.sqlite3")
+    assert "journal_mode=WAL" in loaded["db_options"]["init_command"]
+    assert loaded["db_options"]["transaction_mode"] == "IMMEDIATE"
+    assert loaded["huey_class"] == "SqliteHuey"
+    assert loaded["huey_immediate"] is False
+    assert loaded["channel_layer"] == "channels.layers.InMemoryChannelLayer"
+    assert loaded["cache"] == "django.core.cache.backends.locmem.LocMemCache"
+    assert loaded["data_dir"] == str(tmp_path)
+
+
+def test_embedded_queue_is_polled_often_enough_to_start_runs_within_100ms(tmp_path):
+    consumer = load_settings(tmp_path)["huey_consumer"]
+
+    assert consumer["worker_type"] == "thread"
+    assert consumer["max_delay"] <= 0.1
+    assert consumer["initial_delay"] <= consumer["max_delay"]
+
+
+def test_urls_mean_distributed_postgres_redis_huey_and_redis_layer(tmp_path):
+    loaded = load_settings(
+        tmp_path,
+        DATABASE_URL="postgres://app:secret@db.internal:5433/automation",
+        REDIS_URL="redis://cache.internal:6380/2",
+    )
+
+    assert loaded["embedded"] is False
+    assert loaded["db_engine"] == "django.db.backends.postgresql"
+    assert loaded["db_name"] == "automation"
+    assert loaded["db_host"] == "db.internal"
+    assert loaded["huey_class"] == "RedisHuey"
+    assert loaded["huey_immediate"] is False
+    assert loaded["channel_layer"] == "channels_redis.pubsub.RedisPubSubChannelLayer"
+    assert loaded["channel_hosts"] == ["redis://cache.internal:6380/2"]
+    assert loaded["cache"] == "django.core.cache.backends.redis.RedisCache"
+
+
+@pytest.mark.parametrize(
+    ("env", "embedded", "db_engine", "huey_class"),
+    [
+        ({"DATABASE_URL": "postgres://h/db"}, False, "django.db.backends.postgresql", "SqliteHuey"),
+        ({"REDIS_URL": "redis://h:6379/0"}, False, "django.db.backends.sqlite3", "RedisHuey"),
+    ],
+    ids=["database-only", "redis-only"],
+)
+def test_each_url_switches_its_own_service(tmp_path, env, embedded, db_engine, huey_class):
+    loaded = load_settings(tmp_path, **env)
+
+    assert loaded["embedded"] is embedded
+    assert loaded["db_engine"] == db_engine
+    assert loaded["huey_class"] == huey_class
+
+
+def test_secret_debug_and_hosts_come_from_the_environment(tmp_path):
+    loaded = load_settings(
+        tmp_path, SECRET_KEY="s3cret", DEBUG="true", ALLOWED_HOSTS="a.example,b.example"
+    )
+
+    assert loaded["secret_key"] == "s3cret"
+    assert loaded["debug"] is True
+    assert loaded["allowed_hosts"] == ["a.example", "b.example"]
+
+
+def test_debug_is_off_by_default(tmp_path):
+    assert load_settings(tmp_path)["debug"] is False
