@@ -288,16 +288,19 @@ def _send_to(url: httpx.URL, ip, method, headers, body, deadline) -> tuple[int, 
             content=body,
             extensions=extensions,
         )
-        with client.send(request, stream=True) as response:
+        response = client.send(request, stream=True)
+        try:
             collected = bytearray()
             for chunk in response.iter_bytes():
                 collected.extend(chunk)
                 if len(collected) > RESPONSE_BODY_LIMIT:
-                    break
+                    break  # keep a bounded prefix; never load a huge answer
                 if time.monotonic() > deadline:
                     raise httpx.ReadTimeout("deadline passed while reading the response")
-            text = bytes(collected[:RESPONSE_BODY_LIMIT]).decode("utf-8", errors="replace")
-            return response.status_code, response.headers.get("location"), text
+        finally:
+            response.close()
+        text = bytes(collected[:RESPONSE_BODY_LIMIT]).decode("utf-8", errors="replace")
+        return response.status_code, response.headers.get("location"), text
 
 
 def _netloc(ip, port) -> str:

@@ -1,0 +1,460 @@
+"""CALL_WEBHOOK against a real HTTP server started by the test, on loopback.
+
+The SSRF guard stays on (AUTOMATION_WEBHOOK_ALLOW_PRIVATE_NETWORKS=false). To reach its own
+server the test patches `webhooks.check_address` so that exactly the test server's
+(127.0.0.1, port) passes and every other address goes through the real guard (`allow_only`).
+DNS is the outside world: `webhooks.resolve_host` is patched to answer for made-up host names.
+No request ever leaves loopback: refused addresses are refused before any connection.
+"""
+
+import contextlib
+import hashlib
+import hmac
+import ipaddress
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from automation import webhooks
+from automation.actions import MASK, ActionError, get_handler, parameter_errors
+from automation.choices import ActionType
+from automation.context import RunContext
+
+LOOPBACK = ipaddress.ip_address("127.0.0.1")
+
+
+class RecordingServer:
+    """A loopback HTTP server that records every request and answers from a script."""
+
+    def __init__(self):
+        self.requests: list[dict] = []
+        self.responses: list[dict] = []  # consumed in order; the last one repeats
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _handle(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                server.requests.append(
+                    {
+                        "method": self.command,
+                        "path": self.path,
+                        "headers": {k.lower(): v for k, v in self.headers.items()},
+                        "body": self.rfile.read(length),
+                    }
+                )
+                spec = server.responses.pop(0) if len(server.responses) > 1 else server.responses[0]
+                time.sleep(spec.get("delay", 0))
+                payload = spec.get("body", b"ok")
+                self.send_response(spec.get("status", 200))
+                for name, value in spec.get("headers", {}).items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                # The client may have given up already (timeout test).
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self.wfile.write(payload)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def url(self, path="/hook", host="127.0.0.1"):
+        return f"http://{host}:{self.port}{path}"
+
+    def respond(self, *specs):
+        self.responses = list(specs)
+
+
+@pytest.fixture
+def make_server():
+    servers = []
+
+    def make():
+        server = RecordingServer()
+        server.respond({"status": 200, "body": b'{"ok":true}'})
+        server.thread.start()
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.httpd.shutdown()
+        server.httpd.server_close()
+
+
+@pytest.fixture
+def server(make_server):
+    return make_server()
+
+
+@pytest.fixture
+def allow_only(monkeypatch):
+    """allow_only(server): the guard accepts that server's exact address:port, nothing else."""
+    original = webhooks.check_address
+
+    def allow(*servers):
+        allowed = {(LOOPBACK, s.port) for s in servers}
+
+        def check(ip, port):
+            if (ip, port) not in allowed:
+                original(ip, port)
+
+        monkeypatch.setattr(webhooks, "check_address", check)
+
+    return allow
+
+
+@pytest.fixture
+def dns(monkeypatch):
+    """dns({"hooks.example.test": ["127.0.0.1"]}): the answers of the outside world's DNS."""
+    lookups = []
+
+    def install(table):
+        def resolve(host, port):
+            lookups.append(host)
+            if host not in table:
+                raise OSError(f"no such host {host}")
+            return [ipaddress.ip_address(a) for a in table[host]]
+
+        monkeypatch.setattr(webhooks, "resolve_host", resolve)
+        return lookups
+
+    return install
+
+
+@pytest.fixture(autouse=True)
+def fast_retries(monkeypatch, settings):
+    settings.AUTOMATION_WEBHOOK_ALLOW_PRIVATE_NETWORKS = False
+    monkeypatch.setattr(webhooks, "RETRY_BASE_SECONDS", 0.01)
+
+
+def context(**extra):
+    return RunContext(
+        organization_id=1,
+        rule_id=3,
+        rule_name="Ping",
+        trigger="EVENT",
+        event="UPDATED",
+        model="catalog.product",
+        object_id="42",
+        object={"id": 42, "name": "Lamp", "stock": 0},
+        log_id=981,
+        action_order=2,
+        **extra,
+    )
+
+
+def call(parameters, ctx=None, attempts=None):
+    on_attempt = attempts.append if attempts is not None else None
+    return get_handler(ActionType.CALL_WEBHOOK).execute(
+        parameters, ctx or context(), on_attempt=on_attempt
+    )
+
+
+def test_the_request_carries_the_contract_headers_and_a_verifiable_signature(
+    server, allow_only, dns
+):
+    allow_only(server)
+    lookups = dns({"hooks.example.test": ["127.0.0.1"]})
+    before = int(time.time())
+    result = call(
+        {
+            "url": server.url("/hook?x=1", host="hooks.example.test"),
+            "headers": {"Authorization": "Bearer abc"},
+            "body": {"id": "{{ object.id }}", "text": "{{ object.name }} is out"},
+            "secret": "s3cret",
+        }
+    )
+    (request,) = server.requests
+    headers = request["headers"]
+    assert request["method"] == "POST"
+    assert request["path"] == "/hook?x=1"
+    # Connected to the checked IP, yet the server sees the original host name.
+    assert headers["host"] == f"hooks.example.test:{server.port}"
+    assert lookups == ["hooks.example.test"]
+    assert headers["content-type"] == "application/json"
+    assert headers["authorization"] == "Bearer abc"
+    assert headers["idempotency-key"] == "981-2"
+    timestamp = headers["x-automation-timestamp"]
+    assert before <= int(timestamp) <= int(time.time())
+    assert json.loads(request["body"]) == {"id": 42, "text": "Lamp is out"}
+    expected = hmac.new(b"s3cret", timestamp.encode() + b"." + request["body"], hashlib.sha256)
+    assert headers["x-automation-signature"] == "sha256=" + expected.hexdigest()
+    assert result == {
+        "url": server.url("/hook?x=1", host="hooks.example.test"),
+        "status_code": 200,
+        "body": '{"ok":true}',
+        "attempts": 1,
+    }
+
+
+def test_no_secret_no_signature_and_method_respected(server, allow_only):
+    allow_only(server)
+    call({"url": server.url(), "method": "PUT"})
+    (request,) = server.requests
+    assert request["method"] == "PUT"
+    assert request["body"] == b""
+    assert "x-automation-signature" not in request["headers"]
+
+
+def test_retries_on_5xx_then_succeeds_with_the_same_idempotency_key(server, allow_only):
+    allow_only(server)
+    server.respond({"status": 500}, {"status": 503}, {"status": 201, "body": b"created"})
+    attempts = []
+    result = call({"url": server.url(), "body": {"a": 1}, "maxAttempts": 3}, attempts=attempts)
+    assert attempts == [1, 2, 3]
+    assert result["attempts"] == 3
+    assert result["status_code"] == 201
+    assert result["body"] == "created"
+    assert len(server.requests) == 3
+    assert {r["headers"]["idempotency-key"] for r in server.requests} == {"981-2"}
+
+
+def test_5xx_on_every_attempt_fails_with_the_result_attached(server, allow_only):
+    allow_only(server)
+    server.respond({"status": 502, "body": b"bad gateway"})
+    attempts = []
+    with pytest.raises(ActionError) as raised:
+        call({"url": server.url(), "maxAttempts": 2}, attempts=attempts)
+    assert "HTTP 502" in str(raised.value)
+    assert "attempt 2 of 2" in str(raised.value)
+    assert raised.value.result["status_code"] == 502
+    assert raised.value.result["body"] == "bad gateway"
+    assert raised.value.result["attempts"] == 2
+    assert attempts == [1, 2]
+    assert len(server.requests) == 2
+
+
+def test_4xx_fails_at_once_without_retry(server, allow_only):
+    allow_only(server)
+    server.respond({"status": 400, "body": b"no"})
+    attempts = []
+    with pytest.raises(ActionError, match="HTTP 400") as raised:
+        call({"url": server.url(), "maxAttempts": 5}, attempts=attempts)
+    assert attempts == [1]
+    assert len(server.requests) == 1
+    assert raised.value.result["attempts"] == 1
+
+
+def test_a_slow_server_times_out(server, allow_only):
+    allow_only(server)
+    server.respond({"status": 200, "delay": 1.5})
+    started = time.monotonic()
+    with pytest.raises(ActionError, match="timed out") as raised:
+        call({"url": server.url(), "timeoutSeconds": 0.3, "maxAttempts": 1})
+    assert time.monotonic() - started < 1.2
+    assert raised.value.result["attempts"] == 1
+    assert raised.value.result["status_code"] is None
+
+
+def test_a_network_error_is_retried(allow_only, make_server):
+    server = make_server()
+    allow_only(server)
+    server.httpd.shutdown()
+    server.httpd.server_close()  # nothing listens on the port any more
+    attempts = []
+    with pytest.raises(ActionError, match="network error"):
+        call({"url": server.url(), "maxAttempts": 2}, attempts=attempts)
+    assert attempts == [1, 2]
+
+
+def test_the_response_body_kept_is_truncated(server, allow_only):
+    allow_only(server)
+    server.respond({"status": 200, "body": b"x" * 20000})
+    result = call({"url": server.url()})
+    assert len(result["body"]) == webhooks.RESPONSE_BODY_LIMIT
+
+
+# --- SSRF -----------------------------------------------------------------------------------------
+
+
+def test_loopback_is_refused_when_private_networks_are_not_allowed(server):
+    attempts = []
+    with pytest.raises(ActionError, match="127.0.0.1 is a loopback address"):
+        call({"url": server.url(), "maxAttempts": 3}, attempts=attempts)
+    assert server.requests == []
+    assert attempts == []  # an IP literal is refused before any attempt, and never retried
+    assert "url" in parameter_errors(ActionType.CALL_WEBHOOK, {"url": server.url()}, None)
+
+
+def test_a_rendered_url_is_checked_again(server):
+    ctx = context()
+    ctx.object = {**ctx.object, "host": f"127.0.0.1:{server.port}"}
+    params = {"url": "http://{{ object.host }}/hook"}
+    assert parameter_errors(ActionType.CALL_WEBHOOK, params, None) == {}
+    with pytest.raises(ActionError, match="loopback"):
+        call(params, ctx)
+    assert server.requests == []
+
+
+def test_a_host_name_resolving_to_a_private_address_is_refused(server, dns):
+    dns(
+        {
+            "internal.example.test": ["10.1.2.3"],
+            "mixed.example.test": ["93.184.216.34", "127.0.0.1"],
+        }
+    )
+    with pytest.raises(ActionError, match="10.1.2.3 is a private address"):
+        call({"url": "http://internal.example.test/hook"})
+    attempts = []
+    with pytest.raises(ActionError, match="127.0.0.1 is a loopback address"):
+        call({"url": server.url(host="mixed.example.test"), "maxAttempts": 3}, attempts=attempts)
+    assert attempts == [1]  # a refusal is final, never retried
+    assert server.requests == []
+
+
+def test_a_redirect_to_a_private_address_is_refused(make_server, allow_only, dns):
+    public, private = make_server(), make_server()
+    allow_only(public)
+    dns({"hooks.example.test": ["127.0.0.1"]})
+    public.respond({"status": 302, "headers": {"Location": private.url("/steal")}})
+    with pytest.raises(ActionError, match="loopback") as raised:
+        call({"url": public.url(host="hooks.example.test")})
+    assert len(public.requests) == 1
+    assert private.requests == []  # never connected
+    assert raised.value.result["attempts"] == 1
+
+    public.requests.clear()
+    public.respond(
+        {"status": 307, "headers": {"Location": "http://169.254.169.254/latest/meta-data"}}
+    )
+    with pytest.raises(ActionError, match="cloud metadata"):
+        call({"url": public.url(host="hooks.example.test")})
+
+
+def test_redirects_are_followed_and_secret_headers_stay_with_their_host(server, allow_only, dns):
+    allow_only(server)
+    dns({"hooks.example.test": ["127.0.0.1"]})
+    server.respond(
+        {"status": 301, "headers": {"Location": "/moved"}},
+        {"status": 303, "headers": {"Location": server.url("/other")}},  # another host name
+        {"status": 200, "body": b"done"},
+    )
+    result = call(
+        {
+            "url": server.url(host="hooks.example.test"),
+            "headers": {"X-Token": "t0ken"},
+            "body": {"a": 1},
+            "secret": "k",
+        }
+    )
+    assert result["status_code"] == 200
+    assert result["attempts"] == 1
+    first, moved, other = server.requests
+    assert (first["method"], moved["method"], other["method"]) == ("POST", "GET", "GET")
+    assert moved["path"] == "/moved"
+    assert moved["headers"]["x-token"] == "t0ken"  # same origin
+    assert "x-token" not in other["headers"]  # another origin: secret headers dropped
+    assert other["headers"]["host"] == f"127.0.0.1:{server.port}"
+
+
+def test_too_many_redirects(server, allow_only):
+    allow_only(server)
+    server.respond({"status": 302, "headers": {"Location": "/again"}})
+    with pytest.raises(ActionError, match="Too many redirects"):
+        call({"url": server.url()})
+    assert len(server.requests) == webhooks.MAX_REDIRECTS + 1
+
+
+def test_the_setting_allows_private_networks_but_never_metadata(server, settings):
+    settings.AUTOMATION_WEBHOOK_ALLOW_PRIVATE_NETWORKS = True
+    assert call({"url": server.url()})["status_code"] == 200
+    assert webhooks.address_refusal(ipaddress.ip_address("169.254.169.254"))
+    assert webhooks.address_refusal(ipaddress.ip_address("fd00:ec2::254"))
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "127.0.0.1",
+        "10.0.0.1",
+        "172.16.5.4",
+        "192.168.1.1",
+        "169.254.169.254",
+        "169.254.1.1",
+        "100.64.0.1",
+        "0.0.0.0",
+        "224.0.0.1",
+        "240.0.0.1",
+        "::1",
+        "::",
+        "fe80::1",
+        "fd00:ec2::254",
+        "fc00::1",
+        "::ffff:127.0.0.1",
+        "2002:7f00:1::",  # 6to4 wrapping 127.0.0.1
+        "ff02::1",
+    ],
+)
+def test_non_public_addresses_are_refused(address):
+    assert webhooks.address_refusal(ipaddress.ip_address(address)) is not None
+
+
+@pytest.mark.parametrize("address", ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111"])
+def test_public_addresses_pass(address):
+    assert webhooks.address_refusal(ipaddress.ip_address(address)) is None
+
+
+@pytest.mark.parametrize(
+    "url", ["ftp://example.com/x", "file:///etc/passwd", "http://user:pw@example.com/", "/relative"]
+)
+def test_only_absolute_http_urls_without_credentials(url):
+    assert "url" in parameter_errors(ActionType.CALL_WEBHOOK, {"url": url}, None)
+
+
+def test_engine_headers_cannot_be_overridden():
+    errors = parameter_errors(
+        ActionType.CALL_WEBHOOK,
+        {
+            "url": "https://example.com/",
+            "headers": {"Host": "x", "Idempotency-Key": "y", "Bad\nName": "z"},
+        },
+        None,
+    )
+    assert set(errors) == {"headers.Host", "headers.Idempotency-Key", "headers.Bad\nName"}
+
+
+# --- Dry run --------------------------------------------------------------------------------------
+
+
+def test_dry_run_sends_nothing_and_masks_secrets(server, allow_only):
+    allow_only(server)
+    result = get_handler(ActionType.CALL_WEBHOOK).dry_run(
+        {
+            "url": server.url(),
+            "headers": {"Authorization": "Bearer very-secret"},
+            "body": {"n": "{{ object.name }}"},
+            "secret": "hmac-key",
+        },
+        context(),
+    )
+    assert server.requests == []
+    assert result == {
+        "would": "call",
+        "method": "POST",
+        "url": server.url(),
+        "headers": {"Authorization": MASK},
+        "body": {"n": "Lamp"},
+        "signed": True,
+        "timeoutSeconds": 10.0,
+        "maxAttempts": 3,
+    }
+    shown = json.dumps(result)
+    assert "very-secret" not in shown and "hmac-key" not in shown
+
+
+def test_dry_run_fails_on_a_missing_variable_or_a_refused_url():
+    handler = get_handler(ActionType.CALL_WEBHOOK)
+    with pytest.raises(ActionError, match="'object.nme'"):
+        handler.dry_run({"url": "https://example.com/", "body": "{{ object.nme }}"}, context())
+    with pytest.raises(ActionError, match="loopback"):
+        handler.dry_run({"url": "http://127.0.0.1:9/x"}, context())
