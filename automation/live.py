@@ -1,15 +1,36 @@
 """The publish hook: every state change of a run, of an action and every new notification.
 
-The engine calls these functions; they send the serialized payload to channel-layer groups after
-the surrounding transaction commits, so a subscriber never sees a state that was rolled back, and
-no subscriber needs a database query to render it. Each message carries the log's `seq`, so a
-client can drop a stale message when two processes publish close together.
+The engine calls publish_log / publish_action / publish_notification; they send the serialized
+payload to channel-layer groups after the surrounding transaction commits, so a subscriber never
+sees a state that was rolled back, and no subscriber needs a database query to render it. Each
+message carries the log's `seq`, so a client can drop a stale message when two processes publish
+close together.
+
+Groups and message types (graphql_api/subscriptions.py listens to them). Channels matches a
+message to a listener by its `type`, not by the group it came through, so each kind of group has
+a type of its own: a connection with an organization-wide and a rule-specific subscription then
+gets each event once per subscription, not twice.
+
+    automation.org.<id>    "automation.log", "automation.action"     every run of the organization
+    automation.rule.<id>   "automation.log.rule", "automation.action.rule"   runs of one rule
+    automation.run.<id>    "automation.action.run"                   actions of one run
+    automation.user.<id>   "automation.notification"                 the user's notifications
+
+Delivery order: messages leave in the order they were published. With the in-memory layer
+(embedded mode) they must also be delivered on the event loop of the ASGI server, where the
+subscribers' queues live: asyncio queues are not thread-safe, and the engine publishes from Huey
+worker threads and Django's sync threads. The WebSocket consumer therefore registers its loop
+(`attach_event_loop`), and sends are handed to that loop. Other layers (channels-redis) are sent
+from one background loop per process, which keeps a single Redis connection and the order.
 """
 
+import asyncio
+import collections
 import logging
+import threading
 
 from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.db import transaction
 
 from automation.snapshots import json_value
@@ -17,12 +38,23 @@ from automation.snapshots import json_value
 logger = logging.getLogger("automation.live")
 
 LOG_MESSAGE = "automation.log"
+LOG_BY_RULE_MESSAGE = "automation.log.rule"
 ACTION_MESSAGE = "automation.action"
+ACTION_BY_RULE_MESSAGE = "automation.action.rule"
+ACTION_BY_RUN_MESSAGE = "automation.action.run"
 NOTIFICATION_MESSAGE = "automation.notification"
 
 
 def organization_group(organization_id) -> str:
     return f"automation.org.{organization_id}"
+
+
+def rule_group(rule_id) -> str:
+    return f"automation.rule.{rule_id}"
+
+
+def run_group(log_id) -> str:
+    return f"automation.run.{log_id}"
 
 
 def user_group(user_id) -> str:
@@ -39,6 +71,7 @@ def serialize_log(log) -> dict:
         "rule_revision": log.rule_revision,
         "trigger": log.trigger,
         "event": log.event,
+        "content_type_id": log.content_type_id,
         "object_type": log.object_type,
         "object_id": log.object_id,
         "status": log.status,
@@ -62,51 +95,146 @@ def serialize_log(log) -> dict:
     }
 
 
-def _send(group: str, message: dict) -> None:
+def serialize_notification(notification) -> dict:
+    return {
+        "id": notification.pk,
+        "organization_id": notification.organization_id,
+        "recipient_id": notification.recipient_id,
+        "title": notification.title,
+        "body": notification.body,
+        "created_at": json_value(notification.created_at),
+        "read_at": json_value(notification.read_at),
+        "log_id": notification.log_id,
+    }
+
+
+# --- Publishing ----------------------------------------------------------------------------------
+
+
+class OrderedSender:
+    """Runs the group sends handed to it one after another on one event loop.
+
+    `submit` may be called from any thread; sends leave in submission order, whatever the layer.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self._pending: collections.deque = collections.deque()
+        self._lock = threading.Lock()
+        self._draining = False
+
+    def usable(self) -> bool:
+        return self.loop.is_running() and not self.loop.is_closed()
+
+    def submit(self, layer, sends: list[tuple[str, dict]]) -> None:
+        with self._lock:
+            self._pending.append((layer, sends))
+            if self._draining:
+                return
+            self._draining = True
+        self.loop.call_soon_threadsafe(self._start_draining)
+
+    def _start_draining(self) -> None:
+        self.loop.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        while True:
+            with self._lock:
+                if not self._pending:
+                    self._draining = False
+                    return
+                layer, sends = self._pending.popleft()
+            await _send_all(layer, sends)
+
+
+async def _send_all(layer, sends: list[tuple[str, dict]]) -> None:
+    for group, message in sends:
+        try:
+            await layer.group_send(group, message)
+        except Exception:
+            # A live event is a convenience; the log row is the record. Never fail a run over it.
+            logger.exception("could not publish %s to %s", message.get("type"), group)
+
+
+_lock = threading.Lock()
+_server_sender: OrderedSender | None = None
+_background_sender: OrderedSender | None = None
+
+
+def attach_event_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Deliver in-memory-layer messages on `loop` (the ASGI server's, where subscribers listen)."""
+    global _server_sender
+    with _lock:
+        if _server_sender is None or _server_sender.loop is not loop:
+            _server_sender = OrderedSender(loop)
+
+
+def _background() -> OrderedSender:
+    """This process's own publishing loop, started on first use (a daemon thread)."""
+    global _background_sender
+    with _lock:
+        if _background_sender is None or not _background_sender.usable():
+            loop = asyncio.new_event_loop()
+            threading.Thread(
+                target=loop.run_forever, name="automation-live-publisher", daemon=True
+            ).start()
+            _background_sender = OrderedSender(loop)
+        return _background_sender
+
+
+def _send(sends: list[tuple[str, dict]]) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
-    try:
-        async_to_sync(layer.group_send)(group, message)
-    except Exception:
-        # A live event is a convenience; the log row is the record. Never fail a run over it.
-        logger.exception("could not publish %s to %s", message.get("type"), group)
+    if isinstance(layer, InMemoryChannelLayer):
+        sender = _server_sender
+        if sender is None or not sender.usable():
+            # No server loop in this process (a script, a sync test): no WebSocket subscriber
+            # here either; deliver synchronously to whatever listens on this layer.
+            async_to_sync(_send_all)(layer, sends)
+            return
+    else:
+        sender = _background()
+    sender.submit(layer, sends)
+
+
+def _publish(sends: list[tuple[str, dict]]) -> None:
+    transaction.on_commit(lambda: _send(sends))
 
 
 def publish_log(log) -> None:
     """Publish the run's current state (after commit)."""
-    message = {"type": LOG_MESSAGE, "log": serialize_log(log)}
-    group = organization_group(log.organization_id)
-    transaction.on_commit(lambda: _send(group, message))
+    payload = serialize_log(log)
+    _publish(
+        [
+            (organization_group(log.organization_id), {"type": LOG_MESSAGE, "log": payload}),
+            (rule_group(log.rule_id), {"type": LOG_BY_RULE_MESSAGE, "log": payload}),
+        ]
+    )
 
 
 def publish_action(log, entry: dict) -> None:
     """Publish one action entry's new state (after commit)."""
-    message = {
-        "type": ACTION_MESSAGE,
+    body = {
         "organization_id": log.organization_id,
         "log_id": log.pk,
         "rule_id": log.rule_id,
         "seq": log.seq,
         "action": dict(entry),
     }
-    group = organization_group(log.organization_id)
-    transaction.on_commit(lambda: _send(group, message))
+    _publish(
+        [
+            (organization_group(log.organization_id), {"type": ACTION_MESSAGE, **body}),
+            (rule_group(log.rule_id), {"type": ACTION_BY_RULE_MESSAGE, **body}),
+            (run_group(log.pk), {"type": ACTION_BY_RUN_MESSAGE, **body}),
+        ]
+    )
 
 
 def publish_notification(notification) -> None:
+    """Publish a new notification to its recipient (after commit)."""
     message = {
         "type": NOTIFICATION_MESSAGE,
-        "notification": {
-            "id": notification.pk,
-            "organization_id": notification.organization_id,
-            "recipient_id": notification.recipient_id,
-            "title": notification.title,
-            "body": notification.body,
-            "created_at": json_value(notification.created_at),
-            "read_at": json_value(notification.read_at),
-            "log_id": notification.log_id,
-        },
+        "notification": serialize_notification(notification),
     }
-    group = user_group(notification.recipient_id)
-    transaction.on_commit(lambda: _send(group, message))
+    _publish([(user_group(notification.recipient_id), message)])

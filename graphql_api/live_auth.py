@@ -1,0 +1,74 @@
+"""Who is on a WebSocket connection, and whether they may still see an organization's events.
+
+Credentials (contract, AUTHENTICATION): the connection_init payload {"Authorization": "Bearer
+<token>"}, or else the session cookie (GraphiQL in a logged-in browser sends no payload). A payload
+that names a token which does not authenticate is refused even when a session cookie is present:
+a client must learn that its token is bad.
+
+A subscription lives for hours, so access is not decided once: `ConnectionAccess.role_in()` reads
+the user's memberships again when the last read is older than MEMBERSHIP_RECHECK_SECONDS (one
+query per connection per second at most, whatever the number of subscriptions or messages). The
+same read also re-checks a token connection's token, so a revoked token or a deactivated user
+stops the stream too.
+"""
+
+import asyncio
+import logging
+import time
+
+from channels.db import database_sync_to_async
+
+from accounts.middleware import bearer_token
+from accounts.models import ApiToken, Membership, hash_token
+
+logger = logging.getLogger("graphql_api.live_auth")
+
+MEMBERSHIP_RECHECK_SECONDS = 1.0
+
+
+class ConnectionAccess:
+    """The authenticated user of one connection and their (briefly cached) memberships."""
+
+    def __init__(self, user, token_hash: str | None = None):
+        self.user = user
+        self.token_hash = token_hash
+        self._roles: dict[int, str] = {}
+        self._read_at: float | None = None
+        self._lock = asyncio.Lock()
+
+    async def role_in(self, organization_id: int) -> str | None:
+        """The user's role in the organization now (at most MEMBERSHIP_RECHECK_SECONDS old)."""
+        async with self._lock:
+            now = time.monotonic()
+            if self._read_at is None or now - self._read_at >= MEMBERSHIP_RECHECK_SECONDS:
+                self._roles = await database_sync_to_async(self._read_roles)()
+                self._read_at = now
+        return self._roles.get(int(organization_id))
+
+    def _read_roles(self) -> dict[int, str]:
+        if self.token_hash is not None:
+            still_valid = (
+                ApiToken.objects.active()
+                .filter(token_hash=self.token_hash, user_id=self.user.pk, user__is_active=True)
+                .exists()
+            )
+            if not still_valid:
+                return {}
+        memberships = Membership.objects.filter(user_id=self.user.pk, user__is_active=True)
+        return dict(memberships.values_list("organization_id", "role"))
+
+
+async def authenticate(connection_params, scope) -> ConnectionAccess | None:
+    """The connection's access from the connection_init payload or the session; None = refuse."""
+    params = connection_params if isinstance(connection_params, dict) else {}
+    header = params.get("Authorization", params.get("authorization"))
+    if header is not None:
+        raw = bearer_token(header) if isinstance(header, str) else None
+        if raw is None:
+            return None
+        user = await database_sync_to_async(ApiToken.authenticate)(raw)
+        return ConnectionAccess(user, hash_token(raw)) if user is not None else None
+    user = scope.get("user")
+    if user is not None and user.is_authenticated and user.is_active:
+        return ConnectionAccess(user)
+    return None

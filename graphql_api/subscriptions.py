@@ -1,0 +1,194 @@
+"""The contract's Subscription type: runs, action updates and notifications as they happen.
+
+Each subscription listens on the channel-layer group the publish hook (automation/live.py) sends
+to: the narrowest one its arguments allow (a run's, a rule's, else the organization's), and then
+filters on the payload, since Channels hands a connection every message of a type whatever group
+brought it.
+
+A message is rendered without a database query: the payload becomes an unsaved model instance
+(`instance_from`) with only the published fields loaded, and the API's own strawberry-django
+types render it. A field beyond the message (a relation such as `organization`, or a rule field
+other than id and name) is a deferred field: reading it costs one query, as the contract says.
+
+Access: a subscription to an organization the user is not a member of (or to a rule or run
+outside it) fails with NOT_FOUND before it listens. Before each delivery the membership is
+checked again (graphql_api/live_auth.py, cached for a second per connection); a user who lost it
+gets NOT_FOUND and the subscription ends.
+"""
+
+import datetime
+import logging
+from collections.abc import AsyncGenerator
+
+import strawberry
+from django.db import DEFAULT_DB_ALIAS
+
+from accounts.models import Notification
+from automation import live
+from automation.models import AutomationLog, AutomationRule
+from graphql_api.errors import NotFound, Unauthenticated
+from graphql_api.permissions import parse_id
+from graphql_api.types import ActionLogEntry, AutomationLogType, NotificationType, RunStatus
+
+logger = logging.getLogger("graphql_api.subscriptions")
+
+DATETIME_FIELDS = {"created_at", "started_at", "finished_at", "scheduled_for", "read_at"}
+
+
+@strawberry.type(name="ActionUpdate")
+class ActionUpdate:
+    log_id: strawberry.ID
+    rule_id: strawberry.ID
+    seq: int
+    action: ActionLogEntry
+
+
+def instance_from(model, data: dict):
+    """An unsaved-looking instance of `model` holding the given field values (by attname).
+
+    Built like a row from the database (`Model.from_db`), so any field not given is deferred and
+    loads on first access, instead of silently reading a default.
+    """
+    present = [f for f in model._meta.concrete_fields if f.attname in data]
+    values = []
+    for field in present:
+        value = data[field.attname]
+        if field.attname in DATETIME_FIELDS and isinstance(value, str):
+            value = datetime.datetime.fromisoformat(value)
+        values.append(value)
+    return model.from_db(DEFAULT_DB_ALIAS, [f.attname for f in present], values)
+
+
+def log_from_message(payload: dict) -> AutomationLog:
+    fields = {key: value for key, value in payload.items() if key != "rule"}
+    fields["rule_id"] = payload["rule"]["id"]
+    log = instance_from(AutomationLog, fields)
+    log.rule = instance_from(
+        AutomationRule,
+        {
+            "id": payload["rule"]["id"],
+            "name": payload["rule"]["name"],
+            "organization_id": payload["organization_id"],
+        },
+    )
+    return log
+
+
+def _access(info: strawberry.Info):
+    access = info.context["ws"].access
+    if access is None:  # a legacy client that skipped connection_init
+        raise Unauthenticated()
+    return access
+
+
+async def _member_organization(info: strawberry.Info, organization) -> int:
+    organization_id = parse_id(organization)
+    if await _access(info).role_in(organization_id) is None:
+        raise NotFound()
+    return organization_id
+
+
+async def _still_member(info: strawberry.Info, organization_id: int) -> None:
+    if await _access(info).role_in(organization_id) is None:
+        logger.info(
+            "user %s lost access to organization %s: ending a subscription",
+            _access(info).user.pk,
+            organization_id,
+        )
+        raise NotFound()
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription(description="Every creation and status change of a run in scope.")
+    async def automation_logs(
+        self,
+        info: strawberry.Info,
+        organization: strawberry.ID,
+        rule: strawberry.ID | None = None,
+        statuses: list[RunStatus] | None = None,
+    ) -> AsyncGenerator[AutomationLogType, None]:
+        organization_id = await _member_organization(info, organization)
+        rule_id = None
+        if rule is not None:
+            rule_id = parse_id(rule)
+            in_organization = AutomationRule.objects.filter(
+                pk=rule_id, organization_id=organization_id
+            )
+            if not await in_organization.aexists():
+                raise NotFound()
+        wanted = {RunStatus(status).value for status in statuses} if statuses else None
+        if rule_id is None:
+            message_type, group = live.LOG_MESSAGE, live.organization_group(organization_id)
+        else:
+            message_type, group = live.LOG_BY_RULE_MESSAGE, live.rule_group(rule_id)
+
+        async with info.context["ws"].listen_to_channel(message_type, groups=[group]) as stream:
+            async for message in stream:
+                payload = message["log"]
+                if payload["organization_id"] != organization_id:
+                    continue
+                if rule_id is not None and payload["rule"]["id"] != rule_id:
+                    continue
+                if wanted is not None and payload["status"] not in wanted:
+                    continue
+                await _still_member(info, organization_id)
+                yield log_from_message(payload)
+
+    @strawberry.subscription(description="Every action status change as it executes.")
+    async def action_updates(
+        self,
+        info: strawberry.Info,
+        organization: strawberry.ID,
+        rule: strawberry.ID | None = None,
+        log: strawberry.ID | None = None,
+    ) -> AsyncGenerator[ActionUpdate, None]:
+        organization_id = await _member_organization(info, organization)
+        rule_id = parse_id(rule) if rule is not None else None
+        log_id = parse_id(log) if log is not None else None
+        if rule_id is not None:
+            rules = AutomationRule.objects.filter(pk=rule_id, organization_id=organization_id)
+            if not await rules.aexists():
+                raise NotFound()
+        if log_id is not None:
+            logs = AutomationLog.objects.filter(pk=log_id, organization_id=organization_id)
+            if not await logs.aexists():
+                raise NotFound()
+        if log_id is not None:
+            message_type, group = live.ACTION_BY_RUN_MESSAGE, live.run_group(log_id)
+        elif rule_id is not None:
+            message_type, group = live.ACTION_BY_RULE_MESSAGE, live.rule_group(rule_id)
+        else:
+            message_type, group = live.ACTION_MESSAGE, live.organization_group(organization_id)
+
+        async with info.context["ws"].listen_to_channel(message_type, groups=[group]) as stream:
+            async for message in stream:
+                if message["organization_id"] != organization_id:
+                    continue
+                if rule_id is not None and message["rule_id"] != rule_id:
+                    continue
+                if log_id is not None and message["log_id"] != log_id:
+                    continue
+                await _still_member(info, organization_id)
+                yield ActionUpdate(
+                    log_id=strawberry.ID(str(message["log_id"])),
+                    rule_id=strawberry.ID(str(message["rule_id"])),
+                    seq=message["seq"],
+                    action=ActionLogEntry.from_json(message["action"]),
+                )
+
+    @strawberry.subscription(description="The viewer's own notifications as they are created.")
+    async def notifications(self, info: strawberry.Info) -> AsyncGenerator[NotificationType, None]:
+        user_id = _access(info).user.pk
+        group = live.user_group(user_id)
+        async with info.context["ws"].listen_to_channel(
+            live.NOTIFICATION_MESSAGE, groups=[group]
+        ) as stream:
+            async for message in stream:
+                payload = message["notification"]
+                if payload["recipient_id"] != user_id:
+                    continue
+                # A notification of an organization the user has left is not theirs to see now.
+                if await _access(info).role_in(payload["organization_id"]) is None:
+                    continue
+                yield instance_from(Notification, payload)
