@@ -15,6 +15,7 @@ from strawberry_django.optimizer import DjangoOptimizerExtension
 from graphql_api.errors import ErrorCodes
 from graphql_api.mutations import Mutation
 from graphql_api.queries import Query
+from graphql_api.subscriptions import Subscription
 from graphql_api.types import DecimalScalar
 
 
@@ -42,4 +43,4 @@ def build_schema(subscription=None) -> strawberry.Schema:
     )
 
 
-schema = build_schema()
+schema = build_schema(subscription=Subscription)
