@@ -148,9 +148,9 @@ else:
             "CONFIG": {"capacity": 10_000},
         }
     }
-WEBSOCKET_ALLOWED_ORIGINS = env.list(
-    "WEBSOCKET_ALLOWED_ORIGINS", default=["localhost", "127.0.0.1", "[::1]"]
-)
+# Browser pages on other origins that may open a WebSocket ("https://dash.example.com", "*" for
+# any). Same-origin pages and non-browser clients (no Origin header) are always allowed.
+WEBSOCKET_ALLOWED_ORIGINS = env.list("WEBSOCKET_ALLOWED_ORIGINS", default=[])
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
