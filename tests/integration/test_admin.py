@@ -1,0 +1,137 @@
+"""The admin: pages render, secrets stay masked, logs are read-only, tokens can be revoked."""
+
+import json
+
+import pytest
+from django.urls import reverse
+
+from accounts.models import ApiToken
+from automation.choices import ActionType, RunStatus
+from tests.factories import (
+    ApiTokenFactory,
+    AutomationLogFactory,
+    AutomationRuleFactory,
+    NotificationFactory,
+    ProductFactory,
+)
+
+pytestmark = pytest.mark.django_db
+
+WEBHOOK = {
+    "action_type": ActionType.CALL_WEBHOOK,
+    "parameters": {
+        "url": "https://hooks.example.com/in",
+        "method": "POST",
+        "headers": {"X-Api-Key": "header-secret-value"},
+        "secret": "signing-secret-value",
+    },
+}
+
+
+def test_changelists_and_forms_render(admin_client):
+    rule = AutomationRuleFactory()
+    log = AutomationLogFactory(rule=rule)
+    product = ProductFactory()
+    token = ApiTokenFactory()
+    NotificationFactory()
+    pages = [
+        reverse("admin:automation_automationrule_changelist"),
+        reverse("admin:automation_automationrule_add"),
+        reverse("admin:automation_automationrule_change", args=[rule.pk]),
+        reverse("admin:automation_automationlog_changelist"),
+        reverse("admin:automation_automationlog_change", args=[log.pk]),
+        reverse("admin:accounts_organization_change", args=[rule.organization_id]),
+        reverse("admin:accounts_apitoken_change", args=[token.pk]),
+        reverse("admin:accounts_notification_changelist"),
+        reverse("admin:catalog_product_change", args=[product.pk]),
+        reverse("admin:catalog_category_changelist"),
+    ]
+    for url in pages:
+        assert admin_client.get(url).status_code == 200, url
+
+
+def test_rule_page_masks_webhook_secrets(admin_client):
+    rule = AutomationRuleFactory(actions=[WEBHOOK])
+
+    page = admin_client.get(
+        reverse("admin:automation_automationrule_change", args=[rule.pk])
+    ).content.decode()
+
+    assert "signing-secret-value" not in page
+    assert "header-secret-value" not in page
+    assert "********" in page
+    assert "hooks.example.com" in page
+
+
+def test_log_page_is_read_only_with_pretty_json(admin_client):
+    log = AutomationLogFactory(
+        status=RunStatus.SUCCEEDED,
+        condition_trace=[{"field": "status", "verdict": True}],
+        action_logs=[{"order": 0, "status": "SUCCEEDED"}],
+    )
+    url = reverse("admin:automation_automationlog_change", args=[log.pk])
+
+    page = admin_client.get(url).content.decode()
+
+    assert "<pre" in page
+    assert "&quot;verdict&quot;: true" in page  # indented JSON, not a Python repr
+    assert 'name="_save"' not in page
+    assert admin_client.post(url, {"status": "FAILED"}).status_code == 403
+    assert admin_client.get(reverse("admin:automation_automationlog_add")).status_code == 403
+
+
+def test_is_active_is_editable_from_the_rule_list(admin_client):
+    rule = AutomationRuleFactory(is_active=True)
+    data = {
+        "form-TOTAL_FORMS": "1",
+        "form-INITIAL_FORMS": "1",
+        "form-0-id": str(rule.pk),
+        "_save": "Save",
+    }
+
+    response = admin_client.post(reverse("admin:automation_automationrule_changelist"), data)
+
+    assert response.status_code == 302
+    rule.refresh_from_db()
+    assert rule.is_active is False
+
+
+def test_token_admin_never_shows_the_hash_and_revokes(admin_client):
+    token = ApiTokenFactory()
+
+    page = admin_client.get(reverse("admin:accounts_apitoken_change", args=[token.pk]))
+    response = admin_client.post(
+        reverse("admin:accounts_apitoken_changelist"),
+        {"action": "revoke", "_selected_action": [token.pk]},
+    )
+
+    assert token.token_hash not in page.content.decode()
+    assert admin_client.get(reverse("admin:accounts_apitoken_add")).status_code == 403
+    assert response.status_code == 302
+    assert ApiToken.authenticate(token.raw_token) is None
+
+
+def test_action_form_keeps_stored_secrets_when_the_mask_comes_back():
+    from automation.admin import RuleActionForm
+
+    action = AutomationRuleFactory(actions=[WEBHOOK]).actions.get()
+    form = RuleActionForm(instance=action)
+    shown = form.initial["parameters"]
+    assert shown["secret"] == "********" and shown["headers"]["X-Api-Key"] == "********"
+
+    posted = dict(shown, url="https://hooks.example.com/changed")
+    form = RuleActionForm(
+        instance=action,
+        data={
+            "order": 0,
+            "action_type": ActionType.CALL_WEBHOOK,
+            "parameters": json.dumps(posted),
+            "continue_on_failure": "",
+        },
+    )
+    assert form.is_valid(), form.errors
+    saved = form.save()
+
+    assert saved.parameters["secret"] == "signing-secret-value"
+    assert saved.parameters["headers"]["X-Api-Key"] == "header-secret-value"
+    assert saved.parameters["url"] == "https://hooks.example.com/changed"
