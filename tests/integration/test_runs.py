@@ -1,0 +1,485 @@
+"""The life of a run: claim, conditions, actions, final status, resume, chain, manual and dry runs."""
+
+import datetime
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.utils import timezone
+
+from accounts.models import Notification
+from automation import runs
+from automation.chain import Chain, running
+from automation.choices import ActionStatus, ActionType, RunStatus, TriggerEvent, TriggerType
+from automation.live import organization_group
+from automation.models import AutomationLog
+from automation.outbox import emit_event
+from automation.runs import RunConflict, RunObjectNotFound, execute_run, retry_run, run_rule
+from catalog.models import Category, Product
+from tests.factories import AutomationRuleFactory, ProductFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def update_description(text="Activated {{ object.name }}", **extra):
+    return {
+        "action_type": ActionType.UPDATE_RECORD,
+        "parameters": {"fields": {"description": text}},
+        **extra,
+    }
+
+
+def create_category(name="Made by {{ rule.name }}", **extra):
+    return {
+        "action_type": ActionType.CREATE_RECORD,
+        "parameters": {"model": "catalog.category", "fields": {"name": name}},
+        **extra,
+    }
+
+
+def status_is(value):
+    return {"field_name": "status", "operator": "EQUALS", "value": value}
+
+
+@pytest.fixture
+def product(organization):
+    return ProductFactory(organization=organization, status="ACTIVE", name="Lamp")
+
+
+def pending_run(rule, product, changes=None):
+    """The PENDING log emit_event writes for `rule` on `product` (no signals needed)."""
+    logs = emit_event(
+        product, rule.trigger_event, changes or {"status": {"old": "DRAFT", "new": "ACTIVE"}}
+    )
+    (log,) = [log for log in logs if log.rule_id == rule.pk]
+    return log
+
+
+class Listener:
+    """Collects what the publish hook sends to an organization's group (in-memory layer)."""
+
+    def __init__(self, organization_id):
+        self.layer = get_channel_layer()
+        self.channel = async_to_sync(self.layer.new_channel)()
+        async_to_sync(self.layer.group_add)(organization_group(organization_id), self.channel)
+
+    def messages(self):
+        received = []
+        while True:
+            try:
+                received.append(async_to_sync(self._receive)())
+            except TimeoutError:
+                return received
+
+    async def _receive(self):
+        import asyncio
+
+        return await asyncio.wait_for(self.layer.receive(self.channel), timeout=0.05)
+
+
+def test_run_executes_actions_in_order_and_records_each(
+    organization, product, django_capture_on_commit_callbacks
+):
+    rule = AutomationRuleFactory(
+        organization=organization,
+        conditions=[status_is("ACTIVE")],
+        actions=[update_description(), create_category()],
+    )
+    listener = Listener(organization.pk)
+    with django_capture_on_commit_callbacks(execute=True):
+        log = pending_run(rule, product)
+    with django_capture_on_commit_callbacks(execute=True):
+        execute_run(log.pk)
+
+    log.refresh_from_db()
+    assert log.status == RunStatus.SUCCEEDED
+    assert log.conditions_met is True
+    assert log.rule_revision == rule.revision
+    assert [entry["status"] for entry in log.action_logs] == [ActionStatus.SUCCEEDED] * 2
+    assert [entry["attempt"] for entry in log.action_logs] == [1, 1]
+    assert all(entry["duration_ms"] is not None for entry in log.action_logs)
+    assert log.started_at <= log.finished_at
+    product.refresh_from_db()
+    assert product.description == "Activated Lamp"
+    assert (
+        Category.objects.filter(organization=organization, name=f"Made by {rule.name}").count() == 1
+    )
+    assert (
+        log.action_logs[1]["result"]["id"] == Category.objects.get(name=f"Made by {rule.name}").pk
+    )
+
+    messages = listener.messages()
+    seqs = [m["log"]["seq"] if m["type"] == "automation.log" else m["seq"] for m in messages]
+    assert seqs == sorted(seqs), "every message carries the log's increasing seq"
+    assert messages[0]["type"] == "automation.log" and messages[0]["log"]["status"] == "PENDING"
+    assert messages[-1]["type"] == "automation.log" and messages[-1]["log"]["status"] == "SUCCEEDED"
+    action_states = [
+        (m["action"]["order"], m["action"]["status"])
+        for m in messages
+        if m["type"] == "automation.action"
+    ]
+    assert action_states == [
+        (0, "RUNNING"),
+        (0, "SUCCEEDED"),
+        (1, "RUNNING"),
+        (1, "SUCCEEDED"),
+    ]
+    assert messages[-1]["log"]["seq"] == log.seq
+
+
+def test_conditions_not_met_skips_with_trace(organization, product):
+    rule = AutomationRuleFactory(
+        organization=organization,
+        conditions=[status_is("DISCONTINUED")],
+        actions=[update_description()],
+    )
+    log = pending_run(rule, product)
+    execute_run(log.pk)
+    log.refresh_from_db()
+    assert log.status == RunStatus.SKIPPED
+    assert log.conditions_met is False
+    assert (
+        log.condition_trace[0]["actual"] == "ACTIVE" and log.condition_trace[0]["passed"] is False
+    )
+    assert log.action_logs == []
+    product.refresh_from_db()
+    assert product.description == ""
+
+
+def test_duplicate_delivery_does_nothing(organization, product):
+    rule = AutomationRuleFactory(organization=organization, actions=[create_category()])
+    log = pending_run(rule, product)
+    execute_run(log.pk)
+    seq = AutomationLog.objects.get(pk=log.pk).seq
+    execute_run(log.pk)
+    assert AutomationLog.objects.get(pk=log.pk).seq == seq
+    assert Category.objects.filter(name__startswith="Made by").count() == 1
+
+
+def test_a_failure_stops_the_run_and_skips_the_rest(organization, product):
+    rule = AutomationRuleFactory(
+        organization=organization,
+        actions=[
+            {
+                "action_type": ActionType.UPDATE_RECORD,
+                "parameters": {"fields": {"status": "NOT_A_STATUS"}},
+            },
+            create_category(),
+        ],
+    )
+    log = pending_run(rule, product)
+    execute_run(log.pk)
+    log.refresh_from_db()
+    assert log.status == RunStatus.FAILED
+    assert [e["status"] for e in log.action_logs] == [ActionStatus.FAILED, ActionStatus.SKIPPED]
+    assert log.action_logs[0]["error"]
+    assert not Category.objects.filter(name__startswith="Made by").exists()
+
+
+def test_continue_on_failure_gives_partial(organization, product):
+    rule = AutomationRuleFactory(
+        organization=organization,
+        actions=[
+            {
+                "action_type": ActionType.UPDATE_RECORD,
+                "parameters": {"fields": {"status": "NOT_A_STATUS"}},
+                "continue_on_failure": True,
+            },
+            create_category(),
+        ],
+    )
+    log = pending_run(rule, product)
+    execute_run(log.pk)
+    log.refresh_from_db()
+    assert log.status == RunStatus.PARTIAL
+    assert [e["status"] for e in log.action_logs] == [ActionStatus.FAILED, ActionStatus.SUCCEEDED]
+
+
+def test_unexpected_error_never_leaves_a_run_running(organization, product, monkeypatch):
+    rule = AutomationRuleFactory(organization=organization, actions=[update_description()])
+    log = pending_run(rule, product)
+
+    def explode(rule, ctx, tree=None):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("automation.conditions.evaluate_conditions", explode)
+    execute_run(log.pk)
+    log.refresh_from_db()
+    assert log.status == RunStatus.FAILED
+    assert "boom" in log.error
+    assert log.finished_at is not None
+
+
+@pytest.mark.parametrize("change", ["deactivate", "delete"])
+def test_rule_changed_before_claim_skips(organization, product, change):
+    rule = AutomationRuleFactory(organization=organization, actions=[update_description()])
+    log = pending_run(rule, product)
+    if change == "deactivate":
+        rule.is_active = False
+    else:
+        rule.deleted_at = timezone.now()
+    rule.save()
+    execute_run(log.pk)
+    log.refresh_from_db()
+    assert log.status == RunStatus.SKIPPED
+    assert ("deactivated" if change == "deactivate" else "deleted") in log.error
+    product.refresh_from_db()
+    assert product.description == ""
+
+
+def test_run_uses_the_rule_as_claimed_and_records_its_revision(organization, product):
+    rule = AutomationRuleFactory(organization=organization, actions=[update_description("v1")])
+    log = pending_run(rule, product)
+    action = rule.actions.get()
+    action.parameters = {"fields": {"description": "v2"}}
+    action.save()
+    rule.revision += 1
+    rule.save()
+    execute_run(log.pk)
+    log.refresh_from_db()
+    product.refresh_from_db()
+    assert product.description == "v2"
+    assert log.rule_revision == rule.revision
+
+
+class WorkerKilled(BaseException):
+    """Stands for SIGKILL: nothing in the run gets to clean up after it."""
+
+
+def test_killed_worker_resumes_without_reapplying_a_finished_database_action(
+    organization, product, monkeypatch
+):
+    from automation import actions
+
+    rule = AutomationRuleFactory(
+        organization=organization,
+        actions=[create_category(), update_description("second action ran")],
+    )
+    log = pending_run(rule, product)
+    real_get_handler = actions.get_handler
+
+    class Dies:
+        writes_database = True
+
+        def execute(self, parameters, ctx, **kwargs):
+            raise WorkerKilled
+
+    monkeypatch.setattr(
+        actions,
+        "get_handler",
+        lambda action_type: (
+            Dies() if action_type == ActionType.UPDATE_RECORD else real_get_handler(action_type)
+        ),
+    )
+    with pytest.raises(WorkerKilled):
+        execute_run(log.pk)
+    log.refresh_from_db()
+    assert log.status == RunStatus.RUNNING
+    assert [e["status"] for e in log.action_logs] == [ActionStatus.SUCCEEDED, ActionStatus.RUNNING]
+
+    monkeypatch.setattr(actions, "get_handler", real_get_handler)
+    assert runs.sweep()["revived"] == 0, "a fresh heartbeat is not stale"
+    AutomationLog.objects.filter(pk=log.pk).update(
+        heartbeat_at=timezone.now() - datetime.timedelta(minutes=10),
+        created_at=timezone.now() - datetime.timedelta(minutes=10),
+    )
+    result = runs.sweep()
+    assert result["revived"] == 1
+    log.refresh_from_db()
+    assert log.status == RunStatus.PENDING
+
+    execute_run(log.pk)
+    log.refresh_from_db()
+    assert log.status == RunStatus.SUCCEEDED
+    assert Category.objects.filter(name__startswith="Made by").count() == 1, "action 0 ran once"
+    assert [e["attempt"] for e in log.action_logs] == [1, 2]
+    product.refresh_from_db()
+    assert product.description == "second action ran"
+
+
+def test_a_worker_that_lost_its_claim_stops_writing(organization, product, monkeypatch):
+    """If the sweeper handed the run to another worker, the old worker writes nothing more."""
+    from automation import actions
+
+    rule = AutomationRuleFactory(
+        organization=organization,
+        actions=[
+            {"action_type": ActionType.CALL_WEBHOOK, "parameters": {"url": "https://example.com/"}},
+            create_category(),
+        ],
+    )
+    log = pending_run(rule, product)
+    real_get_handler = actions.get_handler
+
+    class TakenOver:
+        """While this action runs, the sweeper revives the run and another worker claims it."""
+
+        writes_database = False
+
+        def execute(self, parameters, ctx, **kwargs):
+            AutomationLog.objects.filter(pk=log.pk).update(seq=999)
+            return {"status_code": 200}
+
+    monkeypatch.setattr(
+        actions,
+        "get_handler",
+        lambda action_type: (
+            TakenOver() if action_type == ActionType.CALL_WEBHOOK else real_get_handler(action_type)
+        ),
+    )
+    execute_run(log.pk)
+    log = AutomationLog.objects.get(pk=log.pk)
+    assert log.seq == 999, "the old worker's state changes were refused"
+    assert log.action_logs[0]["status"] == ActionStatus.RUNNING
+    assert not Category.objects.filter(name__startswith="Made by").exists(), "action 1 never ran"
+
+
+# --- Cause chain ----------------------------------------------------------------------------------
+
+
+def chain_of(log, depth, names=("A",)):
+    return Chain(
+        log_id=log.pk,
+        root_log_id=log.pk,
+        depth=depth,
+        rule_id=log.rule_id,
+        rule_names=names,
+        user_id=None,
+    )
+
+
+def test_events_raised_by_a_run_carry_its_chain(organization, product):
+    rule_a = AutomationRuleFactory(organization=organization, name="A")
+    rule_b = AutomationRuleFactory(
+        organization=organization, name="B", trigger_event=TriggerEvent.CREATED
+    )
+    parent = pending_run(rule_a, product)
+    with running(chain_of(parent, depth=0)):
+        (child,) = emit_event(ProductFactory(organization=organization), TriggerEvent.CREATED)
+    assert child.rule == rule_b
+    assert (child.parent_log_id, child.root_log_id, child.depth) == (parent.pk, parent.pk, 1)
+    assert child.context["chain"] == ["A"]
+
+
+def test_a_rule_is_not_retriggered_by_its_own_run(organization, product):
+    rule = AutomationRuleFactory(organization=organization)
+    parent = pending_run(rule, product)
+    with running(chain_of(parent, depth=0)):
+        assert emit_event(product, TriggerEvent.UPDATED, {"stock": {"old": 1, "new": 2}}) == []
+    rule.allow_self_trigger = True
+    rule.save()
+    with running(chain_of(parent, depth=0)):
+        (again,) = emit_event(product, TriggerEvent.UPDATED, {"stock": {"old": 1, "new": 2}})
+    assert again.depth == 1
+
+
+def test_chain_deeper_than_the_limit_is_cut_with_a_log_naming_it(organization, product, settings):
+    settings.AUTOMATION_MAX_CHAIN_DEPTH = 3
+    rule_a = AutomationRuleFactory(organization=organization, name="A", allow_self_trigger=True)
+    AutomationRuleFactory(organization=organization, name="B")
+    parent = pending_run(rule_a, product)
+    with running(chain_of(parent, depth=3, names=("A", "B", "A", "B"))):
+        logs = emit_event(product, TriggerEvent.UPDATED, {"stock": {"old": 1, "new": 2}})
+    assert {log.rule.name for log in logs} == {"A", "B"}
+    for log in logs:
+        assert log.status == RunStatus.FAILED
+        assert "Chain depth limit (3)" in log.error
+        assert f"A -> B -> A -> B -> {log.rule.name}" in log.error
+        assert log.depth == 4
+
+
+# --- Manual runs, dry runs, retries -----------------------------------------------------------------
+
+
+def test_run_rule_needs_an_object_of_its_own_organization(
+    organization, other_organization, product
+):
+    from django.core.exceptions import ValidationError
+
+    rule = AutomationRuleFactory(
+        organization=organization, manual_rule=True, actions=[update_description()]
+    )
+    with pytest.raises(ValidationError):
+        run_rule(rule)
+    with pytest.raises(RunObjectNotFound):
+        run_rule(rule, object_id=ProductFactory(organization=other_organization).pk)
+    with pytest.raises(RunObjectNotFound):
+        run_rule(rule, object_id="not-a-number")
+    log = run_rule(rule, object_id=product.pk)
+    assert (log.status, log.trigger, log.object_id) == (
+        RunStatus.PENDING,
+        TriggerType.MANUAL,
+        str(product.pk),
+    )
+    execute_run(log.pk)
+    product.refresh_from_db()
+    assert product.description == "Activated Lamp"
+
+
+def test_dry_run_writes_nothing_but_its_log(organization, product, editor):
+    rule = AutomationRuleFactory(
+        organization=organization,
+        manual_rule=True,
+        conditions=[status_is("ACTIVE")],
+        actions=[
+            update_description(),
+            create_category(),
+            {
+                "action_type": ActionType.SEND_NOTIFICATION,
+                "parameters": {
+                    "recipients": {"usernames": [editor.username]},
+                    "title": "Hi",
+                    "body": "{{ object.name }}",
+                },
+            },
+            {
+                "action_type": ActionType.CALL_WEBHOOK,
+                "parameters": {
+                    "url": "https://example.com/hook",
+                    "secret": "s3cret",
+                    "headers": {"X-Key": "k"},
+                    "body": {"name": "{{ object.name }}"},
+                },
+            },
+        ],
+    )
+    before = {
+        "logs": AutomationLog.objects.count(),
+        "categories": Category.objects.count(),
+        "notifications": Notification.objects.count(),
+    }
+    log = run_rule(rule, object_id=product.pk, user=editor, dry_run=True)
+    assert log.dry_run is True
+    assert log.status == RunStatus.SUCCEEDED, log.action_logs
+    assert [e["status"] for e in log.action_logs] == [ActionStatus.SUCCEEDED] * 4
+    assert AutomationLog.objects.count() == before["logs"] + 1
+    assert Category.objects.count() == before["categories"]
+    assert Notification.objects.count() == before["notifications"]
+    product.refresh_from_db()
+    assert product.description == ""
+    shown = str(log.action_logs)
+    assert "Activated Lamp" in shown
+    assert "s3cret" not in shown and "'k'" not in shown
+
+
+def test_retry_is_a_new_linked_run_refused_while_running(organization, product, editor):
+    rule = AutomationRuleFactory(organization=organization, actions=[update_description()])
+    log = pending_run(rule, product)
+    with pytest.raises(RunConflict):
+        retry_run(log, user=editor)
+    execute_run(log.pk)
+    log.refresh_from_db()
+    AutomationLog.objects.filter(pk=log.pk).update(scheduled_for=timezone.now())
+    log.refresh_from_db()
+    retry = retry_run(log, user=editor)
+    assert retry.pk != log.pk
+    assert retry.retry_of_id == log.pk
+    assert retry.status == RunStatus.PENDING
+    assert retry.scheduled_for is None
+    assert (retry.event, retry.object_id, retry.changes, retry.context["object"]) == (
+        log.event,
+        log.object_id,
+        log.changes,
+        log.context["object"],
+    )
+    assert retry.triggered_by == editor
