@@ -14,6 +14,7 @@ import json
 from cross_web import HTTPException
 from django.conf import settings
 from django.http import HttpResponse
+from django.middleware.csrf import get_token
 from strawberry.django.views import GraphQLView
 
 from graphql_api.schema import schema
@@ -35,6 +36,11 @@ class ApiGraphQLView(GraphQLView):
                 content_type="text/plain",
             )
         return super().dispatch(request, *args, **kwargs)
+
+    def render_graphql_ide(self, request):
+        # GraphiQL posts with the session: give the page the csrftoken cookie it sends back.
+        get_token(request)
+        return super().render_graphql_ide(request)
 
     def decode_json(self, data: str | bytes) -> object:
         try:

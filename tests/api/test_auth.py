@@ -1,0 +1,134 @@
+"""Authentication over HTTP: bearer tokens, sessions with CSRF, obtainToken and its rate limit."""
+
+import json
+
+import pytest
+from django.core.cache import cache
+from django.test import Client, override_settings
+
+from accounts.models import ApiToken
+from tests.factories import UserFactory
+
+pytestmark = pytest.mark.django_db
+
+OBTAIN = """mutation($u: String!, $p: String!) {
+  obtainToken(username: $u, password: $p, name: "cli") { token user { username } }
+}"""
+
+
+@pytest.fixture(autouse=True)
+def _clear_rate_limits():
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def test_anonymous_me_is_null_without_error(gql):
+    answer = gql("{ me { id } }")
+    assert answer.ok() == {"me": None}
+
+
+def test_anonymous_everything_else_is_unauthenticated(gql, organization):
+    for query in [
+        "{ organizations { id } }",
+        "{ rules { id } }",
+        "{ logs { totalCount } }",
+        "{ tokens { id } }",
+    ]:
+        assert gql(query).error()["extensions"]["code"] == "UNAUTHENTICATED", query
+
+
+def test_obtain_token_then_use_it_then_revoke_it(gql):
+    user = UserFactory(username="alice")
+    payload = gql(OBTAIN, {"u": "alice", "p": "pass-w0rd-long"}).ok()["obtainToken"]
+    assert payload["user"] == {"username": "alice"}
+    token = payload["token"]
+    assert gql("{ me { username } }", token=token).ok() == {"me": {"username": "alice"}}
+
+    tokens = gql("{ tokens { id name revokedAt } }", token=token).ok()["tokens"]
+    assert [t["name"] for t in tokens] == ["cli"]
+    # The raw token is never stored.
+    assert not ApiToken.objects.filter(token_hash=token).exists()
+
+    revoked = gql(
+        "mutation($id: ID!) { revokeToken(id: $id) { id revokedAt } }",
+        {"id": tokens[0]["id"]},
+        token=token,
+    ).ok()["revokeToken"]
+    assert revoked["revokedAt"] is not None
+    # A revoked token is refused, even for `me` (the client must learn its token is bad).
+    for query in ["{ me { username } }", "{ organizations { id } }"]:
+        assert gql(query, token=token).error()["extensions"]["code"] == "UNAUTHENTICATED"
+    assert user.api_tokens.get().revoked_at is not None
+
+
+def test_revoke_someone_elses_token_is_not_found(gql, editor):
+    other = UserFactory()
+    token, _raw = ApiToken.issue(other)
+    error = gql(
+        "mutation($id: ID!) { revokeToken(id: $id) { id } }", {"id": str(token.pk)}, token=editor
+    ).error()
+    assert error["extensions"]["code"] == "NOT_FOUND"
+    token.refresh_from_db()
+    assert token.revoked_at is None
+
+
+def test_wrong_password_is_unauthenticated(gql):
+    UserFactory(username="bob")
+    error = gql(OBTAIN, {"u": "bob", "p": "wrong"}).error()
+    assert error["extensions"]["code"] == "UNAUTHENTICATED"
+    assert not ApiToken.objects.exists()
+
+
+@override_settings(OBTAIN_TOKEN_RATE_LIMIT={"attempts": 3, "window_seconds": 60})
+def test_obtain_token_brute_force_is_rate_limited_per_username(gql):
+    UserFactory(username="carol")
+    for attempt in range(3):
+        assert gql(OBTAIN, {"u": "carol", "p": f"guess{attempt}"}).codes == ["UNAUTHENTICATED"]
+    error = gql(OBTAIN, {"u": "carol", "p": "pass-w0rd-long"}).error()
+    assert error["extensions"]["code"] == "RATE_LIMITED"
+    assert 1 <= error["extensions"]["retryAfter"] <= 61
+    # Even the right password is refused while limited: no token was issued.
+    assert not ApiToken.objects.exists()
+
+
+@override_settings(OBTAIN_TOKEN_RATE_LIMIT={"attempts": 3, "window_seconds": 60})
+def test_obtain_token_is_rate_limited_per_client_address(gql):
+    UserFactory(username="dave")
+    for index in range(3):
+        gql(OBTAIN, {"u": f"nobody{index}", "p": "x"}, REMOTE_ADDR="10.1.2.3")
+    # A fresh username from the same address is limited too...
+    assert gql(OBTAIN, {"u": "dave", "p": "pass-w0rd-long"}, REMOTE_ADDR="10.1.2.3").codes == [
+        "RATE_LIMITED"
+    ]
+    # ...while another address still gets through.
+    assert gql(OBTAIN, {"u": "dave", "p": "pass-w0rd-long"}, REMOTE_ADDR="10.9.9.9").ok()
+
+
+def test_session_authentication_needs_csrf(organization, editor):
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(editor)
+    body = json.dumps({"query": "{ me { username } }"})
+    refused = browser.post("/graphql/", data=body, content_type="application/json")
+    assert refused.status_code == 403
+
+    page = browser.get("/graphql/", HTTP_ACCEPT="text/html")
+    assert page.status_code == 200
+    assert b"graphiql" in page.content.lower()
+    csrf = browser.cookies["csrftoken"].value
+    answer = browser.post(
+        "/graphql/", data=body, content_type="application/json", HTTP_X_CSRFTOKEN=csrf
+    )
+    assert answer.status_code == 200
+    assert json.loads(answer.content) == {"data": {"me": {"username": editor.username}}}
+
+
+def test_bearer_requests_need_no_csrf(editor):
+    api = Client(enforce_csrf_checks=True)
+    answer = api.post(
+        "/graphql/",
+        data=json.dumps({"query": "{ me { username } }"}),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {editor.raw_token}",
+    )
+    assert json.loads(answer.content) == {"data": {"me": {"username": editor.username}}}

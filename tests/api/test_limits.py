@@ -1,0 +1,88 @@
+"""What is refused before execution, and how errors are shaped."""
+
+import json
+import logging
+
+import pytest
+from django.test import override_settings
+
+from tests.factories import AutomationLogFactory, AutomationRuleFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def test_depth_bomb_is_refused_before_execution(gql, editor, organization):
+    rule = AutomationRuleFactory(organization=organization)
+    log = AutomationLogFactory(rule=rule)
+    nested = "id"
+    for _ in range(20):
+        nested = f"id parentLog {{ {nested} }}"
+    answer = gql(f'{{ log(id: "{log.pk}") {{ {nested} }} }}', token=editor)
+    assert answer.status_code == 200
+    assert answer.data is None
+    assert set(answer.codes) == {"GRAPHQL_VALIDATION_FAILED"}
+    assert "depth" in answer.errors[0]["message"]
+
+
+def test_alias_bomb_is_refused_before_execution(gql, editor):
+    aliases = " ".join(f"a{n}: me {{ id }}" for n in range(100))
+    answer = gql(f"{{ {aliases} }}", token=editor)
+    assert answer.data is None
+    assert answer.codes == ["GRAPHQL_VALIDATION_FAILED"]
+    assert "alias" in answer.errors[0]["message"].lower()
+
+
+@override_settings(GRAPHQL_MAX_TOKENS=50)
+def test_token_limit_is_refused_before_execution(gql, editor):
+    fields = " ".join("id" for _ in range(60))
+    answer = gql(f"{{ me {{ {fields} }} }}", token=editor)
+    assert answer.codes == ["GRAPHQL_VALIDATION_FAILED"]
+
+
+def test_syntax_errors_and_unknown_fields_are_graphql_validation_failed(gql, editor):
+    assert gql("{ me { id ", token=editor).codes == ["GRAPHQL_VALIDATION_FAILED"]
+    assert gql("{ me { password } }", token=editor).codes == ["GRAPHQL_VALIDATION_FAILED"]
+    bad_variable = gql("query($l: Int) { rules(limit: $l) { id } }", {"l": "many"}, token=editor)
+    assert bad_variable.codes == ["GRAPHQL_VALIDATION_FAILED"]
+
+
+def test_a_deeply_nested_json_body_is_a_400_not_a_500(client):
+    body = '{"query": "{ me { id } }", "variables": ' + "[" * 10_000 + "]" * 10_000 + "}"
+    response = client.post("/graphql/", data=body, content_type="application/json")
+    assert response.status_code == 400
+
+
+def test_malformed_json_is_a_400(client):
+    response = client.post("/graphql/", data="{not json", content_type="application/json")
+    assert response.status_code == 400
+
+
+@override_settings(GRAPHQL_MAX_BODY_BYTES=2_000)
+def test_an_oversized_body_is_a_413(client, editor):
+    body = json.dumps({"query": "{ me { id } }", "variables": {"pad": "x" * 5_000}})
+    response = client.post(
+        "/graphql/",
+        data=body,
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {editor.raw_token}",
+    )
+    assert response.status_code == 413
+
+
+def test_unexpected_errors_are_masked_with_a_logged_correlation_id(
+    gql, editor, organization, caplog, monkeypatch
+):
+    rule = AutomationRuleFactory(organization=organization)
+    AutomationLogFactory(
+        rule=rule, condition_trace=[{"path": "conditions.conditions.0"}]
+    )  # no operator: broken
+    with caplog.at_level(logging.ERROR, logger="graphql_api.errors"):
+        answer = gql("{ logs { edges { node { conditionTrace { field } } } } }", token=editor)
+    error = answer.errors[0]
+    assert error["message"] == "Internal server error"
+    assert error["extensions"]["code"] == "INTERNAL_SERVER_ERROR"
+    correlation_id = error["extensions"]["correlationId"]
+    assert any(
+        correlation_id in record.getMessage() and record.exc_info for record in caplog.records
+    )
+    assert "operator" not in json.dumps(answer.body)  # the KeyError's text is not shown

@@ -1,0 +1,401 @@
+"""Rules over HTTP: full CRUD with a nested tree, validation errors by input path, secrets."""
+
+import pytest
+
+from automation.models import (
+    AutomationLog,
+    AutomationRule,
+    ConditionGroup,
+    RuleAction,
+    RuleCondition,
+)
+from tests.factories import AutomationLogFactory, AutomationRuleFactory
+
+pytestmark = pytest.mark.django_db
+
+RULE_FIELDS = """
+  id name description isActive triggerType model triggerEvent watchedFields allowSelfTrigger
+  schedule timezone missedRunPolicy revision deletedAt createdBy { username }
+  organization { id }
+  conditionLogic
+  conditions {
+    logic negate
+    conditions { field operator value negate order }
+    groups {
+      logic negate
+      conditions { field operator value negate order }
+      groups { logic negate conditions { field operator value negate order } groups { logic } }
+    }
+  }
+  actions { actionType parameters order continueOnFailure }
+"""
+
+CREATE = f"mutation($input: RuleInput!) {{ createRule(input: $input) {{ {RULE_FIELDS} }} }}"
+UPDATE = f"mutation($id: ID!, $input: RuleUpdateInput!) {{ updateRule(id: $id, input: $input) {{ {RULE_FIELDS} }} }}"
+READ = f"query($id: ID!) {{ rule(id: $id) {{ {RULE_FIELDS} }} }}"
+DELETE = "mutation($id: ID!) { deleteRule(id: $id) }"
+LIST = "query($org: ID) { rules(organization: $org) { id name } }"
+
+WEBHOOK = {
+    "url": "https://hooks.example.com/automation",
+    "method": "POST",
+    "headers": {"X-Api-Key": "header-secret"},
+    "body": {"product": "{{ object.id }}"},
+    "secret": "signing-secret",
+}
+
+
+def nested_conditions():
+    """status = ACTIVE AND (stock < 5 OR NOT (name starts with "Old" AND price > 100))."""
+    return {
+        "logic": "AND",
+        "conditions": [{"field": "status", "operator": "EQUALS", "value": "ACTIVE"}],
+        "groups": [
+            {
+                "logic": "OR",
+                "conditions": [{"field": "stock", "operator": "LESS_THAN", "value": 5}],
+                "groups": [
+                    {
+                        "logic": "AND",
+                        "negate": True,
+                        "conditions": [
+                            {"field": "name", "operator": "STARTS_WITH", "value": "Old"},
+                            {"field": "price", "operator": "GREATER_THAN", "value": "100"},
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
+
+
+def three_actions():
+    return [
+        {
+            "actionType": "UPDATE_RECORD",
+            "parameters": {"fields": {"description": "Activated {{ object.name }}"}},
+        },
+        {
+            "actionType": "SEND_NOTIFICATION",
+            "parameters": {
+                "recipients": {"roles": ["ADMIN"]},
+                "title": "{{ object.name }} is live",
+            },
+            "continueOnFailure": True,
+        },
+        {"actionType": "CALL_WEBHOOK", "parameters": WEBHOOK},
+    ]
+
+
+def rule_input(organization, **overrides):
+    data = {
+        "organization": str(organization.pk),
+        "name": "Low stock alert",
+        "description": "Tell admins",
+        "triggerType": "EVENT",
+        "model": "catalog.product",
+        "triggerEvent": "UPDATED",
+        "watchedFields": ["status", "stock"],
+        "conditions": nested_conditions(),
+        "actions": three_actions(),
+    }
+    data.update(overrides)
+    return data
+
+
+def row_counts():
+    return (
+        AutomationRule.objects.count(),
+        ConditionGroup.objects.count(),
+        RuleCondition.objects.count(),
+        RuleAction.objects.count(),
+    )
+
+
+def test_full_crud_of_a_rule_with_nested_groups_and_three_actions(gql, editor, organization):
+    created = gql(CREATE, {"input": rule_input(organization)}, token=editor).ok()["createRule"]
+    assert created["revision"] == 1
+    assert created["createdBy"] == {"username": editor.username}
+    assert created["model"] == "catalog.product"
+    assert created["triggerEvent"] == "UPDATED"
+    assert created["watchedFields"] == ["status", "stock"]
+    assert created["schedule"] is None
+    assert created["conditionLogic"] == "AND"
+    root = created["conditions"]
+    assert root["conditions"][0] == {
+        "field": "status",
+        "operator": "EQUALS",
+        "value": "ACTIVE",
+        "negate": False,
+        "order": 0,
+    }
+    inner = root["groups"][0]
+    assert inner["logic"] == "OR"
+    assert inner["conditions"][0]["field"] == "stock"
+    innermost = inner["groups"][0]
+    assert innermost["negate"] is True
+    assert [c["field"] for c in innermost["conditions"]] == ["name", "price"]
+    assert [c["order"] for c in innermost["conditions"]] == [0, 1]
+    assert [a["actionType"] for a in created["actions"]] == [
+        "UPDATE_RECORD",
+        "SEND_NOTIFICATION",
+        "CALL_WEBHOOK",
+    ]
+    assert [a["order"] for a in created["actions"]] == [0, 1, 2]
+    assert created["actions"][1]["continueOnFailure"] is True
+    assert row_counts() == (1, 3, 4, 3)
+
+    rule_id = created["id"]
+    read = gql(READ, {"id": rule_id}, token=editor).ok()["rule"]
+    assert read == created
+    assert gql(LIST, {"org": str(organization.pk)}, token=editor).ok()["rules"] == [
+        {"id": rule_id, "name": "Low stock alert"}
+    ]
+
+    # Update: plain fields change, the tree is replaced as a whole, the actions are kept.
+    updated = gql(
+        UPDATE,
+        {
+            "id": rule_id,
+            "input": {
+                "name": "Low stock",
+                "isActive": False,
+                "conditions": {
+                    "logic": "OR",
+                    "conditions": [
+                        {"field": "category__name", "operator": "ICONTAINS", "value": "tools"}
+                    ],
+                },
+            },
+        },
+        token=editor,
+    ).ok()["updateRule"]
+    assert updated["name"] == "Low stock"
+    assert updated["isActive"] is False
+    assert updated["description"] == "Tell admins"  # omitted = unchanged
+    assert updated["revision"] == 2
+    assert updated["conditionLogic"] == "OR"
+    assert updated["conditions"]["groups"] == []
+    assert [c["field"] for c in updated["conditions"]["conditions"]] == ["category__name"]
+    assert len(updated["actions"]) == 3
+    assert row_counts() == (1, 1, 1, 3)
+
+    # Given actions replace the old list too.
+    updated = gql(
+        UPDATE, {"id": rule_id, "input": {"actions": three_actions()[:1]}}, token=editor
+    ).ok()["updateRule"]
+    assert updated["revision"] == 3
+    assert [a["actionType"] for a in updated["actions"]] == ["UPDATE_RECORD"]
+    assert row_counts() == (1, 1, 1, 1)
+
+    # Soft delete: gone from the API, kept for its logs.
+    log = AutomationLogFactory(rule=AutomationRule.objects.get(pk=rule_id))
+    assert gql(DELETE, {"id": rule_id}, token=editor).ok() == {"deleteRule": rule_id}
+    rule = AutomationRule.objects.get(pk=rule_id)
+    assert rule.deleted_at is not None
+    assert gql(READ, {"id": rule_id}, token=editor).error()["extensions"]["code"] == "NOT_FOUND"
+    assert gql(LIST, {"org": str(organization.pk)}, token=editor).ok()["rules"] == []
+    assert gql(DELETE, {"id": rule_id}, token=editor).error()["extensions"]["code"] == "NOT_FOUND"
+    log_answer = gql(
+        "query($id: ID!) { log(id: $id) { rule { id name deletedAt } } }",
+        {"id": str(log.pk)},
+        token=editor,
+    ).ok()["log"]
+    assert log_answer["rule"]["id"] == rule_id
+    assert log_answer["rule"]["deletedAt"] is not None
+    assert AutomationLog.objects.get(pk=log.pk).rule_id == rule.pk
+
+    # The name is free again once the rule is deleted.
+    gql(CREATE, {"input": rule_input(organization, name="Low stock")}, token=editor).ok()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "path"),
+    [
+        ({"name": "Taken"}, "name"),
+        ({"name": "x" * 201}, "name"),
+        ({"model": "auth.user"}, "model"),
+        ({"model": None}, "model"),
+        ({"triggerEvent": None}, "triggerEvent"),
+        ({"watchedFields": ["no_such_field"]}, "watchedFields"),
+        ({"schedule": "* * * * *"}, "schedule"),
+        (
+            {
+                "triggerType": "SCHEDULE",
+                "triggerEvent": None,
+                "watchedFields": [],
+                "schedule": "61 * * * *",
+            },
+            "schedule",
+        ),
+        (
+            {
+                "triggerType": "SCHEDULE",
+                "triggerEvent": None,
+                "watchedFields": [],
+                "schedule": "0 * * * *",
+                "timezone": "Mars/Olympus",
+            },
+            "timezone",
+        ),
+        (
+            {
+                "conditions": {
+                    "groups": [
+                        {
+                            "conditions": [
+                                {"field": "status", "operator": "EQUALS", "value": "ACTIVE"},
+                                {"field": "category__secret", "operator": "EQUALS", "value": 1},
+                            ]
+                        }
+                    ]
+                }
+            },
+            "conditions.groups.0.conditions.1.field",
+        ),
+        (
+            {"conditions": {"conditions": [{"field": "name", "operator": "REGEX", "value": "("}]}},
+            "conditions.conditions.0.value",
+        ),
+        (
+            {
+                "conditions": {
+                    "conditions": [{"field": "status", "operator": "IN", "value": "ACTIVE"}]
+                }
+            },
+            "conditions.conditions.0.value",
+        ),
+        (
+            {
+                "actions": [
+                    *three_actions()[:2],
+                    {
+                        "actionType": "CALL_WEBHOOK",
+                        "parameters": {**WEBHOOK, "url": "ftp://files.example.com"},
+                    },
+                ]
+            },
+            "actions.2.parameters.url",
+        ),
+        (
+            {
+                "actions": [
+                    {"actionType": "SEND_NOTIFICATION", "parameters": {"title": "no recipients"}}
+                ]
+            },
+            "actions.0.parameters.recipients",
+        ),
+        (
+            {"actions": [{"actionType": "UPDATE_RECORD", "parameters": [1, 2]}]},
+            "actions.0.parameters",
+        ),
+    ],
+)
+def test_each_validation_error_has_its_path_and_writes_nothing(
+    gql, editor, organization, overrides, path
+):
+    AutomationRuleFactory(organization=organization, name="Taken")
+    before = row_counts()
+    answer = gql(CREATE, {"input": rule_input(organization, **overrides)}, token=editor)
+    error = answer.error()
+    assert error["extensions"]["code"] == "VALIDATION_ERROR"
+    assert path in error["extensions"]["fields"], error["extensions"]["fields"]
+    assert all(error["extensions"]["fields"][path])
+    assert answer.data is None
+    assert row_counts() == before
+
+
+def test_update_validation_error_changes_nothing(gql, editor, organization):
+    created = gql(CREATE, {"input": rule_input(organization)}, token=editor).ok()["createRule"]
+    before = row_counts()
+    answer = gql(
+        UPDATE,
+        {
+            "id": created["id"],
+            "input": {
+                "name": "Renamed",
+                "conditions": {"conditions": [{"field": "nope", "operator": "EQUALS", "value": 1}]},
+                "actions": [
+                    {"actionType": "CALL_WEBHOOK", "parameters": {**WEBHOOK, "timeoutSeconds": -1}}
+                ],
+            },
+        },
+        token=editor,
+    )
+    fields = answer.error()["extensions"]["fields"]
+    assert "conditions.conditions.0.field" in fields
+    assert "actions.0.parameters.timeoutSeconds" in fields
+    assert row_counts() == before
+    assert gql(READ, {"id": created["id"]}, token=editor).ok()["rule"] == created
+
+
+def test_changing_the_model_revalidates_the_kept_conditions(gql, editor, organization):
+    created = gql(CREATE, {"input": rule_input(organization, actions=[])}, token=editor).ok()[
+        "createRule"
+    ]
+    fields = gql(
+        UPDATE,
+        {"id": created["id"], "input": {"model": "catalog.category", "watchedFields": []}},
+        token=editor,
+    ).error()["extensions"]["fields"]
+    # "status" is not a field of a category: the kept condition is reported under its path.
+    assert "conditions.conditions.0.field" in fields
+
+
+def test_secrets_are_masked_and_survive_an_update_that_echoes_the_mask(gql, editor, organization):
+    created = gql(CREATE, {"input": rule_input(organization)}, token=editor).ok()["createRule"]
+    shown = created["actions"][2]["parameters"]
+    assert shown["secret"] == "********"
+    assert shown["headers"] == {"X-Api-Key": "********"}
+    assert shown["url"] == WEBHOOK["url"]
+    read = gql(READ, {"id": created["id"]}, token=editor).ok()["rule"]["actions"][2]["parameters"]
+    assert read["secret"] == "********"
+
+    # The client edits the URL and sends the parameters back as it read them (masked).
+    echoed = [
+        {
+            "actionType": a["actionType"],
+            "parameters": a["parameters"],
+            "continueOnFailure": a["continueOnFailure"],
+        }
+        for a in read and created["actions"]
+    ]
+    echoed[2]["parameters"] = {**echoed[2]["parameters"], "url": "https://hooks.example.com/v2"}
+    updated = gql(UPDATE, {"id": created["id"], "input": {"actions": echoed}}, token=editor).ok()
+    assert updated["updateRule"]["actions"][2]["parameters"]["secret"] == "********"
+    stored = AutomationRule.objects.get(pk=created["id"]).actions.get(order=2).parameters
+    assert stored["url"] == "https://hooks.example.com/v2"
+    assert stored["secret"] == "signing-secret"
+    assert stored["headers"] == {"X-Api-Key": "header-secret"}
+
+    # A new value replaces the secret.
+    echoed[2]["parameters"] = {**echoed[2]["parameters"], "secret": "rotated"}
+    gql(UPDATE, {"id": created["id"], "input": {"actions": echoed}}, token=editor).ok()
+    assert (
+        AutomationRule.objects.get(pk=created["id"]).actions.get(order=2).parameters["secret"]
+        == "rotated"
+    )
+
+
+def test_rules_sorted_by_name_with_offset_and_limit(gql, editor, organization):
+    for name in ["b", "c", "a", "d"]:
+        AutomationRuleFactory(organization=organization, name=name)
+    query = "query($o: Int, $l: Int) { rules(offset: $o, limit: $l) { name } }"
+    assert [r["name"] for r in gql(query, {"o": 1, "l": 2}, token=editor).ok()["rules"]] == [
+        "b",
+        "c",
+    ]
+    error = gql(query, {"o": 0, "l": 201}, token=editor).error()
+    assert error["extensions"]["code"] == "VALIDATION_ERROR"
+    assert "limit" in error["extensions"]["fields"]
+
+
+def test_rules_filters(gql, editor, organization):
+    AutomationRuleFactory(organization=organization, name="on", is_active=True)
+    AutomationRuleFactory(organization=organization, name="off", is_active=False)
+    AutomationRuleFactory(organization=organization, name="cron", schedule_rule=True)
+    query = "query($a: Boolean, $t: TriggerType) { rules(isActive: $a, triggerType: $t) { name } }"
+    assert [r["name"] for r in gql(query, {"a": False}, token=editor).ok()["rules"]] == ["off"]
+    assert [r["name"] for r in gql(query, {"t": "SCHEDULE"}, token=editor).ok()["rules"]] == [
+        "cron"
+    ]
