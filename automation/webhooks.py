@@ -38,6 +38,9 @@ RETRY_BASE_SECONDS = 0.5  # backoff: base * 2^(attempt-1), full jitter, capped
 RETRY_MAX_SECONDS = 10.0
 RETRYABLE_STATUS = {408, 429}  # besides every 5xx
 USER_AGENT = "automation-rule-engine-webhook/1"
+# Certificates are verified against the URL's host name. True = the certifi trust store; a test
+# that serves HTTPS with its own CA sets an ssl.SSLContext trusting that CA here.
+TLS_VERIFY = True
 
 # Headers the engine sets itself; a rule may not override them.
 RESERVED_HEADERS = {
@@ -280,7 +283,9 @@ def _send_to(url: httpx.URL, ip, method, headers, body, deadline) -> tuple[int, 
     # A fresh client per hop: its connection pool is keyed by IP, so a pooled TLS connection made
     # for one host name must never serve another. trust_env=False: no proxy from the environment
     # (a proxy would connect to an address this guard never saw).
-    with httpx.Client(timeout=remaining, follow_redirects=False, trust_env=False) as client:
+    with httpx.Client(
+        timeout=remaining, follow_redirects=False, trust_env=False, verify=TLS_VERIFY
+    ) as client:
         request = client.build_request(
             method,
             pinned_url,

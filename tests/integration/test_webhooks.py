@@ -12,11 +12,13 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import trustme
 
 from automation import webhooks
 from automation.actions import MASK, ActionError, get_handler, parameter_errors
@@ -29,7 +31,7 @@ LOOPBACK = ipaddress.ip_address("127.0.0.1")
 class RecordingServer:
     """A loopback HTTP server that records every request and answers from a script."""
 
-    def __init__(self):
+    def __init__(self, tls_context=None):
         self.requests: list[dict] = []
         self.responses: list[dict] = []  # consumed in order; the last one repeats
         server = self
@@ -64,11 +66,15 @@ class RecordingServer:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
+        self.scheme = "http"
+        if tls_context is not None:
+            self.httpd.socket = tls_context.wrap_socket(self.httpd.socket, server_side=True)
+            self.scheme = "https"
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     def url(self, path="/hook", host="127.0.0.1"):
-        return f"http://{host}:{self.port}{path}"
+        return f"{self.scheme}://{host}:{self.port}{path}"
 
     def respond(self, *specs):
         self.responses = list(specs)
@@ -78,8 +84,8 @@ class RecordingServer:
 def make_server():
     servers = []
 
-    def make():
-        server = RecordingServer()
+    def make(tls_context=None):
+        server = RecordingServer(tls_context)
         server.respond({"status": 200, "body": b'{"ok":true}'})
         server.thread.start()
         servers.append(server)
@@ -272,6 +278,32 @@ def test_the_response_body_kept_is_truncated(server, allow_only):
     server.respond({"status": 200, "body": b"x" * 20000})
     result = call({"url": server.url()})
     assert len(result["body"]) == webhooks.RESPONSE_BODY_LIMIT
+
+
+def test_https_connects_to_the_checked_ip_with_the_host_name_for_sni_and_certificate(
+    make_server, allow_only, dns, monkeypatch
+):
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("hooks.example.test").configure_cert(server_context)
+    server_names = []
+    server_context.sni_callback = lambda sock, name, context: server_names.append(name)
+    server = make_server(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    monkeypatch.setattr(webhooks, "TLS_VERIFY", client_context)
+    allow_only(server)
+    dns({"hooks.example.test": ["127.0.0.1"]})
+
+    result = call({"url": server.url(host="hooks.example.test"), "body": {"a": 1}})
+    assert result["status_code"] == 200
+    assert server_names == ["hooks.example.test"]
+    assert server.requests[0]["headers"]["host"] == f"hooks.example.test:{server.port}"
+
+    # The certificate is checked against the URL's host: the same server by IP does not match.
+    with pytest.raises(ActionError, match="network error"):
+        call({"url": server.url(host="127.0.0.1"), "maxAttempts": 1})
+    assert len(server.requests) == 1
 
 
 # --- SSRF -----------------------------------------------------------------------------------------
