@@ -20,3 +20,19 @@ def execute_run_task(log_id: int) -> None:
 def sweep_runs_task() -> None:
     """Every minute: revive runs whose worker died and re-enqueue runs nobody picked up."""
     runs.sweep()
+
+
+@db_periodic_task(crontab(minute="*"))
+def schedule_tick_task() -> None:
+    """Every minute: fire the due slots of SCHEDULE rules (once per slot, however many workers)."""
+    from automation import schedules
+
+    schedules.tick()
+
+
+@db_periodic_task(crontab(minute="17"))
+def purge_logs_task() -> None:
+    """Every hour: delete run logs past their retention age, in small batches."""
+    from automation import retention
+
+    retention.purge_logs()

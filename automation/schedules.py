@@ -1,0 +1,417 @@
+"""Cron schedules: fire times across DST, next_run_at upkeep, and the scheduler tick.
+
+Fire times. A rule's cron expression is read in the rule's time zone (wall-clock time); fire times
+are stored and compared in UTC. croniter walks wall times; this module maps each wall time to one
+instant:
+- a wall time that happens twice (fall back) fires once, at its first occurrence (croniter alone,
+  given aware datetimes, fires both: STACK-NOTES);
+- a wall time that does not exist (spring forward) fires at the first instant after the gap, and
+  several such wall times collapse into that one instant.
+The mapping never decreases as wall time grows, which is what lets the walks below stop early.
+
+The tick (every minute, any number of schedulers): due rules are found through the partial index
+`rule_due_schedule_idx` (next_run_at <= now among active SCHEDULE rules), so its cost grows with
+the due rules, not with all rules. Each due rule is handled in its own transaction, locked with
+SKIP LOCKED where the database can (PostgreSQL), and every slot's log carries `scheduled_for`: the
+unique (rule, scheduled_for) constraint makes a second scheduler's insert for the same slot fail,
+and that slot is skipped inside a savepoint. Then next_run_at moves to the first fire time after
+now and last_run_at to the latest slot fired.
+
+Missed slots (downtime) follow the rule's missed_run_policy: LATEST runs the latest due slot once,
+SKIP runs a slot only if it is on time (within AUTOMATION_SCHEDULE_GRACE_SECONDS, default 120),
+ALL runs every due slot, at most AUTOMATION_MISSED_RUNS_MAX (the latest ones).
+
+A rule with a model runs once per record of its organization that meets its conditions. The unique
+constraint allows one log per slot, so the slot's log is a finished "fan-out" log (SUCCEEDED, or
+SKIPPED when no record matched) carrying scheduled_for and counts, and each record's run is a
+PENDING child log (parent_log and root_log = the fan-out log, scheduled_for in its context).
+Records are examined in primary-key order in chunks, at most AUTOMATION_SCHEDULE_MAX_RECORDS per
+slot; when that bound cuts the slot short, the fan-out log says so in its error and context.
+"""
+
+import datetime
+import logging
+import zoneinfo
+from collections.abc import Iterator
+
+from croniter import CroniterBadCronError, CroniterBadDateError, croniter
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from automation.choices import MissedRunPolicy, RunStatus, TriggerType
+from automation.models import AutomationRule
+from automation.registry import model_label
+
+logger = logging.getLogger("automation.schedules")
+
+UTC = datetime.UTC
+MAX_UPCOMING = 50
+# A walk over fire times stops after this many wall times (a cron that matches nothing for ages).
+MAX_STEPS = 100_000
+# Wall times are probed minute by minute to find the end of a DST gap (at most a day long).
+GAP_PROBE_LIMIT = 24 * 60
+# Descending walks start this far after the moment, past any DST shift's overlap.
+DESCENT_MARGIN = datetime.timedelta(hours=3)
+FANOUT_CHUNK = 200
+
+
+class ScheduleError(ValueError):
+    """A stored schedule or time zone that cannot produce fire times."""
+
+
+# --- Fire times ----------------------------------------------------------------------------------
+
+
+def _zone(name: str) -> zoneinfo.ZoneInfo:
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError):
+        raise ScheduleError(f'"{name}" is not an IANA time zone.') from None
+
+
+def _cron(expression: str, start: datetime.datetime) -> croniter:
+    try:
+        return croniter(expression, start)
+    except (CroniterBadCronError, ValueError, TypeError, KeyError):
+        raise ScheduleError(f'"{expression}" is not a valid cron expression.') from None
+
+
+def _wall(moment: datetime.datetime, zone) -> datetime.datetime:
+    """The naive wall-clock time in `zone` at the aware instant `moment`."""
+    return moment.astimezone(zone).replace(tzinfo=None)
+
+
+def _exists(wall: datetime.datetime, zone) -> bool:
+    # Through UTC: astimezone() to the datetime's own tzinfo returns it unchanged.
+    return _wall(wall.replace(tzinfo=zone).astimezone(UTC), zone) == wall
+
+
+def fire_instant(wall: datetime.datetime, zone) -> datetime.datetime:
+    """The UTC instant a naive wall time fires at (see the module docstring for DST)."""
+    if _exists(wall, zone):
+        # fold=0: of a wall time that happens twice, the first occurrence.
+        return wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
+    probe = wall.replace(second=0, microsecond=0)
+    for _ in range(GAP_PROBE_LIMIT):
+        probe += datetime.timedelta(minutes=1)
+        if _exists(probe, zone):
+            return probe.replace(tzinfo=zone).astimezone(UTC)
+    raise ScheduleError(f"{wall} in {zone.key} is in a gap longer than a day.")
+
+
+def fires_after(expression: str, tz_name: str, after: datetime.datetime) -> Iterator:
+    """Fire instants (UTC) strictly after `after`, ascending, each once."""
+    zone = _zone(tz_name)
+    walls = _cron(expression, _wall(after, zone))
+    last = after
+    for _ in range(MAX_STEPS):
+        try:
+            wall = walls.get_next(datetime.datetime)
+        except CroniterBadDateError:
+            return
+        instant = fire_instant(wall, zone)
+        if instant > last:
+            yield instant
+            last = instant
+
+
+def fires_at_or_before(expression: str, tz_name: str, moment: datetime.datetime) -> Iterator:
+    """Fire instants (UTC) at or before `moment`, descending, each once."""
+    zone = _zone(tz_name)
+    # A wall time later than moment's own can fire before it (the first occurrence of a
+    # repeated hour), so the walk starts a margin later.
+    walls = _cron(expression, _wall(moment + DESCENT_MARGIN, zone))
+    last = None
+    for _ in range(MAX_STEPS):
+        try:
+            wall = walls.get_prev(datetime.datetime)
+        except CroniterBadDateError:
+            return
+        instant = fire_instant(wall, zone)
+        if instant <= moment and instant != last:
+            yield instant
+            last = instant
+
+
+def next_fire_after(expression: str, tz_name: str, after: datetime.datetime):
+    """The first fire instant (UTC) after `after`, or None when the cron never matches."""
+    return next(fires_after(expression, tz_name, after), None)
+
+
+def _fires_since(rule, start, end, limit: int) -> tuple[list, bool]:
+    """The latest `limit` fire instants in [start, end], ascending, and whether more were cut."""
+    found = []
+    for instant in fires_at_or_before(rule.schedule, rule.timezone, end):
+        if instant < start:
+            break
+        if len(found) == limit:
+            return sorted(found), True
+        found.append(instant)
+    return sorted(found), False
+
+
+# --- next_run_at and upcoming runs ------------------------------------------------------------------
+
+
+def is_scheduled(rule: AutomationRule) -> bool:
+    """Will this rule fire on its schedule (an active, live SCHEDULE rule)?"""
+    return rule.trigger_type == TriggerType.SCHEDULE and rule.is_active and rule.deleted_at is None
+
+
+def compute_next_run_at(rule: AutomationRule, after=None):
+    """The rule's next fire time after `after` (default now), or None when it does not fire."""
+    if not is_scheduled(rule):
+        return None
+    return next_fire_after(rule.schedule, rule.timezone, after or timezone.now())
+
+
+def upcoming_runs(rule: AutomationRule, count: int = 5, after=None) -> list[datetime.datetime]:
+    """The next `count` (1..50) fire times (UTC) of a rule; [] for a rule that does not fire."""
+    if not isinstance(count, int) or not 1 <= count <= MAX_UPCOMING:
+        raise ValueError(f"count must be between 1 and {MAX_UPCOMING}.")
+    if not is_scheduled(rule):
+        return []
+    runs = []
+    for instant in fires_after(rule.schedule, rule.timezone, after or timezone.now()):
+        runs.append(instant)
+        if len(runs) == count:
+            break
+    return runs
+
+
+# Fields whose change makes next_run_at be computed afresh from now.
+SCHEDULE_FIELDS = ("trigger_type", "schedule", "timezone", "is_active", "deleted_at")
+NEXT_RUN_CHANGED_ATTR = "_automation_next_run_changed"
+
+
+def keep_next_run_at(sender, instance: AutomationRule, raw=False, **kwargs):
+    """pre_save on AutomationRule: give the rule the right next_run_at.
+
+    Created, schedule or time zone edited, resumed or restored: the first fire time after now
+    (slots that passed while paused are not "missed"). Paused, deleted or not a SCHEDULE rule:
+    None. Any other edit keeps the stored next_run_at / last_run_at, which the scheduler owns
+    (an instance loaded before a tick must not write an older value back).
+    """
+    if raw:
+        return
+    instance.__dict__.pop(NEXT_RUN_CHANGED_ATTR, None)
+    before = instance.next_run_at
+    if not is_scheduled(instance):
+        instance.next_run_at = None
+    else:
+        stored = None
+        if not instance._state.adding and instance.pk is not None:
+            stored = (
+                AutomationRule._base_manager.filter(pk=instance.pk)
+                .values(*SCHEDULE_FIELDS, "next_run_at", "last_run_at")
+                .first()
+            )
+        unchanged = stored is not None and all(
+            stored[name] == getattr(instance, name) for name in SCHEDULE_FIELDS
+        )
+        if unchanged and stored["next_run_at"] is not None:
+            instance.next_run_at = stored["next_run_at"]
+            instance.last_run_at = stored["last_run_at"]
+        else:
+            try:
+                instance.next_run_at = compute_next_run_at(instance)
+            except ScheduleError:
+                logger.warning("rule %s has an unusable schedule; it will not fire", instance.pk)
+                instance.next_run_at = None
+    if instance.next_run_at != before:
+        instance.__dict__[NEXT_RUN_CHANGED_ATTR] = True
+
+
+def write_next_run_at(sender, instance: AutomationRule, raw=False, update_fields=None, **kwargs):
+    """post_save on AutomationRule: persist next_run_at when save(update_fields=...) left it out."""
+    changed = instance.__dict__.pop(NEXT_RUN_CHANGED_ATTR, False)
+    if raw or not changed or update_fields is None or "next_run_at" in update_fields:
+        return
+    AutomationRule.objects.filter(pk=instance.pk).update(next_run_at=instance.next_run_at)
+
+
+# --- The tick ------------------------------------------------------------------------------------
+
+
+def due_rules(now):
+    """Active SCHEDULE rules whose next_run_at has come (served by rule_due_schedule_idx)."""
+    return AutomationRule.objects.filter(
+        trigger_type=TriggerType.SCHEDULE,
+        is_active=True,
+        deleted_at__isnull=True,
+        next_run_at__lte=now,
+    )
+
+
+def tick(now=None, batch_size: int = 500) -> dict:
+    """Fire every due slot of every due rule (at most `batch_size` rules per call)."""
+    now = now or timezone.now()
+    due = list(due_rules(now).order_by("next_run_at").values_list("pk", flat=True)[:batch_size])
+    rules = runs = 0
+    for rule_id in due:
+        try:
+            fired = _fire_due_rule(rule_id, now)
+        except ScheduleError as exc:
+            # Fail closed: a schedule that cannot produce fire times stops until it is edited.
+            logger.error("scheduler: rule %s has an unusable schedule (%s); stopped", rule_id, exc)
+            AutomationRule.objects.filter(pk=rule_id).update(next_run_at=None)
+            continue
+        except Exception:
+            # Left due: the next tick tries again; other rules go on.
+            logger.exception("scheduler: rule %s could not be fired", rule_id)
+            continue
+        if fired is not None:
+            rules += 1
+            runs += fired
+    if rules:
+        logger.info("scheduler: %s due rule(s), %s run(s) created", rules, runs)
+    return {"rules": rules, "runs": runs}
+
+
+def _fire_due_rule(rule_id: int, now) -> int | None:
+    """Fire one due rule's slots and advance it; None when another scheduler had it."""
+    with transaction.atomic():
+        rule = (
+            due_rules(now)
+            .filter(pk=rule_id)
+            .select_related("content_type")
+            .select_for_update(skip_locked=True, of=("self",))
+            .first()
+        )
+        if rule is None:
+            return None  # another scheduler holds it, or has already advanced it
+        slots = _slots_to_fire(rule, now)
+        created = 0
+        fired = []
+        for slot in slots:
+            count = _fire_slot(rule, slot, now)
+            if count is not None:
+                created += count
+                fired.append(slot)
+        updates = {"next_run_at": compute_next_run_at(rule, after=now)}
+        if fired:
+            updates["last_run_at"] = fired[-1]
+        AutomationRule.objects.filter(pk=rule.pk).update(**updates)
+        return created
+
+
+def _slots_to_fire(rule: AutomationRule, now) -> list:
+    start = rule.next_run_at
+    if rule.missed_run_policy == MissedRunPolicy.ALL:
+        limit = settings.AUTOMATION_MISSED_RUNS_MAX
+        slots, cut = _fires_since(rule, start, now, limit)
+        if cut:
+            logger.warning(
+                "rule %s missed more than %s slots; only the latest %s run", rule.pk, limit, limit
+            )
+        return slots
+    slots, _ = _fires_since(rule, start, now, 1)
+    if rule.missed_run_policy == MissedRunPolicy.SKIP:
+        grace = datetime.timedelta(
+            seconds=getattr(settings, "AUTOMATION_SCHEDULE_GRACE_SECONDS", 120)
+        )
+        return [slot for slot in slots if now - slot <= grace]
+    return slots  # LATEST
+
+
+def _fire_slot(rule: AutomationRule, slot, now) -> int | None:
+    """Create the slot's run(s); None when the slot had already been fired (another scheduler)."""
+    from automation.outbox import create_run
+
+    try:
+        with transaction.atomic():  # a savepoint: a duplicate slot undoes only itself
+            if rule.content_type_id is None:
+                create_run(
+                    rule,
+                    trigger=TriggerType.SCHEDULE,
+                    scheduled_for=slot,
+                    extra_context={"scheduled_for": slot.isoformat()},
+                )
+                return 1
+            return _fan_out(rule, slot, now)
+    except IntegrityError:
+        logger.info("rule %s slot %s was already fired by another scheduler", rule.pk, slot)
+        return None
+
+
+def _fan_out(rule: AutomationRule, slot, now) -> int:
+    """One PENDING child run per record meeting the conditions, under a finished slot log."""
+    from automation.outbox import create_run
+
+    matched, examined, truncated = _matching_records(rule, now)
+    limit = settings.AUTOMATION_SCHEDULE_MAX_RECORDS
+    summary = {
+        "scheduled_for": slot.isoformat(),
+        "records_examined": examined,
+        "records_matched": len(matched),
+        "truncated": truncated,
+    }
+    messages = []
+    if truncated:
+        messages.append(
+            f"Stopped after {limit} records (AUTOMATION_SCHEDULE_MAX_RECORDS); "
+            "the records after them were not examined."
+        )
+    if not matched:
+        messages.append("No record met the conditions.")
+    parent = create_run(
+        rule,
+        trigger=TriggerType.SCHEDULE,
+        content_type=rule.content_type,
+        scheduled_for=slot,
+        status=RunStatus.SUCCEEDED if matched else RunStatus.SKIPPED,
+        error=" ".join(messages),
+        extra_context=summary,
+    )
+    for object_id, object_snapshot in matched:
+        create_run(
+            rule,
+            trigger=TriggerType.SCHEDULE,
+            content_type=rule.content_type,
+            object_id=object_id,
+            object_snapshot=object_snapshot,
+            parent_log_id=parent.pk,
+            root_log_id=parent.pk,
+            extra_context={"scheduled_for": slot.isoformat()},
+        )
+    return len(matched)
+
+
+def _matching_records(rule: AutomationRule, now) -> tuple[list, int, bool]:
+    """[(pk, snapshot)] of the organization's records meeting the rule's conditions."""
+    from automation.conditions import evaluate_conditions, load_condition_tree
+    from automation.context import RunContext
+    from automation.snapshots import snapshot
+
+    model = rule.content_type.model_class()
+    label = model_label(model)
+    tree = load_condition_tree(rule)
+    limit = settings.AUTOMATION_SCHEDULE_MAX_RECORDS
+    records = model._base_manager.filter(organization_id=rule.organization_id).order_by("pk")
+    matched = []
+    examined = 0
+    last_pk = None
+    while examined < limit:
+        chunk = records if last_pk is None else records.filter(pk__gt=last_pk)
+        batch = list(chunk[: min(FANOUT_CHUNK, limit - examined)])
+        if not batch:
+            return matched, examined, False
+        for instance in batch:
+            object_snapshot = snapshot(instance)
+            ctx = RunContext(
+                organization_id=rule.organization_id,
+                rule_id=rule.pk,
+                rule_name=rule.name,
+                trigger=TriggerType.SCHEDULE,
+                model=label,
+                object_id=str(instance.pk),
+                object=object_snapshot,
+                now=now,
+            )
+            if evaluate_conditions(rule, ctx, tree).met:
+                matched.append((instance.pk, object_snapshot))
+        examined += len(batch)
+        last_pk = batch[-1].pk
+    truncated = records.filter(pk__gt=last_pk).exists()
+    return matched, examined, truncated

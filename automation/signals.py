@@ -1,0 +1,118 @@
+"""Model-event triggers: the signal receivers that turn saves and deletes into runs.
+
+Connected by AutomationConfig.ready():
+- on every automatable model (automation.registry), post_save -> CREATED / UPDATED and
+  post_delete -> DELETED, each calling the outbox's `emit_event`. A `pre_save` reads the old row
+  (one query) only when some active UPDATED rule of the record's organization watches the model,
+  so that `changes` holds every changed field with its old and new value. A save no rule watches
+  costs no query: the rule index answers from memory.
+- on AutomationRule, RuleCondition, ConditionGroup and RuleAction, post_save / post_delete mark the
+  rule index stale (the version bumps on commit), and a pre_save on AutomationRule keeps
+  next_run_at right (automation.schedules).
+
+Not seen by signals: QuerySet.update(), bulk_create(), bulk_update(), and rows changed by database
+cascades (on_delete=SET_NULL); code that writes that way calls `emit_event` itself (README).
+Fixture loading (raw=True) fires nothing.
+"""
+
+import logging
+
+from django.db.models.signals import post_delete, post_save, pre_save
+
+from automation.choices import TriggerEvent
+from automation.models import AutomationRule, ConditionGroup, RuleAction, RuleCondition
+from automation.outbox import emit_event
+from automation.registry import automatable_models, model_label
+from automation.rule_index import is_watched, rules_changed
+from automation.snapshots import diff, snapshot
+
+logger = logging.getLogger("automation.signals")
+
+# The old row's snapshot, stashed on the instance between pre_save and post_save.
+OLD_SNAPSHOT_ATTR = "_automation_old_snapshot"
+DISPATCH_PREFIX = "automation.signals"
+
+
+def read_old_row(sender, instance, raw=False, **kwargs):
+    """pre_save: remember the stored row, but only when an UPDATED rule could use it."""
+    instance.__dict__.pop(OLD_SNAPSHOT_ATTR, None)
+    if raw or instance._state.adding or instance.pk is None:
+        return
+    organization_id = getattr(instance, "organization_id", None)
+    if not is_watched(model_label(sender), TriggerEvent.UPDATED, organization_id):
+        return
+    old = sender._base_manager.filter(pk=instance.pk).first()
+    if old is not None:
+        instance.__dict__[OLD_SNAPSHOT_ATTR] = snapshot(old)
+
+
+def on_save(sender, instance, created, raw=False, **kwargs):
+    """post_save: CREATED or UPDATED (with the changed fields' old and new values)."""
+    old = instance.__dict__.pop(OLD_SNAPSHOT_ATTR, None)
+    if raw:
+        return
+    if created:
+        emit_event(instance, TriggerEvent.CREATED)
+        return
+    # Without the old row (nothing watched it at pre_save) changes stay unknown (None): rules
+    # with watched fields then do not fire, rules without fire on any save.
+    changes = diff(old, snapshot(instance)) if old is not None else None
+    emit_event(instance, TriggerEvent.UPDATED, changes)
+
+
+def on_delete(sender, instance, **kwargs):
+    """post_delete: DELETED, with the record's last values in the run's snapshot."""
+    emit_event(instance, TriggerEvent.DELETED)
+
+
+def on_rule_change(sender, **kwargs):
+    if kwargs.get("raw"):
+        return
+    rules_changed()
+
+
+RULE_MODELS = (AutomationRule, ConditionGroup, RuleCondition, RuleAction)
+
+
+def connect() -> None:
+    """Connect every receiver (idempotent: each has a dispatch_uid)."""
+    for entry in automatable_models().values():
+        label = entry.label
+        pre_save.connect(
+            read_old_row, sender=entry.model, dispatch_uid=f"{DISPATCH_PREFIX}.pre_save.{label}"
+        )
+        post_save.connect(
+            on_save, sender=entry.model, dispatch_uid=f"{DISPATCH_PREFIX}.post_save.{label}"
+        )
+        post_delete.connect(
+            on_delete, sender=entry.model, dispatch_uid=f"{DISPATCH_PREFIX}.post_delete.{label}"
+        )
+    for model in RULE_MODELS:
+        name = model._meta.model_name
+        post_save.connect(
+            on_rule_change, sender=model, dispatch_uid=f"{DISPATCH_PREFIX}.rules.save.{name}"
+        )
+        post_delete.connect(
+            on_rule_change, sender=model, dispatch_uid=f"{DISPATCH_PREFIX}.rules.delete.{name}"
+        )
+    from automation.schedules import keep_next_run_at, write_next_run_at
+
+    pre_save.connect(
+        keep_next_run_at, sender=AutomationRule, dispatch_uid=f"{DISPATCH_PREFIX}.schedule.pre"
+    )
+    post_save.connect(
+        write_next_run_at, sender=AutomationRule, dispatch_uid=f"{DISPATCH_PREFIX}.schedule.post"
+    )
+
+
+def disconnect() -> None:
+    """Undo connect() (tests: measure a save with no automation at all)."""
+    for entry in automatable_models().values():
+        label = entry.label
+        pre_save.disconnect(sender=entry.model, dispatch_uid=f"{DISPATCH_PREFIX}.pre_save.{label}")
+        post_save.disconnect(
+            sender=entry.model, dispatch_uid=f"{DISPATCH_PREFIX}.post_save.{label}"
+        )
+        post_delete.disconnect(
+            sender=entry.model, dispatch_uid=f"{DISPATCH_PREFIX}.post_delete.{label}"
+        )
