@@ -1,0 +1,168 @@
+"""Log queries: keyset pagination stable under inserts, filters, typed traces and action logs."""
+
+import datetime
+
+import pytest
+from django.utils import timezone
+
+from automation.choices import RunStatus, TriggerType
+from tests.factories import AutomationLogFactory, AutomationRuleFactory
+
+pytestmark = pytest.mark.django_db
+
+PAGE = """query($first: Int, $after: String, $filter: LogFilter) {
+  logs(first: $first, after: $after, filter: $filter) {
+    totalCount
+    pageInfo { hasNextPage endCursor }
+    edges { cursor node { id status createdAt } }
+  }
+}"""
+
+
+def test_pagination_while_logs_are_inserted_has_no_duplicates_and_no_gaps(
+    gql, editor, organization
+):
+    rule = AutomationRuleFactory(organization=organization)
+    base = timezone.now() - datetime.timedelta(hours=1)
+    # Some logs share a created_at, so the id must break ties.
+    original = [
+        AutomationLogFactory(rule=rule, created_at=base + datetime.timedelta(seconds=index // 3))
+        for index in range(25)
+    ]
+    seen, after, pages = [], None, 0
+    while True:
+        page = gql(PAGE, {"first": 7, "after": after}, token=editor).ok()["logs"]
+        seen.extend(edge["node"]["id"] for edge in page["edges"])
+        pages += 1
+        # New runs arrive between pages (newer than everything seen).
+        AutomationLogFactory(rule=rule)
+        AutomationLogFactory(rule=rule)
+        if not page["pageInfo"]["hasNextPage"]:
+            break
+        after = page["pageInfo"]["endCursor"]
+    assert pages == 4
+    assert len(seen) == len(set(seen)), "duplicates"
+    expected = [
+        str(log.pk)
+        for log in sorted(original, key=lambda log: (log.created_at, log.pk), reverse=True)
+    ]
+    assert seen == expected
+
+
+def test_newest_first_total_count_and_first_cap(gql, editor, organization):
+    rule = AutomationRuleFactory(organization=organization)
+    old = AutomationLogFactory(rule=rule, created_at=timezone.now() - datetime.timedelta(days=1))
+    new = AutomationLogFactory(rule=rule)
+    page = gql(PAGE, {"first": 1}, token=editor).ok()["logs"]
+    assert page["totalCount"] == 2
+    assert [e["node"]["id"] for e in page["edges"]] == [str(new.pk)]
+    rest = gql(PAGE, {"first": 5, "after": page["pageInfo"]["endCursor"]}, token=editor).ok()[
+        "logs"
+    ]
+    assert [e["node"]["id"] for e in rest["edges"]] == [str(old.pk)]
+    assert rest["pageInfo"] == {"hasNextPage": False, "endCursor": rest["edges"][0]["cursor"]}
+
+    error = gql(PAGE, {"first": 201}, token=editor).error()
+    assert error["extensions"] == {
+        "code": "VALIDATION_ERROR",
+        "fields": {"first": ["Must be between 0 and 200."]},
+    }
+    bad_cursor = gql(PAGE, {"first": 5, "after": "garbage!"}, token=editor).error()
+    assert bad_cursor["extensions"]["fields"] == {"after": ["Invalid cursor."]}
+
+
+def test_log_filter(gql, editor, organization):
+    rule = AutomationRuleFactory(organization=organization)
+    other_rule = AutomationRuleFactory(organization=organization, manual_rule=True)
+    failed = AutomationLogFactory(rule=rule, status=RunStatus.FAILED, object_id="7")
+    succeeded = AutomationLogFactory(rule=rule, status=RunStatus.SUCCEEDED, object_id="8")
+    manual = AutomationLogFactory(
+        rule=other_rule, trigger=TriggerType.MANUAL, status=RunStatus.FAILED
+    )
+
+    def ids(log_filter):
+        page = gql(PAGE, {"filter": log_filter}, token=editor).ok()["logs"]
+        return {edge["node"]["id"] for edge in page["edges"]}
+
+    assert ids({"rule": str(rule.pk)}) == {str(failed.pk), str(succeeded.pk)}
+    assert ids({"statuses": ["FAILED"]}) == {str(failed.pk), str(manual.pk)}
+    assert ids({"trigger": "MANUAL"}) == {str(manual.pk)}
+    assert ids({"objectType": "catalog.product", "objectId": "8"}) == {str(succeeded.pk)}
+    assert (
+        ids({"createdAfter": (timezone.now() + datetime.timedelta(minutes=1)).isoformat()}) == set()
+    )
+    assert (
+        len(ids({"createdBefore": (timezone.now() + datetime.timedelta(minutes=1)).isoformat()}))
+        == 3
+    )
+
+
+def test_trace_and_action_logs_are_typed(gql, editor, organization):
+    rule = AutomationRuleFactory(organization=organization)
+    parent = AutomationLogFactory(rule=rule)
+    log = AutomationLogFactory(
+        rule=rule,
+        parent_log=parent,
+        root_log=parent,
+        depth=1,
+        status=RunStatus.PARTIAL,
+        conditions_met=True,
+        condition_trace=[
+            {
+                "path": "conditions.groups.1.conditions.0",
+                "field": "stock",
+                "operator": "LESS_THAN",
+                "expected": 5,
+                "actual": 3,
+                "passed": True,
+                "error": None,
+            }
+        ],
+        action_logs=[
+            {
+                "order": 0,
+                "action_type": "CALL_WEBHOOK",
+                "status": "FAILED",
+                "attempt": 3,
+                "started_at": "2026-01-01T10:00:00+00:00",
+                "finished_at": "2026-01-01T10:00:01.500000+00:00",
+                "duration_ms": 1500.0,
+                "result": {"status_code": 502},
+                "error": "HTTP 502",
+            }
+        ],
+        started_at=timezone.now() - datetime.timedelta(seconds=2),
+        finished_at=timezone.now(),
+    )
+    data = gql(
+        """query($id: ID!) { log(id: $id) {
+            id status depth conditionsMet objectType durationMs parentLog { id } rootLog { id }
+            conditionTrace { path field operator expected actual passed error }
+            actionLogs { order actionType status attempt startedAt finishedAt durationMs result error }
+        } }""",
+        {"id": str(log.pk)},
+        token=editor,
+    ).ok()["log"]
+    assert data["status"] == "PARTIAL"
+    assert data["parentLog"] == {"id": str(parent.pk)} == data["rootLog"]
+    assert data["objectType"] == "catalog.product"
+    assert 1900 < data["durationMs"] < 2500
+    assert data["conditionTrace"] == [
+        {
+            "path": "conditions.groups.1.conditions.0",
+            "field": "stock",
+            "operator": "LESS_THAN",
+            "expected": 5,
+            "actual": 3,
+            "passed": True,
+            "error": None,
+        }
+    ]
+    action = data["actionLogs"][0]
+    assert action["actionType"] == "CALL_WEBHOOK"
+    assert action["status"] == "FAILED"
+    assert action["attempt"] == 3
+    assert action["startedAt"].startswith("2026-01-01T10:00:00")
+    assert action["durationMs"] == 1500.0
+    assert action["result"] == {"status_code": 502}
+    assert action["error"] == "HTTP 502"
