@@ -1,0 +1,100 @@
+"""availableModels, actionTypes, notifications, upcomingRuns, and schema.graphql in sync."""
+
+import datetime
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.utils import timezone
+
+from accounts.models import Notification
+from automation.registry import readable_paths
+from graphql_api.schema import schema
+from tests.factories import AutomationRuleFactory, NotificationFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def test_schema_graphql_is_in_sync_with_the_code():
+    exported = (Path(settings.BASE_DIR) / "schema.graphql").read_text()
+    assert exported.strip() == schema.as_str().strip(), (
+        "run: manage.py export_schema graphql_api.schema:schema --path schema.graphql"
+    )
+
+
+def test_available_models_and_action_types(gql, viewer):
+    data = gql(
+        "{ availableModels { model fields } actionTypes { actionType parametersSchema } }",
+        token=viewer,
+    ).ok()
+    models = {m["model"]: m["fields"] for m in data["availableModels"]}
+    assert set(models) == {"catalog.product", "catalog.category"}
+    assert models["catalog.product"] == readable_paths("catalog.product")
+    assert "category__name" in models["catalog.product"]
+    assert not any(
+        "password" in path or "organization" in path for path in models["catalog.product"]
+    )
+    types = {t["actionType"]: t["parametersSchema"] for t in data["actionTypes"]}
+    assert set(types) == {
+        "CREATE_RECORD",
+        "UPDATE_RECORD",
+        "DELETE_RECORD",
+        "SEND_NOTIFICATION",
+        "CALL_WEBHOOK",
+    }
+    assert types["CALL_WEBHOOK"]["properties"]["url"]["type"] == "string"
+
+
+def test_notifications_are_the_callers_own(gql, editor, organization):
+    older = NotificationFactory(
+        organization=organization,
+        recipient=editor,
+        created_at=timezone.now() - datetime.timedelta(hours=1),
+    )
+    newer = NotificationFactory(organization=organization, recipient=editor)
+    someone_else = NotificationFactory(organization=organization, recipient=UserFactory())
+    query = "query($u: Boolean) { notifications(unreadOnly: $u) { id readAt } }"
+    assert [n["id"] for n in gql(query, token=editor).ok()["notifications"]] == [
+        str(newer.pk),
+        str(older.pk),
+    ]
+
+    read = gql(
+        "mutation($id: ID!) { markNotificationRead(id: $id) { id readAt } }",
+        {"id": str(newer.pk)},
+        token=editor,
+    ).ok()["markNotificationRead"]
+    assert read["readAt"] is not None
+    assert [n["id"] for n in gql(query, {"u": True}, token=editor).ok()["notifications"]] == [
+        str(older.pk)
+    ]
+
+    refused = gql(
+        "mutation($id: ID!) { markNotificationRead(id: $id) { id } }",
+        {"id": str(someone_else.pk)},
+        token=editor,
+    )
+    assert refused.codes == ["NOT_FOUND"]
+    assert Notification.objects.get(pk=someone_else.pk).read_at is None
+
+
+def test_upcoming_runs(gql, editor, organization):
+    rule = AutomationRuleFactory(
+        organization=organization, schedule_rule=True, schedule="0 9 * * *", timezone="Europe/Paris"
+    )
+    event_rule = AutomationRuleFactory(organization=organization)
+    query = "query($id: ID!, $n: Int) { rule(id: $id) { upcomingRuns(count: $n) } }"
+    runs = gql(query, {"id": str(rule.pk), "n": 3}, token=editor).ok()["rule"]["upcomingRuns"]
+    assert len(runs) == 3
+    moments = [datetime.datetime.fromisoformat(run) for run in runs]
+    assert moments == sorted(moments) and moments[0] > timezone.now()
+    assert all(m.astimezone(datetime.UTC).hour in (7, 8) for m in moments)  # 09:00 Paris
+    assert (
+        gql(query, {"id": str(event_rule.pk), "n": 3}, token=editor).ok()["rule"]["upcomingRuns"]
+        == []
+    )
+    too_many = gql(query, {"id": str(rule.pk), "n": 51}, token=editor).error()
+    assert too_many["extensions"] == {
+        "code": "VALIDATION_ERROR",
+        "fields": {"count": ["Must be between 0 and 50."]},
+    }
