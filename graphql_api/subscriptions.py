@@ -19,14 +19,16 @@ gets NOT_FOUND and the subscription ends.
 import datetime
 import logging
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
 
 import strawberry
 from django.db import DEFAULT_DB_ALIAS
+from graphql import GraphQLError
 
 from accounts.models import Notification
 from automation import live
 from automation.models import AutomationLog, AutomationRule
-from graphql_api.errors import NotFound, Unauthenticated
+from graphql_api.errors import ApiError, NotFound, Unauthenticated
 from graphql_api.permissions import parse_id
 from graphql_api.types import ActionLogEntry, AutomationLogType, NotificationType, RunStatus
 
@@ -74,6 +76,16 @@ def log_from_message(payload: dict) -> AutomationLog:
     return log
 
 
+def located(info: strawberry.Info, exc: ApiError) -> GraphQLError:
+    """The error, at the subscription field's path.
+
+    Strawberry reports an exception raised inside a subscription's stream without a path, which
+    the schema's error extension takes for an error before execution; with the path, it gets its
+    public code (NOT_FOUND...), as it would in a query.
+    """
+    return GraphQLError(str(exc), path=info.path.as_list(), original_error=exc)
+
+
 def _access(info: strawberry.Info):
     access = info.context["ws"].access
     if access is None:  # a legacy client that skipped connection_init
@@ -98,6 +110,105 @@ async def _still_member(info: strawberry.Info, organization_id: int) -> None:
         raise NotFound()
 
 
+async def stream_logs(
+    info: strawberry.Info,
+    organization: strawberry.ID,
+    rule: strawberry.ID | None = None,
+    statuses: list[RunStatus] | None = None,
+) -> AsyncGenerator[AutomationLogType, None]:
+    organization_id = await _member_organization(info, organization)
+    rule_id = None
+    if rule is not None:
+        rule_id = parse_id(rule)
+        in_organization = AutomationRule.objects.filter(pk=rule_id, organization_id=organization_id)
+        if not await in_organization.aexists():
+            raise NotFound()
+    wanted = {RunStatus(status).value for status in statuses} if statuses else None
+    if rule_id is None:
+        message_type, group = live.LOG_MESSAGE, live.organization_group(organization_id)
+    else:
+        message_type, group = live.LOG_BY_RULE_MESSAGE, live.rule_group(rule_id)
+
+    async with info.context["ws"].listen_to_channel(message_type, groups=[group]) as stream:
+        async for message in stream:
+            payload = message["log"]
+            if payload["organization_id"] != organization_id:
+                continue
+            if rule_id is not None and payload["rule"]["id"] != rule_id:
+                continue
+            if wanted is not None and payload["status"] not in wanted:
+                continue
+            await _still_member(info, organization_id)
+            yield log_from_message(payload)
+
+
+async def stream_action_updates(
+    info: strawberry.Info,
+    organization: strawberry.ID,
+    rule: strawberry.ID | None = None,
+    log: strawberry.ID | None = None,
+) -> AsyncGenerator[ActionUpdate, None]:
+    organization_id = await _member_organization(info, organization)
+    rule_id = parse_id(rule) if rule is not None else None
+    log_id = parse_id(log) if log is not None else None
+    if rule_id is not None:
+        rules = AutomationRule.objects.filter(pk=rule_id, organization_id=organization_id)
+        if not await rules.aexists():
+            raise NotFound()
+    if log_id is not None:
+        logs = AutomationLog.objects.filter(pk=log_id, organization_id=organization_id)
+        if not await logs.aexists():
+            raise NotFound()
+    if log_id is not None:
+        message_type, group = live.ACTION_BY_RUN_MESSAGE, live.run_group(log_id)
+    elif rule_id is not None:
+        message_type, group = live.ACTION_BY_RULE_MESSAGE, live.rule_group(rule_id)
+    else:
+        message_type, group = live.ACTION_MESSAGE, live.organization_group(organization_id)
+
+    async with info.context["ws"].listen_to_channel(message_type, groups=[group]) as stream:
+        async for message in stream:
+            if message["organization_id"] != organization_id:
+                continue
+            if rule_id is not None and message["rule_id"] != rule_id:
+                continue
+            if log_id is not None and message["log_id"] != log_id:
+                continue
+            await _still_member(info, organization_id)
+            yield ActionUpdate(
+                log_id=strawberry.ID(str(message["log_id"])),
+                rule_id=strawberry.ID(str(message["rule_id"])),
+                seq=message["seq"],
+                action=ActionLogEntry.from_json(message["action"]),
+            )
+
+
+async def stream_notifications(info: strawberry.Info) -> AsyncGenerator[NotificationType, None]:
+    user_id = _access(info).user.pk
+    group = live.user_group(user_id)
+    async with info.context["ws"].listen_to_channel(
+        live.NOTIFICATION_MESSAGE, groups=[group]
+    ) as stream:
+        async for message in stream:
+            payload = message["notification"]
+            if payload["recipient_id"] != user_id:
+                continue
+            # A notification of an organization the user has left is not theirs to see now.
+            if await _access(info).role_in(payload["organization_id"]) is None:
+                continue
+            yield instance_from(Notification, payload)
+
+
+async def guarded(info: strawberry.Info, stream: AsyncGenerator) -> AsyncGenerator:
+    """The stream's items; a public error ends it located at the field (see `located`)."""
+    async with aclosing(stream):
+        try:
+            async for item in stream:
+                yield item
+        except ApiError as exc:
+            raise located(info, exc) from exc
+
+
 @strawberry.type
 class Subscription:
     @strawberry.subscription(description="Every creation and status change of a run in scope.")
@@ -108,32 +219,8 @@ class Subscription:
         rule: strawberry.ID | None = None,
         statuses: list[RunStatus] | None = None,
     ) -> AsyncGenerator[AutomationLogType, None]:
-        organization_id = await _member_organization(info, organization)
-        rule_id = None
-        if rule is not None:
-            rule_id = parse_id(rule)
-            in_organization = AutomationRule.objects.filter(
-                pk=rule_id, organization_id=organization_id
-            )
-            if not await in_organization.aexists():
-                raise NotFound()
-        wanted = {RunStatus(status).value for status in statuses} if statuses else None
-        if rule_id is None:
-            message_type, group = live.LOG_MESSAGE, live.organization_group(organization_id)
-        else:
-            message_type, group = live.LOG_BY_RULE_MESSAGE, live.rule_group(rule_id)
-
-        async with info.context["ws"].listen_to_channel(message_type, groups=[group]) as stream:
-            async for message in stream:
-                payload = message["log"]
-                if payload["organization_id"] != organization_id:
-                    continue
-                if rule_id is not None and payload["rule"]["id"] != rule_id:
-                    continue
-                if wanted is not None and payload["status"] not in wanted:
-                    continue
-                await _still_member(info, organization_id)
-                yield log_from_message(payload)
+        async for log in guarded(info, stream_logs(info, organization, rule, statuses)):
+            yield log
 
     @strawberry.subscription(description="Every action status change as it executes.")
     async def action_updates(
@@ -143,52 +230,10 @@ class Subscription:
         rule: strawberry.ID | None = None,
         log: strawberry.ID | None = None,
     ) -> AsyncGenerator[ActionUpdate, None]:
-        organization_id = await _member_organization(info, organization)
-        rule_id = parse_id(rule) if rule is not None else None
-        log_id = parse_id(log) if log is not None else None
-        if rule_id is not None:
-            rules = AutomationRule.objects.filter(pk=rule_id, organization_id=organization_id)
-            if not await rules.aexists():
-                raise NotFound()
-        if log_id is not None:
-            logs = AutomationLog.objects.filter(pk=log_id, organization_id=organization_id)
-            if not await logs.aexists():
-                raise NotFound()
-        if log_id is not None:
-            message_type, group = live.ACTION_BY_RUN_MESSAGE, live.run_group(log_id)
-        elif rule_id is not None:
-            message_type, group = live.ACTION_BY_RULE_MESSAGE, live.rule_group(rule_id)
-        else:
-            message_type, group = live.ACTION_MESSAGE, live.organization_group(organization_id)
-
-        async with info.context["ws"].listen_to_channel(message_type, groups=[group]) as stream:
-            async for message in stream:
-                if message["organization_id"] != organization_id:
-                    continue
-                if rule_id is not None and message["rule_id"] != rule_id:
-                    continue
-                if log_id is not None and message["log_id"] != log_id:
-                    continue
-                await _still_member(info, organization_id)
-                yield ActionUpdate(
-                    log_id=strawberry.ID(str(message["log_id"])),
-                    rule_id=strawberry.ID(str(message["rule_id"])),
-                    seq=message["seq"],
-                    action=ActionLogEntry.from_json(message["action"]),
-                )
+        async for update in guarded(info, stream_action_updates(info, organization, rule, log)):
+            yield update
 
     @strawberry.subscription(description="The viewer's own notifications as they are created.")
     async def notifications(self, info: strawberry.Info) -> AsyncGenerator[NotificationType, None]:
-        user_id = _access(info).user.pk
-        group = live.user_group(user_id)
-        async with info.context["ws"].listen_to_channel(
-            live.NOTIFICATION_MESSAGE, groups=[group]
-        ) as stream:
-            async for message in stream:
-                payload = message["notification"]
-                if payload["recipient_id"] != user_id:
-                    continue
-                # A notification of an organization the user has left is not theirs to see now.
-                if await _access(info).role_in(payload["organization_id"]) is None:
-                    continue
-                yield instance_from(Notification, payload)
+        async for notification in guarded(info, stream_notifications(info)):
+            yield notification

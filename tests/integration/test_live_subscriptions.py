@@ -1,0 +1,248 @@
+"""Subscriptions through the real ASGI application (in-memory channel layer, one event loop).
+
+The run engine executes in a worker thread (sync_to_async), as it does in a Huey thread of
+`manage.py serve`, so these tests also cover the hand-over of published messages to the
+server's loop. Processes and real network clients: tests/e2e/test_subscriptions*.py.
+"""
+
+import asyncio
+import gc
+import json
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
+from django.utils import timezone
+
+from accounts.models import ApiToken, Membership
+from automation.choices import ActionType
+from automation.live import organization_group
+from automation.outbox import emit_event
+from automation.runs import execute_run
+from config.asgi import application
+from graphql_api import live_auth
+from tests.factories import AutomationRuleFactory, ProductFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+LOGS = """subscription Logs($org: ID!, $rule: ID, $statuses: [RunStatus!]) {
+  automationLogs(organization: $org, rule: $rule, statuses: $statuses) {
+    id seq status rule { id name } actionLogs { order status } objectType objectId
+  }
+}"""
+ACTIONS = """subscription Actions($org: ID!, $log: ID) {
+  actionUpdates(organization: $org, log: $log) { logId ruleId seq action { order status } }
+}"""
+TIMEOUT = 5
+
+
+class Client:
+    """A graphql-transport-ws client over channels' in-process communicator."""
+
+    def __init__(self, token=None, protocol="graphql-transport-ws", payload=None):
+        self.ws = WebsocketCommunicator(application, "/graphql/", subprotocols=[protocol])
+        self.protocol = protocol
+        self.payload = {"Authorization": f"Bearer {token}"} if token else (payload or {})
+
+    async def connect(self):
+        connected, _ = await self.ws.connect()
+        assert connected
+        await self.ws.send_json_to({"type": "connection_init", "payload": self.payload})
+        return await self.ws.receive_output(TIMEOUT)
+
+    async def subscribe(self, op_id, query, variables):
+        kind = "subscribe" if self.protocol == "graphql-transport-ws" else "start"
+        await self.ws.send_json_to(
+            {"id": op_id, "type": kind, "payload": {"query": query, "variables": variables}}
+        )
+
+    async def receive(self, timeout=TIMEOUT):
+        return await self.ws.receive_json_from(timeout)
+
+    async def close(self):
+        await self.ws.disconnect()
+
+
+def update_description():
+    return {
+        "action_type": ActionType.UPDATE_RECORD,
+        "parameters": {"fields": {"description": "Seen by {{ rule.name }}"}},
+    }
+
+
+@sync_to_async
+def make_run(organization):
+    """An EVENT rule with two update actions, and its PENDING run for a product update."""
+    rule = AutomationRuleFactory(
+        organization=organization, actions=[update_description(), update_description()]
+    )
+    product = ProductFactory(organization=organization, status="ACTIVE")
+    (log,) = [
+        log
+        for log in emit_event(product, "UPDATED", {"status": {"old": "DRAFT", "new": "ACTIVE"}})
+        if log.rule_id == rule.pk
+    ]
+    return rule, log
+
+
+async def subscribed(client, op_id, query, variables):
+    """Subscribe, then give the consumer a moment to join its group before anything publishes."""
+    await client.subscribe(op_id, query, variables)
+    await asyncio.sleep(0.1)
+
+
+async def test_missing_bad_and_revoked_tokens_are_refused_with_4403(editor):
+    revoked = await sync_to_async(ApiToken.issue)(user=editor, name="old")
+    await sync_to_async(revoked[0].revoke)()
+    for payload in (
+        {},
+        {"Authorization": "Bearer are_not-a-token"},
+        {"Authorization": "Basic abc"},
+        {"Authorization": f"Bearer {revoked[1]}"},
+    ):
+        client = Client(payload=payload)
+        output = await client.connect()
+        assert (output["type"], output.get("code")) == ("websocket.close", 4403), payload
+
+
+async def test_legacy_protocol_refusal_is_a_connection_error():
+    client = Client(payload={"Authorization": "Bearer are_wrong"}, protocol="graphql-ws")
+    output = await client.connect()
+    assert output["type"] == "websocket.send"
+    assert '"connection_error"' in output["text"]
+
+
+async def test_subscription_to_another_organization_is_not_found_and_completes(
+    editor, other_organization
+):
+    client = Client(editor.raw_token)
+    assert json.loads((await client.connect())["text"]) == {"type": "connection_ack"}
+    await client.subscribe("1", LOGS, {"org": str(other_organization.pk)})
+    first = await client.receive()
+    assert first["type"] == "next"
+    assert first["payload"]["data"] is None
+    assert first["payload"]["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+    assert await client.receive() == {"id": "1", "type": "complete"}
+    await client.close()
+
+
+async def test_run_is_streamed_in_order_and_other_organization_gets_nothing(
+    organization, other_organization, editor, make_member
+):
+    outsider = await sync_to_async(make_member)(other_organization)
+    watcher, stranger = Client(editor.raw_token), Client(outsider.raw_token)
+    await watcher.connect()
+    await stranger.connect()
+    await subscribed(watcher, "logs", LOGS, {"org": str(organization.pk)})
+    await subscribed(stranger, "logs", LOGS, {"org": str(other_organization.pk)})
+
+    rule, log = await make_run(organization)
+    await sync_to_async(execute_run)(log.pk)
+
+    events = [(await watcher.receive())["payload"]["data"]["automationLogs"] for _ in range(4)]
+    # Claimed, conditions met (actions listed as PENDING), then 4 action steps (seq 3-6, sent
+    # as actionUpdates), then the end.
+    assert [(e["status"], e["seq"]) for e in events] == [
+        ("PENDING", 0),
+        ("RUNNING", 1),
+        ("RUNNING", 2),
+        ("SUCCEEDED", 7),
+    ]
+    assert [a["status"] for a in events[2]["actionLogs"]] == ["PENDING", "PENDING"]
+    assert {e["id"] for e in events} == {str(log.pk)}
+    assert events[0]["rule"] == {"id": str(rule.pk), "name": rule.name}
+    assert events[0]["objectType"] == "catalog.product"
+    assert [a["status"] for a in events[3]["actionLogs"]] == ["SUCCEEDED", "SUCCEEDED"]
+    assert await stranger.ws.receive_nothing(0.5)
+    await watcher.close()
+    await stranger.close()
+
+
+async def test_action_updates_filtered_by_log_over_legacy_protocol(organization, editor):
+    rule, log = await make_run(organization)
+    _, other_log = await make_run(organization)
+    client = Client(editor.raw_token, protocol="graphql-ws")
+    assert '"connection_ack"' in (await client.connect())["text"]
+    await subscribed(client, "a", ACTIONS, {"org": str(organization.pk), "log": str(log.pk)})
+
+    await sync_to_async(execute_run)(other_log.pk)
+    await sync_to_async(execute_run)(log.pk)
+
+    updates = [(await client.receive())["payload"]["data"]["actionUpdates"] for _ in range(4)]
+    assert [(u["action"]["order"], u["action"]["status"]) for u in updates] == [
+        (0, "RUNNING"),
+        (0, "SUCCEEDED"),
+        (1, "RUNNING"),
+        (1, "SUCCEEDED"),
+    ]
+    assert {u["logId"] for u in updates} == {str(log.pk)}
+    assert {u["ruleId"] for u in updates} == {str(rule.pk)}
+    seqs = [u["seq"] for u in updates]
+    assert seqs == sorted(seqs)
+    assert await client.ws.receive_nothing(0.5)
+    await client.close()
+
+
+async def test_statuses_filter(organization, editor):
+    client = Client(editor.raw_token)
+    await client.connect()
+    await subscribed(
+        client, "1", LOGS, {"org": str(organization.pk), "statuses": ["SUCCEEDED", "FAILED"]}
+    )
+    _, log = await make_run(organization)
+    await sync_to_async(execute_run)(log.pk)
+    event = (await client.receive())["payload"]["data"]["automationLogs"]
+    assert event["status"] == "SUCCEEDED"
+    assert await client.ws.receive_nothing(0.5)
+    await client.close()
+
+
+async def test_removed_member_stops_receiving(organization, editor, monkeypatch):
+    monkeypatch.setattr(live_auth, "MEMBERSHIP_RECHECK_SECONDS", 0)
+    client = Client(editor.raw_token)
+    await client.connect()
+    await subscribed(client, "1", LOGS, {"org": str(organization.pk)})
+    await sync_to_async(Membership.objects.filter(user=editor).delete)()
+
+    _, log = await make_run(organization)
+    message = await client.receive()
+    assert message["payload"]["data"] is None
+    assert message["payload"]["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+    assert await client.receive() == {"id": "1", "type": "complete"}
+    await sync_to_async(execute_run)(log.pk)
+    assert await client.ws.receive_nothing(0.5)
+    await client.close()
+
+
+async def test_revoked_token_stops_an_open_stream(organization, editor, monkeypatch):
+    monkeypatch.setattr(live_auth, "MEMBERSHIP_RECHECK_SECONDS", 0)
+    client = Client(editor.raw_token)
+    await client.connect()
+    await subscribed(client, "1", LOGS, {"org": str(organization.pk)})
+    await sync_to_async(ApiToken.objects.filter(user=editor).update)(revoked_at=timezone.now())
+    await make_run(organization)
+    message = await client.receive()
+    assert message["payload"]["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+    await client.close()
+
+
+async def test_disconnecting_clients_leave_no_group_or_task(organization, editor):
+    layer = get_channel_layer()
+    group = organization_group(organization.pk)
+    tasks_before = len(asyncio.all_tasks())
+    for _ in range(30):
+        client = Client(editor.raw_token)
+        await client.connect()
+        await client.subscribe("logs", LOGS, {"org": str(organization.pk)})
+        await client.subscribe("actions", ACTIONS, {"org": str(organization.pk)})
+        for _ in range(100):  # both subscriptions joined (one group, one channel)
+            if layer.groups.get(group):
+                break
+            await asyncio.sleep(0.01)
+        assert len(layer.groups[group]) == 1
+        await client.close()
+    await asyncio.sleep(0.1)
+    gc.collect()
+    assert layer.groups == {}
+    assert len(asyncio.all_tasks()) <= tasks_before
