@@ -7,7 +7,13 @@ addresses are refused even then. It checks the address actually connected to: th
 resolved here (`resolve_host`), every resolved address is checked, and the request is sent to
 that checked IP with the original Host header and TLS server name (SNI, certificate check), so a
 DNS answer that changes between check and connect (DNS rebinding) cannot slip through. Redirects
-are followed by hand, at most MAX_REDIRECTS, each hop checked the same way.
+are followed by hand, at most MAX_REDIRECTS, each hop checked the same way; a redirect to another
+origin drops the rule's own headers (their values are secrets meant for the configured host).
+
+Retries: network errors, timeouts, 5xx, 408 and 429 are retried with exponential backoff and
+jitter, up to the action's maxAttempts; any other status fails at once; a refused destination is
+never retried. Each attempt has `timeout` seconds in all (redirects and reading included), and at
+most RESPONSE_BODY_LIMIT bytes of the answer are read and kept.
 
 Tests: `resolve_host` is the module's view of the outside world's DNS and may be patched;
 `check_address(ip, port)` is the guard, and a test that must reach its own loopback server while
@@ -209,7 +215,7 @@ def send(request: WebhookRequest, on_attempt: Callable[[int], None] | None = Non
     for attempt in range(1, request.max_attempts + 1):
         if on_attempt is not None:
             on_attempt(attempt)
-        result["attempts"] = attempt
+        result.update(attempts=attempt, status_code=None, body="")  # this attempt's outcome only
         try:
             response_status, body_text = _attempt(request)
         except WebhookRefused as exc:
@@ -251,8 +257,8 @@ def _attempt(request: WebhookRequest) -> tuple[int, str]:
         ip = pinned_address(url)
         timestamp = str(int(time.time()))
         headers = {
-            **extra_headers,
             "User-Agent": USER_AGENT,
+            **extra_headers,
             "Content-Type": "application/json",
             "X-Automation-Timestamp": timestamp,
             "Idempotency-Key": request.idempotency_key,
