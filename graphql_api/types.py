@@ -233,12 +233,11 @@ class RuleType:
     @strawberry_django.field(
         only=["trigger_type", "schedule", "timezone", "next_run_at", "last_run_at"]
     )
-    def upcoming_runs(self, count: int = 5) -> list[datetime.datetime]:
+    def upcoming_runs(self, count: int | None = 5) -> list[datetime.datetime]:
         from automation.schedules import upcoming_runs
-
         from graphql_api.permissions import check_limit
 
-        check_limit("count", count, 50)
+        count = check_limit("count", 5 if count is None else count, 50)
         if self.trigger_type != choices.TriggerType.SCHEDULE:
             return []
         return upcoming_runs(self, count)
