@@ -16,8 +16,10 @@ from channels.testing import WebsocketCommunicator
 from django.utils import timezone
 
 from accounts.models import ApiToken, Membership
+from automation import live
 from automation.choices import ActionType
-from automation.live import organization_group
+from automation.live import LOG_MESSAGE, organization_group, serialize_log
+from automation.models import AutomationLog
 from automation.outbox import emit_event
 from automation.runs import execute_run
 from config.asgi import application
@@ -268,3 +270,25 @@ async def test_disconnecting_clients_leave_no_group_or_task(organization, editor
         if task is not asyncio.current_task() and "channels_redis" not in repr(task)
     ]
     assert leftover == []
+
+
+async def test_a_burst_from_a_worker_thread_arrives_whole_and_in_order(organization, editor):
+    """1,000 events published back to back (as Huey threads do) reach one subscriber: no
+    message is dropped by a channel capacity, and the order of publication is kept."""
+    _, log = await make_run(organization)
+    payload = await sync_to_async(lambda: serialize_log(AutomationLog.objects.get(pk=log.pk)))()
+    client = Client(editor.raw_token)
+    await client.connect()
+    await subscribed(client, "1", LOGS, {"org": str(organization.pk)})
+
+    def burst():
+        for seq in range(1000):
+            message = {"type": LOG_MESSAGE, "log": {**payload, "seq": seq}}
+            live._send([(organization_group(organization.pk), message)])
+
+    await sync_to_async(burst)()
+    seqs = [
+        (await client.receive())["payload"]["data"]["automationLogs"]["seq"] for _ in range(1000)
+    ]
+    assert seqs == list(range(1000))
+    await client.close()
