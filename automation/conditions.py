@@ -91,6 +91,7 @@ class GroupNode:
 class ConditionResult:
     met: bool
     trace: list[dict]  # one entry per leaf evaluated
+    error: str | None = None  # set when the tree itself could not be evaluated
 
 
 def load_condition_tree(rule) -> GroupNode:
@@ -147,10 +148,7 @@ def evaluate_conditions(rule, ctx, tree: GroupNode | None = None) -> ConditionRe
         return ConditionResult(met=verdict and not failed, trace=evaluator.trace)
     except Exception as exc:
         logger.exception("Conditions of rule %s could not be evaluated", getattr(rule, "pk", None))
-        return ConditionResult(
-            met=False,
-            trace=[_trace_entry(ROOT_PATH, "", None, None, None, False, _internal_error(exc))],
-        )
+        return ConditionResult(met=False, trace=[], error=_internal_error(exc))
 
 
 def _internal_error(exc: Exception) -> str:

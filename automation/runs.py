@@ -177,7 +177,8 @@ def _execute(log: AutomationLog) -> None:
         log.conditions_met = result.met
         log.condition_trace = result.trace
         if not result.met:
-            return _finish(log, RunStatus.SKIPPED, error="Conditions not met.")
+            reason = f"Conditions could not be evaluated: {result.error}" if result.error else None
+            return _finish(log, RunStatus.SKIPPED, error=reason or "Conditions not met.")
         log.action_logs = [_new_entry(index, action) for index, action in enumerate(actions)]
         _save(
             log,

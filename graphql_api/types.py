@@ -231,7 +231,15 @@ class RuleType:
         return self.schedule or None
 
     @strawberry_django.field(
-        only=["trigger_type", "schedule", "timezone", "next_run_at", "last_run_at"]
+        only=[
+            "trigger_type",
+            "schedule",
+            "timezone",
+            "next_run_at",
+            "last_run_at",
+            "is_active",
+            "deleted_at",
+        ]
     )
     def upcoming_runs(self, count: int | None = 5) -> list[datetime.datetime]:
         from automation.schedules import upcoming_runs

@@ -483,3 +483,20 @@ def test_retry_is_a_new_linked_run_refused_while_running(organization, product, 
         log.context["object"],
     )
     assert retry.triggered_by == editor
+
+
+def test_conditions_that_cannot_be_evaluated_skip_with_the_reason(
+    organization, product, monkeypatch
+):
+    rule = AutomationRuleFactory(
+        organization=organization, conditions=[status_is("ACTIVE")], actions=[create_category()]
+    )
+    log = pending_run(rule, product)
+    monkeypatch.setattr("automation.conditions.load_condition_tree", lambda rule: 1 / 0)
+    execute_run(log.pk)
+    log.refresh_from_db()
+    assert log.status == RunStatus.SKIPPED
+    assert log.error.startswith(
+        "Conditions could not be evaluated: Internal error (ZeroDivisionError)"
+    )
+    assert not Category.objects.filter(name__startswith="Made by").exists()
