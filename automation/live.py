@@ -26,6 +26,7 @@ from one background loop per process, which keeps a single Redis connection and 
 
 import asyncio
 import collections
+import copy
 import logging
 import threading
 
@@ -199,6 +200,9 @@ def _send(sends: list[tuple[str, dict]]) -> None:
 
 
 def _publish(sends: list[tuple[str, dict]]) -> None:
+    # A snapshot now: the engine goes on mutating the log's JSON (action entries) in place while
+    # the message waits for the commit and then for the event loop.
+    sends = copy.deepcopy(sends)
     transaction.on_commit(lambda: _send(sends))
 
 

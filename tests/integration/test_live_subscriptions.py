@@ -248,6 +248,7 @@ def group_key(layer, group: str) -> str:
 
 async def test_disconnecting_clients_leave_no_group_or_task(organization, editor):
     layer = get_channel_layer()
+    await layer.flush()  # the layer is process-wide: forget what earlier tests left in it
     key = group_key(layer, organization_group(organization.pk))
     for _ in range(30):
         client = Client(editor.raw_token)
@@ -292,3 +293,28 @@ async def test_a_burst_from_a_worker_thread_arrives_whole_and_in_order(organizat
     ]
     assert seqs == list(range(1000))
     await client.close()
+
+
+@pytest.mark.django_db(transaction=False)
+def test_a_message_is_the_state_at_publication(organization, django_capture_on_commit_callbacks):
+    """The engine mutates action entries in place after publishing; the message must not follow."""
+    from asgiref.sync import async_to_sync
+
+    rule = AutomationRuleFactory(organization=organization, actions=[update_description()])
+    product = ProductFactory(organization=organization, status="ACTIVE")
+    (log,) = [log for log in emit_event(product, "UPDATED", {}) if log.rule_id == rule.pk]
+    log.action_logs = [{"order": 0, "action_type": "UPDATE_RECORD", "status": "PENDING"}]
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(organization_group(organization.pk), channel)
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        live.publish_log(log)
+        live.publish_action(log, log.action_logs[0])
+    log.action_logs[0]["status"] = "RUNNING"
+    for callback in callbacks:
+        callback()
+
+    received = [async_to_sync(layer.receive)(channel) for _ in range(2)]
+    assert received[0]["log"]["action_logs"][0]["status"] == "PENDING"
+    assert received[1]["action"]["status"] == "PENDING"
