@@ -1,5 +1,6 @@
 """Bearer-token authentication and the acting-user context for HTTP requests."""
 
+from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.utils.functional import SimpleLazyObject
 
@@ -18,7 +19,12 @@ def bearer_token(header_value: str | None) -> str | None:
 
 
 class BearerTokenMiddleware:
-    """An `Authorization: Bearer` header wins over the session. A bad token means anonymous."""
+    """An `Authorization: Bearer` header wins over the session. A bad token means anonymous.
+
+    CSRF protects what a browser sends on its own: the session cookie. A request with a bearer
+    token, or with no session cookie at all, carries no such ambient authority, so Django's CSRF
+    check is waived for it (a script may POST `{ me { id } }` anonymously and get `null`).
+    """
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -28,7 +34,8 @@ class BearerTokenMiddleware:
         if raw is not None:
             request.user = SimpleLazyObject(lambda: ApiToken.authenticate(raw) or AnonymousUser())
             request.token_authenticated = True
-            # Token clients are not browsers: CSRF protects cookie sessions only.
+            request._dont_enforce_csrf_checks = True
+        elif settings.SESSION_COOKIE_NAME not in request.COOKIES:
             request._dont_enforce_csrf_checks = True
         return self.get_response(request)
 

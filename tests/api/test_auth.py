@@ -123,6 +123,17 @@ def test_session_authentication_needs_csrf(organization, editor):
     assert json.loads(answer.content) == {"data": {"me": {"username": editor.username}}}
 
 
+def test_anonymous_requests_without_a_session_need_no_csrf_and_see_me_null(editor):
+    script = Client(enforce_csrf_checks=True)
+    answer = script.post(
+        "/graphql/",
+        data=json.dumps({"query": "{ me { username } }"}),
+        content_type="application/json",
+    )
+    assert answer.status_code == 200
+    assert json.loads(answer.content) == {"data": {"me": None}}
+
+
 def test_bearer_requests_need_no_csrf(editor):
     api = Client(enforce_csrf_checks=True)
     answer = api.post(

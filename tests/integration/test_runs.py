@@ -15,7 +15,7 @@ from automation.live import organization_group
 from automation.models import AutomationLog
 from automation.outbox import emit_event
 from automation.runs import RunConflict, RunObjectNotFound, execute_run, retry_run, run_rule
-from catalog.models import Category, Product
+from catalog.models import Category
 from tests.factories import AutomationRuleFactory, ProductFactory
 
 pytestmark = pytest.mark.django_db
@@ -56,7 +56,11 @@ def pending_run(rule, product, changes=None):
 
 
 class Listener:
-    """Collects what the publish hook sends to an organization's group (in-memory layer)."""
+    """Collects what the publish hook sends to an organization's group.
+
+    Always on the in-memory layer, which a test can read from synchronously; delivery through
+    channels-redis is covered by the live-subscription tests.
+    """
 
     def __init__(self, organization_id):
         self.layer = get_channel_layer()
@@ -77,8 +81,13 @@ class Listener:
         return await asyncio.wait_for(self.layer.receive(self.channel), timeout=0.05)
 
 
+@pytest.fixture
+def in_memory_layer(settings):
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+
 def test_run_executes_actions_in_order_and_records_each(
-    organization, product, django_capture_on_commit_callbacks
+    organization, product, django_capture_on_commit_callbacks, in_memory_layer
 ):
     rule = AutomationRuleFactory(
         organization=organization,
