@@ -195,10 +195,19 @@ class ActionNode:
         return mask_parameters(self.action_type, self.parameters)
 
 
+def _joined_organization(root) -> OrganizationType:
+    return root.organization
+
+
 @strawberry_django.type(automation_models.AutomationRule, name="Rule")
 class RuleType:
     id: strawberry.ID
-    organization: OrganizationType
+    # Joined, not prefetched: OrganizationType's scoping get_queryset would make the optimizer
+    # prefetch it (one more query per list), and a rule the caller can see always belongs to one
+    # of the caller's organizations.
+    organization: OrganizationType = strawberry_django.field(
+        resolver=_joined_organization, select_related=["organization"]
+    )
     name: str
     description: str
     is_active: bool

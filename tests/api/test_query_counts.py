@@ -81,6 +81,6 @@ def test_listing_1_or_50_rules_with_their_tree_costs_the_same_queries(
     assert all(rule["actions"][1]["parameters"]["secret"] == "********" for rule in fifty)
     assert all(rule["createdBy"] == {"username": editor.username} for rule in fifty)
     assert fifty_count == one_count, f"1 rule: {one_count} queries, 50 rules: {fifty_count}"
-    # Bounded, not only constant: token, memberships, rules (users joined), then one prefetch each
-    # for groups, conditions, organizations and actions.
-    assert one_count <= 7
+    # Bounded, not only constant: token, memberships, rules (users and organization joined), then
+    # one prefetch each for groups, conditions and actions.
+    assert one_count <= 6

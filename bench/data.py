@@ -1,0 +1,129 @@
+"""Benchmark data, written the fast way (bulk inserts) or the real way (services.create_rule).
+
+Each benchmark makes an organization of its own, so benchmarks sharing a database never see each
+other's rules. Bulk inserts bypass signals, so the helpers that use them call rules_changed().
+"""
+
+import datetime
+import itertools
+
+from django.contrib.auth import get_user_model
+from django.contrib.contenttypes.models import ContentType
+
+from accounts.choices import Role
+from accounts.models import ApiToken, Membership, Organization
+from automation.choices import ActionType, ConditionLogic, Operator, TriggerEvent, TriggerType
+from automation.models import AutomationRule, ConditionGroup, RuleAction, RuleCondition
+from automation.rule_index import rules_changed
+from catalog.models import Product
+
+_counter = itertools.count(1)
+
+# The rule most benchmarks run: product UPDATED (stock watched), 1 condition, 1 UPDATE_RECORD.
+STATUS_ACTIVE = {"field": "status", "operator": Operator.EQUALS, "value": "ACTIVE"}
+UPDATE_DESCRIPTION = {
+    "action_type": ActionType.UPDATE_RECORD,
+    "parameters": {"fields": {"description": "restocked to {{ object.stock }}"}},
+}
+
+
+def organization(prefix: str) -> Organization:
+    number = next(_counter)
+    return Organization.objects.create(slug=f"{prefix}-{number}", name=f"{prefix} {number}")
+
+
+def member_with_token(org: Organization, role: str = Role.ADMIN):
+    """(user, raw API token) of a new member of `org`."""
+    user = get_user_model().objects.create(username=f"bench-{org.slug}-{next(_counter)}")
+    Membership.objects.create(user=user, organization=org, role=role)
+    _, raw = ApiToken.issue(user=user, name="bench")
+    return user, raw
+
+
+def products(org: Organization, count: int, status: str = "ACTIVE") -> list[Product]:
+    made = Product.objects.bulk_create(
+        Product(organization=org, name=f"Product {i}", status=status, price="9.99", stock=1)
+        for i in range(count)
+    )
+    return list(Product.objects.filter(pk__in=[p.pk for p in made]).order_by("pk"))
+
+
+def event_rule(org: Organization, name: str = "Restock note", user=None) -> AutomationRule:
+    """The benchmark rule, created through the one real write path (validation included)."""
+    from automation.services import create_rule
+
+    return create_rule(
+        org,
+        {
+            "name": name,
+            "trigger_type": TriggerType.EVENT,
+            "model": "catalog.product",
+            "trigger_event": TriggerEvent.UPDATED,
+            "watched_fields": ["stock"],
+            "conditions": {"logic": "AND", "conditions": [STATUS_ACTIVE]},
+            "actions": [UPDATE_DESCRIPTION],
+        },
+        user=user,
+    )
+
+
+def bulk_rules(
+    org: Organization, count: int, *, start: int = 0, tree: bool = True, **fields
+) -> list[int]:
+    """`count` rules with a root group and, when `tree`, 2 conditions (one in a nested group)
+    and 2 actions."""
+    product_type = ContentType.objects.get(app_label="catalog", model="product")
+    defaults = {
+        "trigger_type": TriggerType.EVENT,
+        "trigger_event": TriggerEvent.UPDATED,
+        "content_type": product_type,
+    }
+    defaults.update(fields)
+    rules = AutomationRule.objects.bulk_create(
+        AutomationRule(organization=org, name=f"Rule {start + i:05}", **defaults)
+        for i in range(count)
+    )
+    roots = ConditionGroup.objects.bulk_create(
+        ConditionGroup(rule=rule, logic=ConditionLogic.AND) for rule in rules
+    )
+    if not tree:
+        rules_changed()
+        return [rule.pk for rule in rules]
+    inner = ConditionGroup.objects.bulk_create(
+        ConditionGroup(rule=rule, parent=root, logic=ConditionLogic.OR, order=0)
+        for rule, root in zip(rules, roots, strict=True)
+    )
+    conditions = []
+    actions = []
+    for rule, root, group in zip(rules, roots, inner, strict=True):
+        conditions.append(
+            RuleCondition(
+                rule=rule,
+                group=root,
+                field_name="status",
+                operator=Operator.EQUALS,
+                value="ACTIVE",
+            )
+        )
+        conditions.append(
+            RuleCondition(
+                rule=rule, group=group, field_name="stock", operator=Operator.LESS_THAN, value=5
+            )
+        )
+        actions.append(RuleAction(rule=rule, order=0, **UPDATE_DESCRIPTION))
+        actions.append(
+            RuleAction(
+                rule=rule,
+                order=1,
+                action_type=ActionType.CALL_WEBHOOK,
+                parameters={"url": "https://example.com/hook", "secret": "s3cret"},
+            )
+        )
+    RuleCondition.objects.bulk_create(conditions)
+    RuleAction.objects.bulk_create(actions)
+    rules_changed()
+    return [rule.pk for rule in rules]
+
+
+def utc(*args) -> datetime.datetime:
+    return datetime.datetime(*args, tzinfo=datetime.UTC)
