@@ -2,8 +2,9 @@
 
 Authentication: `Authorization: Bearer <token>` (accounts.middleware) or a Django session. The view
 is not CSRF-exempt: a session-authenticated POST needs the CSRF token (the bundled GraphiQL sends
-the csrftoken cookie as X-CSRFToken); token requests are exempt in the middleware. The bundled
-GraphiQL page loads its JavaScript from a public CDN (unpkg), so it is blank without internet.
+the csrftoken cookie as X-CSRFToken); token requests are exempt in the middleware. GraphiQL is our
+template graphql_api/graphiql.html: Strawberry's page with its JavaScript and CSS served from this
+project's static files instead of a public CDN, so it works without internet.
 
 Before Strawberry sees a body: bodies over GRAPHQL_MAX_BODY_BYTES are refused with 413, and JSON
 that nests too deeply to decode (RecursionError) is a 400 rather than a 500.
@@ -15,9 +16,13 @@ from cross_web import HTTPException
 from django.conf import settings
 from django.http import HttpResponse
 from django.middleware.csrf import get_token
+from django.template.loader import render_to_string
 from strawberry.django.views import GraphQLView
 
 from graphql_api.schema import schema
+
+# Strawberry's GraphiQL page with vendored assets (see the template's header).
+GRAPHIQL_TEMPLATE = "graphql_api/graphiql.html"
 
 
 class ApiGraphQLView(GraphQLView):
@@ -40,7 +45,7 @@ class ApiGraphQLView(GraphQLView):
     def render_graphql_ide(self, request):
         # GraphiQL posts with the session: give the page the csrftoken cookie it sends back.
         get_token(request)
-        return super().render_graphql_ide(request)
+        return HttpResponse(render_to_string(GRAPHIQL_TEMPLATE, request=request))
 
     def decode_json(self, data: str | bytes) -> object:
         try:
