@@ -9,7 +9,8 @@ only when the rules changed.
 Redis in distributed mode, so a rule created through one server process is seen on the next save
 handled by any other process or worker. A change to a rule, its conditions or its actions bumps
 the token when its transaction commits (`rules_changed`, called by the receivers in signals.py).
-Reading the token is one cache GET per lookup, never SQL.
+Reading the token is one cache GET per lookup, never SQL. While the cache cannot be read (Redis
+down) each lookup reads the rules from the database instead, so writes go on during the outage.
 
 Inside the transaction that changes rules, other processes must not see the change yet, but that
 transaction itself should (a rule created and a record saved in the same transaction, as tests and
@@ -109,7 +110,14 @@ def _current_index() -> Index:
     private = _private_index()
     if private is not None:
         return private
-    version = _cache_version()
+    try:
+        version = _cache_version()
+    except Exception:
+        # The cache (Redis) is down: the version is unknown, so the shared index may be stale.
+        # Answer from the database instead of failing the caller's write; the run's PENDING log
+        # still commits with it, and the sweeper enqueues it once the broker is back.
+        logger.warning("rule index version unreadable (cache down); reading the rules from SQL")
+        return _build()
     if version != _shared.version:
         with _shared.lock:
             if version != _shared.version:

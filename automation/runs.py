@@ -374,7 +374,7 @@ def sweep(batch_size: int = 500) -> dict:
             status=RunStatus.PENDING, dry_run=False, created_at__lt=waiting
         )
         .order_by("created_at")
-        .values_list("pk", flat=True)[:batch_size]
+        .values_list("pk", flat=True)[: _queue_room(batch_size)]
     )
     for log_id in pending:
         enqueue_run(log_id)
@@ -383,3 +383,22 @@ def sweep(batch_size: int = 500) -> dict:
             "sweeper: %s stalled runs revived, %s pending runs re-enqueued", revived, len(pending)
         )
     return {"revived": revived, "requeued": len(pending)}
+
+
+def _queue_room(limit: int) -> int:
+    """How many PENDING runs the sweeper may enqueue now: `limit` minus the tasks still queued.
+
+    An old PENDING log is either lost (broker restarted, worker killed) or still waiting behind a
+    backlog; the two look the same from the database. Re-enqueueing the waiting ones too would add
+    up to `limit` duplicates per sweep to a queue that is already behind (the reliability drill
+    saw 7,500 enqueues for 600 runs). Bounding by the queue's depth keeps the duplicates to
+    `limit`; the lost runs, oldest first, are enqueued once the backlog has drained below it.
+    """
+    from huey.contrib.djhuey import HUEY
+
+    try:
+        queued = HUEY.pending_count()
+    except Exception:
+        logger.warning("sweeper: the queue does not answer; nothing re-enqueued this time")
+        return 0
+    return max(limit - queued, 0)
