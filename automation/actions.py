@@ -18,6 +18,7 @@ Rules of every handler:
 """
 
 import copy
+import json
 import logging
 
 from django.core.exceptions import NON_FIELD_ERRORS, FieldDoesNotExist, ValidationError
@@ -109,7 +110,7 @@ class ActionHandler:
 
     def validate(self, parameters, rule) -> dict[str, list[str]]:
         """{parameter path: [messages]}, {} when the parameters are valid for `rule`."""
-        errors = self._schema_errors(parameters)
+        errors = parameters_bulk_errors(parameters) or self._schema_errors(parameters)
         if errors:
             return errors  # the shape is wrong: deeper checks would only add noise
         for container, key, keys in _secret_locations(parameters, self.secret_paths):
@@ -712,6 +713,32 @@ class CallWebhookHandler(ActionHandler):
             "maxAttempts": request.max_attempts,
             # The host's DNS answer is checked when the request is sent, not in a dry run.
         }
+
+
+# Parameters are stored with the rule and rendered on every run: far below the request body limit.
+MAX_PARAMETERS_DEPTH = 20
+MAX_PARAMETERS_BYTES = 64 * 1024
+
+
+def parameters_bulk_errors(parameters) -> dict[str, list[str]]:
+    """Refuse parameters nested or sized beyond any real use, before anything walks them.
+
+    Checked without recursion, first of all: deeper structures crash recursive code (schema
+    validation, template rendering) with RecursionError, and huge ones bloat every run's log.
+    """
+    stack = [(parameters, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_PARAMETERS_DEPTH:
+            return {"": [f"Parameters nest deeper than {MAX_PARAMETERS_DEPTH} levels."]}
+        if isinstance(value, dict):
+            stack.extend((item, depth + 1) for item in value.values())
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1) for item in value)
+    size = len(json.dumps(parameters, default=str).encode())
+    if size > MAX_PARAMETERS_BYTES:
+        return {"": [f"Parameters take {size} bytes as JSON; the limit is {MAX_PARAMETERS_BYTES}."]}
+    return {}
 
 
 def _check_static_url(url: str) -> None:

@@ -66,7 +66,7 @@ class ScheduleError(ValueError):
 def _zone(name: str) -> zoneinfo.ZoneInfo:
     try:
         return zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError):
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError, OSError):
         raise ScheduleError(f'"{name}" is not an IANA time zone.') from None
 
 

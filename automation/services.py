@@ -306,7 +306,7 @@ def _tree_data(rule) -> dict:
 
 
 def _build_actions(rule, specs, *, old_actions, errors) -> list[RuleAction]:
-    from automation.actions import merge_masked_secrets
+    from automation.actions import merge_masked_secrets, parameters_bulk_errors
 
     if len(specs) > MAX_ACTIONS:
         errors.add("actions", [f"A rule has at most {MAX_ACTIONS} actions."])
@@ -317,6 +317,10 @@ def _build_actions(rule, specs, *, old_actions, errors) -> list[RuleAction]:
         parameters = spec.get("parameters")
         if not isinstance(parameters, dict):
             errors.add(f"{path}.parameters", ["Parameters are a JSON object."])
+            continue
+        bulk = parameters_bulk_errors(parameters)  # before anything walks them recursively
+        if bulk:
+            errors.add(f"{path}.parameters", bulk[""])
             continue
         action_type = spec.get("action_type")
         old = old_actions[index] if index < len(old_actions) else None

@@ -3,9 +3,11 @@
 import zoneinfo
 
 import regex
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 from django.conf import settings
 from django.core.exceptions import ValidationError
+
+NEVER_FIRES_YEARS = 8  # 29 February in a leap year is at most 8 years away
 
 
 def validate_cron(expression: str) -> None:
@@ -17,6 +19,14 @@ def validate_cron(expression: str) -> None:
         )
     if not croniter.is_valid(expression):
         raise ValidationError(f'"{expression}" is not a valid cron expression.')
+    try:
+        # Valid fields can still name a date that never comes ("0 0 31 2 *"): refuse it here,
+        # instead of a rule whose next run can never be computed.
+        croniter(expression, max_years_between_matches=NEVER_FIRES_YEARS).get_next()
+    except CroniterBadDateError:
+        raise ValidationError(
+            f'"{expression}" never fires (no match within {NEVER_FIRES_YEARS} years).'
+        ) from None
 
 
 def validate_timezone(name: str) -> None:
@@ -24,7 +34,7 @@ def validate_timezone(name: str) -> None:
         raise ValidationError("A time zone is required.")
     try:
         zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # OSError: name too long
         raise ValidationError(f'"{name}" is not an IANA time zone (e.g. "Europe/Paris").') from None
 
 

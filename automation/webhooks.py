@@ -159,11 +159,25 @@ def check_url_syntax(url: str) -> httpx.URL:
 
 
 def literal_address(host: str):
-    """The IP when `host` is an IP literal, else None."""
+    """The IP when `host` names one without DNS, else None.
+
+    Besides IP literals that is every legacy IPv4 form the system resolver accepts (2130706433,
+    0x7f.1, 127.1: inet_aton) and the localhost names (RFC 6761), so a rule cannot hide a private
+    address behind them until it runs.
+    """
     try:
         return ipaddress.ip_address(host)
     except ValueError:
-        return None
+        pass
+    name = host.lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return ipaddress.ip_address("127.0.0.1")
+    if all(char in "0123456789abcdefx." for char in name):
+        try:
+            return ipaddress.ip_address(socket.inet_aton(name))
+        except OSError:
+            return None
+    return None
 
 
 def pinned_address(url: httpx.URL):
