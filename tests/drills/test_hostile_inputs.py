@@ -1,0 +1,552 @@
+"""Drill: a list of hostile inputs sent over HTTP to the real GraphQL view (Django's test client).
+
+Each must get a clear error (a GraphQL error with a public extensions.code, or a 4xx for a body
+the server will not decode) and never a 500, and must write nothing: every table the API can
+write is counted before and after. What can only be judged when a run happens (a DNS name that
+resolves to a private address, a redirect to one, a regex that backtracks forever) is run for
+real: the run ends with a clear error, the private server gets no request, and no action writes.
+"""
+
+import ipaddress
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from django.test import Client
+
+from accounts.choices import Role
+from accounts.models import Membership, Notification, Organization
+from automation import webhooks
+from automation.models import (
+    AutomationLog,
+    AutomationRule,
+    ConditionGroup,
+    RuleAction,
+    RuleCondition,
+)
+from automation.runs import execute_run
+from catalog.models import Category, Product
+from tests.factories import ProductFactory
+
+pytestmark = pytest.mark.django_db
+
+PUBLIC_CODES = {
+    "UNAUTHENTICATED",
+    "PERMISSION_DENIED",
+    "NOT_FOUND",
+    "VALIDATION_ERROR",
+    "CONFLICT",
+    "RATE_LIMITED",
+    "GRAPHQL_VALIDATION_FAILED",
+}
+CREATE = "mutation($input: RuleInput!) { createRule(input: $input) { id } }"
+TABLES = (
+    AutomationRule,
+    ConditionGroup,
+    RuleCondition,
+    RuleAction,
+    AutomationLog,
+    Product,
+    Category,
+    Notification,
+    Organization,
+    Membership,
+)
+
+
+def row_counts():
+    return {model.__name__: model.objects.count() for model in TABLES}
+
+
+@pytest.fixture
+def post(editor):
+    client = Client()
+
+    def send(query=None, variables=None, raw_body=None):
+        body = (
+            raw_body
+            if raw_body is not None
+            else json.dumps({"query": query, "variables": variables or {}})
+        )
+        return client.post(
+            "/graphql/",
+            data=body,
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Bearer {editor.raw_token}",
+        )
+
+    return send
+
+
+def refused(response) -> list[dict]:
+    """The errors of a refused GraphQL request, after checking they are clear and public."""
+    assert response.status_code == 200, (response.status_code, response.content[:300])
+    body = json.loads(response.content)
+    errors = body.get("errors") or []
+    assert errors, f"accepted: {body}"
+    for error in errors:
+        code = (error.get("extensions") or {}).get("code")
+        assert code in PUBLIC_CODES, error
+        assert error["message"] and error["message"] != "Internal server error", error
+    assert not any((body.get("data") or {}).values()), body
+    return errors
+
+
+def rule_input(organization, **overrides):
+    data = {
+        "organization": str(organization.pk),
+        "name": "Hostile",
+        "triggerType": "EVENT",
+        "model": "catalog.product",
+        "triggerEvent": "UPDATED",
+        "conditions": {"logic": "AND", "conditions": [], "groups": []},
+        "actions": [{"actionType": "UPDATE_RECORD", "parameters": {"fields": {"stock": 1}}}],
+    }
+    data.update(overrides)
+    return data
+
+
+def assert_refused_and_nothing_written(post, variables, field_prefix=None):
+    before = row_counts()
+    errors = refused(post(CREATE, variables))
+    assert row_counts() == before, "a refused request wrote something"
+    if field_prefix is not None:
+        (error,) = errors
+        assert error["extensions"]["code"] == "VALIDATION_ERROR", error
+        fields = error["extensions"]["fields"]
+        assert any(key.startswith(field_prefix) for key in fields), fields
+    return errors
+
+
+def schedule_input(organization, schedule="0 * * * *", tz="UTC"):
+    return rule_input(
+        organization,
+        triggerType="SCHEDULE",
+        model=None,
+        triggerEvent=None,
+        schedule=schedule,
+        timezone=tz,
+        actions=[
+            {
+                "actionType": "SEND_NOTIFICATION",
+                "parameters": {"recipients": {"roles": ["ADMIN"]}, "title": "t"},
+            }
+        ],
+    )
+
+
+CRON_GARBAGE = [
+    "",
+    "* * *",
+    "61 * * * *",
+    "* 25 * * *",
+    "*/0 * * * *",
+    "0 0 31 2 *",  # February 31st: valid-looking, never fires
+    "@reboot",
+    "* * * * * * * *",
+    "1-999999999 * * * *",
+    "0\x00 * * * *",
+    "9" * 10_000,
+    "{{ object.id }} * * * *",
+]
+
+
+@pytest.mark.parametrize("schedule", CRON_GARBAGE, ids=lambda s: repr(s[:20]))
+def test_cron_garbage(post, organization, schedule):
+    assert_refused_and_nothing_written(post, {"input": schedule_input(organization, schedule)})
+
+
+TZ_GARBAGE = [
+    "",
+    "Mars/Olympus_Mons",
+    "../../../etc/passwd",
+    "UTC\x00",
+    "+05:00",
+    "a" * 5_000,
+    "/etc/localtime",
+    "Europe/",
+]
+
+
+@pytest.mark.parametrize("tz", TZ_GARBAGE, ids=lambda s: repr(s[:20]))
+def test_time_zone_garbage(post, organization, tz):
+    assert_refused_and_nothing_written(
+        post, {"input": schedule_input(organization, tz=tz)}, "timezone"
+    )
+
+
+def nested_groups(depth: int) -> dict:
+    tree = {"logic": "AND", "conditions": [{"field": "stock", "operator": "EQUALS", "value": 1}]}
+    for _ in range(depth):
+        tree = {"logic": "OR", "groups": [tree]}
+    return tree
+
+
+def test_condition_nesting_just_over_the_limit(post, organization):
+    variables = {"input": rule_input(organization, conditions=nested_groups(12))}
+    assert_refused_and_nothing_written(post, variables, "conditions")
+
+
+def test_ten_thousand_deep_condition_nesting_in_variables(post, organization):
+    """Too deep to decode as JSON at all: a 400 before anything runs."""
+    before = row_counts()
+    body = json.dumps({"query": CREATE, "variables": {"input": rule_input(organization)}})
+    deep = json.dumps(nested_groups(1)).replace(
+        '"groups": [', '"groups": [' + '{"logic": "OR", "groups": [' * 10_000, 1
+    )
+    deep = deep[:-1] + "]}" * 10_000 + deep[-1]
+    body = body.replace(
+        '"conditions": {"logic": "AND", "conditions": [], "groups": []}', f'"conditions": {deep}'
+    )
+    response = post(raw_body=body)
+    assert response.status_code == 400
+    assert b"nests too deeply" in response.content
+    assert row_counts() == before
+
+
+def test_ten_thousand_deep_condition_nesting_as_a_literal(post, organization):
+    """The same tree written into the query text: refused by the parser's limits, not a 500."""
+    inner = '{logic: AND, conditions: [{field: "stock", operator: EQUALS, value: 1}]}'
+    tree = "{logic: OR, groups: [" * 10_000 + inner + "]}" * 10_000
+    query = (
+        f'mutation {{ createRule(input: {{organization: "{organization.pk}", name: "x", '
+        f'triggerType: EVENT, model: "catalog.product", triggerEvent: UPDATED, conditions: {tree}, '
+        "actions: [] }) { id } }"
+    )
+    before = row_counts()
+    refused(post(query))
+    assert row_counts() == before
+
+
+def nested_json(depth: int):
+    value = "leaf"
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+def test_ten_thousand_deep_json_webhook_body(post, organization):
+    before = row_counts()
+    prefix = json.dumps(
+        {"query": CREATE, "variables": {"input": rule_input(organization, actions=[])}}
+    )
+    body = prefix.replace(
+        '"actions": []',
+        '"actions": [{"actionType": "CALL_WEBHOOK", "parameters": {"url": "https://example.com/", "body": '
+        + '{"a": ' * 10_000
+        + '"x"'
+        + "}" * 10_000
+        + "}}]",
+    )
+    response = post(raw_body=body)
+    assert response.status_code == 400
+    assert row_counts() == before
+
+
+@pytest.mark.parametrize("depth", [200, 900])
+def test_deep_but_decodable_json_parameters(post, organization, depth):
+    """Decodable JSON that is still absurdly deep: a VALIDATION_ERROR on the parameters."""
+    action = {
+        "actionType": "CALL_WEBHOOK",
+        "parameters": {"url": "https://example.com/", "body": nested_json(depth)},
+    }
+    assert_refused_and_nothing_written(
+        post, {"input": rule_input(organization, actions=[action])}, "actions.0"
+    )
+
+
+def test_huge_json_parameters(post, organization):
+    """Just under the body limit, yet far more than an action needs: refused by size."""
+    action = {
+        "actionType": "CALL_WEBHOOK",
+        "parameters": {"url": "https://example.com/", "body": {"blob": "x" * 900_000}},
+    }
+    assert_refused_and_nothing_written(
+        post, {"input": rule_input(organization, actions=[action])}, "actions.0"
+    )
+
+
+def test_a_body_over_the_limit_is_a_413(post, organization):
+    action = {
+        "actionType": "CALL_WEBHOOK",
+        "parameters": {"url": "https://example.com/", "body": {"blob": "x" * 2_000_000}},
+    }
+    before = row_counts()
+    response = post(CREATE, {"input": rule_input(organization, actions=[action])})
+    assert response.status_code == 413
+    assert row_counts() == before
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    ["(", "a{1,99999999999}", "(?<x>a)(?&x", "x" * 501, "[z-a]"],
+    ids=["open", "huge-repeat", "bad-recursion", "too-long", "bad-range"],
+)
+def test_invalid_or_oversized_regex(post, organization, pattern):
+    conditions = {
+        "logic": "AND",
+        "conditions": [{"field": "name", "operator": "REGEX", "value": pattern}],
+    }
+    assert_refused_and_nothing_written(
+        post, {"input": rule_input(organization, conditions=conditions)}, "conditions"
+    )
+
+
+def test_a_catastrophic_regex_ends_the_run_with_a_clear_error_and_no_write(post, organization):
+    """^(a|a)+$ is a valid pattern; against "aaaa...!" it backtracks for ages. The run's regex
+    timeout stops it: the run is SKIPPED with a clear reason and its action writes nothing."""
+    conditions = {
+        "logic": "AND",
+        "conditions": [{"field": "name", "operator": "REGEX", "value": "^(a|a)+$"}],
+    }
+    created = post(CREATE, {"input": rule_input(organization, conditions=conditions)})
+    assert not json.loads(created.content).get("errors"), created.content
+    product = ProductFactory(organization=organization, name="a" * 40 + "!", stock=6)
+    product.stock = 7
+    product.save()  # the rule watches UPDATED
+    log = AutomationLog.objects.get(object_id=str(product.pk))
+    started = time.monotonic()
+    execute_run(log.pk)
+    assert time.monotonic() - started < 5
+    log.refresh_from_db()
+    assert log.status == "SKIPPED"
+    # The trace names the failed condition and why; a condition that errs counts as not met.
+    assert "regular expression took longer" in json.dumps(log.condition_trace), log.condition_trace
+    product.refresh_from_db()
+    assert product.stock == 7, "the action did not run"
+
+
+PRIVATE_URLS = [
+    "http://127.0.0.1/hook",
+    "http://localhost/hook",
+    "http://10.0.0.5/hook",
+    "http://192.168.1.1/",
+    "http://[::1]:8000/",
+    "http://[::ffff:127.0.0.1]/",
+    "http://169.254.169.254/latest/meta-data/",
+    "http://0.0.0.0/",
+    "http://2130706433/",
+    "http://0x7f.1/",
+    "file:///etc/passwd",
+    "gopher://127.0.0.1:6379/_FLUSHALL",
+    "http://user:pass@127.0.0.1/",
+]
+
+
+@pytest.mark.parametrize("url", PRIVATE_URLS)
+def test_webhook_urls_to_private_addresses(post, organization, url, settings):
+    settings.AUTOMATION_WEBHOOK_ALLOW_PRIVATE_NETWORKS = False
+    action = {"actionType": "CALL_WEBHOOK", "parameters": {"url": url}}
+    assert_refused_and_nothing_written(
+        post, {"input": rule_input(organization, actions=[action])}, "actions.0"
+    )
+
+
+class PrivateServer:
+    """A loopback HTTP server standing for a private service; it counts what reaches it."""
+
+    def __init__(self, redirect_to=None):
+        self.hits = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _handle(self):
+                server.hits.append(self.path)
+                if redirect_to:
+                    self.send_response(302)
+                    self.send_header("Location", redirect_to)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            do_GET = do_POST = _handle
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def private_server():
+    servers = []
+
+    def make(**kwargs):
+        servers.append(PrivateServer(**kwargs))
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.close()
+
+
+def run_webhook_rule(post, organization, url):
+    """Create a rule calling `url` then updating the product; trigger and execute its run."""
+    actions = [
+        {
+            "actionType": "CALL_WEBHOOK",
+            "parameters": {"url": url, "maxAttempts": 1, "timeoutSeconds": 2},
+        },
+        {"actionType": "UPDATE_RECORD", "parameters": {"fields": {"stock": 99}}},
+    ]
+    created = post(CREATE, {"input": rule_input(organization, actions=actions)})
+    assert not json.loads(created.content).get("errors"), created.content
+    product = ProductFactory(organization=organization, stock=1)
+    product.stock = 2
+    product.save()
+    log = AutomationLog.objects.get(object_id=str(product.pk))
+    execute_run(log.pk)
+    answer = post(
+        "query($id: ID!) { log(id: $id) { status actionLogs { status error } } }",
+        {"id": str(log.pk)},
+    )
+    product.refresh_from_db()
+    return json.loads(answer.content)["data"]["log"], product
+
+
+def test_a_dns_name_resolving_to_a_private_address_is_refused_when_called(
+    post, organization, private_server, monkeypatch, settings
+):
+    settings.AUTOMATION_WEBHOOK_ALLOW_PRIVATE_NETWORKS = False
+    target = private_server()
+    monkeypatch.setattr(
+        webhooks, "resolve_host", lambda host, port: [ipaddress.ip_address("127.0.0.1")]
+    )
+    log, product = run_webhook_rule(post, organization, f"http://hooks.example.com:{target.port}/x")
+    assert log["status"] == "FAILED"
+    assert "127.0.0.1 is a loopback address" in log["actionLogs"][0]["error"]
+    assert log["actionLogs"][1]["status"] == "SKIPPED"
+    assert target.hits == [], "no request reached the private server"
+    assert product.stock == 2, "the later action wrote nothing"
+
+
+def test_a_redirect_to_a_private_address_is_refused(
+    post, organization, private_server, monkeypatch, settings
+):
+    """A public-looking server (allowed by exact address:port) redirects to a private one."""
+    settings.AUTOMATION_WEBHOOK_ALLOW_PRIVATE_NETWORKS = False
+    target = private_server()
+    bouncer = private_server(redirect_to=f"http://127.0.0.1:{target.port}/admin")
+    original = webhooks.check_address
+
+    def check(ip, port):  # the bouncer alone stands for a public host
+        if (str(ip), port) != ("127.0.0.1", bouncer.port):
+            original(ip, port)
+
+    monkeypatch.setattr(webhooks, "check_address", check)
+    monkeypatch.setattr(
+        webhooks, "resolve_host", lambda host, port: [ipaddress.ip_address("127.0.0.1")]
+    )
+    log, product = run_webhook_rule(
+        post, organization, f"http://public.example.com:{bouncer.port}/go"
+    )
+    assert log["status"] == "FAILED"
+    assert "loopback" in log["actionLogs"][0]["error"]
+    assert bouncer.hits == ["/go"] and target.hits == []
+    assert product.stock == 2
+
+
+HOSTILE_PATHS = [
+    "created_by__password",
+    "updated_by__username",
+    "organization__name",
+    "organization__memberships__user__password",
+    "category__organization__slug",
+    "category__products__organization__id",
+    "category__created_by__email",
+    "organization_id",
+    "__class__",
+    "name__regex",
+    "category__" * 50 + "name",
+]
+
+
+@pytest.mark.parametrize("path", HOSTILE_PATHS)
+def test_condition_paths_into_users_or_other_organizations(post, organization, path):
+    conditions = {
+        "logic": "AND",
+        "conditions": [{"field": path, "operator": "EQUALS", "value": "x"}],
+    }
+    assert_refused_and_nothing_written(
+        post, {"input": rule_input(organization, conditions=conditions)}, "conditions"
+    )
+
+
+def test_actions_may_not_write_users_other_models_or_other_organizations(
+    post, organization, other_organization
+):
+    hostile_actions = [
+        {
+            "actionType": "UPDATE_RECORD",
+            "parameters": {"fields": {"organization": other_organization.pk}},
+        },
+        {"actionType": "UPDATE_RECORD", "parameters": {"fields": {"created_by": 1}}},
+        {
+            "actionType": "CREATE_RECORD",
+            "parameters": {"model": "auth.user", "fields": {"username": "evil"}},
+        },
+        {
+            "actionType": "CREATE_RECORD",
+            "parameters": {"model": "accounts.membership", "fields": {}},
+        },
+        {"actionType": "DELETE_RECORD", "parameters": {"model": "accounts.organization"}},
+    ]
+    for action in hostile_actions:
+        try:
+            assert_refused_and_nothing_written(
+                post, {"input": rule_input(organization, actions=[action])}, "actions.0"
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{action}: {exc}") from None
+
+
+def test_records_of_another_organization_are_not_found(
+    post, organization, other_organization, make_member
+):
+    outsider = make_member(other_organization, Role.ADMIN)  # noqa: F841 - the other org has people
+    product = ProductFactory(organization=other_organization)
+    answers = [
+        post("query($id: ID!) { rule(id: $id) { id } }", {"id": "99999999999999999999999"}),
+        post("query($id: ID!) { log(id: $id) { id } }", {"id": "-1"}),
+        post("query($id: ID!) { rule(id: $id) { id } }", {"id": "1 OR 1=1"}),
+        post("mutation($id: ID!) { deleteProduct(id: $id) }", {"id": str(product.pk)}),
+        post("query($o: ID) { rules(organization: $o) { id } }", {"o": str(other_organization.pk)}),
+    ]
+    before = row_counts()
+    for answer in answers:
+        refused(answer)
+    assert Product.objects.filter(pk=product.pk).exists()
+    assert row_counts() == before
+
+
+def test_query_depth_alias_and_fragment_bombs(post, editor):
+    depth = "{ me { id } }"
+    for _ in range(30):
+        depth = "{ organizations " + depth + " }"
+    bombs = [
+        "{ " + " ".join(f"a{n}: me {{ id }}" for n in range(10_000)) + " }",
+        "query { " + "rules { conditions { groups { " * 20 + "logic" + " } } }" * 20 + " }",
+        "fragment A on Query { ...B } fragment B on Query { ...A } { ...A }",
+        "{ me { " + "id " * 20_000 + "} }",
+        "{ me { id @skip(if: false) " + "@include(if: true) " * 5_000 + "} }",
+        "{ " + "__typename " * 6_000 + "}",
+        "query Q" + "($v: Int)" + " { me { id } } " * 2,
+    ]
+    before = row_counts()
+    for bomb in bombs:
+        started = time.monotonic()
+        refused(post(bomb))
+        assert time.monotonic() - started < 5, bomb[:80]
+    assert row_counts() == before
