@@ -58,7 +58,7 @@ def _queries(client, token, org, limit) -> int:
 
 
 def run(ctx) -> list[Row]:
-    many, repeats = ctx.size((1000, 5), (1000, 2), (3, 1))
+    many, repeats = ctx.size((1000, 2), (400, 1), (3, 1))
     page = min(PAGE, many)
     small, large = data.organization("b3-one"), data.organization("b3-many")
     _, small_token = data.member_with_token(small)

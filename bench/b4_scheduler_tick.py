@@ -51,7 +51,7 @@ def _ticks(due: list[int], repeats: int, offset_minutes: int) -> list[float]:
 
 
 def run(ctx) -> list[Row]:
-    large_total, small_total, repeats = ctx.size((10_000, 100, 15), (10_000, 100, 7), (30, 12, 2))
+    large_total, small_total, repeats = ctx.size((10_000, 100, 15), (2_000, 100, 5), (30, 12, 2))
     small_due, _ = _population(small_total)
     large_due, _ = _population(large_total)
     # Both populations live in one table, so the small tick also scans past the large one's rules:

@@ -7,9 +7,9 @@ a client must learn that its token is bad.
 
 A subscription lives for hours, so access is not decided once: `ConnectionAccess.role_in()` reads
 the user's memberships again when the last read is older than MEMBERSHIP_RECHECK_SECONDS (one
-query per connection per second at most, whatever the number of subscriptions or messages). The
-same read also re-checks a token connection's token, so a revoked token or a deactivated user
-stops the stream too.
+query per user and credential per second at most, whatever the number of connections,
+subscriptions or messages; a connection's first check always reads). The same read also re-checks
+a token connection's token, so a revoked token or a deactivated user stops the stream too.
 """
 
 import asyncio
@@ -24,6 +24,10 @@ from accounts.models import ApiToken, Membership, hash_token
 logger = logging.getLogger("graphql_api.live_auth")
 
 MEMBERSHIP_RECHECK_SECONDS = 1.0
+# The latest re-check per (user id, token hash), shared by the connections of this process, and
+# the read in progress per (event loop, user id, token hash), so concurrent re-checks wait for one.
+_recent_reads: dict[tuple, tuple[float, dict[int, str]]] = {}
+_reads_in_flight: dict[tuple, asyncio.Task] = {}
 
 
 class ConnectionAccess:
@@ -37,13 +41,43 @@ class ConnectionAccess:
         self._lock = asyncio.Lock()
 
     async def role_in(self, organization_id: int) -> str | None:
-        """The user's role in the organization now (at most MEMBERSHIP_RECHECK_SECONDS old)."""
+        """The user's role in the organization now (at most MEMBERSHIP_RECHECK_SECONDS old).
+
+        A connection's first check always reads. Later re-checks share one read per second
+        among all connections of the same user and credential in this process: 500 connections
+        of one user would otherwise queue 500 reads on the one sync thread for every event
+        (bench 6), delaying delivery by seconds.
+        """
         async with self._lock:
             now = time.monotonic()
-            if self._read_at is None or now - self._read_at >= MEMBERSHIP_RECHECK_SECONDS:
-                self._roles = await database_sync_to_async(self._read_roles)()
-                self._read_at = now
+            if self._read_at is None:
+                self._read_at, self._roles = now, await self._read_and_share(now)
+            elif now - self._read_at >= MEMBERSHIP_RECHECK_SECONDS:
+                self._read_at, self._roles = await self._shared_read(now)
         return self._roles.get(int(organization_id))
+
+    @property
+    def _key(self):
+        return (self.user.pk, self.token_hash)
+
+    async def _read_and_share(self, now: float) -> dict[int, str]:
+        roles = await database_sync_to_async(self._read_roles)()
+        _recent_reads[self._key] = (now, roles)
+        return roles
+
+    async def _shared_read(self, now: float) -> tuple[float, dict[int, str]]:
+        recent = _recent_reads.get(self._key)
+        if recent is not None and now - recent[0] < MEMBERSHIP_RECHECK_SECONDS:
+            return recent
+        loop = asyncio.get_running_loop()
+        flight_key = (id(loop), self._key)
+        flight = _reads_in_flight.get(flight_key)
+        if flight is None:
+            flight = loop.create_task(self._read_and_share(now))
+            _reads_in_flight[flight_key] = flight
+            flight.add_done_callback(lambda _: _reads_in_flight.pop(flight_key, None))
+        roles = await asyncio.shield(flight)
+        return _recent_reads.get(self._key, (now, roles))
 
     def _read_roles(self) -> dict[int, str]:
         if self.token_hash is not None:

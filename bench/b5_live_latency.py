@@ -1,0 +1,103 @@
+"""5. From a GraphQL mutation to the subscriber's first and final log event, p50 / p99.
+
+A real `manage.py serve` (uvicorn + in-process Huey consumer) in this mode; a member subscribes
+to automationLogs over graphql-transport-ws; each round updates a product's stock with the
+`updateProduct` mutation, which fires the benchmark rule (1 condition, 1 UPDATE_RECORD). Measured
+from sending the mutation to the arrival of the run's PENDING event (first) and of its SUCCEEDED
+event (final). Rounds run one at a time, with a short pause between them.
+
+Baseline, measured in the same run before the server starts (its consumer would take the probes):
+a raw channel-layer round trip (group_send -> receive) plus a raw Huey round trip (enqueue -> the
+task runs, idle consumer with serve's settings).
+"""
+
+import asyncio
+import contextlib
+import time
+
+import httpx
+
+from bench.live import FINAL, LOGS, UPDATE_PRODUCT, baseline, setup_data
+from bench.server import Server
+from bench.stats import Row, median, percentile
+from bench.wsclient import Subscriber
+
+
+async def _rounds(server, org, token, product, rounds: int):
+    subscriber = Subscriber(server.ws_url, token, LOGS, {"org": str(org.pk)})
+    await subscriber.open()
+    new_event = asyncio.Event()
+    subscriber_task = asyncio.create_task(subscriber.listen(lambda *_: new_event.set()))
+    firsts, finals = [], []
+    seen: set[str] = set()
+    headers = {"Authorization": f"Bearer {token}"}
+    try:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
+            for index in range(rounds + 2):  # 2 warm-up rounds
+                await asyncio.sleep(0.2)
+                mark = len(subscriber.events)
+                started = time.perf_counter()
+                response = await client.post(
+                    "/graphql/",
+                    json={
+                        "query": UPDATE_PRODUCT,
+                        "variables": {"id": str(product.pk), "input": {"stock": 100 + index}},
+                    },
+                    headers=headers,
+                )
+                if response.status_code != 200 or response.json().get("errors"):
+                    raise RuntimeError(f"mutation failed: {response.text[:300]}")
+                first = final = None
+                deadline = time.monotonic() + 30
+                while final is None:
+                    for arrived, payload in subscriber.events[mark:]:
+                        log = payload["automationLogs"]
+                        if log["id"] in seen and first is None:
+                            continue
+                        if first is None:
+                            first = arrived
+                            seen.add(log["id"])
+                        if log["status"] in FINAL:
+                            final = arrived
+                    mark = len(subscriber.events)
+                    if final is None:
+                        if time.monotonic() > deadline or subscriber_task.done():
+                            raise TimeoutError(f"no final event: {subscriber.errors}")
+                        new_event.clear()
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(new_event.wait(), 1)
+                if index >= 2:
+                    firsts.append(first - started)
+                    finals.append(final - started)
+    finally:
+        subscriber_task.cancel()
+        await subscriber.close()
+    return firsts, finals
+
+
+def run(ctx) -> list[Row]:
+    rounds, probes = ctx.size((40, 30), (15, 10), (2, 2))
+    org, token, product, _ = setup_data("b5")
+    channel, queue = baseline(probes)
+    base = channel + queue
+    with Server(ctx.env, ctx.mode) as server:
+        firsts, finals = asyncio.run(_rounds(server, org, token, product, rounds))
+    rows = []
+    for name, values, goal in (("first", firsts, None), ("final", finals, 3)):
+        p50, p99 = median(values), percentile(values, 0.99)
+        ratio = p50 / base
+        rows.append(
+            Row(
+                bench=5,
+                name=f"mutation -> {name} log event, p50 vs raw round trips",
+                value=round(ratio, 3),
+                unit="x",
+                goal=f"<= {goal}x" if goal else "",
+                ok=(ratio <= goal) if goal else None,
+                detail=(
+                    f"p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms; raw: channel "
+                    f"{channel * 1000:.2f} ms + queue {queue * 1000:.1f} ms ({rounds} rounds)"
+                ),
+            )
+        )
+    return rows

@@ -1,0 +1,106 @@
+"""6. 500 concurrent WebSocket subscribers on one server process: delivery share and spread.
+
+500 graphql-transport-ws connections (one member's token) subscribe to automationLogs of one
+organization on one `manage.py serve` process; then R product updates each fire one run, whose 4
+log events (PENDING, RUNNING twice, SUCCEEDED) must reach every subscriber. Delivered share =
+events received / (subscribers x events published). Latency = from sending the mutation to each
+subscriber's arrival of that run's PENDING event; p99 / p50 over all subscribers and runs shows
+how evenly one process fans out.
+"""
+
+import asyncio
+import time
+
+import httpx
+
+from bench.live import FINAL, LOGS, UPDATE_PRODUCT, setup_data
+from bench.server import Server
+from bench.stats import Row, median, percentile
+from bench.wsclient import Subscriber
+
+EVENTS_PER_RUN = 4
+OPEN_BATCH = 50
+
+
+async def _measure(server, org, token, product, subscribers: int, runs: int):
+    clients = [
+        Subscriber(server.ws_url, token, LOGS, {"org": str(org.pk)}) for _ in range(subscribers)
+    ]
+    for start in range(0, subscribers, OPEN_BATCH):
+        await asyncio.gather(*(c.open() for c in clients[start : start + OPEN_BATCH]))
+    tasks = [asyncio.create_task(c.listen()) for c in clients]
+    await asyncio.sleep(1.0)  # let every subscription reach its group
+    headers = {"Authorization": f"Bearer {token}"}
+    sent: list[float] = []
+    try:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as client:
+            for index in range(runs):
+                sent.append(time.perf_counter())
+                response = await client.post(
+                    "/graphql/",
+                    json={
+                        "query": UPDATE_PRODUCT,
+                        "variables": {"id": str(product.pk), "input": {"stock": 500 + index}},
+                    },
+                    headers=headers,
+                )
+                if response.status_code != 200 or response.json().get("errors"):
+                    raise RuntimeError(f"mutation failed: {response.text[:300]}")
+                await asyncio.sleep(1.0)
+        expected = runs * EVENTS_PER_RUN
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if all(
+                sum(e[1]["automationLogs"]["status"] in FINAL for e in c.events) >= runs
+                for c in clients
+            ):
+                break
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(0.5)  # stragglers
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+    # Runs in publication order: a run's id is the order of its PENDING event.
+    run_ids = sorted({int(e[1]["automationLogs"]["id"]) for c in clients for e in c.events})[:runs]
+    latencies = []
+    for c in clients:
+        for arrived, payload in c.events:
+            log = payload["automationLogs"]
+            if log["status"] == "PENDING" and int(log["id"]) in run_ids:
+                latencies.append(arrived - sent[run_ids.index(int(log["id"]))])
+    received = sum(len(c.events) for c in clients)
+    errors = sum(len(c.errors) for c in clients)
+    return received, subscribers * expected, latencies, errors
+
+
+def run(ctx) -> list[Row]:
+    subscribers, runs = ctx.size((500, 5), (200, 2), (5, 1))
+    org, token, product, _ = setup_data("b6")
+    with Server(ctx.env, ctx.mode) as server:
+        received, expected, latencies, errors = asyncio.run(
+            _measure(server, org, token, product, subscribers, runs)
+        )
+    share = received / expected if expected else 0.0
+    p50, p99 = median(latencies), percentile(latencies, 0.99)
+    spread = p99 / p50
+    return [
+        Row(
+            bench=6,
+            name=f"{subscribers} subscribers: share of events delivered",
+            value=round(share * 100, 2),
+            unit="%",
+            goal="100%",
+            ok=received == expected and errors == 0,
+            detail=f"{received} of {expected} events ({runs} runs), {errors} errors",
+        ),
+        Row(
+            bench=6,
+            name=f"{subscribers} subscribers: delivery latency p99 vs p50",
+            value=round(spread, 3),
+            unit="x",
+            goal="<= 5x",
+            ok=spread <= 5,
+            detail=f"p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms (mutation -> PENDING event)",
+        ),
+    ]

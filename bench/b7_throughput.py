@@ -1,0 +1,133 @@
+"""7. Throughput on Redis + PostgreSQL: rule runs per second with 1 and 2 workers, against raw
+no-op Huey tasks per second on the same machine.
+
+A "worker" is a worker process (`python -m bench.worker`, one thread: what `run_huey -w 1` is),
+so two of them use both cores. The work is queued first, then the workers start; the rate is
+measured between 10 % and 90 % of the items finished, which leaves out start-up and the tail.
+Raw tasks each do one Redis INCR so they can be counted; rule runs are the benchmark rule on
+distinct products (no lock contention between workers), counted in the database.
+"""
+
+import subprocess
+import sys
+import time
+
+from django.db import transaction
+from huey.contrib.djhuey import HUEY
+
+from automation.choices import RunStatus, TriggerEvent, TriggerType
+from automation.models import AutomationLog
+from automation.outbox import create_run
+from automation.snapshots import snapshot
+from bench import data
+from bench.env import REPO_ROOT
+from bench.stats import Row
+
+FINISHED = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.PARTIAL, RunStatus.SKIPPED)
+
+
+def _start_workers(env, count: int) -> list[subprocess.Popen]:
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "bench.worker", "--workers", "1"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(count)
+    ]
+
+
+def _stop(workers) -> None:
+    for process in workers:
+        process.terminate()  # Huey: SIGTERM stops at once
+    for process in workers:
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _rate(env, workers: int, total: int, progress, timeout: float = 600) -> float:
+    """Items per second between 10 % and 90 % finished; `progress()` counts finished items."""
+    low, high = max(1, total // 10), max(2, total * 9 // 10)
+    processes = _start_workers(env, workers)
+    try:
+        deadline = time.monotonic() + timeout
+        t_low = t_high = None
+        while t_high is None:
+            done = progress()
+            now = time.perf_counter()
+            if t_low is None and done >= low:
+                t_low, at_low = now, done
+            if done >= high:
+                t_high, at_high = now, done
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{done} of {total} finished")
+            if any(p.poll() is not None for p in processes):
+                raise RuntimeError("a worker process exited")
+            time.sleep(0.02)
+    finally:
+        _stop(processes)
+    return (at_high - at_low) / max(t_high - t_low, 1e-6)
+
+
+def _raw(env, workers: int, total: int) -> float:
+    from bench.tasks import count_done
+
+    HUEY.flush()
+    key = f"bench:done:{time.time_ns()}"
+    for _ in range(total):
+        count_done(key)
+    return _rate(env, workers, total, lambda: int(HUEY.storage.conn.get(key) or 0))
+
+
+def _runs(env, rule, items, workers: int) -> float:
+    HUEY.flush()
+    with transaction.atomic():
+        ids = [
+            create_run(
+                rule,
+                trigger=TriggerType.EVENT,
+                event=TriggerEvent.UPDATED,
+                content_type=rule.content_type,
+                object_id=product.pk,
+                object_snapshot=snapshot(product),
+                changes={"stock": {"old": 0, "new": product.stock}},
+            ).pk
+            for product in items
+        ]
+    done = AutomationLog.objects.filter(pk__in=ids, status__in=FINISHED)
+    rate = _rate(env, workers, len(ids), done.count)
+    failed = AutomationLog.objects.filter(pk__in=ids, status__in=FINISHED).exclude(
+        status=RunStatus.SUCCEEDED
+    )
+    if failed.exists():
+        raise RuntimeError(f"{failed.count()} runs did not succeed")
+    return rate
+
+
+def run(ctx) -> list[Row]:
+    raw_total, run_total = ctx.size((1500, 200), (400, 60), (20, 6))
+    org = data.organization("b7")
+    rule = data.event_rule(org)
+    rule.refresh_from_db()
+    items = data.products(org, run_total)
+    rows = []
+    for workers in (1, 2):
+        raw = _raw(ctx.env, workers, raw_total)
+        runs = _runs(ctx.env, rule, items, workers)
+        rows.append(
+            Row(
+                bench=7,
+                name=f"throughput, {workers} worker(s): rule runs/s vs raw no-op tasks/s",
+                value=round(runs / raw, 3),
+                unit="x",
+                detail=f"{runs:.1f} runs/s vs {raw:.0f} tasks/s",
+            )
+        )
+    HUEY.flush()
+    return rows
