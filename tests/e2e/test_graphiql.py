@@ -189,7 +189,7 @@ def session_post(browser: Chromium, query: str, variables: dict) -> dict:
     return result["body"]["data"]
 
 
-def test_graphiql_renders_and_runs_queries_and_subscriptions_in_chromium(e2e_server, chromium):
+def test_graphiql_renders_and_runs_queries_and_subscriptions_in_chromium(chromium, e2e_server):
     username, password = f"ide-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
     organization = create_admin(e2e_server, username, password)
     base = e2e_server.base_url
