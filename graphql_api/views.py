@@ -7,7 +7,8 @@ template graphql_api/graphiql.html: Strawberry's page with its JavaScript and CS
 project's static files instead of a public CDN, so it works without internet.
 
 Before Strawberry sees a body: bodies over GRAPHQL_MAX_BODY_BYTES are refused with 413, and JSON
-that nests too deeply to decode (RecursionError) is a 400 rather than a 500.
+that nests too deeply to decode (RecursionError) is a 400 rather than a 500. A subscription sent
+over HTTP is refused with GRAPHQL_VALIDATION_FAILED: this view cannot stream, WebSocket can.
 """
 
 import json
@@ -17,8 +18,12 @@ from django.conf import settings
 from django.http import HttpResponse
 from django.middleware.csrf import get_token
 from django.template.loader import render_to_string
+from graphql import GraphQLError, OperationType, get_operation_ast, parse
+from graphql.error import GraphQLSyntaxError
 from strawberry.django.views import GraphQLView
+from strawberry.types import ExecutionResult
 
+from graphql_api.errors import GRAPHQL_VALIDATION_FAILED
 from graphql_api.schema import schema
 
 # Strawberry's GraphiQL page with vendored assets (see the template's header).
@@ -47,6 +52,20 @@ class ApiGraphQLView(GraphQLView):
         get_token(request)
         return HttpResponse(render_to_string(GRAPHIQL_TEMPLATE, request=request))
 
+    def execute_single(
+        self, request, request_adapter, sub_response, context, root_value, request_data
+    ):
+        if _is_subscription(request_data.query, request_data.operation_name):
+            message = (
+                "Subscriptions are served over WebSocket at /graphql/ "
+                "(graphql-transport-ws or graphql-ws), not over HTTP."
+            )
+            error = GraphQLError(message, extensions={"code": GRAPHQL_VALIDATION_FAILED})
+            return ExecutionResult(data=None, errors=[error])
+        return super().execute_single(
+            request, request_adapter, sub_response, context, root_value, request_data
+        )
+
     def decode_json(self, data: str | bytes) -> object:
         try:
             return json.loads(data)
@@ -55,3 +74,14 @@ class ApiGraphQLView(GraphQLView):
 
 
 graphql_view = ApiGraphQLView.as_view(schema=schema)
+
+
+def _is_subscription(query: str | None, operation_name: str | None) -> bool:
+    """Does the request select a subscription? Unparsable queries are left to Strawberry."""
+    if not query:
+        return False
+    try:
+        operation = get_operation_ast(parse(query), operation_name)
+    except (GraphQLSyntaxError, RecursionError):
+        return False
+    return operation is not None and operation.operation == OperationType.SUBSCRIPTION

@@ -86,3 +86,11 @@ def test_unexpected_errors_are_masked_with_a_logged_correlation_id(
         correlation_id in record.getMessage() and record.exc_info for record in caplog.records
     )
     assert "operator" not in json.dumps(answer.body)  # the KeyError's text is not shown
+
+
+def test_a_subscription_over_http_points_to_the_websocket(gql, editor, organization):
+    query = "subscription($org: ID!) { automationLogs(organization: $org) { id } }"
+    answer = gql(query, {"org": str(organization.pk)}, token=editor)
+    assert answer.codes == ["GRAPHQL_VALIDATION_FAILED"]
+    assert "WebSocket" in answer.errors[0]["message"]
+    assert answer.body["data"] is None
