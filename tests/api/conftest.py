@@ -1,5 +1,6 @@
 """GraphQL over HTTP with Django's test client: `gql(query, variables, token=...)`."""
 
+import itertools
 import json
 
 import pytest
@@ -48,11 +49,21 @@ def client():
     return Client()
 
 
+_client_addresses = itertools.count(1)
+
+
 @pytest.fixture
 def gql(client):
-    """gql(query, variables=None, token=None or user) -> GraphQLResponse; POST /graphql/ as JSON."""
+    """gql(query, variables=None, token=None or user) -> GraphQLResponse; POST /graphql/ as JSON.
+
+    Each test posts from an address of its own (REMOTE_ADDR), so per-address rate limits counted
+    by earlier tests (the cache outlives a test, and is shared in distributed mode) never leak in.
+    """
+    number = next(_client_addresses)
+    address = f"10.{number // 65536 % 256}.{number // 256 % 256}.{number % 256}"
 
     def post(query, variables=None, token=None, **extra):
+        extra.setdefault("REMOTE_ADDR", address)
         if token is not None and not isinstance(token, str):
             token = token.raw_token
         headers = {"HTTP_AUTHORIZATION": f"Bearer {token}"} if token else {}
