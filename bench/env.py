@@ -2,9 +2,10 @@
 
 - embedded: SQLite + SqliteHuey under var/bench/embedded (wiped at the start of a run);
 - redis: PostgreSQL database `h_bench` (dropped and created again at the start of a run) on the
-  server DATABASE_URL names (default 127.0.0.1:5432), Redis database 8 (REDIS_URL overrides it),
-  Huey queue name `bench`. Only the bench database is ever dropped: the database name of a given
-  DATABASE_URL is replaced, never used.
+  server BENCH_DATABASE_URL names (default 127.0.0.1:5432), Redis database 8 (BENCH_REDIS_URL
+  overrides it), Huey queue name `bench`. Only the bench database is ever dropped: the database
+  name of a given BENCH_DATABASE_URL is replaced, never used. DATABASE_URL / REDIS_URL of the
+  calling shell are ignored, so a bench run never touches dev or test data.
 """
 
 import os
@@ -16,19 +17,21 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 EMBEDDED = "embedded"
 REDIS = "redis"
 MODES = (EMBEDDED, REDIS)
+# BENCH_DATA_DIR / BENCH_DATABASE_NAME move a run elsewhere (the correctness test does).
 BENCH_DATABASE = "h_bench"
 DEFAULT_DATABASE_URL = f"postgres://postgres@127.0.0.1:5432/{BENCH_DATABASE}"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/8"
 
 
 def data_dir(mode: str) -> Path:
-    return REPO_ROOT / "var" / "bench" / mode
+    root = os.environ.get("BENCH_DATA_DIR")
+    return (Path(root) if root else REPO_ROOT / "var" / "bench") / mode
 
 
-def bench_database_url(base: str | None) -> str:
+def bench_database_url(base: str | None, name: str = BENCH_DATABASE) -> str:
     """`base` (or the local default) with its database name replaced by the bench database."""
     parts = urlsplit(base or DEFAULT_DATABASE_URL)
-    return urlunsplit(parts._replace(path=f"/{BENCH_DATABASE}"))
+    return urlunsplit(parts._replace(path=f"/{name}"))
 
 
 def environment(mode: str, base: dict | None = None) -> dict:
@@ -44,7 +47,9 @@ def environment(mode: str, base: dict | None = None) -> dict:
         env.pop("DATABASE_URL", None)
         env.pop("REDIS_URL", None)
     else:
-        env["DATABASE_URL"] = bench_database_url(env.get("BENCH_DATABASE_URL"))
+        env["DATABASE_URL"] = bench_database_url(
+            env.get("BENCH_DATABASE_URL"), env.get("BENCH_DATABASE_NAME") or BENCH_DATABASE
+        )
         env["REDIS_URL"] = env.get("BENCH_REDIS_URL") or DEFAULT_REDIS_URL
         env["HUEY_NAME"] = "bench"
     return env
@@ -59,6 +64,7 @@ def reset_storage(mode: str, env: dict) -> None:
         import psycopg
 
         parts = urlsplit(env["DATABASE_URL"])
+        name = parts.path.lstrip("/")
         admin = psycopg.connect(
             host=parts.hostname or "127.0.0.1",
             port=parts.port or 5432,
@@ -68,8 +74,8 @@ def reset_storage(mode: str, env: dict) -> None:
             autocommit=True,
         )
         with admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{BENCH_DATABASE}" WITH (FORCE)')
-            admin.execute(f'CREATE DATABASE "{BENCH_DATABASE}"')
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin.execute(f'CREATE DATABASE "{name}"')
 
 
 def services_reachable(env: dict) -> str | None:

@@ -111,9 +111,10 @@ def _database_url(base: str, name: str) -> str:
 
 
 def _admin_connection(base: str):
+    """A connection to the server's maintenance database (DATABASE_URL's may not exist yet)."""
     import psycopg
 
-    return psycopg.connect(base, autocommit=True)
+    return psycopg.connect(_database_url(base, "postgres"), autocommit=True)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,76 @@
+"""The benchmarks still run and measure the right thing (correctness at a tiny size, no timing).
+
+Each mode runs in a child process, as `python -m bench` does (settings are per process), on data
+of its own (BENCH_DATA_DIR under tmp_path; database h_bench_test in redis mode). Timing ratios are
+not asserted: only what must hold whatever the machine.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bench import env as bench_env
+from bench.run import table
+from bench.suite import BENCHMARKS, REDIS_ONLY, TINY
+
+
+def run_suite(tmp_path, mode: str, only=()) -> dict:
+    base = dict(os.environ, BENCH_DATA_DIR=str(tmp_path), BENCH_DATABASE_NAME="h_bench_test")
+    environment = bench_env.environment(mode, base)
+    out = tmp_path / f"{mode}.json"
+    command = [sys.executable, "-m", "bench.suite", "--mode", mode, "--level", TINY]
+    command += ["--out", str(out)]
+    for number in only:
+        command += ["--only", str(number)]
+    completed = subprocess.run(
+        command,
+        cwd=bench_env.REPO_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+def by_name(rows, bench: int) -> dict:
+    return {row["name"].split(":")[-1].strip(): row for row in rows if row["bench"] == bench}
+
+
+def test_every_embedded_benchmark_runs_and_its_invariants_hold(tmp_path):
+    result = run_suite(tmp_path, bench_env.EMBEDDED)
+    rows = result["rows"]
+    failed = [row for row in rows if row["name"] == "benchmark failed"]
+    assert failed == []
+    assert {row["bench"] for row in rows} == set(BENCHMARKS) - REDIS_ONLY
+    assert result["machine"]["database"].startswith("sqlite")
+
+    save = by_name(rows, 1)
+    assert save["extra SQL queries"]["value"] == 0  # the index answers from memory
+    assert save["time vs receivers disconnected"]["value"] > 0
+
+    listing = next(row for row in rows if row["bench"] == 3 and row["unit"] == "queries")
+    one, many = (int(part.split()[0]) for part in listing["detail"].split(", "))
+    assert one == many == listing["value"] <= 6
+
+    delivered = next(row for row in rows if row["bench"] == 6 and row["unit"] == "%")
+    assert delivered["value"] == 100.0 and delivered["ok"] is True
+
+    rendered = table(rows, baseline={})
+    assert rendered.count("\n") == len(rows) + 1
+
+
+@pytest.mark.skipif(
+    not (os.environ.get("DATABASE_URL") and os.environ.get("REDIS_URL")),
+    reason="needs DATABASE_URL (PostgreSQL) and REDIS_URL",
+)
+def test_throughput_benchmark_runs_on_redis_and_postgresql(tmp_path):
+    result = run_suite(tmp_path, bench_env.REDIS, only=[7])
+    rows = result["rows"]
+    assert [row["name"] for row in rows if row["name"] == "benchmark failed"] == []
+    assert len(rows) == 2 and all(row["value"] > 0 for row in rows)
+    assert result["machine"]["database"].startswith("postgresql")
