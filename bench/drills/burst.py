@@ -219,22 +219,33 @@ def write_burst(organization, count: int, progress: list, errors: list) -> None:
 
 
 def chaos(plan: list, progress: list, workers: list, redis: RedisServer, events: list) -> None:
-    """Run each (at_write, action) of `plan` once the writer has passed `at_write`."""
-    for at_write, action in plan:
-        while progress[0] < at_write:
-            time.sleep(0.01)
-        started = time.monotonic()
+    """Start each (at_write, action) of `plan` once the writer has reached `at_write`.
+
+    Each action runs in a thread of its own, so one that takes a while (a killed worker is
+    restarted a second later) does not push the next one past the end of a short burst.
+    """
+
+    def act(action) -> None:
+        at_write, started = progress[0], time.monotonic()
         if action == "redis":
             redis.restart(down_seconds=1.0)
+            what = "restart redis"
         else:
-            worker = workers[action]
-            worker.kill()
+            workers[action].kill()
             time.sleep(1.0)
-            worker.start()
-        events.append(
-            {"at_write": progress[0], "what": "restart redis" if action == "redis" else
-             f"SIGKILL worker {action}", "seconds": round(time.monotonic() - started, 2)}
-        )  # fmt: skip
+            workers[action].start()
+            what = f"SIGKILL worker {action}"
+        seconds = round(time.monotonic() - started, 2)
+        events.append({"at_write": at_write, "what": what, "seconds": seconds})
+
+    threads = []
+    for at_write, action in plan:
+        while progress[0] < at_write:
+            time.sleep(0.005)
+        threads.append(threading.Thread(target=act, args=(action,)))
+        threads[-1].start()
+    for thread in threads:
+        thread.join()
 
 
 def sweeper(stop: threading.Event, totals: dict, period: float) -> None:
