@@ -49,7 +49,7 @@ def run_mode(mode: str, level: str, only) -> dict:
 def format_value(row: dict) -> str:
     unit = row["unit"]
     if unit == "x":
-        return f"{row['value']:.2f}x"
+        return f"{row['value']:.3f}x" if row["value"] < 0.1 else f"{row['value']:.2f}x"
     if unit == "%":
         return f"{row['value']:.2f} %"
     return f"{row['value']:g} {unit}".strip()
