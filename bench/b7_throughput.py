@@ -3,7 +3,8 @@ no-op Huey tasks per second on the same machine.
 
 A "worker" is a worker process (`python -m bench.worker`, one thread: what `run_huey -w 1` is),
 so two of them use both cores. The work is queued first, then the workers start; the rate is
-measured between 10 % and 90 % of the items finished, which leaves out start-up and the tail.
+measured between 10 % and 90 % of the items finished, which leaves out start-up and the tail
+(from the workers' start when that window is shorter than 0.1 s: tiny sizes).
 Raw tasks each do one Redis INCR so they can be counted; rule runs are the benchmark rule on
 distinct products (no lock contention between workers), counted in the database.
 """
@@ -55,6 +56,7 @@ def _rate(env, workers: int, total: int, progress, timeout: float = 600) -> floa
     """Items per second between 10 % and 90 % finished; `progress()` counts finished items."""
     low, high = max(1, total // 10), max(2, total * 9 // 10)
     processes = _start_workers(env, workers)
+    started = time.perf_counter()
     try:
         deadline = time.monotonic() + timeout
         t_low = t_high = None
@@ -72,7 +74,10 @@ def _rate(env, workers: int, total: int, progress, timeout: float = 600) -> floa
             time.sleep(0.02)
     finally:
         _stop(processes)
-    return (at_high - at_low) / max(t_high - t_low, 1e-6)
+    if t_high - t_low < 0.1:
+        # Too few items to see a window between two polls (tiny sizes): count from the start.
+        return at_high / (t_high - started)
+    return (at_high - at_low) / (t_high - t_low)
 
 
 def _raw(env, workers: int, total: int) -> float:
