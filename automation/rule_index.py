@@ -5,12 +5,14 @@ organization?". Answering with a query would tax every write in the system, so e
 the answer in memory, keyed by (model label, event) then organization, and rebuilds it (one query)
 only when the rules changed.
 
-"The rules changed" is a version token in Django's cache: in-process (LocMem) in embedded mode,
-Redis in distributed mode, so a rule created through one server process is seen on the next save
-handled by any other process or worker. A change to a rule, its conditions or its actions bumps
+"The rules changed" is a version token: in Redis (Django's cache) in distributed mode, else in a
+file of the data directory (settings.AUTOMATION_RULE_INDEX_VERSION_FILE, one stat() a lookup), so
+a rule created through one process is seen on the next save handled by any other process or
+worker, a separate `run_huey` of the embedded mode included. A change to a rule, its conditions or its actions bumps
 the token when its transaction commits (`rules_changed`, called by the receivers in signals.py).
-Reading the token is one cache GET per lookup, never SQL. While the cache cannot be read (Redis
-down) each lookup reads the rules from the database instead, so writes go on during the outage.
+Reading the token is one cache GET (or stat) per lookup, never SQL. While the cache cannot be read
+(Redis down) each lookup reads the rules from the database instead, so writes go on during the
+outage.
 
 Inside the transaction that changes rules, other processes must not see the change yet, but that
 transaction itself should (a rule created and a record saved in the same transaction, as tests and
@@ -23,11 +25,13 @@ the scheduler's updates of next_run_at / last_run_at need not, since the index d
 """
 
 import logging
+import os
 import threading
 import uuid
 from dataclasses import dataclass
 
 from asgiref.local import Local
+from django.conf import settings
 from django.core.cache import cache
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 
@@ -111,7 +115,7 @@ def _current_index() -> Index:
     if private is not None:
         return private
     try:
-        version = _cache_version()
+        version = current_version()
     except Exception:
         # The cache (Redis) is down: the version is unknown, so the shared index may be stale.
         # Answer from the database instead of failing the caller's write; the run's PENDING log
@@ -197,7 +201,10 @@ def _build() -> Index:
 # --- The version --------------------------------------------------------------------------------
 
 
-def _cache_version() -> str:
+def current_version() -> str:
+    path = settings.AUTOMATION_RULE_INDEX_VERSION_FILE
+    if path:
+        return _file_version(path)
     version = cache.get(VERSION_KEY)
     if version is None:
         # Never set, evicted or flushed: start a new version, so every process rebuilds.
@@ -206,8 +213,26 @@ def _cache_version() -> str:
     return version
 
 
+def _file_version(path: str) -> str:
+    """The version file's identity: every bump replaces the file, so its inode and time change."""
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        bump_version()
+        stat = os.stat(path)
+    return f"{stat.st_ino}:{stat.st_mtime_ns}:{stat.st_size}"
+
+
 def bump_version() -> None:
     """Tell every process that the rules changed (they rebuild on their next lookup)."""
+    path = settings.AUTOMATION_RULE_INDEX_VERSION_FILE
+    if path:
+        # Written beside it, then renamed over it: readers see the old file or the new one.
+        temporary = f"{path}.{uuid.uuid4().hex}"
+        with open(temporary, "w") as handle:
+            handle.write(uuid.uuid4().hex)
+        os.replace(temporary, path)
+        return
     cache.set(VERSION_KEY, uuid.uuid4().hex, timeout=None)
 
 

@@ -28,18 +28,22 @@ from automation.snapshots import diff, snapshot
 
 logger = logging.getLogger("automation.signals")
 
-# The old row's snapshot, stashed on the instance between pre_save and post_save.
+# Stashed on the instance between pre_save and post_save: the old row's snapshot, or a note that
+# no UPDATED rule watched this save (so post_save need not ask the index again).
 OLD_SNAPSHOT_ATTR = "_automation_old_snapshot"
+UNWATCHED_ATTR = "_automation_unwatched"
 DISPATCH_PREFIX = "automation.signals"
 
 
 def read_old_row(sender, instance, raw=False, **kwargs):
     """pre_save: remember the stored row, but only when an UPDATED rule could use it."""
     instance.__dict__.pop(OLD_SNAPSHOT_ATTR, None)
+    instance.__dict__.pop(UNWATCHED_ATTR, None)
     if raw or instance._state.adding or instance.pk is None:
         return
     organization_id = getattr(instance, "organization_id", None)
     if not is_watched(model_label(sender), TriggerEvent.UPDATED, organization_id):
+        instance.__dict__[UNWATCHED_ATTR] = True
         return
     old = sender._base_manager.filter(pk=instance.pk).first()
     if old is not None:
@@ -49,10 +53,13 @@ def read_old_row(sender, instance, raw=False, **kwargs):
 def on_save(sender, instance, created, raw=False, **kwargs):
     """post_save: CREATED or UPDATED (with the changed fields' old and new values)."""
     old = instance.__dict__.pop(OLD_SNAPSHOT_ATTR, None)
+    unwatched = instance.__dict__.pop(UNWATCHED_ATTR, False)
     if raw:
         return
     if created:
         emit_event(instance, TriggerEvent.CREATED)
+        return
+    if unwatched:  # pre_save just asked the index: one lookup per save is enough
         return
     # Without the old row (nothing watched it at pre_save) changes stay unknown (None): rules
     # with watched fields then do not fire, rules without fire on any save.

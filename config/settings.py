@@ -197,6 +197,10 @@ AUTOMATION_MODELS = {
         "writable": ["name"],
     },
 }
+# Where processes learn that rules changed (the rule index version): the Redis cache when there is
+# one, else a file in DATA_DIR (a stat() per lookup), so a separate `run_huey` or shell process on
+# the same machine sees rule changes too, which a process-local cache could not tell it.
+AUTOMATION_RULE_INDEX_VERSION_FILE = None if REDIS_URL else str(DATA_DIR / "rule-index.version")
 AUTOMATION_MAX_CHAIN_DEPTH = env.int("AUTOMATION_MAX_CHAIN_DEPTH", default=5)
 AUTOMATION_WEBHOOK_ALLOW_PRIVATE_NETWORKS = env.bool(
     "AUTOMATION_WEBHOOK_ALLOW_PRIVATE_NETWORKS", default=False

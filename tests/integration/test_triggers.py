@@ -1,5 +1,11 @@
 """Model-event triggers: the receivers, the in-process rule index and its version, loops."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+from unittest import mock
+
 import pytest
 from django.core import serializers
 from django.core.cache import cache
@@ -280,10 +286,10 @@ def test_another_process_sees_a_rule_through_the_cache_version():
     product.save()
     # What a second process holds: an index built before the rule existed, at that version.
     stale_version, stale_index = rule_index._shared.version, rule_index._shared.index
-    assert stale_version == cache.get(rule_index.VERSION_KEY)
+    assert stale_version == rule_index.current_version()
 
     rule = rule_on(organization, TriggerEvent.UPDATED)  # "the first process" commits a rule
-    bumped = cache.get(rule_index.VERSION_KEY)
+    bumped = rule_index.current_version()
     assert bumped != stale_version
 
     def become_the_other_process():
@@ -292,12 +298,11 @@ def test_another_process_sees_a_rule_through_the_cache_version():
 
     # Control: without the bump the stale index is trusted, so the version is what matters.
     become_the_other_process()
-    cache.set(rule_index.VERSION_KEY, stale_version, timeout=None)
-    product.save()
+    with mock.patch.object(rule_index, "current_version", return_value=stale_version):
+        product.save()
     assert fired(rule) == []
 
     become_the_other_process()
-    cache.set(rule_index.VERSION_KEY, bumped, timeout=None)
     product.save()
     assert len(fired(rule)) == 1
 
@@ -313,35 +318,52 @@ def test_a_rule_is_seen_in_its_own_transaction_and_gone_after_a_rollback():
     organization = OrganizationFactory()
     product = ProductFactory(organization=organization)
     product.save()
-    version = cache.get(rule_index.VERSION_KEY)
+    version = rule_index.current_version()
 
     with pytest.raises(RuntimeError), transaction.atomic():
         rule = rule_on(organization, TriggerEvent.UPDATED)
         product.save()
         assert len(fired(rule)) == 1
-        assert cache.get(rule_index.VERSION_KEY) == version  # not bumped before commit
+        assert rule_index.current_version() == version  # not bumped before commit
         raise RuntimeError("rolled back")
 
     # The rolled-back rule is not in any index: the save succeeds and writes no log.
     product.save()
     assert AutomationLog.objects.count() == 0
-    assert cache.get(rule_index.VERSION_KEY) == version
+    assert rule_index.current_version() == version
 
 
 @pytest.mark.django_db(transaction=True)
 def test_changing_conditions_or_actions_bumps_the_version():
     organization = OrganizationFactory()
     rule = rule_on(organization, TriggerEvent.UPDATED)
-    versions = [cache.get(rule_index.VERSION_KEY)]
+    versions = [rule_index.current_version()]
     from tests.factories import RuleActionFactory, RuleConditionFactory
 
     condition = RuleConditionFactory(rule=rule)
-    versions.append(cache.get(rule_index.VERSION_KEY))
+    versions.append(rule_index.current_version())
     RuleActionFactory(rule=rule)
-    versions.append(cache.get(rule_index.VERSION_KEY))
+    versions.append(rule_index.current_version())
     condition.delete()
-    versions.append(cache.get(rule_index.VERSION_KEY))
+    versions.append(rule_index.current_version())
     assert len(set(versions)) == 4
+
+
+def test_a_bump_by_another_process_on_this_machine_is_seen():
+    """Embedded mode keeps the version in a file, distributed mode in Redis: both cross processes."""
+    before = rule_index.current_version()
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import django; django.setup(); "
+            "from automation import rule_index; rule_index.bump_version()",
+        ],
+        check=True,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings"},
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert rule_index.current_version() != before
 
 
 # --- Loops through real saves ----------------------------------------------------------------------
