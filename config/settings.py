@@ -94,6 +94,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=0))
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    if DATABASES["default"]["CONN_MAX_AGE"] == 0 and env.bool("DATABASE_POOL", default=True):
+        # Under ASGI each request may run on another thread, so persistent connections do not
+        # help; psycopg's pool (Django 5.1+) saves a connection set-up per request and per task.
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": 1,
+            "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=10),
+            "timeout": 30,
+        }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

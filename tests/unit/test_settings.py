@@ -101,6 +101,12 @@ def test_urls_mean_distributed_postgres_redis_huey_and_redis_layer(tmp_path):
     assert loaded["channel_layer"] == "channels_redis.pubsub.RedisPubSubChannelLayer"
     assert loaded["channel_hosts"] == ["redis://cache.internal:6380/2"]
     assert loaded["cache"] == "django.core.cache.backends.redis.RedisCache"
+    assert loaded["db_options"]["pool"]["max_size"] == 10, "a connection pool per process"
+
+
+def test_persistent_connections_replace_the_pool(tmp_path):
+    loaded = load_settings(tmp_path, DATABASE_URL="postgres://h/db", CONN_MAX_AGE="60")
+    assert "pool" not in loaded["db_options"], "Django refuses a pool with CONN_MAX_AGE"
 
 
 @pytest.mark.parametrize(
