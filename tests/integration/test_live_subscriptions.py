@@ -296,9 +296,16 @@ async def test_a_burst_from_a_worker_thread_arrives_whole_and_in_order(organizat
 
 
 @pytest.mark.django_db(transaction=False)
-def test_a_message_is_the_state_at_publication(organization, django_capture_on_commit_callbacks):
-    """The engine mutates action entries in place after publishing; the message must not follow."""
+def test_a_message_is_the_state_at_publication(
+    organization, django_capture_on_commit_callbacks, settings
+):
+    """The engine mutates action entries in place after publishing; the message must not follow.
+
+    Read synchronously from the in-memory layer (channels-redis channels live in an event loop).
+    """
     from asgiref.sync import async_to_sync
+
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
     rule = AutomationRuleFactory(organization=organization, actions=[update_description()])
     product = ProductFactory(organization=organization, status="ACTIVE")
