@@ -16,10 +16,8 @@ import time
 
 from django.db import transaction
 
-from automation.choices import RunStatus, TriggerEvent, TriggerType
+from automation.choices import RunStatus
 from automation.models import AutomationLog
-from automation.outbox import create_run
-from automation.snapshots import snapshot
 from bench import data
 from bench.consumer import running_consumer
 from bench.stats import Row, median, wait_until
@@ -30,18 +28,7 @@ FINISHED = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.PARTIAL, RunStatus.
 def _engine_batch(rule, items) -> float:
     started = None
     with transaction.atomic():
-        logs = [
-            create_run(
-                rule,
-                trigger=TriggerType.EVENT,
-                event=TriggerEvent.UPDATED,
-                content_type=rule.content_type,
-                object_id=product.pk,
-                object_snapshot=snapshot(product),
-                changes={"stock": {"old": 0, "new": product.stock}},
-            )
-            for product in items
-        ]
+        logs = data.stock_runs(rule, items)
         started = time.perf_counter()  # the commit enqueues them (on_commit)
     ids = [log.pk for log in logs]
     done = AutomationLog.objects.filter(pk__in=ids, status__in=FINISHED)

@@ -16,10 +16,8 @@ import time
 from django.db import transaction
 from huey.contrib.djhuey import HUEY
 
-from automation.choices import RunStatus, TriggerEvent, TriggerType
+from automation.choices import RunStatus
 from automation.models import AutomationLog
-from automation.outbox import create_run
-from automation.snapshots import snapshot
 from bench import data
 from bench.env import REPO_ROOT
 from bench.stats import Row
@@ -93,18 +91,7 @@ def _raw(env, workers: int, total: int) -> float:
 def _runs(env, rule, items, workers: int) -> float:
     HUEY.flush()
     with transaction.atomic():
-        ids = [
-            create_run(
-                rule,
-                trigger=TriggerType.EVENT,
-                event=TriggerEvent.UPDATED,
-                content_type=rule.content_type,
-                object_id=product.pk,
-                object_snapshot=snapshot(product),
-                changes={"stock": {"old": 0, "new": product.stock}},
-            ).pk
-            for product in items
-        ]
+        ids = [log.pk for log in data.stock_runs(rule, items)]
     done = AutomationLog.objects.filter(pk__in=ids, status__in=FINISHED)
     rate = _rate(env, workers, len(ids), done.count)
     failed = AutomationLog.objects.filter(pk__in=ids, status__in=FINISHED).exclude(

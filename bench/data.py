@@ -13,8 +13,16 @@ from django.contrib.contenttypes.models import ContentType
 from accounts.choices import Role
 from accounts.models import ApiToken, Membership, Organization
 from automation.choices import ActionType, ConditionLogic, Operator, TriggerEvent, TriggerType
-from automation.models import AutomationRule, ConditionGroup, RuleAction, RuleCondition
+from automation.models import (
+    AutomationLog,
+    AutomationRule,
+    ConditionGroup,
+    RuleAction,
+    RuleCondition,
+)
+from automation.outbox import create_run
 from automation.rule_index import rules_changed
+from automation.snapshots import snapshot
 from catalog.models import Product
 
 _counter = itertools.count(1)
@@ -65,6 +73,22 @@ def event_rule(org: Organization, name: str = "Restock note", user=None) -> Auto
         },
         user=user,
     )
+
+
+def stock_runs(rule: AutomationRule, items: list[Product]) -> list[AutomationLog]:
+    """PENDING runs of `rule` as a stock update of each product would make (call in a transaction)."""
+    return [
+        create_run(
+            rule,
+            trigger=TriggerType.EVENT,
+            event=TriggerEvent.UPDATED,
+            content_type=rule.content_type,
+            object_id=product.pk,
+            object_snapshot=snapshot(product),
+            changes={"stock": {"old": 0, "new": product.stock}},
+        )
+        for product in items
+    ]
 
 
 def bulk_rules(
