@@ -1,9 +1,11 @@
-"""Fixed-window attempt counters for obtainToken, kept in Django's cache.
+"""Attempt counters for obtainToken, kept in Django's cache.
 
-The cache is Redis in distributed mode, so every server process shares the counters; in embedded
-mode (one process) the local-memory cache is enough. Every attempt counts, successful or not, and
-the check happens before the password is verified, so parallel guesses cannot slip past the limit.
-The client address is REMOTE_ADDR: behind a reverse proxy, set it from the proxy's header there.
+Each counter's window starts at its first attempt (not at a clock-aligned boundary, which would
+let a guesser spend the limit just before the boundary and again just after it). The cache is
+Redis in distributed mode, so every server process shares the counters; in embedded mode (one
+process) the local-memory cache is enough. Every attempt counts, successful or not, and the check
+happens before the password is verified, so parallel guesses cannot slip past the limit. The
+client address is REMOTE_ADDR: behind a reverse proxy, set it from the proxy's header there.
 """
 
 import hashlib
@@ -15,19 +17,23 @@ from django.core.cache import cache
 from graphql_api.errors import RateLimited
 
 
-def _key(kind: str, value: str, window: int, now: float) -> str:
+def _key(kind: str, value: str) -> str:
     digest = hashlib.sha256(value.encode()).hexdigest()[:32]
-    return f"ratelimit:obtain_token:{kind}:{digest}:{int(now // window)}"
+    return f"ratelimit:obtain_token:{kind}:{digest}"
 
 
-def _hit(key: str, window: int) -> int:
-    # add() is a no-op when the key exists; incr() is atomic in Redis and in locmem.
-    cache.add(key, 0, timeout=window + 1)
+def _hit(key: str, window: int, now: float) -> tuple[int, float]:
+    """Count one attempt; return the count and when this counter's window started."""
+    # add() is a no-op when the key exists; incr() is atomic in Redis and in locmem and keeps the
+    # key's expiry, so the window stays anchored at the first attempt.
+    cache.add(f"{key}:start", now, timeout=window)
+    cache.add(key, 0, timeout=window)
     try:
-        return cache.incr(key)
-    except ValueError:  # expired between add() and incr()
-        cache.add(key, 1, timeout=window + 1)
-        return 1
+        count = cache.incr(key)
+    except ValueError:  # expired between add() and incr(): this attempt opens a new window
+        cache.add(key, 1, timeout=window)
+        count = 1
+    return count, cache.get(f"{key}:start", now)
 
 
 def check_obtain_token(username: str, client_address: str) -> None:
@@ -35,9 +41,11 @@ def check_obtain_token(username: str, client_address: str) -> None:
     limit = settings.OBTAIN_TOKEN_RATE_LIMIT
     attempts, window = int(limit["attempts"]), int(limit["window_seconds"])
     now = time.time()
-    counts = [
-        _hit(_key("user", username.strip().lower(), window, now), window),
-        _hit(_key("addr", client_address or "unknown", window, now), window),
+    hits = [
+        _hit(_key("user", username.strip().lower()), window, now),
+        _hit(_key("addr", client_address or "unknown"), window, now),
     ]
-    if max(counts) > attempts:
-        raise RateLimited(retry_after=max(1, int(window - now % window) + 1))
+    over = [started for count, started in hits if count > attempts]
+    if over:
+        retry_after = max(started + window - now for started in over)
+        raise RateLimited(retry_after=max(1, int(retry_after) + 1))

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import time_machine
 from django.core.cache import cache
 from django.test import Client, override_settings
 
@@ -90,6 +91,22 @@ def test_obtain_token_brute_force_is_rate_limited_per_username(gql):
     assert 1 <= error["extensions"]["retryAfter"] <= 61
     # Even the right password is refused while limited: no token was issued.
     assert not ApiToken.objects.exists()
+
+
+@override_settings(OBTAIN_TOKEN_RATE_LIMIT={"attempts": 3, "window_seconds": 60})
+def test_obtain_token_window_starts_at_the_first_attempt_not_at_a_clock_boundary(gql):
+    UserFactory(username="erin")
+    with time_machine.travel("2026-01-01 12:00:59.5", tick=False) as clock:
+        for attempt in range(3):
+            gql(OBTAIN, {"u": "erin", "p": f"guess{attempt}"})
+        # One second later the clock minute has turned, but the window has not.
+        clock.shift(1)
+        error = gql(OBTAIN, {"u": "erin", "p": "pass-w0rd-long"}).error()
+        assert error["extensions"]["code"] == "RATE_LIMITED"
+        assert 59 <= error["extensions"]["retryAfter"] <= 60
+        # Once the window has passed, the right password works again.
+        clock.shift(60)
+        assert gql(OBTAIN, {"u": "erin", "p": "pass-w0rd-long"}).ok()
 
 
 @override_settings(OBTAIN_TOKEN_RATE_LIMIT={"attempts": 3, "window_seconds": 60})
