@@ -3,8 +3,9 @@
 The life of a run (ARCHITECTURE.md): a PENDING log is claimed with one conditional UPDATE, its
 conditions are evaluated, then its actions run in order. Every state change bumps the log's `seq`,
 is written with a guarded UPDATE (the worker must still own the run) and is published after
-commit. A database action commits in the same transaction as its SUCCEEDED entry, so a run that
-is resumed after its worker died never applies it twice. No exception leaves a log RUNNING.
+commit; the writes are grouped into few transactions (see "Executing a run" below). A database
+action commits in the same transaction as its SUCCEEDED entry, so a run that is resumed after its
+worker died never applies it twice. No exception leaves a log RUNNING.
 """
 
 import contextlib
@@ -114,6 +115,16 @@ def retry_run(log: AutomationLog, *, user=None) -> AutomationLog:
 
 
 # --- Executing a run ----------------------------------------------------------------------------
+#
+# A run's state changes are grouped into as few commits as correctness allows (on SQLite the
+# commits were most of a run's cost):
+#   - the claim commits with the condition trace and the action plan, or with the SKIPPED finish;
+#   - a database action's RUNNING entry, its writes and its result commit together, so a worker
+#     killed mid-action leaves the entry PENDING, like its writes;
+#   - an action with effects outside the database (a webhook) commits RUNNING before the call
+#     goes out, so a crash shows that it may have happened, and its result after;
+#   - the run's finish commits with the last action's result.
+# Every state change still bumps `seq` and is published, in order, after its commit.
 
 
 def claim(log_id: int) -> bool:
@@ -127,40 +138,67 @@ def claim(log_id: int) -> bool:
 
 def execute_run(log_id: int) -> None:
     """Claim and execute one run. Safe to call twice: a second delivery does nothing."""
-    if not claim(log_id):
-        logger.debug("run %s already claimed or finished", log_id)
+    with transaction.atomic():
+        if not claim(log_id):
+            logger.debug("run %s already claimed or finished", log_id)
+            return
+        log = AutomationLog.objects.select_related(
+            "rule__content_type", "content_type", "triggered_by"
+        ).get(pk=log_id)
+        publish_log(log)
+        try:
+            with _step(log):
+                plan = _start(log)
+        except Exception as exc:
+            return _fail(log, exc)
+    if plan is None:
         return
-    log = AutomationLog.objects.select_related("rule", "content_type", "triggered_by").get(
-        pk=log_id
-    )
-    publish_log(log)
     try:
-        _execute(log)
+        _run_actions(log, *plan)
     except LostClaim:
         logger.warning("run %s was taken over by another worker; stopping here", log_id)
     except Exception as exc:
-        logger.exception("run %s failed unexpectedly", log_id)
-        with contextlib.suppress(LostClaim):
-            _finish(log, RunStatus.FAILED, error=f"Internal error: {type(exc).__name__}: {exc}")
+        _fail(log, exc)
 
 
 def execute_dry_run(log: AutomationLog) -> None:
     """Evaluate and render a MANUAL dry run in place; writes nothing but the log."""
     log.status = RunStatus.RUNNING
     log.started_at = timezone.now()
-    _save(log, "status", "started_at", guard=False)
     try:
-        _execute(log)
+        with _step(log):
+            _save(log, "status", "started_at", guard=False)
+            plan = _start(log)
+        if plan is not None:
+            _run_actions(log, *plan)
     except Exception as exc:
-        logger.exception("dry run %s failed unexpectedly", log.pk)
+        _fail(log, exc)
+
+
+@contextlib.contextmanager
+def _step(log: AutomationLog):
+    """One transaction of a run's state changes; a rollback also rolls back the log's `seq`."""
+    seq = log.seq
+    try:
+        with transaction.atomic():
+            yield
+    except BaseException:
+        log.seq = seq
+        raise
+
+
+def _fail(log: AutomationLog, exc: Exception) -> None:
+    """An unexpected error: the run ends FAILED with it (never left RUNNING)."""
+    logger.exception("run %s failed unexpectedly", log.pk, exc_info=exc)
+    with contextlib.suppress(LostClaim), _step(log):
         _finish(log, RunStatus.FAILED, error=f"Internal error: {type(exc).__name__}: {exc}")
 
 
-def _execute(log: AutomationLog) -> None:
+def _start(log: AutomationLog) -> tuple[RunContext, list] | None:
+    """Check the rule, evaluate the conditions and record the plan; None when the run is over."""
     from automation.conditions import evaluate_conditions
 
-    rule = AutomationRule.objects.select_related("content_type").get(pk=log.rule_id)
-    log.rule = rule
+    rule = log.rule
     if rule.deleted_at is not None:
         return _finish(log, RunStatus.SKIPPED, error="The rule was deleted before the run started.")
     if not rule.is_active and log.trigger != TriggerType.MANUAL:
@@ -169,7 +207,6 @@ def _execute(log: AutomationLog) -> None:
         )
     log.rule_revision = rule.revision
     ctx = _context(log, rule)
-
     actions = list(rule.actions.order_by("order", "id"))
     resuming = bool(log.action_logs) and log.conditions_met
     if not resuming:
@@ -188,26 +225,116 @@ def _execute(log: AutomationLog) -> None:
             "action_logs",
             guard=not log.dry_run,
         )
+    # The rule may have gained actions since the run started: keep to the recorded plan.
+    return ctx, actions[: len(log.action_logs)]
 
-    stopped_by_failure = False
-    failures = 0
+
+def _run_actions(log: AutomationLog, ctx: RunContext, actions: list) -> None:
+    """Run the plan's unfinished actions in order, then finish the run."""
+    from automation.actions import get_handler
+
+    failures, stopped, todo = 0, False, []
     for index, action in enumerate(actions):
-        if index >= len(log.action_logs):
-            break  # the rule gained actions since the run started: keep to the recorded plan
         entry = log.action_logs[index]
-        if entry["status"] in FINISHED_ACTION_STATUSES:  # resumed run: already done
+        if entry["status"] in FINISHED_ACTION_STATUSES:  # a resumed run: already done
             ctx.results[index] = entry.get("result")
-            failures += entry["status"] == ActionStatus.FAILED
-            continue
-        if stopped_by_failure:
-            _set_entry(log, entry, status=ActionStatus.SKIPPED, error="An earlier action failed.")
-            continue
-        succeeded = _run_action(log, entry, action, index, ctx)
-        if not succeeded:
-            failures += 1
-            if not action.continue_on_failure:
-                stopped_by_failure = True
-    if stopped_by_failure:
+            if entry["status"] == ActionStatus.FAILED:
+                failures += 1
+                stopped = stopped or not action.continue_on_failure
+        else:
+            todo.append(index)
+    if stopped or not todo:
+        with _step(log):
+            return _conclude(log, failures, stopped)
+
+    for position, index in enumerate(todo):
+        action, entry = actions[index], log.action_logs[index]
+        handler = get_handler(action.action_type)
+        outside_effects = not handler.writes_database and not log.dry_run
+        if outside_effects:
+            with _step(log):
+                started = _begin(log, entry)
+            outcome = _call(log, entry, action, index, ctx, handler)
+        with _step(log):
+            if not outside_effects:
+                started = _begin(log, entry)
+                outcome = _call(log, entry, action, index, ctx, handler)
+            status, result, error = outcome
+            _set_entry(
+                log,
+                entry,
+                status=status,
+                result=result,
+                error=error,
+                finished_at=timezone.now().isoformat(),
+                duration_ms=round((time.monotonic() - started) * 1000, 3),
+            )
+            if status == ActionStatus.SUCCEEDED:
+                ctx.results[index] = result
+            else:
+                failures += 1
+                stopped = not action.continue_on_failure
+            if stopped or position == len(todo) - 1:
+                return _conclude(log, failures, stopped)
+
+
+def _begin(log: AutomationLog, entry: dict) -> float:
+    """Mark an action RUNNING (a new attempt); returns its start on the monotonic clock."""
+    entry.update(status=ActionStatus.RUNNING, started_at=timezone.now().isoformat(), error=None)
+    if not log.dry_run:
+        entry["attempt"] = entry.get("attempt", 0) + 1
+    _set_entry(log, entry)
+    return time.monotonic()
+
+
+def _call(log, entry, action, index, ctx, handler) -> tuple[str, object, str | None]:
+    """Execute (or dry-run) one action: (status, result, error).
+
+    A database action runs in a savepoint, so a failure leaves none of its writes behind.
+    """
+    from automation.actions import ActionError
+
+    ctx.action_order = index
+
+    def on_attempt(attempt: int) -> None:
+        if attempt != entry["attempt"]:
+            _set_entry(log, entry, attempt=attempt)
+
+    try:
+        if log.dry_run:
+            return ActionStatus.SUCCEEDED, handler.dry_run(action.parameters, ctx), None
+        chain = Chain(
+            log_id=log.pk,
+            root_log_id=log.root_log_id or log.pk,
+            depth=log.depth,
+            rule_id=log.rule_id,
+            rule_names=(*(log.context or {}).get("chain", ()), log.rule.name),
+            user_id=log.triggered_by_id,
+        )
+        with running(chain), acting_as(log.triggered_by):
+            if handler.writes_database:
+                with transaction.atomic():
+                    return ActionStatus.SUCCEEDED, handler.execute(action.parameters, ctx), None
+            result = handler.execute(action.parameters, ctx, on_attempt=on_attempt)
+            return ActionStatus.SUCCEEDED, result, None
+    except LostClaim:
+        raise
+    except ActionError as exc:
+        return ActionStatus.FAILED, exc.result, str(exc)
+    except Exception as exc:
+        logger.exception("action %s of run %s failed unexpectedly", index, log.pk)
+        return ActionStatus.FAILED, None, f"Internal error: {type(exc).__name__}: {exc}"
+
+
+def _conclude(log: AutomationLog, failures: int, stopped: bool) -> None:
+    """Skip what a failure stopped, then finish with the run's overall status."""
+    if stopped:
+        for entry in log.action_logs:
+            if entry["status"] not in FINISHED_ACTION_STATUSES:
+                _set_entry(
+                    log, entry, status=ActionStatus.SKIPPED, error="An earlier action failed."
+                )
+    if stopped:
         status = RunStatus.FAILED
     elif failures:
         status = RunStatus.PARTIAL
@@ -246,68 +373,6 @@ def _new_entry(index: int, action) -> dict:
         "result": None,
         "error": None,
     }
-
-
-def _run_action(log, entry, action, index, ctx) -> bool:
-    """Run one action and record it; True when it succeeded."""
-    from automation.actions import ActionError, get_handler
-
-    started = time.monotonic()
-    entry.update(status=ActionStatus.RUNNING, started_at=timezone.now().isoformat(), error=None)
-    if not log.dry_run:
-        entry["attempt"] = entry.get("attempt", 0) + 1
-    _set_entry(log, entry)
-    ctx.action_order = index
-    handler = get_handler(action.action_type)
-
-    def on_attempt(attempt: int) -> None:
-        if attempt != entry["attempt"]:
-            entry["attempt"] = attempt
-            _set_entry(log, entry)
-
-    def finished(status, result=None, error=None):
-        entry.update(
-            status=status,
-            result=result,
-            error=error,
-            finished_at=timezone.now().isoformat(),
-            duration_ms=round((time.monotonic() - started) * 1000, 3),
-        )
-        _set_entry(log, entry)
-
-    try:
-        if log.dry_run:
-            result = handler.dry_run(action.parameters, ctx)
-            finished(ActionStatus.SUCCEEDED, result=result)
-        else:
-            chain = Chain(
-                log_id=log.pk,
-                root_log_id=log.root_log_id or log.pk,
-                depth=log.depth,
-                rule_id=log.rule_id,
-                rule_names=(*(log.context or {}).get("chain", ()), log.rule.name),
-                user_id=log.triggered_by_id,
-            )
-            with running(chain), acting_as(log.triggered_by):
-                if handler.writes_database:
-                    # The write and its SUCCEEDED entry commit together, or neither does.
-                    with transaction.atomic():
-                        result = handler.execute(action.parameters, ctx)
-                        finished(ActionStatus.SUCCEEDED, result=result)
-                else:
-                    result = handler.execute(action.parameters, ctx, on_attempt=on_attempt)
-                    finished(ActionStatus.SUCCEEDED, result=result)
-    except LostClaim:
-        raise
-    except ActionError as exc:
-        finished(ActionStatus.FAILED, result=exc.result, error=str(exc))
-        return False
-    except Exception as exc:
-        logger.exception("action %s of run %s failed unexpectedly", index, log.pk)
-        finished(ActionStatus.FAILED, error=f"Internal error: {type(exc).__name__}: {exc}")
-        return False
-    ctx.results[index] = entry["result"]
-    return True
 
 
 def _set_entry(log, entry, **changes) -> None:

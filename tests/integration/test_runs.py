@@ -284,7 +284,8 @@ def test_killed_worker_resumes_without_reapplying_a_finished_database_action(
         execute_run(log.pk)
     log.refresh_from_db()
     assert log.status == RunStatus.RUNNING
-    assert [e["status"] for e in log.action_logs] == [ActionStatus.SUCCEEDED, ActionStatus.RUNNING]
+    # The killed action's RUNNING state rolled back with its writes: it is still to do.
+    assert [e["status"] for e in log.action_logs] == [ActionStatus.SUCCEEDED, ActionStatus.PENDING]
 
     monkeypatch.setattr(actions, "get_handler", real_get_handler)
     assert runs.sweep()["revived"] == 0, "a fresh heartbeat is not stale"
@@ -301,9 +302,49 @@ def test_killed_worker_resumes_without_reapplying_a_finished_database_action(
     log.refresh_from_db()
     assert log.status == RunStatus.SUCCEEDED
     assert Category.objects.filter(name__startswith="Made by").count() == 1, "action 0 ran once"
-    assert [e["attempt"] for e in log.action_logs] == [1, 2]
+    assert [e["attempt"] for e in log.action_logs] == [1, 1]
     product.refresh_from_db()
     assert product.description == "second action ran"
+
+
+def test_a_worker_killed_before_the_plan_leaves_the_run_pending(
+    organization, product, monkeypatch
+):
+    """The claim commits with the plan: a run that dies before it is simply still to do."""
+    rule = AutomationRuleFactory(organization=organization, actions=[update_description()])
+    log = pending_run(rule, product)
+
+    def killed(rule, ctx, tree=None):
+        raise WorkerKilled
+
+    monkeypatch.setattr("automation.conditions.evaluate_conditions", killed)
+    with pytest.raises(WorkerKilled):
+        execute_run(log.pk)
+    stored = AutomationLog.objects.get(pk=log.pk)
+    assert (stored.status, stored.seq, stored.started_at) == (RunStatus.PENDING, log.seq, None)
+
+    monkeypatch.undo()
+    execute_run(log.pk)
+    stored.refresh_from_db()
+    assert stored.status == RunStatus.SUCCEEDED
+
+
+def test_a_resumed_run_after_a_stopping_failure_skips_the_rest(organization, product):
+    rule = AutomationRuleFactory(
+        organization=organization, actions=[update_description("first"), create_category()]
+    )
+    log = pending_run(rule, product)
+    # As a worker that died between recording the failure and finishing would have left it.
+    entries = [
+        {"order": 0, "action_type": "UPDATE_RECORD", "status": "FAILED", "attempt": 1},
+        {"order": 1, "action_type": "CREATE_RECORD", "status": "PENDING", "attempt": 0},
+    ]
+    AutomationLog.objects.filter(pk=log.pk).update(conditions_met=True, action_logs=entries)
+    execute_run(log.pk)
+    log.refresh_from_db()
+    assert log.status == RunStatus.FAILED
+    assert [e["status"] for e in log.action_logs] == [ActionStatus.FAILED, ActionStatus.SKIPPED]
+    assert not Category.objects.filter(name__startswith="Made by").exists()
 
 
 def test_a_worker_that_lost_its_claim_stops_writing(organization, product, monkeypatch):
