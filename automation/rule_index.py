@@ -5,14 +5,13 @@ organization?". Answering with a query would tax every write in the system, so e
 the answer in memory, keyed by (model label, event) then organization, and rebuilds it (one query)
 only when the rules changed.
 
-"The rules changed" is a version token: in Redis (Django's cache) in distributed mode, else in a
-file of the data directory (settings.AUTOMATION_RULE_INDEX_VERSION_FILE, one stat() a lookup), so
-a rule created through one process is seen on the next save handled by any other process or
-worker, a separate `run_huey` of the embedded mode included. A change to a rule, its conditions or its actions bumps
+"The rules changed" is a version token: in Redis in distributed mode, else in a file of the data
+directory (settings.AUTOMATION_RULE_INDEX_VERSION_FILE, one stat() a lookup), so a rule created
+through one process is seen on the next save handled by any other process or worker, a separate
+`run_huey` of the embedded mode included. A change to a rule, its conditions or its actions bumps
 the token when its transaction commits (`rules_changed`, called by the receivers in signals.py).
-Reading the token is one cache GET (or stat) per lookup, never SQL. While the cache cannot be read
-(Redis down) each lookup reads the rules from the database instead, so writes go on during the
-outage.
+Reading the token is one Redis GET (or stat) per lookup, never SQL. While Redis does not answer,
+each lookup reads the rules from the database instead, so writes go on during the outage.
 
 Inside the transaction that changes rules, other processes must not see the change yet, but that
 transaction itself should (a rule created and a record saved in the same transaction, as tests and
@@ -30,9 +29,9 @@ import threading
 import uuid
 from dataclasses import dataclass
 
+import redis
 from asgiref.local import Local
 from django.conf import settings
-from django.core.cache import cache
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 
 from automation.choices import TriggerType
@@ -117,10 +116,10 @@ def _current_index() -> Index:
     try:
         version = current_version()
     except Exception:
-        # The cache (Redis) is down: the version is unknown, so the shared index may be stale.
+        # Redis is down: the version is unknown, so the shared index may be stale.
         # Answer from the database instead of failing the caller's write; the run's PENDING log
         # still commits with it, and the sweeper enqueues it once the broker is back.
-        logger.warning("rule index version unreadable (cache down); reading the rules from SQL")
+        logger.warning("rule index version unreadable (Redis down); reading the rules from SQL")
         return _build()
     if version != _shared.version:
         with _shared.lock:
@@ -205,12 +204,36 @@ def current_version() -> str:
     path = settings.AUTOMATION_RULE_INDEX_VERSION_FILE
     if path:
         return _file_version(path)
-    version = cache.get(VERSION_KEY)
+    client = _redis()
+    version = client.get(VERSION_KEY)
     if version is None:
-        # Never set, evicted or flushed: start a new version, so every process rebuilds.
-        cache.add(VERSION_KEY, uuid.uuid4().hex, timeout=None)
-        version = cache.get(VERSION_KEY)
-    return version
+        # Never set or flushed: start a new version, so every process rebuilds.
+        client.set(VERSION_KEY, uuid.uuid4().hex, nx=True)
+        version = client.get(VERSION_KEY)
+    return version.decode()
+
+
+_client_lock = threading.Lock()
+_client: tuple[str, redis.Redis] | None = None
+
+
+def _redis() -> redis.Redis:
+    """This process's Redis client for the version (its pool is shared by threads).
+
+    A plain redis-py client, not Django's cache: the read is on every save, and the cache API
+    costs about four times the round trip itself (a client object and key handling per call).
+    Short timeouts: while Redis does not answer, lookups fall back to SQL instead of hanging.
+    """
+    global _client
+    url = settings.REDIS_URL
+    client = _client
+    if client is None or client[0] != url:
+        with _client_lock:
+            client = _client = (
+                url,
+                redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2),
+            )
+    return client[1]
 
 
 def _file_version(path: str) -> str:
@@ -233,7 +256,7 @@ def bump_version() -> None:
             handle.write(uuid.uuid4().hex)
         os.replace(temporary, path)
         return
-    cache.set(VERSION_KEY, uuid.uuid4().hex, timeout=None)
+    _redis().set(VERSION_KEY, uuid.uuid4().hex)
 
 
 def rules_changed() -> None:

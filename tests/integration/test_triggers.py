@@ -1,12 +1,14 @@
 """Model-event triggers: the receivers, the in-process rule index and its version, loops."""
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 from unittest import mock
 
 import pytest
+import redis
 from django.core import serializers
 from django.core.cache import cache
 from django.db import connection, transaction
@@ -364,6 +366,25 @@ def test_a_bump_by_another_process_on_this_machine_is_seen():
         cwd=Path(__file__).resolve().parents[2],
     )
     assert rule_index.current_version() != before
+
+
+@pytest.mark.django_db(transaction=True)
+def test_while_redis_does_not_answer_saves_read_the_rules_from_sql(settings):
+    organization = OrganizationFactory()
+    product = ProductFactory(organization=organization)
+    rule = rule_on(organization, TriggerEvent.UPDATED)
+    # Distributed mode's version store, on a port where nothing listens.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    settings.AUTOMATION_RULE_INDEX_VERSION_FILE = None
+    settings.REDIS_URL = f"redis://127.0.0.1:{closed_port}/0"
+    rule_index.reset_local_state()
+    with pytest.raises(redis.ConnectionError):
+        rule_index.current_version()
+
+    product.save()  # the write succeeds, and the rule still fires
+    assert len(fired(rule)) == 1
 
 
 # --- Loops through real saves ----------------------------------------------------------------------
