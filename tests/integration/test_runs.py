@@ -307,9 +307,7 @@ def test_killed_worker_resumes_without_reapplying_a_finished_database_action(
     assert product.description == "second action ran"
 
 
-def test_a_worker_killed_before_the_plan_leaves_the_run_pending(
-    organization, product, monkeypatch
-):
+def test_a_worker_killed_before_the_plan_leaves_the_run_pending(organization, product, monkeypatch):
     """The claim commits with the plan: a run that dies before it is simply still to do."""
     rule = AutomationRuleFactory(organization=organization, actions=[update_description()])
     log = pending_run(rule, product)
