@@ -45,7 +45,7 @@ class ResolvedPath:
 
 
 def model_label(model) -> str:
-    return f"{model._meta.app_label}.{model._meta.model_name}"
+    return model._meta.label_lower
 
 
 @functools.cache
