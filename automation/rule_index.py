@@ -5,13 +5,13 @@ organization?". Answering with a query would tax every write in the system, so e
 the answer in memory, keyed by (model label, event) then organization, and rebuilds it (one query)
 only when the rules changed.
 
-"The rules changed" is a version token: in Redis in distributed mode, else in a file of the data
-directory (settings.AUTOMATION_RULE_INDEX_VERSION_FILE, one stat() a lookup), so a rule created
-through one process is seen on the next save handled by any other process or worker, a separate
-`run_huey` of the embedded mode included. A change to a rule, its conditions or its actions bumps
-the token when its transaction commits (`rules_changed`, called by the receivers in signals.py).
-Reading the token is one Redis GET (or stat) per lookup, never SQL. While Redis does not answer,
-each lookup reads the rules from the database instead, so writes go on during the outage.
+"The rules changed" is a version token (automation/rule_version.py: a file embedded, a Redis key
+whose changes Redis pushes to each process distributed), so a rule created through one process is
+seen on the next save handled by any other process or worker, a separate `run_huey` of the
+embedded mode included. A change to a rule, its conditions or its actions bumps the token when its
+transaction commits (`rules_changed`, called by the receivers in signals.py). Reading the token
+costs no SQL and, most of the time, no round trip. While Redis does not answer, each lookup reads
+the rules from the database instead, so writes go on during the outage.
 
 Inside the transaction that changes rules, other processes must not see the change yet, but that
 transaction itself should (a rule created and a record saved in the same transaction, as tests and
@@ -24,21 +24,17 @@ the scheduler's updates of next_run_at / last_run_at need not, since the index d
 """
 
 import logging
-import os
 import threading
-import uuid
 from dataclasses import dataclass
 
-import redis
-from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 
+from automation import rule_version
 from automation.choices import TriggerType
 from automation.models import AutomationRule
+from automation.rule_version import bump_version, current_version
 
 logger = logging.getLogger("automation.rule_index")
-
-VERSION_KEY = "automation:rule-index-version"
 
 
 @dataclass(frozen=True)
@@ -206,69 +202,6 @@ def _build() -> Index:
     return index
 
 
-# --- The version --------------------------------------------------------------------------------
-
-
-def current_version() -> str | tuple:
-    """The rules' version token: compare it for equality only."""
-    path = settings.AUTOMATION_RULE_INDEX_VERSION_FILE
-    if path:
-        return _file_version(path)
-    client = _redis()
-    version = client.get(VERSION_KEY)
-    if version is None:
-        # Never set or flushed: start a new version, so every process rebuilds.
-        client.set(VERSION_KEY, uuid.uuid4().hex, nx=True)
-        version = client.get(VERSION_KEY)
-    return version.decode()
-
-
-_client_lock = threading.Lock()
-_client: tuple[str, redis.Redis] | None = None
-
-
-def _redis() -> redis.Redis:
-    """This process's Redis client for the version (its pool is shared by threads).
-
-    A plain redis-py client, not Django's cache: the read is on every save, and the cache API
-    costs about four times the round trip itself (a client object and key handling per call).
-    Short timeouts: while Redis does not answer, lookups fall back to SQL instead of hanging.
-    """
-    global _client
-    url = settings.REDIS_URL
-    client = _client
-    if client is None or client[0] != url:
-        with _client_lock:
-            client = _client = (
-                url,
-                redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2),
-            )
-    return client[1]
-
-
-def _file_version(path: str) -> tuple:
-    """The version file's identity: every bump replaces the file, so its inode and time change."""
-    try:
-        stat = os.stat(path)
-    except FileNotFoundError:
-        bump_version()
-        stat = os.stat(path)
-    return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-
-
-def bump_version() -> None:
-    """Tell every process that the rules changed (they rebuild on their next lookup)."""
-    path = settings.AUTOMATION_RULE_INDEX_VERSION_FILE
-    if path:
-        # Written beside it, then renamed over it: readers see the old file or the new one.
-        temporary = f"{path}.{uuid.uuid4().hex}"
-        with open(temporary, "w") as handle:
-            handle.write(uuid.uuid4().hex)
-        os.replace(temporary, path)
-        return
-    _redis().set(VERSION_KEY, uuid.uuid4().hex)
-
-
 def rules_changed() -> None:
     """Record a change to rules: bump the shared version on commit, and let the changing
     transaction see its own change at once through a private index.
@@ -298,6 +231,7 @@ def rules_changed() -> None:
 
 def reset_local_state() -> None:
     """Forget this process's index (tests: behave like a process that just started)."""
+    rule_version.reset()
     with _shared.lock:
         _shared.version = None
         _shared.index = {}

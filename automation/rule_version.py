@@ -1,0 +1,212 @@
+"""The rule index's version token: "have the rules changed since I built my index?"
+
+Read on every save of an automatable model, so it must cost (almost) nothing, and a change made
+through one process must be seen by the next save any other process handles.
+
+Embedded mode (no Redis): a file in the data directory, replaced on every bump; a lookup is one
+`stat()`, which a separate `run_huey` or shell process sees as well.
+
+Distributed mode: a key in Redis. Asking Redis on every save (one round trip, ~50-100 us) was a
+third of an unwatched save on PostgreSQL, so each process keeps the value it last read and lets
+Redis tell it when the key changes: one connection per process has Redis report every write to
+the key (CLIENT TRACKING in broadcast mode, redirected to itself, subscribed to the invalidation
+channel). A lookup polls that socket (no round trip) and reads the key again only after a change
+message, or when in doubt: before the connection is up, after it failed (Redis restarted), after
+a fork, or on a Redis without CLIENT TRACKING (before 6.0). A change message leaves Redis with
+the writer's own reply, so by the time the writer has told anyone about its new rule, the other
+processes have it in their socket. This process's own bumps forget the known value at once.
+"""
+
+import logging
+import os
+import threading
+import time
+import uuid
+
+import redis
+from django.conf import settings
+
+logger = logging.getLogger("automation.rule_index")
+
+VERSION_KEY = "automation:rule-index-version"
+INVALIDATION_CHANNEL = "__redis__:invalidate"
+RECONNECT_EVERY_SECONDS = 1.0
+
+
+def current_version() -> str | tuple:
+    """The rules' version token: compare it for equality only. Raises while Redis is down."""
+    path = settings.AUTOMATION_RULE_INDEX_VERSION_FILE
+    if path:
+        return _file_version(path)
+    return _watch().version(_redis())
+
+
+def bump_version() -> None:
+    """Tell every process that the rules changed (they rebuild on their next lookup)."""
+    path = settings.AUTOMATION_RULE_INDEX_VERSION_FILE
+    if path:
+        # Written beside it, then renamed over it: readers see the old file or the new one.
+        temporary = f"{path}.{uuid.uuid4().hex}"
+        with open(temporary, "w") as handle:
+            handle.write(uuid.uuid4().hex)
+        os.replace(temporary, path)
+        return
+    _redis().set(VERSION_KEY, uuid.uuid4().hex)
+    _watch().forget()
+
+
+def _file_version(path: str) -> tuple:
+    """The version file's identity: every bump replaces the file, so its inode and time change."""
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        bump_version()
+        stat = os.stat(path)
+    return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+
+def _read(client: redis.Redis) -> str:
+    """One round trip (two the very first time, when the key does not exist yet)."""
+    version = client.get(VERSION_KEY)
+    if version is None:
+        # Never set or flushed: start a new version, so every process rebuilds.
+        client.set(VERSION_KEY, uuid.uuid4().hex, nx=True)
+        version = client.get(VERSION_KEY)
+    return version.decode()
+
+
+class VersionWatch:
+    """The Redis version as last read, valid until Redis reports a change to the key."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.pid = os.getpid()
+        self._lock = threading.Lock()
+        self._connection: redis.Connection | None = None
+        self._known: str | None = None
+        self._connect_after = 0.0
+        self._unsupported = False
+        self.client_id: int | None = None  # of the watching connection, as Redis knows it
+
+    def version(self, client: redis.Redis) -> str:
+        with self._lock:
+            if self._changed():
+                self._known = None
+            if self._known is not None:
+                return self._known
+            version = _read(client)
+            # Keep it only if no change message arrived while the GET was on its way.
+            if not self._changed():
+                self._known = version
+            return version
+
+    def forget(self) -> None:
+        with self._lock:
+            self._known = None
+
+    @property
+    def watching(self) -> bool:
+        return self._connection is not None
+
+    def _changed(self) -> bool:
+        """Read what Redis pushed; True when the known version may be stale (or nothing is known)."""
+        if self._connection is None:
+            self._connect()
+            return True
+        try:
+            changed = False
+            while self._connection.can_read(timeout=0):
+                self._connection.read_response()  # any message: the key changed, or a flush
+                changed = True
+            return changed
+        except (redis.RedisError, OSError):
+            logger.warning("rule index: lost the Redis change feed; reading the version per save")
+            self._close()
+            return True
+
+    def _connect(self) -> None:
+        if self._unsupported or time.monotonic() < self._connect_after:
+            return
+        self._connect_after = time.monotonic() + RECONNECT_EVERY_SECONDS
+        # A pool of its own, for one connection that is never given back. RESP2: a subscribed
+        # connection then gets plain pub/sub messages.
+        pool = redis.ConnectionPool.from_url(
+            self.url, protocol=2, socket_timeout=2, socket_connect_timeout=2
+        )
+        try:
+            connection = pool.get_connection()
+            client_id = self._call(connection, "CLIENT", "ID")
+            self._call(
+                connection,
+                "CLIENT",
+                "TRACKING",
+                "ON",
+                "REDIRECT",
+                client_id,
+                "BCAST",
+                "PREFIX",
+                VERSION_KEY,
+            )
+            self._call(connection, "SUBSCRIBE", INVALIDATION_CHANNEL)
+        except redis.ResponseError as exc:
+            logger.warning("rule index: Redis cannot report changes (%s); one GET per save", exc)
+            self._unsupported = True
+            pool.disconnect()
+        except (redis.RedisError, OSError):
+            pool.disconnect()  # Redis is down: a GET will say so; try again later
+        else:
+            self._connection, self.client_id = connection, client_id
+
+    @staticmethod
+    def _call(connection: redis.Connection, *command):
+        connection.send_command(*command)
+        return connection.read_response()
+
+    def _close(self) -> None:
+        if self._connection is not None:
+            self._connection.disconnect()
+            self._connection = None
+        self._known = None
+
+
+_lock = threading.Lock()
+_client: tuple[str, redis.Redis] | None = None
+_current_watch: VersionWatch | None = None
+
+
+def _redis() -> redis.Redis:
+    """This process's Redis client for the version (its pool is shared by threads).
+
+    A plain redis-py client, not Django's cache, whose API costs about four times the round trip
+    itself (a client object and key handling per call). Short timeouts: while Redis does not
+    answer, lookups fall back to SQL (rule_index) instead of hanging.
+    """
+    global _client
+    url = settings.REDIS_URL
+    client = _client
+    if client is None or client[0] != url:
+        with _lock:
+            client = _client = (
+                url,
+                redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2),
+            )
+    return client[1]
+
+
+def _watch() -> VersionWatch:
+    """This process's watch (a forked child must not share its parent's socket)."""
+    global _current_watch
+    watch = _current_watch
+    if watch is None or watch.url != settings.REDIS_URL or watch.pid != os.getpid():
+        with _lock:
+            watch = _current_watch = VersionWatch(settings.REDIS_URL)
+    return watch
+
+
+def reset() -> None:
+    """Forget the watch (tests: behave like a process that just started)."""
+    global _current_watch
+    with _lock:
+        if _current_watch is not None and _current_watch.pid == os.getpid():
+            _current_watch._close()
+        _current_watch = None
