@@ -116,8 +116,9 @@ def retry_run(log: AutomationLog, *, user=None) -> AutomationLog:
 
 # --- Executing a run ----------------------------------------------------------------------------
 #
-# A run's state changes are grouped into as few commits as correctness allows (on SQLite the
-# commits were most of a run's cost):
+# A run's state changes are grouped into as few transactions as correctness allows (on SQLite the
+# commits, on PostgreSQL the round trips, were most of a run's cost), and each transaction writes
+# the log once, at its end (RunWriter.step):
 #   - the claim commits with the condition trace and the action plan, or with the SKIPPED finish;
 #   - a database action's RUNNING entry, its writes and its result commit together, so a worker
 #     killed mid-action leaves the entry PENDING, like its writes;
@@ -127,83 +128,141 @@ def retry_run(log: AutomationLog, *, user=None) -> AutomationLog:
 # Every state change still bumps `seq` and is published, in order, after its commit.
 
 
-def claim(log_id: int) -> bool:
-    """PENDING -> RUNNING with one conditional UPDATE; False when someone else has it."""
-    now = timezone.now()
-    claimed = AutomationLog.objects.filter(
-        pk=log_id, status=RunStatus.PENDING, dry_run=False
-    ).update(status=RunStatus.RUNNING, heartbeat_at=now, seq=F("seq") + 1, started_at=now)
-    return claimed == 1
+class RunWriter:
+    """A run's log and the state changes not written yet.
+
+    `change` records a state change (seq + 1) and publishes it after commit; `step` is one
+    transaction whose changes are written with a single guarded UPDATE at its end: only while the
+    row still has the seq and status this worker last wrote (else LostClaim, and the whole step,
+    a database action's writes included, rolls back). Dry runs are not guarded: nobody else runs
+    them.
+    """
+
+    def __init__(self, log: AutomationLog):
+        self.log = log
+        self.fields: set[str] = set()
+        self.stored_seq = log.seq
+        self.stored_status = log.status
+
+    def change(self, *fields: str) -> None:
+        self.fields.update(fields)
+        self.log.seq += 1
+        if fields != ("action_logs",):  # action progress is published as action events
+            publish_log(self.log)
+
+    @contextlib.contextmanager
+    def step(self):
+        try:
+            with transaction.atomic():
+                yield
+                self.flush()
+        except BaseException:
+            self.rollback()
+            raise
+
+    def rollback(self) -> None:
+        """The step's transaction rolled back: forget what it changed."""
+        self.log.seq = self.stored_seq
+        self.fields.clear()
+
+    def flush(self) -> None:
+        if not self.fields:
+            return
+        log = self.log
+        now = timezone.now()
+        query = AutomationLog.objects.filter(pk=log.pk)
+        if not log.dry_run:
+            query = query.filter(seq=self.stored_seq, status=self.stored_status)
+        values = {name: getattr(log, name) for name in self.fields}
+        if query.update(seq=log.seq, heartbeat_at=now, **values) != 1:
+            raise LostClaim(log.pk)
+        log.heartbeat_at = now
+        self.stored_seq, self.stored_status = log.seq, log.status
+        self.fields.clear()
+
+
+def claim(log_id: int) -> AutomationLog | None:
+    """The PENDING run, locked for this transaction (None when someone else has it or had it)."""
+    return (
+        AutomationLog.objects.select_for_update(skip_locked=True, of=("self",))
+        .select_related("rule__content_type", "content_type", "triggered_by")
+        .filter(pk=log_id, status=RunStatus.PENDING, dry_run=False)
+        .first()
+    )
 
 
 def execute_run(log_id: int) -> None:
     """Claim and execute one run. Safe to call twice: a second delivery does nothing."""
-    with transaction.atomic():
-        if not claim(log_id):
-            logger.debug("run %s already claimed or finished", log_id)
-            return
-        log = AutomationLog.objects.select_related(
-            "rule__content_type", "content_type", "triggered_by"
-        ).get(pk=log_id)
-        publish_log(log)
-        try:
-            with _step(log):
-                plan = _start(log)
-        except Exception as exc:
-            return _fail(log, exc)
+    writer = None
+    try:
+        with transaction.atomic():
+            log = claim(log_id)
+            if log is None:
+                logger.debug("run %s already claimed or finished", log_id)
+                return
+            writer = RunWriter(log)
+            log.status = RunStatus.RUNNING
+            log.started_at = timezone.now()
+            writer.change("status", "started_at")
+            plan = _start(writer)
+            writer.flush()
+    except Exception as exc:
+        if writer is None:
+            raise
+        # Nothing of the claim's transaction was written (on PostgreSQL the error may have
+        # aborted it): claim again, to record the failure.
+        writer.rollback()
+        with transaction.atomic():
+            if claim(log_id) is not None:
+                writer.change("status", "started_at")
+                _fail(writer, exc)
+        return
     if plan is None:
         return
     try:
-        _run_actions(log, *plan)
+        _run_actions(writer, *plan)
     except LostClaim:
         logger.warning("run %s was taken over by another worker; stopping here", log_id)
     except Exception as exc:
-        _fail(log, exc)
+        _fail(writer, exc)
 
 
 def execute_dry_run(log: AutomationLog) -> None:
     """Evaluate and render a MANUAL dry run in place; writes nothing but the log."""
+    writer = RunWriter(log)
     log.status = RunStatus.RUNNING
     log.started_at = timezone.now()
     try:
-        with _step(log):
-            _save(log, "status", "started_at", guard=False)
-            plan = _start(log)
+        with writer.step():
+            writer.change("status", "started_at")
+            plan = _start(writer)
         if plan is not None:
-            _run_actions(log, *plan)
+            _run_actions(writer, *plan)
     except Exception as exc:
-        _fail(log, exc)
+        writer.change("status", "started_at")
+        _fail(writer, exc)
 
 
-@contextlib.contextmanager
-def _step(log: AutomationLog):
-    """One transaction of a run's state changes; a rollback also rolls back the log's `seq`."""
-    seq = log.seq
-    try:
-        with transaction.atomic():
-            yield
-    except BaseException:
-        log.seq = seq
-        raise
-
-
-def _fail(log: AutomationLog, exc: Exception) -> None:
+def _fail(writer: RunWriter, exc: Exception) -> None:
     """An unexpected error: the run ends FAILED with it (never left RUNNING)."""
-    logger.exception("run %s failed unexpectedly", log.pk, exc_info=exc)
-    with contextlib.suppress(LostClaim), _step(log):
-        _finish(log, RunStatus.FAILED, error=f"Internal error: {type(exc).__name__}: {exc}")
+    logger.exception("run %s failed unexpectedly", writer.log.pk, exc_info=exc)
+    with contextlib.suppress(LostClaim), writer.step():
+        _finish(writer, RunStatus.FAILED, error=f"Internal error: {type(exc).__name__}: {exc}")
 
 
-def _start(log: AutomationLog) -> tuple[RunContext, list] | None:
+def _start(writer: RunWriter) -> tuple[RunContext, list] | None:
     """Check the rule, evaluate the conditions and record the plan; None when the run is over."""
     from automation.conditions import evaluate_conditions
 
+    log = writer.log
     rule = log.rule
     if rule.deleted_at is not None:
-        return _finish(log, RunStatus.SKIPPED, error="The rule was deleted before the run started.")
+        return _finish(
+            writer, RunStatus.SKIPPED, error="The rule was deleted before the run started."
+        )
     if not rule.is_active and log.trigger != TriggerType.MANUAL:
         return _finish(
-            log, RunStatus.SKIPPED, error="The rule was deactivated before the run started."
+            writer, RunStatus.SKIPPED, error="The rule was deactivated before the run started."
         )
     log.rule_revision = rule.revision
     ctx = _context(log, rule)
@@ -215,24 +274,18 @@ def _start(log: AutomationLog) -> tuple[RunContext, list] | None:
         log.condition_trace = result.trace
         if not result.met:
             reason = f"Conditions could not be evaluated: {result.error}" if result.error else None
-            return _finish(log, RunStatus.SKIPPED, error=reason or "Conditions not met.")
+            return _finish(writer, RunStatus.SKIPPED, error=reason or "Conditions not met.")
         log.action_logs = [_new_entry(index, action) for index, action in enumerate(actions)]
-        _save(
-            log,
-            "rule_revision",
-            "conditions_met",
-            "condition_trace",
-            "action_logs",
-            guard=not log.dry_run,
-        )
+        writer.change("rule_revision", "conditions_met", "condition_trace", "action_logs")
     # The rule may have gained actions since the run started: keep to the recorded plan.
     return ctx, actions[: len(log.action_logs)]
 
 
-def _run_actions(log: AutomationLog, ctx: RunContext, actions: list) -> None:
+def _run_actions(writer: RunWriter, ctx: RunContext, actions: list) -> None:
     """Run the plan's unfinished actions in order, then finish the run."""
     from automation.actions import get_handler
 
+    log = writer.log
     failures, stopped, todo = 0, False, []
     for index, action in enumerate(actions):
         entry = log.action_logs[index]
@@ -244,24 +297,24 @@ def _run_actions(log: AutomationLog, ctx: RunContext, actions: list) -> None:
         else:
             todo.append(index)
     if stopped or not todo:
-        with _step(log):
-            return _conclude(log, failures, stopped)
+        with writer.step():
+            return _conclude(writer, failures, stopped)
 
     for position, index in enumerate(todo):
         action, entry = actions[index], log.action_logs[index]
         handler = get_handler(action.action_type)
         outside_effects = not handler.writes_database and not log.dry_run
         if outside_effects:
-            with _step(log):
-                started = _begin(log, entry)
-            outcome = _call(log, entry, action, index, ctx, handler)
-        with _step(log):
+            with writer.step():
+                started = _begin(writer, entry)
+            outcome = _call(writer, entry, action, index, ctx, handler)
+        with writer.step():
             if not outside_effects:
-                started = _begin(log, entry)
-                outcome = _call(log, entry, action, index, ctx, handler)
+                started = _begin(writer, entry)
+                outcome = _call(writer, entry, action, index, ctx, handler)
             status, result, error = outcome
             _set_entry(
-                log,
+                writer,
                 entry,
                 status=status,
                 result=result,
@@ -275,30 +328,32 @@ def _run_actions(log: AutomationLog, ctx: RunContext, actions: list) -> None:
                 failures += 1
                 stopped = not action.continue_on_failure
             if stopped or position == len(todo) - 1:
-                return _conclude(log, failures, stopped)
+                return _conclude(writer, failures, stopped)
 
 
-def _begin(log: AutomationLog, entry: dict) -> float:
+def _begin(writer: RunWriter, entry: dict) -> float:
     """Mark an action RUNNING (a new attempt); returns its start on the monotonic clock."""
     entry.update(status=ActionStatus.RUNNING, started_at=timezone.now().isoformat(), error=None)
-    if not log.dry_run:
+    if not writer.log.dry_run:
         entry["attempt"] = entry.get("attempt", 0) + 1
-    _set_entry(log, entry)
+    _set_entry(writer, entry)
     return time.monotonic()
 
 
-def _call(log, entry, action, index, ctx, handler) -> tuple[str, object, str | None]:
+def _call(writer, entry, action, index, ctx, handler) -> tuple[str, object, str | None]:
     """Execute (or dry-run) one action: (status, result, error).
 
     A database action runs in a savepoint, so a failure leaves none of its writes behind.
     """
     from automation.actions import ActionError
 
+    log = writer.log
     ctx.action_order = index
 
     def on_attempt(attempt: int) -> None:
         if attempt != entry["attempt"]:
-            _set_entry(log, entry, attempt=attempt)
+            with writer.step():
+                _set_entry(writer, entry, attempt=attempt)
 
     try:
         if log.dry_run:
@@ -326,13 +381,13 @@ def _call(log, entry, action, index, ctx, handler) -> tuple[str, object, str | N
         return ActionStatus.FAILED, None, f"Internal error: {type(exc).__name__}: {exc}"
 
 
-def _conclude(log: AutomationLog, failures: int, stopped: bool) -> None:
+def _conclude(writer: RunWriter, failures: int, stopped: bool) -> None:
     """Skip what a failure stopped, then finish with the run's overall status."""
     if stopped:
-        for entry in log.action_logs:
+        for entry in writer.log.action_logs:
             if entry["status"] not in FINISHED_ACTION_STATUSES:
                 _set_entry(
-                    log, entry, status=ActionStatus.SKIPPED, error="An earlier action failed."
+                    writer, entry, status=ActionStatus.SKIPPED, error="An earlier action failed."
                 )
     if stopped:
         status = RunStatus.FAILED
@@ -340,7 +395,7 @@ def _conclude(log: AutomationLog, failures: int, stopped: bool) -> None:
         status = RunStatus.PARTIAL
     else:
         status = RunStatus.SUCCEEDED
-    _finish(log, status)
+    _finish(writer, status)
 
 
 def _context(log: AutomationLog, rule: AutomationRule) -> RunContext:
@@ -375,13 +430,14 @@ def _new_entry(index: int, action) -> dict:
     }
 
 
-def _set_entry(log, entry, **changes) -> None:
+def _set_entry(writer: RunWriter, entry: dict, **changes) -> None:
     entry.update(changes)
-    _save(log, "action_logs", guard=not log.dry_run)
-    publish_action(log, entry)
+    writer.change("action_logs")
+    publish_action(writer.log, entry)
 
 
-def _finish(log: AutomationLog, status: str, error: str = "") -> None:
+def _finish(writer: RunWriter, status: str, error: str = "") -> None:
+    log = writer.log
     log.status = status
     log.finished_at = timezone.now()
     if error:
@@ -389,27 +445,7 @@ def _finish(log: AutomationLog, status: str, error: str = "") -> None:
     fields = ["status", "finished_at", "error", "rule_revision"]
     if status == RunStatus.SKIPPED:
         fields += ["conditions_met", "condition_trace"]
-    _save(log, *fields, guard=not log.dry_run)
-
-
-def _save(log: AutomationLog, *fields: str, guard: bool = True) -> None:
-    """Persist `fields` with seq + 1 and a fresh heartbeat, then publish (after commit).
-
-    Guarded: only while this worker still owns the run (status RUNNING, seq unchanged);
-    otherwise LostClaim.
-    """
-    now = timezone.now()
-    values = {name: getattr(log, name) for name in fields}
-    query = AutomationLog.objects.filter(pk=log.pk)
-    if guard:
-        query = query.filter(seq=log.seq, status=RunStatus.RUNNING)
-    updated = query.update(seq=log.seq + 1, heartbeat_at=now, **values)
-    if updated != 1:
-        raise LostClaim(log.pk)
-    log.seq += 1
-    log.heartbeat_at = now
-    if fields != ("action_logs",):  # action progress is published as action events
-        publish_log(log)
+    writer.change(*fields)
 
 
 # --- The sweeper --------------------------------------------------------------------------------
