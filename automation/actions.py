@@ -31,6 +31,7 @@ from automation import webhooks
 from automation.choices import ActionType
 from automation.live import publish_notification
 from automation.registry import PathError, get_automatable, resolve_path
+from automation.signals import remember_stored_row
 from automation.snapshots import json_value, snapshot
 from automation.templates import TemplateError, placeholder_errors, render, render_text
 
@@ -321,8 +322,19 @@ class RecordHandler(ActionHandler):
                 if not _is_json_field(field) and not _is_scalar(value):
                     raise ActionError(f'{path}: "{name}" takes a single value, got {value!r}.')
                 setattr(instance, field.attname, value)
+        # A stored row's relations that the action leaves alone need no existence check (one
+        # query each): the database's foreign keys vouch for them.
+        unchanged_relations = [
+            field.name
+            for field in instance._meta.concrete_fields
+            if field.is_relation and field.name not in fields and not instance._state.adding
+        ]
         try:
-            instance.full_clean()
+            instance.full_clean(
+                exclude=unchanged_relations, validate_unique=False, validate_constraints=False
+            )
+            instance.validate_unique()
+            instance.validate_constraints()
         except ValidationError as exc:
             raise ActionError(_validation_message(exc, entry.label)) from None
 
@@ -343,6 +355,8 @@ class UpdateRecordHandler(RecordHandler):
 
     def _prepare(self, parameters, ctx, *, lock):
         entry, instance = self.find_target(parameters, ctx, lock=lock)
+        if lock:
+            remember_stored_row(instance)
         fields = _render(parameters["fields"], ctx, "fields")
         self.assign_fields(entry, instance, fields, ctx)
         return entry, instance, fields

@@ -137,6 +137,12 @@ def _current_index() -> Index:
     return _shared.index
 
 
+def rules_changed_in_this_transaction() -> bool:
+    """True while this thread's open transaction has changed rules (not committed yet)."""
+    markers = _private.markers
+    return bool(markers) and any(_transaction_open(marker) for marker in markers)
+
+
 def _private_index() -> Index | None:
     markers = _private.markers
     if not markers:
@@ -231,7 +237,10 @@ def rules_changed() -> None:
 
 def reset_local_state() -> None:
     """Forget this process's index (tests: behave like a process that just started)."""
+    from automation import rule_definitions
+
     rule_version.reset()
+    rule_definitions.forget()
     with _shared.lock:
         _shared.version = None
         _shared.index = {}

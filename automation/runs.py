@@ -26,6 +26,7 @@ from automation.context import RunContext
 from automation.live import publish_action, publish_log
 from automation.models import AutomationLog, AutomationRule
 from automation.outbox import create_run, enqueue_run
+from automation.rule_definitions import rule_definition
 
 logger = logging.getLogger("automation.runs")
 
@@ -266,10 +267,11 @@ def _start(writer: RunWriter) -> tuple[RunContext, list] | None:
         )
     log.rule_revision = rule.revision
     ctx = _context(log, rule)
-    actions = list(rule.actions.order_by("order", "id"))
+    definition = rule_definition(rule)
+    actions = list(definition.actions)
     resuming = bool(log.action_logs) and log.conditions_met
     if not resuming:
-        result = evaluate_conditions(rule, ctx)
+        result = evaluate_conditions(rule, ctx, definition.tree)
         log.conditions_met = result.met
         log.condition_trace = result.trace
         if not result.met:

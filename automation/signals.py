@@ -32,6 +32,8 @@ logger = logging.getLogger("automation.signals")
 # no UPDATED rule watched this save (so post_save need not ask the index again).
 OLD_SNAPSHOT_ATTR = "_automation_old_snapshot"
 UNWATCHED_ATTR = "_automation_unwatched"
+# Set by remember_stored_row: the row as its caller just read it, so pre_save need not read it.
+STORED_SNAPSHOT_ATTR = "_automation_stored_snapshot"
 DISPATCH_PREFIX = "automation.signals"
 
 
@@ -39,15 +41,26 @@ def read_old_row(sender, instance, raw=False, **kwargs):
     """pre_save: remember the stored row, but only when an UPDATED rule could use it."""
     instance.__dict__.pop(OLD_SNAPSHOT_ATTR, None)
     instance.__dict__.pop(UNWATCHED_ATTR, None)
+    stored = instance.__dict__.pop(STORED_SNAPSHOT_ATTR, None)
     if raw or instance._state.adding or instance.pk is None:
         return
     organization_id = getattr(instance, "organization_id", None)
     if not is_watched(model_label(sender), TriggerEvent.UPDATED, organization_id):
         instance.__dict__[UNWATCHED_ATTR] = True
         return
-    old = sender._base_manager.filter(pk=instance.pk).first()
-    if old is not None:
-        instance.__dict__[OLD_SNAPSHOT_ATTR] = snapshot(old)
+    if stored is None:
+        old = sender._base_manager.filter(pk=instance.pk).first()
+        stored = snapshot(old) if old is not None else None
+    if stored is not None:
+        instance.__dict__[OLD_SNAPSHOT_ATTR] = stored
+
+
+def remember_stored_row(instance) -> None:
+    """The caller has just read `instance` under a row lock and will change and save it: let
+    its pre_save take the old values from this read instead of reading the row again."""
+    organization_id = getattr(instance, "organization_id", None)
+    if is_watched(model_label(type(instance)), TriggerEvent.UPDATED, organization_id):
+        instance.__dict__[STORED_SNAPSHOT_ATTR] = snapshot(instance)
 
 
 def on_save(sender, instance, created, raw=False, **kwargs):

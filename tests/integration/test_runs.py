@@ -409,6 +409,30 @@ def test_events_raised_by_a_run_carry_its_chain(organization, product):
     assert child.context["chain"] == ["A"]
 
 
+def test_an_update_action_reads_its_record_once_and_the_next_rule_gets_the_changes(
+    organization, product
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    rule_a = AutomationRuleFactory(
+        organization=organization, name="A", actions=[update_description("by A")]
+    )
+    rule_b = AutomationRuleFactory(
+        organization=organization, name="B", watched_fields=["description"]
+    )
+    log = pending_run(rule_a, product)
+    with CaptureQueriesContext(connection) as captured:
+        execute_run(log.pk)
+    reads = [q["sql"] for q in captured.captured_queries if q["sql"].startswith("SELECT")]
+    assert sum('FROM "catalog_product"' in sql for sql in reads) == 1, reads
+    assert not any('FROM "accounts_organization"' in sql for sql in reads), "unchanged relation"
+
+    (child,) = AutomationLog.objects.filter(rule=rule_b)
+    assert child.changes["description"] == {"old": "", "new": "by A"}
+    assert child.parent_log_id == log.pk
+
+
 def test_a_rule_is_not_retriggered_by_its_own_run(organization, product):
     rule = AutomationRuleFactory(organization=organization)
     parent = pending_run(rule, product)
@@ -548,3 +572,41 @@ def test_conditions_that_cannot_be_evaluated_skip_with_the_reason(
         "Conditions could not be evaluated: Internal error (ZeroDivisionError)"
     )
     assert not Category.objects.filter(name__startswith="Made by").exists()
+
+
+# --- Rule definitions cached between runs ----------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_runs_reuse_the_rule_definition_until_the_rules_change():
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from automation import rule_index
+    from tests.factories import OrganizationFactory
+
+    rule_index.reset_local_state()
+    organization = OrganizationFactory()
+    product = ProductFactory(organization=organization, status="ACTIVE", name="Lamp")
+    rule = AutomationRuleFactory(
+        organization=organization,
+        conditions=[status_is("ACTIVE")],
+        actions=[update_description("first")],
+    )
+    execute_run(pending_run(rule, product).pk)
+
+    log = pending_run(rule, product)
+    with CaptureQueriesContext(connection) as captured:
+        execute_run(log.pk)
+    tables = " ".join(query["sql"] for query in captured.captured_queries)
+    assert "automation_ruleaction" not in tables and "automation_conditiongroup" not in tables
+    product.refresh_from_db()
+    assert product.description == "first"
+
+    # An edit that does not bump the revision (the admin, a shell) still bumps the index version.
+    action = rule.actions.get()
+    action.parameters = {"fields": {"description": "second"}}
+    action.save()
+    execute_run(pending_run(rule, product).pk)
+    product.refresh_from_db()
+    assert product.description == "second"
