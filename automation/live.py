@@ -26,7 +26,6 @@ from one background loop per process, which keeps a single Redis connection and 
 
 import asyncio
 import collections
-import copy
 import logging
 import threading
 
@@ -81,7 +80,11 @@ def serialize_log(log) -> dict:
         "condition_trace": log.condition_trace,
         "changes": log.changes,
         "context": log.context,
-        "action_logs": log.action_logs,
+        # The engine updates its action entries in place (never what they hold): copy them, as
+        # the message waits for the commit and then for the event loop.
+        "action_logs": (
+            [dict(entry) for entry in log.action_logs] if log.action_logs is not None else None
+        ),
         "error": log.error,
         "triggered_by_id": log.triggered_by_id,
         "scheduled_for": json_value(log.scheduled_for),
@@ -203,9 +206,8 @@ def _send(sends: list[tuple[str, dict]]) -> None:
 
 
 def _publish(sends: list[tuple[str, dict]]) -> None:
-    # A snapshot now: the engine goes on mutating the log's JSON (action entries) in place while
-    # the message waits for the commit and then for the event loop.
-    sends = copy.deepcopy(sends)
+    # The payloads are snapshots already (serialize_log, publish_action copy what the engine
+    # changes in place), so no deep copy per message.
     transaction.on_commit(lambda: _send(sends))
 
 
