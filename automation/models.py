@@ -88,7 +88,7 @@ class AutomationRule(Timestamped, Auditable, OrganizationScoped):
     @property
     def model(self) -> str | None:
         """The rule's model as "app_label.model"."""
-        return model_label(self.content_type.model_class()) if self.content_type_id else None
+        return _label_of(self.content_type_id)
 
     @property
     def root_group(self):
@@ -310,4 +310,11 @@ class AutomationLog(Timestamped, Auditable, OrganizationScoped):
 
     @property
     def object_type(self) -> str | None:
-        return model_label(self.content_type.model_class()) if self.content_type_id else None
+        return _label_of(self.content_type_id)
+
+
+def _label_of(content_type_id: int | None) -> str | None:
+    """A content type's "app_label.model" from Django's per-process content type cache."""
+    if content_type_id is None:
+        return None
+    return model_label(ContentType.objects.get_for_id(content_type_id).model_class())

@@ -184,12 +184,13 @@ class RunWriter:
 
 def claim(log_id: int) -> AutomationLog | None:
     """The PENDING run, locked for this transaction (None when someone else has it or had it)."""
-    return (
+    # The rule comes from rule_definitions; only the user a run acts for is joined.
+    found = (
         AutomationLog.objects.select_for_update(skip_locked=True, of=("self",))
-        .select_related("rule__content_type", "content_type", "triggered_by")
-        .filter(pk=log_id, status=RunStatus.PENDING, dry_run=False)
-        .first()
+        .select_related("triggered_by")
+        .filter(pk=log_id, status=RunStatus.PENDING, dry_run=False)[:1]
     )
+    return found[0] if found else None
 
 
 def execute_run(log_id: int) -> None:
@@ -202,9 +203,6 @@ def execute_run(log_id: int) -> None:
                 logger.debug("run %s already claimed or finished", log_id)
                 return
             writer = RunWriter(log)
-            log.status = RunStatus.RUNNING
-            log.started_at = timezone.now()
-            writer.change("status", "started_at")
             plan = _start(writer)
             writer.flush()
     except Exception as exc:
@@ -215,7 +213,7 @@ def execute_run(log_id: int) -> None:
         writer.rollback()
         with transaction.atomic():
             if claim(log_id) is not None:
-                writer.change("status", "started_at")
+                _mark_running(writer)
                 _fail(writer, exc)
         return
     if plan is None:
@@ -231,17 +229,20 @@ def execute_run(log_id: int) -> None:
 def execute_dry_run(log: AutomationLog) -> None:
     """Evaluate and render a MANUAL dry run in place; writes nothing but the log."""
     writer = RunWriter(log)
-    log.status = RunStatus.RUNNING
-    log.started_at = timezone.now()
     try:
         with writer.step():
-            writer.change("status", "started_at")
             plan = _start(writer)
         if plan is not None:
             _run_actions(writer, *plan)
     except Exception as exc:
-        writer.change("status", "started_at")
+        _mark_running(writer)
         _fail(writer, exc)
+
+
+def _mark_running(writer: RunWriter) -> None:
+    writer.log.status = RunStatus.RUNNING
+    writer.log.started_at = timezone.now()
+    writer.change("status", "started_at")
 
 
 def _fail(writer: RunWriter, exc: Exception) -> None:
@@ -252,11 +253,14 @@ def _fail(writer: RunWriter, exc: Exception) -> None:
 
 
 def _start(writer: RunWriter) -> tuple[RunContext, list] | None:
-    """Check the rule, evaluate the conditions and record the plan; None when the run is over."""
+    """Mark the run RUNNING, check the rule, evaluate the conditions and record the plan; None
+    when the run is over."""
     from automation.conditions import evaluate_conditions
 
     log = writer.log
-    rule = log.rule
+    definition = rule_definition(log.rule_id)
+    rule = log.rule = definition.rule
+    _mark_running(writer)
     if rule.deleted_at is not None:
         return _finish(
             writer, RunStatus.SKIPPED, error="The rule was deleted before the run started."
@@ -267,7 +271,6 @@ def _start(writer: RunWriter) -> tuple[RunContext, list] | None:
         )
     log.rule_revision = rule.revision
     ctx = _context(log, rule)
-    definition = rule_definition(rule)
     actions = list(definition.actions)
     resuming = bool(log.action_logs) and log.conditions_met
     if not resuming:

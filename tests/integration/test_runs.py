@@ -599,7 +599,8 @@ def test_runs_reuse_the_rule_definition_until_the_rules_change():
     with CaptureQueriesContext(connection) as captured:
         execute_run(log.pk)
     tables = " ".join(query["sql"] for query in captured.captured_queries)
-    assert "automation_ruleaction" not in tables and "automation_conditiongroup" not in tables
+    for table in ("automationrule", "ruleaction", "conditiongroup", "rulecondition"):
+        assert f"automation_{table}" not in tables, table
     product.refresh_from_db()
     assert product.description == "first"
 
