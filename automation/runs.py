@@ -119,13 +119,13 @@ def retry_run(log: AutomationLog, *, user=None) -> AutomationLog:
 #
 # A run's state changes are grouped into as few transactions as correctness allows (on SQLite the
 # commits, on PostgreSQL the round trips, were most of a run's cost), and each transaction writes
-# the log once, at its end (RunWriter.step):
-#   - the claim commits with the condition trace and the action plan, or with the SKIPPED finish;
-#   - a database action's RUNNING entry, its writes and its result commit together, so a worker
-#     killed mid-action leaves the entry PENDING, like its writes;
-#   - an action with effects outside the database (a webhook) commits RUNNING before the call
-#     goes out, so a crash shows that it may have happened, and its result after;
-#   - the run's finish commits with the last action's result.
+# the log once, at its end (RunWriter):
+#   - the claim, the condition trace, the plan and the database actions up to the first action
+#     with outside effects commit together (with the finish when nothing is left), so a worker
+#     killed before then leaves the run PENDING with nothing applied;
+#   - an action with outside effects (a webhook) commits RUNNING before the call goes out, so a
+#     crash shows that it may have happened, and its result on its own (or with the finish);
+#   - the database actions after it commit together, up to the next such action.
 # Every state change still bumps `seq` and is published, in order, after its commit.
 
 
@@ -204,6 +204,8 @@ def execute_run(log_id: int) -> None:
                 return
             writer = RunWriter(log)
             plan = _start(writer)
+            if plan is not None:
+                plan.run_database_actions()
             writer.flush()
     except Exception as exc:
         if writer is None:
@@ -219,7 +221,7 @@ def execute_run(log_id: int) -> None:
     if plan is None:
         return
     try:
-        _run_actions(writer, *plan)
+        plan.run_the_rest()
     except LostClaim:
         logger.warning("run %s was taken over by another worker; stopping here", log_id)
     except Exception as exc:
@@ -232,8 +234,8 @@ def execute_dry_run(log: AutomationLog) -> None:
     try:
         with writer.step():
             plan = _start(writer)
-        if plan is not None:
-            _run_actions(writer, *plan)
+            if plan is not None:
+                plan.run_database_actions()  # in a dry run, no action reaches outside
     except Exception as exc:
         _mark_running(writer)
         _fail(writer, exc)
@@ -252,7 +254,7 @@ def _fail(writer: RunWriter, exc: Exception) -> None:
         _finish(writer, RunStatus.FAILED, error=f"Internal error: {type(exc).__name__}: {exc}")
 
 
-def _start(writer: RunWriter) -> tuple[RunContext, list] | None:
+def _start(writer: RunWriter) -> "_Plan | None":
     """Mark the run RUNNING, check the rule, evaluate the conditions and record the plan; None
     when the run is over."""
     from automation.conditions import evaluate_conditions
@@ -283,69 +285,100 @@ def _start(writer: RunWriter) -> tuple[RunContext, list] | None:
         log.action_logs = [_new_entry(index, action) for index, action in enumerate(actions)]
         writer.change("rule_revision", "conditions_met", "condition_trace", "action_logs")
     # The rule may have gained actions since the run started: keep to the recorded plan.
-    return ctx, actions[: len(log.action_logs)]
+    return _Plan(writer, ctx, actions[: len(log.action_logs)])
 
 
-def _run_actions(writer: RunWriter, ctx: RunContext, actions: list) -> None:
-    """Run the plan's unfinished actions in order, then finish the run."""
-    from automation.actions import get_handler
+class _Plan:
+    """The run's unfinished actions, executed in order, then the finish.
 
-    log = writer.log
-    failures, stopped, todo = 0, False, []
-    for index, action in enumerate(actions):
-        entry = log.action_logs[index]
-        if entry["status"] in FINISHED_ACTION_STATUSES:  # a resumed run: already done
-            ctx.results[index] = entry.get("result")
-            if entry["status"] == ActionStatus.FAILED:
-                failures += 1
-                stopped = stopped or not action.continue_on_failure
-        else:
-            todo.append(index)
-    if stopped or not todo:
-        with writer.step():
-            return _conclude(writer, failures, stopped)
+    Database actions run in whatever transaction is open (the claim's, or the one recording the
+    outside action before them); an action with outside effects ends it first (see "Executing a
+    run" above).
+    """
 
-    for position, index in enumerate(todo):
-        action, entry = actions[index], log.action_logs[index]
-        handler = get_handler(action.action_type)
-        outside_effects = not handler.writes_database and not log.dry_run
-        if outside_effects:
-            with writer.step():
-                started = _begin(writer, entry)
-            outcome = _call(writer, entry, action, index, ctx, handler)
-        with writer.step():
-            if not outside_effects:
-                started = _begin(writer, entry)
-                outcome = _call(writer, entry, action, index, ctx, handler)
-            status, result, error = outcome
-            _set_entry(
-                writer,
-                entry,
-                status=status,
-                result=result,
-                error=error,
-                finished_at=timezone.now().isoformat(),
-                duration_ms=round((time.monotonic() - started) * 1000, 3),
-            )
-            if status == ActionStatus.SUCCEEDED:
-                ctx.results[index] = result
+    def __init__(self, writer: RunWriter, ctx: RunContext, actions: list):
+        from automation.actions import get_handler
+
+        self.writer, self.ctx, self.actions = writer, ctx, actions
+        self.failures, self.stopped, self.done = 0, False, False
+        self.todo: list[int] = []
+        log = writer.log
+        for index, action in enumerate(actions):
+            entry = log.action_logs[index]
+            if entry["status"] in FINISHED_ACTION_STATUSES:  # a resumed run: already done
+                ctx.results[index] = entry.get("result")
+                if entry["status"] == ActionStatus.FAILED:
+                    self.failures += 1
+                    self.stopped = self.stopped or not action.continue_on_failure
             else:
-                failures += 1
-                stopped = not action.continue_on_failure
-            if stopped or position == len(todo) - 1:
-                return _conclude(writer, failures, stopped)
+                self.todo.append(index)
+        self.todo.reverse()  # popped from the end, in order
+        self.handlers = {index: get_handler(actions[index].action_type) for index in self.todo}
+
+    def _reaches_outside(self, index: int) -> bool:
+        return not self.handlers[index].writes_database and not self.writer.log.dry_run
+
+    def run_database_actions(self) -> None:
+        """Run actions while they are database actions; finish the run if none are left."""
+        while self.todo and not self.stopped and not self._reaches_outside(self.todo[-1]):
+            index = self.todo.pop()
+            started = _begin(self.writer, self.ctx, index)
+            outcome = _call(self.writer, self.ctx, self.actions[index], index, self.handlers[index])
+            self._record(index, started, outcome)
+        if self.stopped or not self.todo:
+            _conclude(self.writer, self.failures, self.stopped)
+            self.done = True
+
+    def run_the_rest(self) -> None:
+        """After the claim's transaction: each outside action, then the database actions after it.
+
+        An outside action's result commits on its own (with the finish when it is the last), so
+        a crash in a later database action does not make it run again.
+        """
+        while not self.done:
+            index = self.todo.pop()
+            handler = self.handlers[index]
+            with self.writer.step():  # RUNNING is committed before the call goes out
+                started = _begin(self.writer, self.ctx, index)
+            outcome = _call(self.writer, self.ctx, self.actions[index], index, handler)
+            with self.writer.step():
+                self._record(index, started, outcome)
+                if self.stopped or not self.todo:
+                    self.run_database_actions()  # nothing to run: the finish
+            if not self.done and not self._reaches_outside(self.todo[-1]):
+                with self.writer.step():
+                    self.run_database_actions()
+
+    def _record(self, index: int, started: float, outcome: tuple) -> None:
+        status, result, error = outcome
+        _set_entry(
+            self.writer,
+            self.writer.log.action_logs[index],
+            status=status,
+            result=result,
+            error=error,
+            finished_at=timezone.now().isoformat(),
+            duration_ms=round((time.monotonic() - started) * 1000, 3),
+        )
+        if status == ActionStatus.SUCCEEDED:
+            self.ctx.results[index] = result
+        else:
+            self.failures += 1
+            self.stopped = not self.actions[index].continue_on_failure
 
 
-def _begin(writer: RunWriter, entry: dict) -> float:
+def _begin(writer: RunWriter, ctx: RunContext, index: int) -> float:
     """Mark an action RUNNING (a new attempt); returns its start on the monotonic clock."""
+    entry = writer.log.action_logs[index]
     entry.update(status=ActionStatus.RUNNING, started_at=timezone.now().isoformat(), error=None)
     if not writer.log.dry_run:
         entry["attempt"] = entry.get("attempt", 0) + 1
     _set_entry(writer, entry)
+    ctx.action_order = index
     return time.monotonic()
 
 
-def _call(writer, entry, action, index, ctx, handler) -> tuple[str, object, str | None]:
+def _call(writer: RunWriter, ctx: RunContext, action, index: int, handler) -> tuple:
     """Execute (or dry-run) one action: (status, result, error).
 
     A database action runs in a savepoint, so a failure leaves none of its writes behind.
@@ -353,7 +386,7 @@ def _call(writer, entry, action, index, ctx, handler) -> tuple[str, object, str 
     from automation.actions import ActionError
 
     log = writer.log
-    ctx.action_order = index
+    entry = log.action_logs[index]
 
     def on_attempt(attempt: int) -> None:
         if attempt != entry["attempt"]:

@@ -255,14 +255,86 @@ class WorkerKilled(BaseException):
     """Stands for SIGKILL: nothing in the run gets to clean up after it."""
 
 
-def test_killed_worker_resumes_without_reapplying_a_finished_database_action(
+def test_killed_worker_resumes_without_reapplying_a_finished_action(
     organization, product, monkeypatch
 ):
+    """Database actions after an outside action commit apart from what came before them."""
     from automation import actions
 
     rule = AutomationRuleFactory(
         organization=organization,
-        actions=[create_category(), update_description("second action ran")],
+        actions=[
+            create_category(),
+            {"action_type": ActionType.CALL_WEBHOOK, "parameters": {"url": "https://example.com/"}},
+            update_description("third action ran"),
+        ],
+    )
+    log = pending_run(rule, product)
+    real_get_handler = actions.get_handler
+    calls = []
+
+    class Webhook:
+        writes_database = False
+
+        def execute(self, parameters, ctx, **kwargs):
+            calls.append(ctx.log_id)
+            return {"status_code": 200}
+
+    class Dies:
+        writes_database = True
+
+        def execute(self, parameters, ctx, **kwargs):
+            raise WorkerKilled
+
+    def handlers(dying):
+        def get_handler(action_type):
+            if action_type == ActionType.CALL_WEBHOOK:
+                return Webhook()
+            if action_type == ActionType.UPDATE_RECORD and dying:
+                return Dies()
+            return real_get_handler(action_type)
+
+        return get_handler
+
+    monkeypatch.setattr(actions, "get_handler", handlers(dying=True))
+    with pytest.raises(WorkerKilled):
+        execute_run(log.pk)
+    log.refresh_from_db()
+    assert log.status == RunStatus.RUNNING
+    # The killed action's RUNNING state rolled back with its writes: it is still to do.
+    assert [e["status"] for e in log.action_logs] == [
+        ActionStatus.SUCCEEDED,
+        ActionStatus.SUCCEEDED,
+        ActionStatus.PENDING,
+    ]
+
+    monkeypatch.setattr(actions, "get_handler", handlers(dying=False))
+    assert runs.sweep()["revived"] == 0, "a fresh heartbeat is not stale"
+    AutomationLog.objects.filter(pk=log.pk).update(
+        heartbeat_at=timezone.now() - datetime.timedelta(minutes=10),
+        created_at=timezone.now() - datetime.timedelta(minutes=10),
+    )
+    result = runs.sweep()
+    assert result["revived"] == 1
+    log.refresh_from_db()
+    assert log.status == RunStatus.PENDING
+
+    execute_run(log.pk)
+    log.refresh_from_db()
+    assert log.status == RunStatus.SUCCEEDED
+    assert Category.objects.filter(name__startswith="Made by").count() == 1, "action 0 ran once"
+    assert calls == [log.pk], "the webhook was called once"
+    assert [e["attempt"] for e in log.action_logs] == [1, 1, 1]
+    product.refresh_from_db()
+    assert product.description == "third action ran"
+
+
+def test_a_run_of_database_actions_commits_once_with_its_claim(organization, product, monkeypatch):
+    """A worker killed in the last of several database actions leaves the run untouched."""
+    from automation import actions
+
+    rule = AutomationRuleFactory(
+        organization=organization, actions=[create_category(), update_description("second")]
     )
     log = pending_run(rule, product)
     real_get_handler = actions.get_handler
@@ -282,29 +354,9 @@ def test_killed_worker_resumes_without_reapplying_a_finished_database_action(
     )
     with pytest.raises(WorkerKilled):
         execute_run(log.pk)
-    log.refresh_from_db()
-    assert log.status == RunStatus.RUNNING
-    # The killed action's RUNNING state rolled back with its writes: it is still to do.
-    assert [e["status"] for e in log.action_logs] == [ActionStatus.SUCCEEDED, ActionStatus.PENDING]
-
-    monkeypatch.setattr(actions, "get_handler", real_get_handler)
-    assert runs.sweep()["revived"] == 0, "a fresh heartbeat is not stale"
-    AutomationLog.objects.filter(pk=log.pk).update(
-        heartbeat_at=timezone.now() - datetime.timedelta(minutes=10),
-        created_at=timezone.now() - datetime.timedelta(minutes=10),
-    )
-    result = runs.sweep()
-    assert result["revived"] == 1
-    log.refresh_from_db()
-    assert log.status == RunStatus.PENDING
-
-    execute_run(log.pk)
-    log.refresh_from_db()
-    assert log.status == RunStatus.SUCCEEDED
-    assert Category.objects.filter(name__startswith="Made by").count() == 1, "action 0 ran once"
-    assert [e["attempt"] for e in log.action_logs] == [1, 1]
-    product.refresh_from_db()
-    assert product.description == "second action ran"
+    stored = AutomationLog.objects.get(pk=log.pk)
+    assert (stored.status, stored.seq, stored.action_logs) == (RunStatus.PENDING, log.seq, [])
+    assert not Category.objects.filter(name__startswith="Made by").exists()
 
 
 def test_a_worker_killed_before_the_plan_leaves_the_run_pending(organization, product, monkeypatch):
