@@ -27,6 +27,7 @@ from jsonschema import Draft202012Validator
 
 from accounts.choices import Role
 from accounts.models import Membership, Notification
+from accounts.validation import full_clean_changes
 from automation import webhooks
 from automation.choices import ActionType
 from automation.live import publish_notification
@@ -322,19 +323,8 @@ class RecordHandler(ActionHandler):
                 if not _is_json_field(field) and not _is_scalar(value):
                     raise ActionError(f'{path}: "{name}" takes a single value, got {value!r}.')
                 setattr(instance, field.attname, value)
-        # A stored row's relations that the action leaves alone need no existence check (one
-        # query each): the database's foreign keys vouch for them.
-        unchanged_relations = [
-            field.name
-            for field in instance._meta.concrete_fields
-            if field.is_relation and field.name not in fields and not instance._state.adding
-        ]
         try:
-            instance.full_clean(
-                exclude=unchanged_relations, validate_unique=False, validate_constraints=False
-            )
-            instance.validate_unique()
-            instance.validate_constraints()
+            full_clean_changes(instance, fields)
         except ValidationError as exc:
             raise ActionError(_validation_message(exc, entry.label)) from None
 

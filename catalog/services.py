@@ -9,6 +9,8 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from accounts.current import acting_as, get_current_user
+from accounts.validation import full_clean_changes
+from automation.signals import remember_stored_row
 from catalog.models import Category, Product
 
 PRODUCT_FIELDS = ("name", "description", "status", "price", "stock")
@@ -40,8 +42,9 @@ def update_product(product: Product, data: dict, *, user=None) -> Product:
     """Change the given fields; `category: None` clears the category."""
     with _acting(user), transaction.atomic():
         product = Product.objects.select_for_update().get(pk=product.pk)
+        remember_stored_row(product)  # the model signals need not read it again
         _apply(product, data)
-        product.full_clean()
+        full_clean_changes(product, data)
         product.save()
         return product
 

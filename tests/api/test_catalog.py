@@ -97,3 +97,39 @@ def test_catalog_mutations_fire_rules(
     log = AutomationLog.objects.get()
     assert log.object_id == product["createProduct"]["id"]
     assert log.event == TriggerEvent.CREATED
+
+
+def test_update_product_reads_the_row_once_and_the_rule_gets_the_changes(
+    gql, editor, organization, django_capture_on_commit_callbacks
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    product = Product.objects.create(organization=organization, name="Saw", price=Decimal("1"))
+    AutomationRuleFactory(organization=organization, watched_fields=["stock"])
+    with (
+        CaptureQueriesContext(connection) as captured,
+        django_capture_on_commit_callbacks(execute=False),
+    ):
+        gql(
+            "mutation($id: ID!) { updateProduct(id: $id, input: {stock: 7}) { id } }",
+            {"id": str(product.pk)},
+            token=editor,
+        ).ok()
+    reads = [q["sql"] for q in captured.captured_queries if q["sql"].startswith("SELECT")]
+    # One read to check access, one under the lock; no third read for the rule's old values, and
+    # no existence checks of the organization or the users the update leaves alone.
+    assert sum('FROM "catalog_product"' in sql for sql in reads) == 2, reads
+    for table in ("accounts_organization", "auth_user"):
+        assert not any(f'FROM "{table}"' in sql for sql in reads), (table, reads)
+    log = AutomationLog.objects.get()
+    assert log.changes["stock"]["new"] == 7 and log.changes["stock"]["old"] != 7
+
+
+def test_update_product_still_refuses_another_organizations_category(
+    gql, editor, organization, other_organization
+):
+    product = Product.objects.create(organization=organization, name="Saw", price=Decimal("1"))
+    foreign = CategoryFactory(organization=other_organization)
+    answer = gql(UPDATE, {"id": str(product.pk), "i": {"category": str(foreign.pk)}}, token=editor)
+    assert answer.error()["extensions"]["fields"] == {"category": ["No such category."]}
