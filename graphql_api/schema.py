@@ -1,15 +1,25 @@
 """The Strawberry schema of the public contract (queries and mutations; subscriptions join later).
 
 Extensions, in order: the optimizer (prefetching for strawberry-django fields), the depth, alias
-and token limits (settings GRAPHQL_MAX_*; refused before execution), and ErrorCodes, which gives
-every error its `extensions.code` and masks unexpected ones (graphql_api/errors.py).
+and token limits (settings GRAPHQL_MAX_*; refused before execution), a cache of validation results
+(clients send the same few documents again and again, and validating one was milliseconds of
+every request; Strawberry's ParserCache is left out, as it turns a syntax error into an error
+without a code), and ErrorCodes, which gives every error its
+`extensions.code` and masks unexpected ones (graphql_api/errors.py).
 """
 
 import decimal
+import functools
 
 import strawberry
 from django.conf import settings
-from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
+from strawberry.extensions import (
+    AddValidationRules,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    QueryDepthLimiter,
+    ValidationCache,
+)
 from strawberry_django.optimizer import DjangoOptimizerExtension
 
 from graphql_api.errors import ErrorCodes
@@ -26,6 +36,24 @@ class ApiSchema(strawberry.Schema):
         return None
 
 
+@functools.cache
+def _limit_rules(max_depth: int, max_aliases: int) -> tuple:
+    """The depth and alias validation rules, made once per limit value: each limiter makes a new
+    rule class when built, and the validation cache recognises a document's rules by identity."""
+    return (
+        *QueryDepthLimiter(max_depth=max_depth).validation_rules,
+        *MaxAliasesLimiter(max_alias_count=max_aliases).validation_rules,
+    )
+
+
+class RequestLimits(AddValidationRules):
+    """The depth and alias limits of the settings (GRAPHQL_MAX_DEPTH, GRAPHQL_MAX_ALIASES)."""
+
+    def __init__(self):
+        rules = _limit_rules(settings.GRAPHQL_MAX_DEPTH, settings.GRAPHQL_MAX_ALIASES)
+        super().__init__(list(rules))
+
+
 def build_schema(subscription=None) -> strawberry.Schema:
     """The schema; `subscription` is the Subscription type once live events are served."""
     return ApiSchema(
@@ -35,9 +63,9 @@ def build_schema(subscription=None) -> strawberry.Schema:
         scalar_overrides={decimal.Decimal: DecimalScalar},
         extensions=[
             DjangoOptimizerExtension,
-            lambda: QueryDepthLimiter(max_depth=settings.GRAPHQL_MAX_DEPTH),
-            lambda: MaxAliasesLimiter(max_alias_count=settings.GRAPHQL_MAX_ALIASES),
+            RequestLimits,
             lambda: MaxTokensLimiter(max_token_count=settings.GRAPHQL_MAX_TOKENS),
+            lambda: ValidationCache(maxsize=256),
             ErrorCodes,
         ],
     )
