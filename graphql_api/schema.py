@@ -2,7 +2,8 @@
 
 Extensions, in order: the optimizer (prefetching for strawberry-django fields), the depth, alias
 and token limits (settings GRAPHQL_MAX_*; refused before execution), and ErrorCodes, which gives
-every error its `extensions.code` and masks unexpected ones (graphql_api/errors.py).
+every error its `extensions.code` and masks unexpected ones (graphql_api/errors.py). The executor
+renders a live event once for all equal subscriptions (graphql_api/shared_render.py).
 """
 
 import decimal
@@ -15,6 +16,7 @@ from strawberry_django.optimizer import DjangoOptimizerExtension
 from graphql_api.errors import ErrorCodes
 from graphql_api.mutations import Mutation
 from graphql_api.queries import Query
+from graphql_api.shared_render import SharedRenderExecutor
 from graphql_api.subscriptions import Subscription
 from graphql_api.types import DecimalScalar
 
@@ -33,6 +35,7 @@ def build_schema(subscription=None) -> strawberry.Schema:
         mutation=Mutation,
         subscription=subscription,
         scalar_overrides={decimal.Decimal: DecimalScalar},
+        execution_context_class=SharedRenderExecutor,
         extensions=[
             DjangoOptimizerExtension,
             lambda: QueryDepthLimiter(max_depth=settings.GRAPHQL_MAX_DEPTH),

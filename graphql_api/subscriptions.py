@@ -32,6 +32,7 @@ from automation.models import AutomationLog, AutomationRule
 from graphql_api.errors import ApiError, NotFound, Unauthenticated
 from graphql_api.fanout import fanout
 from graphql_api.permissions import parse_id
+from graphql_api.shared_render import shareable
 from graphql_api.types import ActionLogEntry, AutomationLogType, NotificationType, RunStatus
 
 logger = logging.getLogger("graphql_api.subscriptions")
@@ -78,24 +79,27 @@ def log_from_message(payload: dict) -> AutomationLog:
     return log
 
 
-# What a subscription yields for a message, built once per message (LiveEvent.built).
+# What a subscription yields for a message: built once per message (LiveEvent.built) and
+# rendered once per distinct subscription (graphql_api/shared_render.py).
 
 
 def log_of(message: dict) -> AutomationLog:
-    return log_from_message(message["log"])
+    return shareable(log_from_message(message["log"]))
 
 
 def action_update_of(message: dict) -> "ActionUpdate":
-    return ActionUpdate(
-        log_id=strawberry.ID(str(message["log_id"])),
-        rule_id=strawberry.ID(str(message["rule_id"])),
-        seq=message["seq"],
-        action=ActionLogEntry.from_json(message["action"]),
+    return shareable(
+        ActionUpdate(
+            log_id=strawberry.ID(str(message["log_id"])),
+            rule_id=strawberry.ID(str(message["rule_id"])),
+            seq=message["seq"],
+            action=ActionLogEntry.from_json(message["action"]),
+        )
     )
 
 
 def notification_of(message: dict) -> Notification:
-    return instance_from(Notification, message["notification"])
+    return shareable(instance_from(Notification, message["notification"]))
 
 
 def located(info: strawberry.Info, exc: ApiError) -> GraphQLError:
