@@ -66,8 +66,8 @@ class Fanout:
     async def listen(self, message_type: str, group: str):
         """The events of `message_type` sent to `group`, from joining until the block exits."""
         queue: asyncio.Queue = asyncio.Queue()
-        await self._join(group, message_type, queue)
         try:
+            await self._join(group, message_type, queue)
             yield _Events(queue)
         finally:
             await self._leave(group, message_type, queue)
@@ -77,12 +77,11 @@ class Fanout:
             entry = self._groups.get(group)
             if entry is None:
                 entry = _Group(await self.layer.new_channel())
-            # Joining again refreshes the membership (the in-memory layer expires it after a day).
-            await self.layer.group_add(group, entry.channel)
-            if group not in self._groups:
                 entry.reader = asyncio.get_running_loop().create_task(self._read(entry))
                 self._groups[group] = entry
             entry.listeners[message_type].add(queue)
+            # Joining again refreshes the membership (the in-memory layer expires it after a day).
+            await self.layer.group_add(group, entry.channel)
 
     async def _leave(self, group: str, message_type: str, queue: asyncio.Queue) -> None:
         async with self._lock:
@@ -94,8 +93,7 @@ class Fanout:
                 return
             del self._groups[group]
             entry.reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await entry.reader
+            await asyncio.wait([entry.reader])  # channels-redis unsubscribes as receive ends
             with contextlib.suppress(Exception):
                 await self.layer.group_discard(group, entry.channel)
 
