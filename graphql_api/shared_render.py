@@ -29,7 +29,8 @@ def shareable(obj):
 def subscription_key(executor) -> tuple | None:
     """What makes two subscriptions render an event alike, or None when it cannot be told."""
     location = executor.operation.loc
-    access = getattr((executor.context_value or {}).get("ws"), "access", None)
+    context = executor.context_value  # a WebSocket connection's (graphql_api/websocket.py)
+    access = getattr(context.get("ws"), "access", None) if isinstance(context, dict) else None
     if location is None or access is None:
         return None
     name = executor.operation.name.value if executor.operation.name else None
