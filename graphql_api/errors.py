@@ -117,6 +117,13 @@ class ErrorCodes(MaskErrors):
     def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
         return [self.normalize(error) for error in errors]
 
+    def _process_result(self, result: object) -> None:
+        # MaskErrors tests every result against a runtime-checkable Protocol: slow, and done once
+        # per event and connection (about 4 % of the server's time in bench 6's profile).
+        errors = getattr(result, "errors", None)
+        if errors:
+            result.errors = self._process_errors(errors)
+
     def normalize(self, error: GraphQLError) -> GraphQLError:
         original = error.original_error
         if original is None or error.path is None:

@@ -4,8 +4,9 @@ Extensions, in order: the optimizer (prefetching for strawberry-django fields), 
 and token limits (settings GRAPHQL_MAX_*; refused before execution), a cache of validation results
 (clients send the same few documents again and again, and validating one was milliseconds of
 every request; Strawberry's ParserCache is left out, as it turns a syntax error into an error
-without a code), and ErrorCodes, which gives every error its
-`extensions.code` and masks unexpected ones (graphql_api/errors.py).
+without a code), and ErrorCodes, which gives every error its `extensions.code` and masks
+unexpected ones (graphql_api/errors.py). The executor renders a live event once for all equal
+subscriptions (graphql_api/shared_render.py).
 """
 
 import decimal
@@ -25,6 +26,7 @@ from strawberry_django.optimizer import DjangoOptimizerExtension
 from graphql_api.errors import ErrorCodes
 from graphql_api.mutations import Mutation
 from graphql_api.queries import Query
+from graphql_api.shared_render import SharedRenderExecutor
 from graphql_api.subscriptions import Subscription
 from graphql_api.types import DecimalScalar
 
@@ -61,6 +63,7 @@ def build_schema(subscription=None) -> strawberry.Schema:
         mutation=Mutation,
         subscription=subscription,
         scalar_overrides={decimal.Decimal: DecimalScalar},
+        execution_context_class=SharedRenderExecutor,
         extensions=[
             DjangoOptimizerExtension,
             RequestLimits,

@@ -2,13 +2,14 @@
 
 Each subscription listens on the channel-layer group the publish hook (automation/live.py) sends
 to: the narrowest one its arguments allow (a run's, a rule's, else the organization's), and then
-filters on the payload, since Channels hands a connection every message of a type whatever group
-brought it.
+filters on the payload. A process joins each group once for all its subscriptions
+(graphql_api/fanout.py) and hands each message to every local subscription of that group.
 
 A message is rendered without a database query: the payload becomes an unsaved model instance
-(`instance_from`) with only the published fields loaded, and the API's own strawberry-django
-types render it. A field beyond the message (a relation such as `organization`, or a rule field
-other than id and name) is a deferred field: reading it costs one query, as the contract says.
+(`instance_from`) with only the published fields loaded, built once per message for all the
+subscriptions it is handed to, and the API's own strawberry-django types render it. A field
+beyond the message (a relation such as `organization`, or a rule field other than id and name) is
+a deferred field: reading it costs one query, as the contract says.
 
 Access: a subscription to an organization the user is not a member of (or to a rule or run
 outside it) fails with NOT_FOUND before it listens. Before each delivery the membership is
@@ -29,7 +30,9 @@ from accounts.models import Notification
 from automation import live
 from automation.models import AutomationLog, AutomationRule
 from graphql_api.errors import ApiError, NotFound, Unauthenticated
+from graphql_api.fanout import fanout
 from graphql_api.permissions import parse_id
+from graphql_api.shared_render import shareable
 from graphql_api.types import ActionLogEntry, AutomationLogType, NotificationType, RunStatus
 
 logger = logging.getLogger("graphql_api.subscriptions")
@@ -74,6 +77,29 @@ def log_from_message(payload: dict) -> AutomationLog:
         },
     )
     return log
+
+
+# What a subscription yields for a message: built once per message (LiveEvent.built) and
+# rendered once per distinct subscription (graphql_api/shared_render.py).
+
+
+def log_of(message: dict) -> AutomationLog:
+    return shareable(log_from_message(message["log"]))
+
+
+def action_update_of(message: dict) -> "ActionUpdate":
+    return shareable(
+        ActionUpdate(
+            log_id=strawberry.ID(str(message["log_id"])),
+            rule_id=strawberry.ID(str(message["rule_id"])),
+            seq=message["seq"],
+            action=ActionLogEntry.from_json(message["action"]),
+        )
+    )
+
+
+def notification_of(message: dict) -> Notification:
+    return shareable(instance_from(Notification, message["notification"]))
 
 
 def located(info: strawberry.Info, exc: ApiError) -> GraphQLError:
@@ -129,9 +155,9 @@ async def stream_logs(
     else:
         message_type, group = live.LOG_BY_RULE_MESSAGE, live.rule_group(rule_id)
 
-    async with info.context["ws"].listen_to_channel(message_type, groups=[group]) as stream:
-        async for message in stream:
-            payload = message["log"]
+    async with fanout().listen(message_type, group) as events:
+        async for event in events:
+            payload = event.message["log"]
             if payload["organization_id"] != organization_id:
                 continue
             if rule_id is not None and payload["rule"]["id"] != rule_id:
@@ -139,7 +165,7 @@ async def stream_logs(
             if wanted is not None and payload["status"] not in wanted:
                 continue
             await _still_member(info, organization_id)
-            yield log_from_message(payload)
+            yield event.built(log_of)
 
 
 async def stream_action_updates(
@@ -166,8 +192,9 @@ async def stream_action_updates(
     else:
         message_type, group = live.ACTION_MESSAGE, live.organization_group(organization_id)
 
-    async with info.context["ws"].listen_to_channel(message_type, groups=[group]) as stream:
-        async for message in stream:
+    async with fanout().listen(message_type, group) as events:
+        async for event in events:
+            message = event.message
             if message["organization_id"] != organization_id:
                 continue
             if rule_id is not None and message["rule_id"] != rule_id:
@@ -175,28 +202,21 @@ async def stream_action_updates(
             if log_id is not None and message["log_id"] != log_id:
                 continue
             await _still_member(info, organization_id)
-            yield ActionUpdate(
-                log_id=strawberry.ID(str(message["log_id"])),
-                rule_id=strawberry.ID(str(message["rule_id"])),
-                seq=message["seq"],
-                action=ActionLogEntry.from_json(message["action"]),
-            )
+            yield event.built(action_update_of)
 
 
 async def stream_notifications(info: strawberry.Info) -> AsyncGenerator[NotificationType, None]:
     user_id = _access(info).user.pk
     group = live.user_group(user_id)
-    async with info.context["ws"].listen_to_channel(
-        live.NOTIFICATION_MESSAGE, groups=[group]
-    ) as stream:
-        async for message in stream:
-            payload = message["notification"]
+    async with fanout().listen(live.NOTIFICATION_MESSAGE, group) as events:
+        async for event in events:
+            payload = event.message["notification"]
             if payload["recipient_id"] != user_id:
                 continue
             # A notification of an organization the user has left is not theirs to see now.
             if await _access(info).role_in(payload["organization_id"]) is None:
                 continue
-            yield instance_from(Notification, payload)
+            yield event.built(notification_of)
 
 
 async def guarded(info: strawberry.Info, stream: AsyncGenerator) -> AsyncGenerator:
