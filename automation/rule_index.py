@@ -77,7 +77,7 @@ class _Shared:
     """The process-wide index and the version it was built for."""
 
     def __init__(self):
-        self.version: str | tuple | None = None
+        self.version: str | bytes | None = None
         self.index: Index = {}
         self.lock = threading.Lock()
 
