@@ -22,6 +22,7 @@ import functools
 import logging
 import mmap
 import os
+import select
 import threading
 import time
 import uuid
@@ -43,7 +44,7 @@ def current_version() -> str | bytes:
     path = _version_file()
     if path:
         return _file_version(path)
-    return _watch().version(_redis())
+    return _watch().version()
 
 
 def bump_version() -> None:
@@ -99,16 +100,24 @@ def _write_token(path: str) -> None:
         os.close(descriptor)
 
 
+# The settings, read once: Django's settings object costs more than the rest of a lookup.
+
+
 @functools.cache
 def _version_file() -> str | None:
-    """The setting, read once: Django's settings object costs more than the rest of a lookup."""
     return settings.AUTOMATION_RULE_INDEX_VERSION_FILE
 
 
+@functools.cache
+def _redis_url() -> str:
+    return settings.REDIS_URL
+
+
 @receiver(setting_changed)
-def _forget_version_file(setting, **kwargs):
-    if setting == "AUTOMATION_RULE_INDEX_VERSION_FILE":
+def _forget_settings(setting, **kwargs):
+    if setting in ("AUTOMATION_RULE_INDEX_VERSION_FILE", "REDIS_URL"):
         _version_file.cache_clear()
+        _redis_url.cache_clear()
 
 
 def _read(client: redis.Redis) -> str:
@@ -126,21 +135,21 @@ class VersionWatch:
 
     def __init__(self, url: str):
         self.url = url
-        self.pid = os.getpid()
         self._lock = threading.Lock()
         self._connection: redis.Connection | None = None
+        self._poll: select.poll | None = None  # readable when Redis has pushed something
         self._known: str | None = None
         self._connect_after = 0.0
         self._unsupported = False
         self.client_id: int | None = None  # of the watching connection, as Redis knows it
 
-    def version(self, client: redis.Redis) -> str:
+    def version(self) -> str:
         with self._lock:
             if self._changed():
                 self._known = None
             if self._known is not None:
                 return self._known
-            version = _read(client)
+            version = _read(_redis())
             # Keep it only if no change message arrived while the GET was on its way.
             if not self._changed():
                 self._known = version
@@ -159,6 +168,8 @@ class VersionWatch:
         if self._connection is None:
             self._connect()
             return True
+        if not self._poll.poll(0):  # the common case: one cheap system call, no round trip
+            return False
         try:
             changed = False
             while self._connection.can_read(timeout=0):
@@ -202,6 +213,8 @@ class VersionWatch:
             pool.disconnect()  # Redis is down: a GET will say so; try again later
         else:
             self._connection, self.client_id = connection, client_id
+            self._poll = select.poll()
+            self._poll.register(connection._sock.fileno(), select.POLLIN | select.POLLERR)
 
     @staticmethod
     def _call(connection: redis.Connection, *command):
@@ -211,7 +224,7 @@ class VersionWatch:
     def _close(self) -> None:
         if self._connection is not None:
             self._connection.disconnect()
-            self._connection = None
+            self._connection, self._poll = None, None
         self._known = None
 
 
@@ -228,7 +241,7 @@ def _redis() -> redis.Redis:
     answer, lookups fall back to SQL (rule_index) instead of hanging.
     """
     global _client
-    url = settings.REDIS_URL
+    url = _redis_url()
     client = _client
     if client is None or client[0] != url:
         with _lock:
@@ -240,19 +253,29 @@ def _redis() -> redis.Redis:
 
 
 def _watch() -> VersionWatch:
-    """This process's watch (a forked child must not share its parent's socket)."""
+    """This process's watch."""
     global _current_watch
     watch = _current_watch
-    if watch is None or watch.url != settings.REDIS_URL or watch.pid != os.getpid():
+    if watch is None or watch.url != _redis_url():
         with _lock:
-            watch = _current_watch = VersionWatch(settings.REDIS_URL)
+            watch = _current_watch = VersionWatch(_redis_url())
     return watch
+
+
+def _forget_after_fork() -> None:
+    # A forked child must not read its parent's socket (nor close it: that would cut the
+    # parent's feed too); it makes its own on its first lookup.
+    global _current_watch
+    _current_watch = None
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def reset() -> None:
     """Forget the watch (tests: behave like a process that just started)."""
     global _current_watch
     with _lock:
-        if _current_watch is not None and _current_watch.pid == os.getpid():
+        if _current_watch is not None:
             _current_watch._close()
         _current_watch = None
