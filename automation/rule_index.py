@@ -115,9 +115,10 @@ def is_watched(model_label: str, event: str, organization_id: int) -> bool:
 
 
 def _current_index() -> Index:
-    private = _private_index()
-    if private is not None:
-        return private
+    if _private.markers:  # this thread's transaction may have changed rules
+        private = _private_index()
+        if private is not None:
+            return private
     try:
         version = current_version()
     except Exception:

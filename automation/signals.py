@@ -28,10 +28,11 @@ from automation.snapshots import diff, snapshot
 
 logger = logging.getLogger("automation.signals")
 
-# Stashed on the instance between pre_save and post_save: the old row's snapshot, or a note that
-# no UPDATED rule watched this save (so post_save need not ask the index again).
-OLD_SNAPSHOT_ATTR = "_automation_old_snapshot"
-UNWATCHED_ATTR = "_automation_unwatched"
+# Stashed on the instance between pre_save and post_save: the old row's snapshot, None when there
+# is none to compare, or UNWATCHED when no UPDATED rule watched the save (so post_save need not
+# ask the index again). A few dictionary operations: this runs on every save of the system.
+PRE_SAVE_ATTR = "_automation_pre_save"
+UNWATCHED = "unwatched"
 # Set by remember_stored_row: the row as its caller just read it, so pre_save need not read it.
 STORED_SNAPSHOT_ATTR = "_automation_stored_snapshot"
 DISPATCH_PREFIX = "automation.signals"
@@ -39,20 +40,19 @@ DISPATCH_PREFIX = "automation.signals"
 
 def read_old_row(sender, instance, raw=False, **kwargs):
     """pre_save: remember the stored row, but only when an UPDATED rule could use it."""
-    instance.__dict__.pop(OLD_SNAPSHOT_ATTR, None)
-    instance.__dict__.pop(UNWATCHED_ATTR, None)
-    stored = instance.__dict__.pop(STORED_SNAPSHOT_ATTR, None)
+    state = instance.__dict__
+    stored = state.pop(STORED_SNAPSHOT_ATTR) if STORED_SNAPSHOT_ATTR in state else None
     if raw or instance._state.adding or instance.pk is None:
+        state[PRE_SAVE_ATTR] = None
         return
     organization_id = getattr(instance, "organization_id", None)
-    if not is_watched(model_label(sender), TriggerEvent.UPDATED, organization_id):
-        instance.__dict__[UNWATCHED_ATTR] = True
+    if not is_watched(sender._meta.label_lower, TriggerEvent.UPDATED, organization_id):
+        state[PRE_SAVE_ATTR] = UNWATCHED
         return
     if stored is None:
         old = sender._base_manager.filter(pk=instance.pk).first()
         stored = snapshot(old) if old is not None else None
-    if stored is not None:
-        instance.__dict__[OLD_SNAPSHOT_ATTR] = stored
+    state[PRE_SAVE_ATTR] = stored
 
 
 def remember_stored_row(instance) -> None:
@@ -65,14 +65,13 @@ def remember_stored_row(instance) -> None:
 
 def on_save(sender, instance, created, raw=False, **kwargs):
     """post_save: CREATED or UPDATED (with the changed fields' old and new values)."""
-    old = instance.__dict__.pop(OLD_SNAPSHOT_ATTR, None)
-    unwatched = instance.__dict__.pop(UNWATCHED_ATTR, False)
+    old = instance.__dict__.pop(PRE_SAVE_ATTR, None)
     if raw:
         return
     if created:
         emit_event(instance, TriggerEvent.CREATED)
         return
-    if unwatched:  # pre_save just asked the index: one lookup per save is enough
+    if old is UNWATCHED:  # pre_save just asked the index: one lookup per save is enough
         return
     # Without the old row (nothing watched it at pre_save) changes stay unknown (None): rules
     # with watched fields then do not fire, rules without fire on any save.

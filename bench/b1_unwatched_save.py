@@ -29,7 +29,7 @@ def _queries(product) -> int:
 
 
 def run(ctx) -> list[Row]:
-    rounds, per_round = ctx.size((60, 50), (20, 50), (2, 5))
+    rounds, per_round = ctx.size((150, 30), (40, 30), (2, 5))
     org = data.organization("b1")
     watched = data.organization("b1-watched")
     data.event_rule(watched)
