@@ -33,6 +33,7 @@ logger = logging.getLogger("automation.signals")
 # ask the index again). A few dictionary operations: this runs on every save of the system.
 PRE_SAVE_ATTR = "_automation_pre_save"
 UNWATCHED = "unwatched"
+_MISSING = object()
 # Set by remember_stored_row: the row as its caller just read it, so pre_save need not read it.
 STORED_SNAPSHOT_ATTR = "_automation_stored_snapshot"
 DISPATCH_PREFIX = "automation.signals"
@@ -45,7 +46,10 @@ def read_old_row(sender, instance, raw=False, **kwargs):
     if raw or instance._state.adding or instance.pk is None:
         state[PRE_SAVE_ATTR] = None
         return
-    organization_id = getattr(instance, "organization_id", None)
+    # From the instance's own dict when loaded (the attribute goes through a descriptor).
+    organization_id = state.get("organization_id", _MISSING)
+    if organization_id is _MISSING:
+        organization_id = getattr(instance, "organization_id", None)
     if not is_watched(sender._meta.label_lower, TriggerEvent.UPDATED, organization_id):
         state[PRE_SAVE_ATTR] = UNWATCHED
         return
