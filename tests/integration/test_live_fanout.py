@@ -4,7 +4,6 @@ per distinct subscription; every connection still gets its own shape and its own
 """
 
 import asyncio
-import gc
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -20,6 +19,7 @@ from graphql_api import live_auth, subscriptions
 from tests.integration.test_live_subscriptions import (
     LOGS,
     Client,
+    assert_nothing_left,
     group_key,
     group_table,
     make_run,
@@ -172,12 +172,4 @@ async def test_many_connections_share_one_group_channel_and_leave_nothing_behind
     assert (await logs_of(clients[4], 1))[0]["status"] == "PENDING"
 
     await clients[4].close()
-    await asyncio.sleep(0.1)
-    gc.collect()
-    assert group_table(layer) == {}
-    leftover = [
-        task
-        for task in asyncio.all_tasks()
-        if task is not asyncio.current_task() and "channels_redis" not in repr(task)
-    ]
-    assert leftover == []
+    await assert_nothing_left(layer)

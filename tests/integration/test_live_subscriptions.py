@@ -229,6 +229,20 @@ async def test_revoked_token_stops_an_open_stream(organization, editor, monkeypa
     await client.close()
 
 
+async def assert_nothing_left(layer) -> None:
+    """No group membership and nothing of the closed connections left running (the pub/sub
+    layer's one Redis reader stays)."""
+    await asyncio.sleep(0.1)
+    gc.collect()
+    assert group_table(layer) == {}
+    leftover = [
+        task
+        for task in asyncio.all_tasks()
+        if task is not asyncio.current_task() and "channels_redis" not in repr(task)
+    ]
+    assert leftover == []
+
+
 def group_table(layer) -> dict:
     """{group: channels} of this process's layer (in-memory, or channels-redis pub/sub).
 
@@ -261,16 +275,7 @@ async def test_disconnecting_clients_leave_no_group_or_task(organization, editor
             await asyncio.sleep(0.01)
         assert len(group_table(layer)[key]) == 1
         await client.close()
-    await asyncio.sleep(0.1)
-    gc.collect()
-    assert group_table(layer) == {}
-    # Nothing of the connections is left running (the pub/sub layer's one Redis reader stays).
-    leftover = [
-        task
-        for task in asyncio.all_tasks()
-        if task is not asyncio.current_task() and "channels_redis" not in repr(task)
-    ]
-    assert leftover == []
+    await assert_nothing_left(layer)
 
 
 async def test_a_burst_from_a_worker_thread_arrives_whole_and_in_order(organization, editor):
