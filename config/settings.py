@@ -153,7 +153,10 @@ else:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels.layers.InMemoryChannelLayer",
-            "CONFIG": {"capacity": 10_000},
+            # group_expiry: the layer drops a group member a day after it joined (for channels
+            # that vanished without leaving); a dashboard subscribed for longer would go quiet.
+            # Subscriptions leave their groups when they end, so nothing needs that clean-up.
+            "CONFIG": {"capacity": 10_000, "group_expiry": 10 * 365 * 24 * 3600},
         }
     }
 # Browser pages on other origins that may open a WebSocket ("https://dash.example.com", "*" for

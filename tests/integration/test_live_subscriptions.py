@@ -330,3 +330,23 @@ def test_a_message_is_the_state_at_publication(
     received = [async_to_sync(layer.receive)(channel) for _ in range(2)]
     assert received[0]["log"]["action_logs"][0]["status"] == "PENDING"
     assert received[1]["action"]["status"] == "PENDING"
+
+
+async def test_a_subscriber_listening_for_days_still_gets_events():
+    """Channels' in-memory layer drops group members a day after they joined, unless told not
+    to: a live dashboard open over a weekend must keep receiving."""
+    import datetime
+
+    import time_machine
+
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add("automation.test.long-lived", channel)
+    try:
+        later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=3)
+        with time_machine.travel(later, tick=False):
+            await layer.group_send("automation.test.long-lived", {"type": "ping", "n": 1})
+            message = await asyncio.wait_for(layer.receive(channel), timeout=5)
+        assert message["n"] == 1
+    finally:
+        await layer.group_discard("automation.test.long-lived", channel)
