@@ -34,7 +34,13 @@ from automation.live import publish_notification
 from automation.registry import PathError, get_automatable, resolve_path
 from automation.signals import remember_stored_row
 from automation.snapshots import json_value, snapshot
-from automation.templates import TemplateError, placeholder_errors, render, render_text
+from automation.templates import (
+    TemplateError,
+    has_placeholder,
+    placeholder_errors,
+    render,
+    render_text,
+)
 
 logger = logging.getLogger("automation.actions")
 
@@ -257,7 +263,7 @@ class RecordHandler(ActionHandler):
             return None
         return entry.label
 
-    def check_fields(self, label, fields: dict, errors) -> None:
+    def check_fields(self, label, fields: dict, errors, rule) -> None:
         entry = get_automatable(label)
         for name, value in fields.items():
             path = _join("fields", name)
@@ -270,6 +276,12 @@ class RecordHandler(ActionHandler):
                 _add(errors, path, f'"{name}" points to records automation cannot check.')
             elif not _is_json_field(field) and not _is_scalar(value):
                 _add(errors, path, f'"{name}" takes a single value, not a list or object.')
+            elif field.is_relation and not has_placeholder(value):
+                # A literal id is checked now; one from a placeholder only at run time.
+                try:
+                    _related_record(field, value, rule.organization_id, path)
+                except ActionError as exc:
+                    _add(errors, path, str(exc).removeprefix(f"{path}: "))
 
     # Run time -------------------------------------------------------------------------------
 
@@ -318,7 +330,8 @@ class RecordHandler(ActionHandler):
                 raise ActionError(f'{path}: "{name}" is not a writable field of {entry.label}.')
             field = entry.field(name)
             if field.is_relation:
-                setattr(instance, field.name, _related_record(field, value, ctx, path))
+                record = _related_record(field, value, ctx.organization_id, path)
+                setattr(instance, field.name, record)
             else:
                 if not _is_json_field(field) and not _is_scalar(value):
                     raise ActionError(f'{path}: "{name}" takes a single value, got {value!r}.')
@@ -341,7 +354,7 @@ class UpdateRecordHandler(RecordHandler):
     def check(self, parameters, rule, errors):
         label = self.check_target(parameters.get("target", TRIGGER), rule, errors)
         if label is not None:
-            self.check_fields(label, parameters["fields"], errors)
+            self.check_fields(label, parameters["fields"], errors, rule)
 
     def _prepare(self, parameters, ctx, *, lock):
         entry, instance = self.find_target(parameters, ctx, lock=lock)
@@ -382,7 +395,7 @@ class CreateRecordHandler(RecordHandler):
     def check(self, parameters, rule, errors):
         label = self.check_model(parameters["model"], "model", errors)
         if label is not None:
-            self.check_fields(label, parameters["fields"], errors)
+            self.check_fields(label, parameters["fields"], errors, rule)
 
     def _prepare(self, parameters, ctx):
         entry = _automatable_or_fail(parameters["model"], "model")
@@ -461,7 +474,7 @@ def _lookup_value(field, value, path):
         raise ActionError(f"{path}: {' '.join(exc.messages)}") from None
 
 
-def _related_record(field, value, ctx, path):
+def _related_record(field, value, organization_id, path):
     """The related record a foreign key value names, only from the rule's organization."""
     if value is None or value == "":
         return None  # full_clean refuses it when the field is required
@@ -472,7 +485,7 @@ def _related_record(field, value, ctx, path):
         pk = related._meta.pk.to_python(value)
     except ValidationError:
         raise ActionError(f"{path}: {value!r} is not a valid id.") from None
-    record = related._default_manager.filter(pk=pk, organization_id=ctx.organization_id).first()
+    record = related._default_manager.filter(pk=pk, organization_id=organization_id).first()
     if record is None:
         label = f"{related._meta.app_label}.{related._meta.model_name}"
         raise ActionError(f"{path}: no {label} with id {value} in this organization.")

@@ -122,6 +122,27 @@ def test_update_validation_refuses_non_writable_and_unknown_fields(rule):
     assert "Unknown template variable 'secrets.x'" in errors["fields.name"][0]
 
 
+def test_a_literal_foreign_key_of_another_organization_is_refused_at_save_time(
+    rule, other_organization
+):
+    own = CategoryFactory(organization=rule.organization)
+    foreign = CategoryFactory(organization=other_organization)
+    for action_type, extra in (
+        (ActionType.UPDATE_RECORD, {}),
+        (ActionType.CREATE_RECORD, {"model": "catalog.product"}),
+    ):
+        fields = {"name": "x", "category": foreign.pk}
+        errors = parameter_errors(action_type, {**extra, "fields": fields}, rule)
+        assert errors == {
+            "fields.category": [f"no catalog.category with id {foreign.pk} in this organization."]
+        }, action_type
+        fields = {"name": "x", "category": own.pk}
+        assert parameter_errors(action_type, {**extra, "fields": fields}, rule) == {}
+    # An id from a placeholder is only known at run time (and checked then).
+    templated = {"fields": {"category": "{{ object.category }}"}}
+    assert parameter_errors(ActionType.UPDATE_RECORD, templated, rule) == {}
+
+
 def test_validation_refuses_models_that_are_not_automatable(rule):
     errors = parameter_errors(
         ActionType.CREATE_RECORD, {"model": "auth.user", "fields": {"username": "x"}}, rule
