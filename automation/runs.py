@@ -1,9 +1,9 @@
 """Executing a run, and the service calls that start one by hand (run_rule, retry_run).
 
-The life of a run (ARCHITECTURE.md): a PENDING log is claimed with one conditional UPDATE, its
-conditions are evaluated, then its actions run in order. Every state change bumps the log's `seq`,
-is written with a guarded UPDATE (the worker must still own the run) and is published after
-commit; the writes are grouped into few transactions (see "Executing a run" below). A database
+The life of a run (ARCHITECTURE.md): a PENDING log is claimed (SELECT ... FOR UPDATE SKIP
+LOCKED), its conditions are evaluated, then its actions run in order. Every state change bumps the
+log's `seq` and is published after commit; the changes are written with one guarded UPDATE per
+transaction (the worker must still own the run), in few transactions (see "Executing a run"). A database
 action commits in the same transaction as its SUCCEEDED entry, so a run that is resumed after its
 worker died never applies it twice. No exception leaves a log RUNNING.
 """
@@ -214,9 +214,11 @@ def execute_run(log_id: int) -> None:
         # aborted it): claim again, to record the failure.
         writer.rollback()
         with transaction.atomic():
-            if claim(log_id) is not None:
-                _mark_running(writer)
-                _fail(writer, exc)
+            if claim(log_id) is None:
+                logger.exception("run %s failed, and another worker has it now", log_id)
+                return
+            _mark_running(writer)
+            _fail(writer, exc)
         return
     if plan is None:
         return
@@ -325,6 +327,10 @@ class _Plan:
             started = _begin(self.writer, self.ctx, index)
             outcome = _call(self.writer, self.ctx, self.actions[index], index, self.handlers[index])
             self._record(index, started, outcome)
+        self._finish_if_over()
+
+    def _finish_if_over(self) -> None:
+        """Once a failure stopped the run or nothing is left: skip the rest and finish."""
         if self.stopped or not self.todo:
             _conclude(self.writer, self.failures, self.stopped)
             self.done = True
@@ -343,8 +349,7 @@ class _Plan:
             outcome = _call(self.writer, self.ctx, self.actions[index], index, handler)
             with self.writer.step():
                 self._record(index, started, outcome)
-                if self.stopped or not self.todo:
-                    self.run_database_actions()  # nothing to run: the finish
+                self._finish_if_over()
             if not self.done and not self._reaches_outside(self.todo[-1]):
                 with self.writer.step():
                     self.run_database_actions()
@@ -427,7 +432,6 @@ def _conclude(writer: RunWriter, failures: int, stopped: bool) -> None:
                 _set_entry(
                     writer, entry, status=ActionStatus.SKIPPED, error="An earlier action failed."
                 )
-    if stopped:
         status = RunStatus.FAILED
     elif failures:
         status = RunStatus.PARTIAL

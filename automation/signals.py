@@ -32,7 +32,7 @@ logger = logging.getLogger("automation.signals")
 # is none to compare, or UNWATCHED when no UPDATED rule watched the save (so post_save need not
 # ask the index again). A few dictionary operations: this runs on every save of the system.
 PRE_SAVE_ATTR = "_automation_pre_save"
-UNWATCHED = "unwatched"
+UNWATCHED = object()
 _MISSING = object()
 # Set by remember_stored_row: the row as its caller just read it, so pre_save need not read it.
 STORED_SNAPSHOT_ATTR = "_automation_stored_snapshot"

@@ -94,3 +94,25 @@ def test_a_subscription_over_http_points_to_the_websocket(gql, editor, organizat
     assert answer.codes == ["GRAPHQL_VALIDATION_FAILED"]
     assert "WebSocket" in answer.errors[0]["message"]
     assert answer.body["data"] is None
+
+
+def test_a_repeated_document_is_validated_once(gql, editor):
+    """The validation cache hits: the depth and alias rules are the same objects every request
+    (a limiter built per request would make new rule classes, and the cache would never hit)."""
+    from strawberry.extensions.validation_cache import _get_validate_cache
+
+    cached_validate = _get_validate_cache(256)
+    query = "{ me { id username } organizations { id } }"
+    gql(query, token=editor).ok()
+    hits = cached_validate.cache_info().hits
+    gql(query, token=editor).ok()
+    assert cached_validate.cache_info().hits == hits + 1
+
+
+def test_the_validation_cache_follows_a_changed_depth_limit(gql, editor):
+    query = "{ rules { id conditions { logic conditions { field } } } }"
+    assert gql(query, token=editor).ok() == {"rules": []}  # validated and cached
+    with override_settings(GRAPHQL_MAX_DEPTH=2):
+        answer = gql(query, token=editor)
+    assert set(answer.codes) == {"GRAPHQL_VALIDATION_FAILED"}
+    assert "depth" in answer.errors[0]["message"]
