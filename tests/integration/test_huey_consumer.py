@@ -1,5 +1,8 @@
 """A whole run through a real Huey consumer (SQLite-backed queue, worker threads)."""
 
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -69,3 +72,24 @@ def test_a_run_goes_from_pending_to_final_through_the_queue(consumer, organizati
     product.refresh_from_db()
     assert product.category_id == category.pk, "action 1 used the id action 0 created"
     assert log.seq >= 6  # claimed, planned, 2 x (running, succeeded), finished
+
+
+def test_a_worker_loads_the_engine_before_its_first_run():
+    # In a fresh interpreter: nothing has imported the action handlers (and httpx) yet; a worker's
+    # start-up does, so the first run a worker executes does not pay for the import.
+    script = """
+import sys, django
+django.setup()
+from huey.consumer import Worker
+from huey.contrib.djhuey import HUEY
+import automation.tasks
+before = "automation.actions" in sys.modules or "httpx" in sys.modules
+Worker(HUEY, None, 0.1, 1.0, 1.15).initialize()
+print(before, "automation.actions" in sys.modules and "httpx" in sys.modules)
+"""
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings"}
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "True"]
