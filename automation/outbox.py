@@ -123,7 +123,10 @@ def emit_event(instance, event: str, changes: dict | None = None) -> list[Automa
     depth = chain.depth + 1 if chain else 0
     content_type = ContentType.objects.get_for_model(type(instance))
     logs = []
-    with transaction.atomic():
+    # Inside the caller's transaction when there is one. No savepoint (two round trips per
+    # write): a failure here fails the caller's write anyway, and a run's database actions
+    # have savepoints of their own.
+    with transaction.atomic(savepoint=False):
         for rule in rules:
             if chain and chain.rule_id == rule.pk and not rule.allow_self_trigger:
                 logger.debug("rule %s not re-triggered by its own run %s", rule.pk, chain.log_id)

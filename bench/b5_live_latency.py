@@ -6,6 +6,10 @@ to automationLogs over graphql-transport-ws; each round updates a product's stoc
 from sending the mutation to the arrival of the run's PENDING event (first) and of its SUCCEEDED
 event (final). Rounds run one at a time, with a short pause between them.
 
+The floor: the same mutation over HTTP with the rule switched off (no run, no event), timed to
+its response. No engine can deliver an event sooner than the write that causes it, so this row
+shows how much of the goal's budget (3x the raw round trips) the API request alone takes.
+
 Baseline, measured in the same run before the server starts (its consumer would take the probes):
 a raw channel-layer round trip (group_send -> receive) plus a raw Huey round trip (enqueue -> the
 task runs, idle consumer with serve's settings).
@@ -75,13 +79,40 @@ async def _rounds(server, org, token, product, rounds: int):
     return firsts, finals
 
 
+async def _floor(server, token, product, rounds: int) -> list[float]:
+    """The mutation's own HTTP round trip, with no rule watching it."""
+    times = []
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
+        for index in range(rounds + 2):  # 2 warm-up rounds
+            await asyncio.sleep(0.05)
+            started = time.perf_counter()
+            response = await client.post(
+                "/graphql/",
+                json={
+                    "query": UPDATE_PRODUCT,
+                    "variables": {"id": str(product.pk), "input": {"stock": 500 + index}},
+                },
+                headers=headers,
+            )
+            elapsed = time.perf_counter() - started
+            if response.status_code != 200 or response.json().get("errors"):
+                raise RuntimeError(f"mutation failed: {response.text[:300]}")
+            if index >= 2:
+                times.append(elapsed)
+    return times
+
+
 def run(ctx) -> list[Row]:
     rounds, probes = ctx.size((40, 30), (15, 10), (2, 2))
-    org, token, product, _ = setup_data("b5")
+    org, token, product, rule = setup_data("b5")
     channel, queue = baseline(probes)
     base = channel + queue
     with Server(ctx.env, ctx.mode) as server:
         firsts, finals = asyncio.run(_rounds(server, org, token, product, rounds))
+        rule.is_active = False
+        rule.save()
+        floor = median(asyncio.run(_floor(server, token, product, rounds)))
     rows = []
     for name, values, goal in (("first", firsts, None), ("final", finals, 3)):
         p50, p99 = median(values), percentile(values, 0.99)
@@ -100,4 +131,18 @@ def run(ctx) -> list[Row]:
                 ),
             )
         )
+    rows.append(
+        Row(
+            bench=5,
+            name="floor: the same mutation with no rule, HTTP round trip p50 vs raw round trips",
+            value=round(floor / base, 3),
+            unit="x",
+            goal="",
+            ok=None,
+            detail=(
+                f"p50 {floor * 1000:.1f} ms (the write every event waits for); the goal's "
+                f"3x is {3 * base * 1000:.1f} ms ({rounds} rounds)"
+            ),
+        )
+    )
     return rows

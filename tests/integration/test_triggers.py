@@ -11,7 +11,7 @@ import pytest
 import redis
 from django.core import serializers
 from django.core.cache import cache
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -113,6 +113,40 @@ def test_a_watched_update_reads_the_old_row_once():
     ]
     assert len(selects) == 1
     assert len(fired(rule)) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_watched_save_in_a_transaction_writes_its_run_without_a_savepoint():
+    organization = OrganizationFactory()
+    rule = rule_on(organization, TriggerEvent.UPDATED)
+    product = ProductFactory(organization=organization)
+
+    product.stock += 1
+    with CaptureQueriesContext(connection) as captured, transaction.atomic():
+        product.save()
+    statements = [q["sql"].split()[0] for q in captured.captured_queries]
+
+    assert "SAVEPOINT" not in statements and "RELEASE" not in statements
+    assert len(fired(rule)) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_log_that_cannot_be_written_fails_the_write_that_caused_it(monkeypatch):
+    organization = OrganizationFactory()
+    rule = rule_on(organization, TriggerEvent.UPDATED)
+    product = ProductFactory(organization=organization, stock=1)
+
+    def broken_insert(*args, **kwargs):
+        raise DatabaseError("the log table is gone")
+
+    monkeypatch.setattr(AutomationLog.objects, "create", broken_insert)
+    with pytest.raises(DatabaseError), transaction.atomic():
+        product.stock = 2
+        product.save()
+
+    product.refresh_from_db()
+    assert product.stock == 1  # no write without its run
+    assert fired(rule) == []
 
 
 # --- Which rules fire ----------------------------------------------------------------------------
