@@ -111,7 +111,8 @@ def rules_watching(model_label: str, event: str, organization_id: int) -> list[A
 
 def is_watched(model_label: str, event: str, organization_id: int) -> bool:
     """True when some active rule of the organization watches this event (no objects built)."""
-    return bool(_current_index().get((model_label, event), {}).get(organization_id))
+    watching = _current_index().get((model_label, event))
+    return watching is not None and organization_id in watching  # only non-empty lists
 
 
 def _current_index() -> Index:

@@ -37,23 +37,27 @@ _MISSING = object()
 # Set by remember_stored_row: the row as its caller just read it, so pre_save need not read it.
 STORED_SNAPSHOT_ATTR = "_automation_stored_snapshot"
 DISPATCH_PREFIX = "automation.signals"
+# Looked up on every save: the model's label (Options.label_lower formats it on each access)
+# and the event, as plain module globals.
+_labels: dict[type, str] = {}
+_UPDATED = TriggerEvent.UPDATED
 
 
 def read_old_row(sender, instance, raw=False, **kwargs):
     """pre_save: remember the stored row, but only when an UPDATED rule could use it."""
     state = instance.__dict__
-    stored = state.pop(STORED_SNAPSHOT_ATTR) if STORED_SNAPSHOT_ATTR in state else None
-    if raw or instance._state.adding or instance.pk is None:
+    stored = state.pop(STORED_SNAPSHOT_ATTR, None)
+    if raw or instance._state.adding:
         state[PRE_SAVE_ATTR] = None
         return
     # From the instance's own dict when loaded (the attribute goes through a descriptor).
     organization_id = state.get("organization_id", _MISSING)
     if organization_id is _MISSING:
         organization_id = getattr(instance, "organization_id", None)
-    if not is_watched(sender._meta.label_lower, TriggerEvent.UPDATED, organization_id):
+    if not is_watched(_labels[sender], _UPDATED, organization_id):
         state[PRE_SAVE_ATTR] = UNWATCHED
         return
-    if stored is None:
+    if stored is None and instance.pk is not None:
         old = sender._base_manager.filter(pk=instance.pk).first()
         stored = snapshot(old) if old is not None else None
     state[PRE_SAVE_ATTR] = stored
@@ -101,6 +105,7 @@ def connect() -> None:
     """Connect every receiver (idempotent: each has a dispatch_uid)."""
     for entry in automatable_models().values():
         label = entry.label
+        _labels[entry.model] = label
         pre_save.connect(
             read_old_row, sender=entry.model, dispatch_uid=f"{DISPATCH_PREFIX}.pre_save.{label}"
         )
