@@ -21,7 +21,7 @@ import time
 
 import httpx
 
-from bench.live import FINAL, LOGS, UPDATE_PRODUCT, baseline, setup_data
+from bench.live import FINAL, LOGS, baseline, setup_data, update_stock
 from bench.server import Server
 from bench.stats import Row, median, percentile
 from bench.wsclient import Subscriber
@@ -41,16 +41,7 @@ async def _rounds(server, org, token, product, rounds: int):
                 await asyncio.sleep(0.2)
                 mark = len(subscriber.events)
                 started = time.perf_counter()
-                response = await client.post(
-                    "/graphql/",
-                    json={
-                        "query": UPDATE_PRODUCT,
-                        "variables": {"id": str(product.pk), "input": {"stock": 100 + index}},
-                    },
-                    headers=headers,
-                )
-                if response.status_code != 200 or response.json().get("errors"):
-                    raise RuntimeError(f"mutation failed: {response.text[:300]}")
+                await update_stock(client, headers, product, 100 + index)
                 first = final = None
                 deadline = time.monotonic() + 30
                 while final is None:
@@ -87,19 +78,9 @@ async def _floor(server, token, product, rounds: int) -> list[float]:
         for index in range(rounds + 2):  # 2 warm-up rounds
             await asyncio.sleep(0.05)
             started = time.perf_counter()
-            response = await client.post(
-                "/graphql/",
-                json={
-                    "query": UPDATE_PRODUCT,
-                    "variables": {"id": str(product.pk), "input": {"stock": 500 + index}},
-                },
-                headers=headers,
-            )
-            elapsed = time.perf_counter() - started
-            if response.status_code != 200 or response.json().get("errors"):
-                raise RuntimeError(f"mutation failed: {response.text[:300]}")
+            await update_stock(client, headers, product, 500 + index)
             if index >= 2:
-                times.append(elapsed)
+                times.append(time.perf_counter() - started)
     return times
 
 

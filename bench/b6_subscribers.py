@@ -18,26 +18,13 @@ import time
 
 import httpx
 
-from bench.live import FINAL, LOGS, UPDATE_PRODUCT, setup_data
+from bench.live import FINAL, LOGS, setup_data, update_stock
 from bench.server import Server
 from bench.stats import Row, median, percentile
 from bench.wsclient import Subscriber
 
 EVENTS_PER_RUN = 4
 OPEN_BATCH = 50
-
-
-async def _mutate(client, headers, product, stock: int) -> None:
-    response = await client.post(
-        "/graphql/",
-        json={
-            "query": UPDATE_PRODUCT,
-            "variables": {"id": str(product.pk), "input": {"stock": stock}},
-        },
-        headers=headers,
-    )
-    if response.status_code != 200 or response.json().get("errors"):
-        raise RuntimeError(f"mutation failed: {response.text[:300]}")
 
 
 async def _until_finished(clients, runs: int, timeout: float = 60) -> None:
@@ -63,13 +50,13 @@ async def _measure(server, org, token, product, subscribers: int, runs: int):
     sent: list[float] = []
     try:
         async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as client:
-            await _mutate(client, headers, product, 499)  # the warm-up run
+            await update_stock(client, headers, product, 499)  # the warm-up run
             await _until_finished(clients, 1)
             for c in clients:
                 c.events.clear()
             for index in range(runs):
                 sent.append(time.perf_counter())
-                await _mutate(client, headers, product, 500 + index)
+                await update_stock(client, headers, product, 500 + index)
                 await asyncio.sleep(1.0)
         expected = runs * EVENTS_PER_RUN
         await _until_finished(clients, runs)

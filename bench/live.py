@@ -19,6 +19,20 @@ UPDATE_PRODUCT = """mutation($id: ID!, $input: ProductUpdateInput!) {
 FINAL = {"SUCCEEDED", "FAILED", "PARTIAL", "SKIPPED"}
 
 
+async def update_stock(client, headers: dict, product, stock: int) -> None:
+    """The live benchmarks' write: updateProduct over HTTP (an httpx.AsyncClient); must succeed."""
+    response = await client.post(
+        "/graphql/",
+        json={
+            "query": UPDATE_PRODUCT,
+            "variables": {"id": str(product.pk), "input": {"stock": stock}},
+        },
+        headers=headers,
+    )
+    if response.status_code != 200 or response.json().get("errors"):
+        raise RuntimeError(f"mutation failed: {response.text[:300]}")
+
+
 def setup_data(prefix: str):
     """(organization, token, product, rule): a member's token and the benchmark rule."""
     org = data.organization(prefix)
