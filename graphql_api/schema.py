@@ -1,10 +1,9 @@
 """The Strawberry schema of the public contract (queries and mutations; subscriptions join later).
 
 Extensions, in order: the optimizer (prefetching for strawberry-django fields), the depth, alias
-and token limits (settings GRAPHQL_MAX_*; refused before execution), a cache of validation results
-(clients send the same few documents again and again, and validating one was milliseconds of
-every request; Strawberry's ParserCache is left out, as it turns a syntax error into an error
-without a code), and ErrorCodes, which gives every error its `extensions.code` and masks
+and token limits (settings GRAPHQL_MAX_*; refused before execution), caches of parsed documents
+(graphql_api/documents.py) and of validation results (clients send the same few documents again
+and again, and validating one was milliseconds of every request), and ErrorCodes, which gives every error its `extensions.code` and masks
 unexpected ones (graphql_api/errors.py). The executor renders a live event once for all equal
 subscriptions (graphql_api/shared_render.py).
 """
@@ -23,6 +22,7 @@ from strawberry.extensions import (
 )
 from strawberry_django.optimizer import DjangoOptimizerExtension
 
+from graphql_api.documents import DocumentCache
 from graphql_api.errors import ErrorCodes
 from graphql_api.mutations import Mutation
 from graphql_api.queries import Query
@@ -68,6 +68,7 @@ def build_schema(subscription=None) -> strawberry.Schema:
             DjangoOptimizerExtension,
             RequestLimits,
             lambda: MaxTokensLimiter(max_token_count=settings.GRAPHQL_MAX_TOKENS),
+            DocumentCache,
             lambda: ValidationCache(maxsize=256),
             ErrorCodes,
         ],

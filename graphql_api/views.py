@@ -18,11 +18,12 @@ from django.conf import settings
 from django.http import HttpResponse
 from django.middleware.csrf import get_token
 from django.template.loader import render_to_string
-from graphql import GraphQLError, OperationType, get_operation_ast, parse
+from graphql import GraphQLError, OperationType, get_operation_ast
 from graphql.error import GraphQLSyntaxError
 from strawberry.django.views import GraphQLView
 from strawberry.types import ExecutionResult
 
+from graphql_api.documents import parse_document
 from graphql_api.errors import GRAPHQL_VALIDATION_FAILED
 from graphql_api.schema import schema
 
@@ -81,7 +82,8 @@ def _is_subscription(query: str | None, operation_name: str | None) -> bool:
     if not query:
         return False
     try:
-        operation = get_operation_ast(parse(query), operation_name)
+        document = parse_document(query, settings.GRAPHQL_MAX_TOKENS)
+        operation = get_operation_ast(document, operation_name)
     except (GraphQLSyntaxError, RecursionError):
         return False
     return operation is not None and operation.operation == OperationType.SUBSCRIPTION

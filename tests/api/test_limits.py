@@ -6,6 +6,7 @@ import logging
 import pytest
 from django.test import override_settings
 
+from graphql_api.documents import parse_document
 from tests.factories import AutomationLogFactory, AutomationRuleFactory
 
 pytestmark = pytest.mark.django_db
@@ -116,3 +117,29 @@ def test_the_validation_cache_follows_a_changed_depth_limit(gql, editor):
         answer = gql(query, token=editor)
     assert set(answer.codes) == {"GRAPHQL_VALIDATION_FAILED"}
     assert "depth" in answer.errors[0]["message"]
+
+
+def test_a_repeated_document_is_parsed_once(gql, editor):
+    # The view's subscription check and the operation share one parse, and the next request
+    # with the same text parses nothing.
+    parse_document.cache_clear()
+    query = "{ me { id username } }"
+    gql(query, token=editor).ok()
+    gql(query, token=editor).ok()
+    info = parse_document.cache_info()
+    assert (info.misses, info.hits) == (1, 3)
+
+
+def test_a_document_that_does_not_parse_is_not_cached(gql, editor):
+    parse_document.cache_clear()
+    assert gql("{ me { id ", token=editor).codes == ["GRAPHQL_VALIDATION_FAILED"]
+    assert parse_document.cache_info().currsize == 0
+
+
+def test_the_token_limit_applies_to_a_document_parsed_before(gql, editor):
+    query = "{ me { id username } }"
+    gql(query, token=editor).ok()
+    with override_settings(GRAPHQL_MAX_TOKENS=5):
+        answer = gql(query, token=editor)
+    assert answer.codes == ["GRAPHQL_VALIDATION_FAILED"]
+    assert "tokens" in answer.errors[0]["message"]
