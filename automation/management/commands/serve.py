@@ -9,6 +9,7 @@ threads are stopped gracefully (a run in progress finishes) and the command retu
 process exits 0.
 """
 
+import gc
 import logging
 import signal
 import threading
@@ -104,6 +105,12 @@ class Command(BaseCommand):
 
         consumer = None if no_worker else self._start_consumer(workers)
         server = self._make_server(host, port)
+        # Everything loaded so far (Django, the schema, the app) lives as long as the process:
+        # keep it out of the garbage collector's full passes, which otherwise walk it all and
+        # stalled the event loop (every live event) for 100-200 ms at a time.
+        gc.collect()
+        gc.freeze()
+        logger.info("%s start-up objects kept out of garbage collection.", gc.get_freeze_count())
         # uvicorn re-raises the signal that stopped it once it has shut down; with these handlers
         # in place that re-raise is a no-op and the consumer can be stopped cleanly below.
         previous = {
