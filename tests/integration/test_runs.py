@@ -5,6 +5,8 @@ import datetime
 import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts.models import Notification
@@ -663,3 +665,57 @@ def test_runs_reuse_the_rule_definition_until_the_rules_change():
     execute_run(pending_run(rule, product).pk)
     product.refresh_from_db()
     assert product.description == "second"
+
+
+# --- The claim and the guard find a run by primary key, whatever the statistics say --------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_claim_and_the_guard_use_the_primary_key_with_statistics_from_before_a_burst(
+    organization, product
+):
+    if connection.vendor != "postgresql":
+        pytest.skip("needs DATABASE_URL (PostgreSQL): the query planner under test is its")
+    rule = AutomationRuleFactory(
+        organization=organization,
+        trigger_event=TriggerEvent.UPDATED,
+        actions=[update_description()],
+    )
+    finished = [pending_run(rule, product) for _ in range(20)]
+    AutomationLog.objects.filter(pk__in=[log.pk for log in finished]).update(
+        status=RunStatus.SUCCEEDED
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE automation_automationlog")  # no run is PENDING now
+    template = finished[0]
+    AutomationLog.objects.bulk_create(
+        AutomationLog(
+            organization_id=template.organization_id,
+            rule_id=template.rule_id,
+            trigger=template.trigger,
+            event=template.event,
+            status=RunStatus.PENDING,
+            rule_revision=template.rule_revision,
+            context=template.context,
+        )
+        for _ in range(20_000)
+    )  # a burst the statistics have not seen
+    log = pending_run(rule, product)
+
+    with CaptureQueriesContext(connection) as captured:
+        execute_run(log.pk)
+    log.refresh_from_db()
+    assert log.status == RunStatus.SUCCEEDED
+    statements = [
+        query["sql"]
+        for query in captured.captured_queries
+        if "automation_automationlog" in query["sql"].split(" WHERE ")[0]
+        and query["sql"].startswith(("SELECT", "UPDATE"))
+    ]
+    assert len(statements) == 2  # the claim and the guarded write
+    with connection.cursor() as cursor:
+        for sql in statements:
+            cursor.execute(f"EXPLAIN {sql}")
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+            assert "automation_automationlog_pkey" in plan, plan
+            assert "log_status_idx" not in plan, plan
