@@ -107,7 +107,7 @@ class Command(BaseCommand):
         server = self._make_server(host, port)
         # Everything loaded so far (Django, the schema, the app) lives as long as the process:
         # keep it out of the garbage collector's full passes, which otherwise walk it all and
-        # stalled the event loop (every live event) for 100-200 ms at a time.
+        # stalled the event loop (every live event) for 70-180 ms at a time.
         gc.collect()
         gc.freeze()
         logger.info("%s start-up objects kept out of garbage collection.", gc.get_freeze_count())
