@@ -675,7 +675,7 @@ def test_the_claim_and_the_guard_use_the_primary_key_with_statistics_from_before
     organization, product
 ):
     if connection.vendor != "postgresql":
-        pytest.skip("needs DATABASE_URL (PostgreSQL): the query planner under test is its")
+        pytest.skip("needs DATABASE_URL (PostgreSQL), whose query planner this tests")
     rule = AutomationRuleFactory(
         organization=organization,
         trigger_event=TriggerEvent.UPDATED,
