@@ -96,7 +96,7 @@ def _value_at(parameters, keys: tuple[str, ...]):
     return current
 
 
-# --- The handler base -------------------------------------------------------------------------------
+# --- The handler base --------------------------------------------------------------------------
 
 
 class ActionHandler:

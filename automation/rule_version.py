@@ -164,7 +164,7 @@ class VersionWatch:
         return self._connection is not None
 
     def _changed(self) -> bool:
-        """Read what Redis pushed; True when the known version may be stale (or nothing is known)."""
+        """Read what Redis pushed; True when the known version may be stale or nothing is known."""
         if self._connection is None:
             self._connect()
             return True

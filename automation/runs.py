@@ -3,9 +3,9 @@
 The life of a run (ARCHITECTURE.md): a PENDING log is claimed (SELECT ... FOR UPDATE SKIP
 LOCKED), its conditions are evaluated, then its actions run in order. Every state change bumps the
 log's `seq` and is published after commit; the changes are written with one guarded UPDATE per
-transaction (the worker must still own the run), in few transactions (see "Executing a run"). A database
-action commits in the same transaction as its SUCCEEDED entry, so a run that is resumed after its
-worker died never applies it twice. No exception leaves a log RUNNING.
+transaction (the worker must still own the run), in few transactions (see "Executing a run"). A
+database action commits in the same transaction as its SUCCEEDED entry, so a run that is resumed
+after its worker died never applies it twice. No exception leaves a log RUNNING.
 """
 
 import contextlib

@@ -4,8 +4,8 @@ Extensions, in order: the optimizer (prefetching for strawberry-django fields), 
 and token limits (settings GRAPHQL_MAX_*; refused before execution), caches of parsed documents
 (graphql_api/documents.py) and of validation results (clients send the same few documents again
 and again, and validating one was milliseconds of every request), and ErrorCodes, which gives
-every error its `extensions.code` and masks unexpected ones (graphql_api/errors.py). The executor renders a live event once for all equal
-subscriptions (graphql_api/shared_render.py).
+every error its `extensions.code` and masks unexpected ones (graphql_api/errors.py). The executor
+renders a live event once for all equal subscriptions (graphql_api/shared_render.py).
 """
 
 import decimal

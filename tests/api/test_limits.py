@@ -143,3 +143,15 @@ def test_the_token_limit_applies_to_a_document_parsed_before(gql, editor):
         answer = gql(query, token=editor)
     assert answer.codes == ["GRAPHQL_VALIDATION_FAILED"]
     assert "tokens" in answer.errors[0]["message"]
+
+
+def test_the_view_stops_parsing_at_the_token_limit_too(gql, editor, organization):
+    # The view looks for a subscription before Strawberry runs; it must not parse a document
+    # past the token limit either (it used to parse any size, then point to the WebSocket).
+    fields = " ".join("id" for _ in range(60))
+    query = f"subscription($org: ID!) {{ automationLogs(organization: $org) {{ {fields} }} }}"
+    with override_settings(GRAPHQL_MAX_TOKENS=20):
+        answer = gql(query, {"org": str(organization.pk)}, token=editor)
+    assert answer.codes == ["GRAPHQL_VALIDATION_FAILED"]
+    assert "tokens" in answer.errors[0]["message"]
+    assert "WebSocket" not in answer.errors[0]["message"]
