@@ -194,7 +194,8 @@ def claim(log_id: int) -> AutomationLog | None:
     found = (
         AutomationLog.objects.select_for_update(skip_locked=True, of=("self",))
         .select_related("triggered_by")
-        .filter(pk=log_id)[:1]
+        .filter(pk=log_id)
+        .order_by()[:1]  # one row: the model's default ordering would only add a sort
     )
     log = found[0] if found else None
     if log is None or log.status != RunStatus.PENDING or log.dry_run:
