@@ -466,9 +466,6 @@ def test_events_raised_by_a_run_carry_its_chain(organization, product):
 def test_an_update_action_reads_its_record_once_and_the_next_rule_gets_the_changes(
     organization, product
 ):
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
     rule_a = AutomationRuleFactory(
         organization=organization, name="A", actions=[update_description("by A")]
     )
@@ -514,7 +511,7 @@ def test_chain_deeper_than_the_limit_is_cut_with_a_log_naming_it(organization, p
         assert log.depth == 4
 
 
-# --- Manual runs, dry runs, retries -----------------------------------------------------------------
+# --- Manual runs, dry runs, retries --------------------------------------------------------------
 
 
 def test_run_rule_needs_an_object_of_its_own_organization(
@@ -628,14 +625,11 @@ def test_conditions_that_cannot_be_evaluated_skip_with_the_reason(
     assert not Category.objects.filter(name__startswith="Made by").exists()
 
 
-# --- Rule definitions cached between runs ----------------------------------------------------------
+# --- Rule definitions cached between runs --------------------------------------------------------
 
 
 @pytest.mark.django_db(transaction=True)
 def test_runs_reuse_the_rule_definition_until_the_rules_change():
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
     from automation import rule_index
     from tests.factories import OrganizationFactory
 
