@@ -127,21 +127,15 @@ if REDIS_URL:
     }
 else:
     HUEY = {
-        "huey_class": "huey.SqliteHuey",
+        # Huey on SQLite whose workers an enqueue in this process wakes at once (SQLite cannot
+        # block on a queue; see automation/queue.py); tasks other processes enqueue are seen
+        # within 50 ms.
+        "huey_class": "automation.queue.WakeableSqliteHuey",
         "name": "automation",
         "immediate": False,
         "filename": str(DATA_DIR / "huey.sqlite3"),
         "journal_mode": "wal",
-        # SQLite cannot block on the queue: the workers poll it. Huey's default backoff (0.1 s
-        # up to 10 s) would leave an idle server seconds late; polling at most 50 ms apart keeps
-        # a new run's start under 100 ms for the cost of a cheap indexed SELECT.
-        "consumer": {
-            "workers": env.int("HUEY_WORKERS", default=2),
-            "worker_type": "thread",
-            "initial_delay": 0.01,
-            "backoff": 1.5,
-            "max_delay": 0.05,
-        },
+        "consumer": {"workers": env.int("HUEY_WORKERS", default=2), "worker_type": "thread"},
     }
 
 # --- Channels ---------------------------------------------------------------------------------

@@ -27,6 +27,8 @@ print(json.dumps({
     "db_options": db.get("OPTIONS", {}),
     "huey_class": type(HUEY).__name__,
     "huey_consumer": settings.HUEY["consumer"],
+    "huey_blocking": HUEY.storage.blocking,
+    "huey_poll": getattr(HUEY.storage, "poll", None),
     "huey_immediate": HUEY.immediate,
     "channel_layer": settings.CHANNEL_LAYERS["default"]["BACKEND"],
     "channel_hosts": settings.CHANNEL_LAYERS["default"].get("CONFIG", {}).get("hosts"),
@@ -70,19 +72,20 @@ def test_no_urls_means_embedded_sqlite_huey_on_sqlite_and_in_memory_layer(tmp_pa
     assert loaded["db_name"] == str(tmp_path / "db.sqlite3")
     assert "journal_mode=WAL" in loaded["db_options"]["init_command"]
     assert loaded["db_options"]["transaction_mode"] == "IMMEDIATE"
-    assert loaded["huey_class"] == "SqliteHuey"
+    assert loaded["huey_class"] == "WakeableSqliteHuey"
     assert loaded["huey_immediate"] is False
     assert loaded["channel_layer"] == "channels.layers.InMemoryChannelLayer"
     assert loaded["cache"] == "django.core.cache.backends.locmem.LocMemCache"
     assert loaded["data_dir"] == str(tmp_path)
 
 
-def test_embedded_queue_is_polled_often_enough_to_start_runs_within_100ms(tmp_path):
-    consumer = load_settings(tmp_path)["huey_consumer"]
+def test_embedded_queue_wakes_its_workers_and_polls_other_processes_tasks_often(tmp_path):
+    loaded = load_settings(tmp_path)
 
-    assert consumer["worker_type"] == "thread"
-    assert consumer["max_delay"] <= 0.1
-    assert consumer["initial_delay"] <= consumer["max_delay"]
+    assert loaded["huey_consumer"]["worker_type"] == "thread"
+    # Workers wait in dequeue() (woken by an enqueue in this process) instead of sleeping.
+    assert loaded["huey_blocking"] is True
+    assert loaded["huey_poll"] <= 0.1
 
 
 def test_urls_mean_distributed_postgres_redis_huey_and_redis_layer(tmp_path):
@@ -112,7 +115,12 @@ def test_persistent_connections_replace_the_pool(tmp_path):
 @pytest.mark.parametrize(
     ("env", "embedded", "db_engine", "huey_class"),
     [
-        ({"DATABASE_URL": "postgres://h/db"}, False, "django.db.backends.postgresql", "SqliteHuey"),
+        (
+            {"DATABASE_URL": "postgres://h/db"},
+            False,
+            "django.db.backends.postgresql",
+            "WakeableSqliteHuey",
+        ),
         ({"REDIS_URL": "redis://h:6379/0"}, False, "django.db.backends.sqlite3", "RedisHuey"),
     ],
     ids=["database-only", "redis-only"],
