@@ -11,7 +11,8 @@ Rules of every handler:
   are rendered against `ctx.template_variables()`, plain JSON, never live model instances.
 - Database handlers do not manage transactions (the run wraps each in one, with its log entry),
   touch only records of `ctx.organization_id`, only automatable models and only `writable`
-  fields, and save through `instance.save()` / `instance.delete()` so signals fire.
+  fields, and save through `instance.save()` / `instance.delete()` so signals fire, after
+  `spend_write(ctx)` has counted the write against the fan-out budgets (automation/budget.py).
 - A failure the user should read raises ActionError; its message names the parameter or field.
 - `dry_run` renders and validates everything and describes the action, writing and sending
   nothing; secrets are masked in what it returns.
@@ -28,7 +29,8 @@ from jsonschema import Draft202012Validator
 from accounts.choices import Role
 from accounts.models import Membership, Notification
 from accounts.validation import full_clean_changes
-from automation import webhooks
+from automation import budget, webhooks
+from automation.chain import current_chain
 from automation.choices import ActionType
 from automation.live import publish_notification
 from automation.registry import PathError, get_automatable, resolve_path
@@ -322,6 +324,14 @@ class RecordHandler(ActionHandler):
             raise ActionError(f"More than one record matched {described}: make the lookup unique.")
         return entry, found[0]
 
+    def spend_write(self, ctx) -> None:
+        """Count the write about to happen against the run's fan-out budgets (budget.py); over
+        one, the action fails with the reason before writing."""
+        chain = current_chain()
+        refusal = budget.admit_write(ctx.organization_id, chain.budget_root if chain else None)
+        if refusal:
+            raise ActionError(refusal)
+
     def assign_fields(self, entry, instance, fields: dict, ctx) -> None:
         """Set rendered field values on `instance` and validate it with the model's own rules."""
         for name, value in fields.items():
@@ -366,6 +376,7 @@ class UpdateRecordHandler(RecordHandler):
 
     def execute(self, parameters, ctx, *, on_attempt=None):
         entry, instance, fields = self._prepare(parameters, ctx, lock=True)
+        self.spend_write(ctx)
         instance.save()
         return {
             "model": entry.label,
@@ -406,6 +417,7 @@ class CreateRecordHandler(RecordHandler):
 
     def execute(self, parameters, ctx, *, on_attempt=None):
         entry, instance, _fields = self._prepare(parameters, ctx)
+        self.spend_write(ctx)
         instance.save()
         return {"model": entry.label, "id": json_value(instance.pk), "record": snapshot(instance)}
 
@@ -430,6 +442,7 @@ class DeleteRecordHandler(RecordHandler):
     def execute(self, parameters, ctx, *, on_attempt=None):
         entry, instance = self.find_target(parameters, ctx, lock=True)
         pk = json_value(instance.pk)
+        self.spend_write(ctx)
         instance.delete()
         return {"model": entry.label, "id": pk, "deleted": True}
 

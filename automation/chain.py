@@ -2,7 +2,8 @@
 
 While a run executes its actions, `running(...)` sets the chain in a context variable. A write an
 action makes raises a model event; `emit_event` reads the chain to attribute the new runs to it
-(parent, root, depth), to stop a rule re-triggering itself, and to cut chains that grow too deep.
+(parent, root, depth), to stop a rule re-triggering itself, to cut chains that grow too deep, and
+to count the new runs and the actions' writes against the tree's fan-out budget (budget.py).
 """
 
 import contextlib
@@ -18,6 +19,13 @@ class Chain:
     rule_id: int
     rule_names: tuple[str, ...]  # the rules of the chain, root first, this run's rule last
     user_id: int | None
+    # The run whose tree the fan-out budget counts against: root_log_id, except below a schedule
+    # slot's record run, which starts a tree of its own (see automation/budget.py). None: root_log_id.
+    budget_root_id: int | None = None
+
+    @property
+    def budget_root(self) -> int:
+        return self.budget_root_id or self.root_log_id
 
 
 _current: ContextVar[Chain | None] = ContextVar("automation_chain", default=None)

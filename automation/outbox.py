@@ -2,7 +2,8 @@
 
 `emit_event` is the one entry point for model events (the signal receivers call it; code that
 writes with QuerySet.update / bulk_create calls it directly). `create_run` is the one place a run
-log is born, for events, schedules, manual runs and retries alike. The Huey task is enqueued only
+log is born, for events, schedules, manual runs and retries alike, and so where every run is
+counted against the fan-out budgets (automation/budget.py). The Huey task is enqueued only
 after the transaction commits, so a rolled-back write leaves no log and runs nothing; if the
 enqueue itself is lost (broker down, process killed), the sweeper finds the PENDING log later.
 """
@@ -15,6 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.current import get_current_user
+from automation import budget
 from automation.chain import current_chain
 from automation.choices import RunStatus, TriggerEvent, TriggerType
 from automation.live import publish_log
@@ -45,8 +47,18 @@ def create_run(
     status: str = RunStatus.PENDING,
     error: str = "",
     extra_context: dict | None = None,
+    budget_root: int | None = None,
 ) -> AutomationLog:
-    """Write a run log; a PENDING one is enqueued after commit. Call inside a transaction."""
+    """Write a run log; a PENDING one is enqueued after commit. Call inside a transaction.
+
+    A run that would run is counted against the fan-out budgets (of its organization, and of
+    the tree `budget_root` when a run causes it); over one, it is written FAILED with the reason.
+    """
+    if status == RunStatus.PENDING and not dry_run:
+        refusal = budget.admit_run(rule.organization_id, budget_root)
+        if refusal:
+            logger.warning("rule %s: %s", rule.pk, refusal)
+            status, error = RunStatus.FAILED, refusal
     finished = status != RunStatus.PENDING
     now = timezone.now()
     log = AutomationLog.objects.create(
@@ -99,7 +111,8 @@ def emit_event(instance, event: str, changes: dict | None = None) -> list[Automa
     """Create a PENDING run for every active rule watching `event` on this record.
 
     `changes` is {"field": {"old": .., "new": ..}}; on CREATED it defaults to every set field
-    changed from null. Returns the logs written (chain-limit refusals included).
+    changed from null. Returns the logs written (runs cut by the chain depth or a fan-out budget
+    included).
     """
     entry = automatable_for(type(instance))
     if entry is None:
@@ -142,7 +155,8 @@ def emit_event(instance, event: str, changes: dict | None = None) -> list[Automa
                 "parent_log_id": chain.log_id if chain else None,
                 "root_log_id": chain.root_log_id if chain else None,
                 "depth": depth,
-                "extra_context": {"chain": list(chain.rule_names)} if chain else None,
+                "extra_context": _chain_context(chain),
+                "budget_root": chain.budget_root if chain else None,
             }
             if depth > settings.AUTOMATION_MAX_CHAIN_DEPTH:
                 names = " -> ".join((*chain.rule_names, rule.name))
@@ -161,6 +175,17 @@ def emit_event(instance, event: str, changes: dict | None = None) -> list[Automa
                 continue
             logs.append(create_run(rule, **common))
     return logs
+
+
+def _chain_context(chain) -> dict | None:
+    """What a caused run keeps of its chain: the rule names, and its budget's tree when that is
+    not its rootLog's (below a schedule slot's record run: budget.root_of reads it back)."""
+    if chain is None:
+        return None
+    context = {"chain": list(chain.rule_names)}
+    if chain.budget_root != chain.root_log_id:
+        context[budget.CONTEXT_KEY] = chain.budget_root
+    return context
 
 
 def _acting_user_id(chain) -> int | None:

@@ -20,6 +20,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from accounts.current import acting_as
+from automation import budget
 from automation.chain import Chain, running
 from automation.choices import ActionStatus, RunStatus, TriggerType
 from automation.context import RunContext
@@ -418,6 +419,7 @@ def _call(writer: RunWriter, ctx: RunContext, action, index: int, handler) -> tu
             rule_id=log.rule_id,
             rule_names=(*(log.context or {}).get("chain", ()), log.rule.name),
             user_id=log.triggered_by_id,
+            budget_root_id=budget.root_of(log),
         )
         with running(chain), acting_as(log.triggered_by):
             if handler.writes_database:

@@ -210,6 +210,12 @@ AUTOMATION_MODELS = {
 # the same machine sees rule changes too, which a process-local cache could not tell it.
 AUTOMATION_RULE_INDEX_VERSION_FILE = None if REDIS_URL else str(DATA_DIR / "rule-index.version")
 AUTOMATION_MAX_CHAIN_DEPTH = env.int("AUTOMATION_MAX_CHAIN_DEPTH", default=5)
+# Fan-out budgets (automation/budget.py): per run tree (a root run and every run its writes cause)
+# and per organization in a one-minute window; a run or write over one is FAILED with the reason.
+AUTOMATION_MAX_RUNS_PER_ROOT = env.int("AUTOMATION_MAX_RUNS_PER_ROOT", default=100)
+AUTOMATION_MAX_WRITES_PER_ROOT = env.int("AUTOMATION_MAX_WRITES_PER_ROOT", default=500)
+AUTOMATION_MAX_RUNS_PER_MINUTE = env.int("AUTOMATION_MAX_RUNS_PER_MINUTE", default=10_000)
+AUTOMATION_MAX_WRITES_PER_MINUTE = env.int("AUTOMATION_MAX_WRITES_PER_MINUTE", default=20_000)
 AUTOMATION_WEBHOOK_ALLOW_PRIVATE_NETWORKS = env.bool(
     "AUTOMATION_WEBHOOK_ALLOW_PRIVATE_NETWORKS", default=False
 )

@@ -1,12 +1,21 @@
 import pytest
 
 from accounts.choices import Role
+from automation import budget
 from tests.factories import (
     ApiTokenFactory,
     MembershipFactory,
     OrganizationFactory,
     UserFactory,
 )
+
+
+@pytest.fixture(autouse=True)
+def fresh_budget_counters():
+    """Every test starts with no fan-out budget spent. Ids repeat between tests (SQLite reuses
+    those of rolled-back rows; a new test database restarts them), and a counter keyed by a
+    root run or an organization id outlives the test in memory or in Redis."""
+    budget.clear()
 
 
 @pytest.fixture

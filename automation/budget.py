@@ -1,0 +1,226 @@
+"""Fan-out budgets: how many runs and record writes one event, and one organization, may cause.
+
+The chain-depth limit only caps how deep rules trigger rules; a self-triggering rule with three
+CREATE_RECORD actions still turned one write into more than a thousand records within its depth
+(and with 50 actions the depth allows 50^6). So runs and the writes of record actions are also
+counted, and what goes over a budget is recorded, never dropped silently:
+
+- per root: a run tree (its root run and every run its actions' writes cause, transitively)
+  creates at most AUTOMATION_MAX_RUNS_PER_ROOT runs, the root included, and its record actions
+  write at most AUTOMATION_MAX_WRITES_PER_ROOT records;
+- per organization, in fixed one-minute windows (UTC): at most AUTOMATION_MAX_RUNS_PER_MINUTE
+  runs of any trigger and AUTOMATION_MAX_WRITES_PER_MINUTE record writes by actions.
+
+A run over a budget is still created, FAILED with the reason (outbox.create_run), like a chain cut
+by depth; a write over a budget fails its action with the reason, and nothing is written.
+
+The root of a tree is the run at depth 0: a run caused by a write outside any run, a manual run,
+a retry, and also each record's run of a schedule slot. A slot fans out to at most
+AUTOMATION_SCHEDULE_MAX_RECORDS (1,000) record runs under one finished slot log (their rootLog);
+counted as one tree, a slot of more records than AUTOMATION_MAX_RUNS_PER_ROOT would be cut. So
+each record's run starts a tree of its own, which the runs it causes carry in their context
+("budget_root"), since their rootLog is the slot's log.
+
+The counters live in Redis when REDIS_URL is set (shared by every process) and in this process's
+memory otherwise. One counting costs one round trip (INCR and EXPIRE of each counter in one
+MULTI), is made only when a run is created or a record action writes, never on a save no rule
+watches, and a counter store that does not answer counts nothing: the write goes on and a warning
+is logged. A tree's counters live an hour after its last count; a tree still growing after an
+hour of silence starts again from zero. Counts are attempts: a write that then fails or rolls back
+still counts.
+"""
+
+import datetime
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+import redis
+from django.conf import settings
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+logger = logging.getLogger("automation.budget")
+
+CONTEXT_KEY = "budget_root"
+ROOT_TTL_SECONDS = 3600
+WINDOW_SECONDS = 60
+KEY_PREFIX = "automation:budget:"
+
+
+def root_of(log) -> int:
+    """The run whose tree `log` counts against (see the module's docstring)."""
+    if log.depth == 0:
+        return log.pk
+    return (log.context or {}).get(CONTEXT_KEY) or log.root_log_id
+
+
+@dataclass(frozen=True)
+class _Kind:
+    """What is counted, and the words and settings of its budgets."""
+
+    key: str
+    title: str
+    what: str
+    outcome: str
+    per_root: str
+    per_minute: str
+
+
+RUNS = _Kind(
+    "runs",
+    "Run",
+    "runs",
+    "not run",
+    "AUTOMATION_MAX_RUNS_PER_ROOT",
+    "AUTOMATION_MAX_RUNS_PER_MINUTE",
+)
+WRITES = _Kind(
+    "writes",
+    "Write",
+    "record writes",
+    "nothing written",
+    "AUTOMATION_MAX_WRITES_PER_ROOT",
+    "AUTOMATION_MAX_WRITES_PER_MINUTE",
+)
+
+
+def admit_run(organization_id: int, root_id: int | None = None) -> str:
+    """Count a new run; "" when it may run, else the reason it may not.
+
+    `root_id` is the tree a run causes it in; None for a run that starts a tree. The root is a
+    run of its tree too, but it is not counted there (its id does not exist yet): one more.
+    """
+    return _admit(RUNS, organization_id, root_id, uncounted=1)
+
+
+def admit_write(organization_id: int, root_id: int | None) -> str:
+    """Count a record write by an action; "" when it may happen, else the reason it may not."""
+    return _admit(WRITES, organization_id, root_id)
+
+
+def _admit(kind: _Kind, organization_id: int, root_id: int | None, uncounted: int = 0) -> str:
+    """Count one `kind` against the organization's minute and the tree; the refusal or ""."""
+    window = int(time.time()) // WINDOW_SECONDS
+    # Kept a window past its end, so a clock a little behind another still finds it.
+    counters = [(f"{KEY_PREFIX}org:{organization_id}:{window}:{kind.key}", 2 * WINDOW_SECONDS)]
+    if root_id is not None:
+        counters.append((f"{KEY_PREFIX}root:{root_id}:{kind.key}", ROOT_TTL_SECONDS))
+    counts = _count(counters)
+    if counts is None:
+        return ""
+    if root_id is not None:
+        limit = getattr(settings, kind.per_root)
+        if counts[1] + uncounted > limit:
+            return (
+                f"{kind.title} budget of the root run {root_id} reached ({limit} {kind.what}, "
+                f"{kind.per_root}); {kind.outcome}."
+            )
+    limit = getattr(settings, kind.per_minute)
+    if counts[0] > limit:
+        start = datetime.datetime.fromtimestamp(window * WINDOW_SECONDS, datetime.UTC)
+        end = start + datetime.timedelta(seconds=WINDOW_SECONDS)
+        return (
+            f"{kind.title} budget of the organization reached ({limit} {kind.what} in the minute "
+            f"from {start:%H:%M} UTC, {kind.per_minute}); {kind.outcome}. "
+            f"It resets at {end:%H:%M:%S} UTC."
+        )
+    return ""
+
+
+def _count(counters: list[tuple[str, int]]) -> list[int] | None:
+    """Add one to each (key, ttl) counter; the new counts, or None when the store is down."""
+    try:
+        return _store().add(counters)
+    except Exception as exc:
+        # Never block a write for want of a counter: this count is lost, the write goes on.
+        logger.warning("fan-out budget not counted: the counter store failed (%s)", exc)
+        return None
+
+
+def clear() -> None:
+    """Forget every counter (tests; an operator lifting a budget cut before it expires)."""
+    _store().clear()
+
+
+# --- Where the counters live ----------------------------------------------------------------------
+
+
+class RedisCounters:
+    """Counters shared by every process, in Redis.
+
+    A plain redis-py client rather than Django's cache API: there, add() + incr() are three round
+    trips per counter (its incr() asks EXISTS first, and a key expiring between the two comes back
+    without a TTL), and its client has no timeout, so a Redis that stops answering would hang
+    every watched write.
+    """
+
+    def __init__(self, url: str):
+        # Short timeouts and one immediate retry (a connection Redis closed when it restarted):
+        # while Redis does not answer, a write waits at most about two seconds, then goes on.
+        self.client = redis.Redis.from_url(
+            url,
+            socket_timeout=1,
+            socket_connect_timeout=1,
+            retry=Retry(NoBackoff(), 1),
+        )
+
+    def add(self, counters: list[tuple[str, int]]) -> list[int]:
+        pipe = self.client.pipeline(transaction=True)  # one round trip, applied as a whole
+        for key, ttl in counters:
+            pipe.incr(key)
+            pipe.expire(key, ttl)
+        return pipe.execute()[::2]
+
+    def clear(self) -> None:
+        keys = list(self.client.scan_iter(match=f"{KEY_PREFIX}*", count=1000))
+        if keys:
+            self.client.delete(*keys)
+
+
+class MemoryCounters:
+    """Counters of this process (embedded mode, where one process runs the server and workers).
+
+    Not Django's local-memory cache: it evicts a third of its keys when it holds 300, which would
+    reset live counters.
+    """
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.counts: dict[str, tuple[int, float]] = {}  # key -> (count, expires at, monotonic)
+        self.next_prune = 0.0
+
+    def add(self, counters: list[tuple[str, int]]) -> list[int]:
+        now = time.monotonic()
+        totals = []
+        with self.lock:
+            if now >= self.next_prune:
+                self.counts = {k: v for k, v in self.counts.items() if v[1] > now}
+                self.next_prune = now + WINDOW_SECONDS
+            for key, ttl in counters:
+                count, expires = self.counts.get(key, (0, now))
+                count = count + 1 if expires > now else 1
+                self.counts[key] = (count, now + ttl)
+                totals.append(count)
+        return totals
+
+    def clear(self) -> None:
+        with self.lock:
+            self.counts = {}
+
+
+_stores: dict[str, RedisCounters | MemoryCounters] = {}
+_stores_lock = threading.Lock()
+
+
+def _store() -> RedisCounters | MemoryCounters:
+    """This process's counter store for the current REDIS_URL (tests may change it)."""
+    url = settings.REDIS_URL
+    store = _stores.get(url)
+    if store is None:
+        with _stores_lock:
+            store = _stores.get(url)
+            if store is None:
+                store = _stores[url] = RedisCounters(url) if url else MemoryCounters()
+    return store

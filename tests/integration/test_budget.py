@@ -1,0 +1,222 @@
+"""Fan-out budgets: runs and record writes per organization per minute, per tree for schedule
+slots, and writes going on while the counters cannot be reached (automation/budget.py).
+
+The per-root cut of a multiplying rule is a drill: tests/drills/test_fan_out_budget.py.
+"""
+
+import datetime
+import logging
+import socket
+
+import pytest
+import time_machine
+
+from automation import budget
+from automation.choices import ActionStatus, ActionType, RunStatus
+from automation.models import AutomationLog
+from automation.runs import execute_run, run_rule
+from automation.schedules import tick
+from catalog.models import Category
+from tests.factories import AutomationRuleFactory, ProductFactory, content_type_of
+
+pytestmark = pytest.mark.django_db
+
+UTC = datetime.UTC
+
+
+def at(*parts):
+    return datetime.datetime(*parts, tzinfo=UTC)
+
+
+def travel(moment):
+    return time_machine.travel(moment, tick=False)
+
+
+def update_product(product, stock):
+    """A write the organization's UPDATED rules watch; the runs it created, newest last."""
+    product.stock = stock
+    product.save()
+    return list(AutomationLog.objects.filter(object_id=str(product.pk)).order_by("id"))
+
+
+def run_pending():
+    """Execute PENDING runs in creation order until none is left (an in-process worker)."""
+    for _ in range(100):
+        log = AutomationLog.objects.filter(status=RunStatus.PENDING).order_by("id").first()
+        if log is None:
+            return
+        execute_run(log.pk)
+    raise AssertionError("runs kept coming")
+
+
+def test_runs_over_the_organizations_minute_budget_fail_until_the_next_minute(
+    organization, other_organization, settings, editor
+):
+    settings.AUTOMATION_MAX_RUNS_PER_MINUTE = 2
+    rule = AutomationRuleFactory(organization=organization, name="Watcher")
+    AutomationRuleFactory(organization=other_organization)
+    product = ProductFactory(organization=organization)
+    elsewhere = ProductFactory(organization=other_organization)
+    message = (
+        "Run budget of the organization reached (2 runs in the minute from 10:15 UTC, "
+        "AUTOMATION_MAX_RUNS_PER_MINUTE); not run. It resets at 10:16:00 UTC."
+    )
+
+    with travel(at(2026, 3, 2, 10, 15, 20)):
+        update_product(product, 1)
+        update_product(product, 2)
+        *within, over = update_product(product, 3)
+        manual = run_rule(rule, object_id=product.pk, user=editor)
+        (other_run,) = update_product(elsewhere, 1)
+    assert [log.status for log in within] == [RunStatus.PENDING] * 2
+    for log in (over, manual):
+        assert log.status == RunStatus.FAILED
+        assert log.error == message
+        assert log.finished_at is not None
+    assert other_run.status == RunStatus.PENDING, "another organization's budget is its own"
+
+    with travel(at(2026, 3, 2, 10, 16, 0)):
+        assert update_product(product, 4)[-1].status == RunStatus.PENDING
+
+
+def test_a_write_over_the_minute_budget_fails_its_action_and_writes_nothing(organization, settings):
+    settings.AUTOMATION_MAX_WRITES_PER_MINUTE = 3
+    AutomationRuleFactory(
+        organization=organization,
+        actions=[
+            {
+                "action_type": ActionType.UPDATE_RECORD,
+                "parameters": {"fields": {"description": "seen"}},
+            },
+            {
+                "action_type": ActionType.CREATE_RECORD,
+                "parameters": {"model": "catalog.category", "fields": {"name": "made"}},
+                "continue_on_failure": True,
+            },
+        ],
+    )
+    product = ProductFactory(organization=organization)
+
+    with travel(at(2026, 3, 2, 10, 15, 20)):
+        execute_run(update_product(product, 1)[-1].pk)  # writes 1 and 2
+        log = update_product(product, 2)[-1]
+        execute_run(log.pk)  # write 3, then the fourth is refused
+    log.refresh_from_db()
+    assert log.status == RunStatus.PARTIAL
+    first, second = log.action_logs
+    assert first["status"] == ActionStatus.SUCCEEDED
+    assert second["status"] == ActionStatus.FAILED
+    assert second["error"] == (
+        "Write budget of the organization reached (3 record writes in the minute from "
+        "10:15 UTC, AUTOMATION_MAX_WRITES_PER_MINUTE); nothing written. "
+        "It resets at 10:16:00 UTC."
+    )
+    assert Category.objects.filter(name="made").count() == 1, "the first run's only"
+
+    with travel(at(2026, 3, 2, 10, 16, 5)):
+        log = update_product(product, 3)[-1]
+        execute_run(log.pk)
+    log.refresh_from_db()
+    assert log.status == RunStatus.SUCCEEDED
+    assert Category.objects.filter(organization=organization, name="made").count() == 2
+
+
+def test_each_record_run_of_a_schedule_slot_starts_a_tree_of_its_own(organization, settings):
+    """A slot fans out to its record runs under one slot log (their rootLog). Counted as one
+    tree, a slot of more records than AUTOMATION_MAX_RUNS_PER_ROOT would be cut; each record's run
+    is the root of its own budget, which the runs it causes count against too."""
+    settings.AUTOMATION_MAX_RUNS_PER_ROOT = 2  # a record run and the one run it causes
+    settings.AUTOMATION_MAX_WRITES_PER_ROOT = 2  # one write each
+    products = [ProductFactory(organization=organization, stock=1) for _ in range(4)]
+    with travel(at(2026, 3, 2, 7, 0)):
+        AutomationRuleFactory(
+            organization=organization,
+            schedule_rule=True,
+            schedule="0 8 * * *",
+            content_type=content_type_of("catalog.product"),
+            actions=[
+                {
+                    "action_type": ActionType.UPDATE_RECORD,
+                    "parameters": {"fields": {"description": "checked"}},
+                }
+            ],
+        )
+    follower = AutomationRuleFactory(
+        organization=organization,
+        watched_fields=["description"],
+        actions=[{"action_type": ActionType.UPDATE_RECORD, "parameters": {"fields": {"stock": 9}}}],
+    )
+    with travel(at(2026, 3, 2, 8, 0, 5)):
+        assert tick() == {"rules": 1, "runs": 4}
+        run_pending()
+
+    assert set(AutomationLog.objects.values_list("status", flat=True)) == {RunStatus.SUCCEEDED}
+    caused = AutomationLog.objects.filter(rule=follower)
+    assert caused.count() == 4
+    for log in caused:
+        assert log.context[budget.CONTEXT_KEY] == log.parent_log_id != log.root_log_id
+    for product in products:
+        product.refresh_from_db()
+        assert (product.description, product.stock) == ("checked", 9)
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]  # nobody listens once it is closed
+
+
+def test_writes_go_on_while_the_budget_counters_cannot_be_reached(organization, settings, caplog):
+    """Redis down (the burst drill restarts it mid-burst): the triggering write, its run and
+    the run's write all happen, uncounted, with a warning."""
+    settings.REDIS_URL = f"redis://127.0.0.1:{closed_port()}/0"
+    AutomationRuleFactory(
+        organization=organization,
+        actions=[{"action_type": ActionType.UPDATE_RECORD, "parameters": {"fields": {"stock": 7}}}],
+    )
+    product = ProductFactory(organization=organization, stock=1)
+
+    with caplog.at_level(logging.WARNING, logger="automation.budget"):
+        (log,) = update_product(product, 2)
+        assert log.status == RunStatus.PENDING
+        execute_run(log.pk)
+    log.refresh_from_db()
+    assert log.status == RunStatus.SUCCEEDED
+    product.refresh_from_db()
+    assert product.stock == 7
+    warnings = [r.getMessage() for r in caplog.records if r.name == "automation.budget"]
+    assert len(warnings) == 2, warnings  # the run, then its write
+    assert all("fan-out budget not counted" in message for message in warnings)
+
+
+def test_only_a_created_run_or_an_action_write_is_counted(organization, monkeypatch):
+    """A save no rule watches costs no counting (benchmark 1); a watched save counts its run
+    once, and the run's write once, each in one call to the store."""
+    counted = []
+    real = budget._count
+    monkeypatch.setattr(
+        budget, "_count", lambda counters: counted.append(counters) or real(counters)
+    )
+    AutomationRuleFactory(
+        organization=organization,
+        trigger_event="CREATED",
+        actions=[{"action_type": ActionType.UPDATE_RECORD, "parameters": {"fields": {"stock": 7}}}],
+    )
+    with travel(at(2026, 3, 2, 10, 15, 20)):
+        product = ProductFactory(organization=organization)
+        assert len(counted) == 1  # its CREATED run
+        product.stock = 3
+        product.save()  # no rule watches an update
+        assert len(counted) == 1
+        run_pending()
+
+    (log,) = AutomationLog.objects.all()
+    assert log.status == RunStatus.SUCCEEDED
+    (run, write) = counted
+    minute = int(at(2026, 3, 2, 10, 15).timestamp()) // 60
+    window = f"automation:budget:org:{organization.pk}:{minute}"
+    assert [key for key, _ttl in run] == [f"{window}:runs"]
+    assert [key for key, _ttl in write] == [
+        f"{window}:writes",
+        f"automation:budget:root:{log.pk}:writes",
+    ]
