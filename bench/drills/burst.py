@@ -356,11 +356,6 @@ def run(args) -> dict:
                 "AUTOMATION_DATA_DIR": str(work / "data"),
                 "AUTOMATION_SWEEP_PENDING_AFTER_SECONDS": str(args.pending_after),
                 "AUTOMATION_HEARTBEAT_STALE_SECONDS": str(args.stale_after),
-                # One organization's burst: at full size about 13,000 runs are created in its
-                # busiest minute, over the default per-minute budget (10,000), which would fail
-                # the excess by design. This drill tests delivery, not budgets: lifted.
-                "AUTOMATION_MAX_RUNS_PER_MINUTE": "1000000",
-                "AUTOMATION_MAX_WRITES_PER_MINUTE": "1000000",
                 "LOG_LEVEL": "WARNING",
                 "PYTHONUNBUFFERED": "1",
             }
