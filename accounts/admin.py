@@ -1,13 +1,16 @@
-"""Admin for organizations (with members), API tokens and notifications.
+"""Admin for organizations (with members), invitations, API tokens and notifications.
 
 Tokens are issued by `manage.py create_token` or the API, never here: the raw value exists only
 at issue time, and the admin shows neither it nor an editable hash.
+
+Staff add members directly (the organization's member inline): an operator's act. Invitations
+come from the API's addMember; here they are listed and can be revoked, not made.
 """
 
 from django.contrib import admin, messages
 from django.utils import timezone
 
-from accounts.models import ApiToken, Membership, Notification, Organization
+from accounts.models import ApiToken, Invitation, Membership, Notification, Organization
 
 
 class MembershipInline(admin.TabularInline):
@@ -25,6 +28,41 @@ class OrganizationAdmin(admin.ModelAdmin):
     prepopulated_fields = {"slug": ["name"]}
     readonly_fields = ["created_at", "updated_at"]
     inlines = [MembershipInline]
+
+
+@admin.register(Invitation)
+class InvitationAdmin(admin.ModelAdmin):
+    list_display = [
+        "username",
+        "organization",
+        "role",
+        "invited_by",
+        "created_at",
+        "expires_at",
+        "accepted_at",
+        "declined_at",
+        "revoked_at",
+    ]
+    list_filter = [
+        ("accepted_at", admin.EmptyFieldListFilter),
+        ("revoked_at", admin.EmptyFieldListFilter),
+        "organization",
+    ]
+    search_fields = ["username", "organization__name", "organization__slug"]
+    list_select_related = ["organization", "invited_by"]
+    readonly_fields = [field.name for field in Invitation._meta.fields]
+    actions = ["revoke"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.action(description="Revoke the selected open invitations")
+    def revoke(self, request, queryset):
+        count = queryset.open().update(revoked_at=timezone.now())
+        self.message_user(request, f"Revoked {count} invitation(s).", messages.SUCCESS)
 
 
 @admin.register(ApiToken)

@@ -5,6 +5,7 @@ import secrets
 
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 from accounts.choices import Role
@@ -92,6 +93,71 @@ class Membership(Timestamped):
 
     def __str__(self):
         return f"{self.user} in {self.organization} ({self.role})"
+
+
+class InvitationQuerySet(models.QuerySet):
+    def pending(self):
+        """Not accepted, declined or revoked (expired ones included: re-inviting renews them)."""
+        return self.filter(
+            accepted_at__isnull=True, declined_at__isnull=True, revoked_at__isnull=True
+        )
+
+    def open(self, now=None):
+        """Pending and not expired: the invitations that can still be accepted."""
+        return self.pending().filter(expires_at__gt=now or timezone.now())
+
+
+class Invitation(models.Model):
+    """An offer of membership that the invited user accepts or declines.
+
+    It names the user by the username the inviter typed, not by a foreign key, so inviting
+    tells nobody whether such a user exists; it reaches whoever signs in with that username.
+    """
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="invitations"
+    )
+    username = models.CharField(max_length=150)
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.VIEWER)
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    accepted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    declined_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = InvitationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            # One pending invitation per person and organization; usernames compared the way
+            # Django's user creation form compares them (case-insensitively).
+            models.UniqueConstraint(
+                Lower("username"),
+                "organization",
+                condition=models.Q(
+                    accepted_at__isnull=True, declined_at__isnull=True, revoked_at__isnull=True
+                ),
+                name="unique_pending_invitation_per_username_and_org",
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.username} to {self.organization} ({self.role})"
 
 
 def hash_token(raw_token: str) -> str:

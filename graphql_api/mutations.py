@@ -1,12 +1,13 @@
 """The contract's mutations: check access (permissions), convert input, call one service."""
 
 import strawberry
-from django.contrib.auth import authenticate, get_user_model
-from django.db import IntegrityError, transaction
+from django.contrib.auth import authenticate
+from django.db import transaction
 from django.utils import timezone
 
+from accounts import invitations as invitation_services
 from accounts.choices import Role as RoleChoice
-from accounts.models import ApiToken, Membership, Notification, Organization
+from accounts.models import ApiToken, Invitation, Membership, Notification, Organization
 from automation import services as rule_services
 from automation.models import AutomationLog, AutomationRule
 from catalog import services as catalog_services
@@ -31,13 +32,6 @@ from graphql_api.types import (
 
 def _organization(info, id_value, minimum) -> Organization:
     return Organization.objects.get(pk=perms.organization_id(info, id_value, minimum))
-
-
-def _user_by_username(username: str):
-    user = get_user_model().objects.filter(username=username, is_active=True).first()
-    if user is None:
-        raise InvalidInput({"username": ["No such user."]})
-    return user
 
 
 def _membership(organization, username: str) -> Membership:
@@ -101,18 +95,42 @@ class Mutation:
         perms.forget_memberships(info)
         return organization
 
-    @strawberry.mutation
+    @strawberry.mutation(
+        description="Invites the user, who joins with acceptInvitation. The same answer whether "
+        "or not the username exists; CONFLICT for a member."
+    )
     def add_member(
         self, info: strawberry.Info, organization: strawberry.ID, username: str, role: Role
     ) -> OrganizationType:
         org = _organization(info, organization, perms.MANAGE)
-        user = _user_by_username(username)
         try:
-            with transaction.atomic():
-                Membership.objects.create(user=user, organization=org, role=role)
-        except IntegrityError:
-            raise InvalidInput({"username": ["This user is already a member."]}) from None
+            invitation_services.invite(org, username, role, invited_by=perms.require_user(info))
+        except invitation_services.AlreadyMember as exc:
+            raise Conflict(str(exc)) from None
         return org
+
+    @strawberry.mutation(
+        description="Joins with the invitation's role. NOT_FOUND unless it is the caller's and open."
+    )
+    def accept_invitation(self, info: strawberry.Info, id: strawberry.ID) -> OrganizationType:
+        user = perms.require_user(info)
+        try:
+            membership = invitation_services.accept(user, perms.parse_id(id))
+        except invitation_services.AlreadyMember as exc:
+            raise Conflict(str(exc)) from None
+        perms.forget_memberships(info)
+        return membership.organization
+
+    @strawberry.mutation(description="NOT_FOUND unless it is the caller's and open.")
+    def decline_invitation(self, info: strawberry.Info, id: strawberry.ID) -> strawberry.ID:
+        invitation = invitation_services.decline(perms.require_user(info), perms.parse_id(id))
+        return strawberry.ID(str(invitation.pk))
+
+    @strawberry.mutation(description="Withdraws an open invitation (ADMIN).")
+    def revoke_invitation(self, info: strawberry.Info, id: strawberry.ID) -> strawberry.ID:
+        invitation = perms.get_object(info, Invitation.objects.open(), id, perms.MANAGE)
+        invitation_services.revoke(invitation)
+        return strawberry.ID(str(invitation.pk))
 
     @strawberry.mutation(description="Refused (CONFLICT) when it would leave no ADMIN.")
     def set_member_role(

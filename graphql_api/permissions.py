@@ -5,13 +5,15 @@ organizations the caller is a member of. An id from another organization therefo
 like an id that does not exist (NOT_FOUND): a non-member learns nothing.
 
 Roles: VIEWER reads; EDITOR also writes rules and catalog records and runs rules; ADMIN also
-manages members. `require_role()` raises PERMISSION_DENIED for a member whose role is too low.
+manages members and invitations. `require_role()` raises PERMISSION_DENIED for a member whose role
+is too low. An invitation is the one record a non-member reads: the one addressed to them.
 """
 
 import strawberry
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from accounts.choices import ROLE_RANK, Role
+from accounts.invitations import invitations_for
 from accounts.models import Membership
 from graphql_api.errors import InvalidInput, NotFound, PermissionDenied, Unauthenticated
 
@@ -111,6 +113,16 @@ def get_object(
         raise NotFound()
     require_role(info, getattr(obj, f"{organization_field}_id"), minimum)
     return obj
+
+
+def visible_invitations(info: strawberry.Info, queryset: QuerySet) -> QuerySet:
+    """The invitations the caller may read: those addressed to them (they are not members of
+    the organization yet) and those of the organizations they are ADMIN of."""
+    user = require_user(info)
+    administered = [org_id for org_id, role in memberships(info).items() if role == MANAGE]
+    return queryset.filter(
+        Q(pk__in=invitations_for(user).values("pk")) | Q(organization_id__in=administered)
+    )
 
 
 def check_limit(name: str, value: int, maximum: int) -> int:

@@ -4,7 +4,8 @@ types' get_queryset (scoping) and the optimizer (prefetching)."""
 import strawberry
 import strawberry_django
 
-from accounts.models import ApiToken, Membership, Notification, Organization
+from accounts import invitations as invitation_services
+from accounts.models import ApiToken, Invitation, Membership, Notification, Organization
 from automation.models import AutomationLog, AutomationRule
 from automation.registry import automatable_models, readable_paths
 from catalog.models import Category, Product
@@ -18,6 +19,7 @@ from graphql_api.types import (
     AutomatableModelInfo,
     AutomationLogType,
     CategoryType,
+    InvitationType,
     LogConnection,
     MemberType,
     NotificationType,
@@ -49,6 +51,17 @@ class Query:
     def members(self, info: strawberry.Info, organization: strawberry.ID) -> list[MemberType]:
         org_id = perms.organization_id(info, organization)
         return Membership.objects.filter(organization_id=org_id).order_by("user__username")
+
+    @strawberry_django.field(description="Open invitations to the caller, newest first.")
+    def invitations(self, info: strawberry.Info) -> list[InvitationType]:
+        return invitation_services.invitations_for(perms.require_user(info))
+
+    @strawberry_django.field(description="An organization's open invitations (ADMIN).")
+    def organization_invitations(
+        self, info: strawberry.Info, organization: strawberry.ID
+    ) -> list[InvitationType]:
+        org_id = perms.organization_id(info, organization, perms.MANAGE)
+        return Invitation.objects.open().filter(organization_id=org_id)
 
     @strawberry_django.field(description="The caller's own API tokens.")
     def tokens(self, info: strawberry.Info) -> list[ApiTokenType]:

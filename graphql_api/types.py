@@ -99,6 +99,10 @@ class OrganizationType:
         return scope(info, queryset, organization_field="pk")
 
 
+def _joined_organization(root) -> OrganizationType:
+    return root.organization
+
+
 @strawberry_django.type(accounts_models.Membership, name="Member")
 class MemberType:
     user: UserType
@@ -107,6 +111,27 @@ class MemberType:
     @classmethod
     def get_queryset(cls, queryset, info, **kwargs):
         return _scoped(queryset, info)
+
+
+@strawberry_django.type(accounts_models.Invitation, name="Invitation")
+class InvitationType:
+    id: strawberry.ID
+    # Joined, not prefetched through OrganizationType's scoping get_queryset: the invited user
+    # is not a member yet, and that scoping (members only) would hide it from them.
+    organization: OrganizationType = strawberry_django.field(
+        resolver=_joined_organization, select_related=["organization"]
+    )
+    username: str = strawberry_django.field(description="As the inviting ADMIN typed it.")
+    role: Role
+    invited_by: UserType | None
+    created_at: datetime.datetime
+    expires_at: datetime.datetime
+
+    @classmethod
+    def get_queryset(cls, queryset, info, **kwargs):
+        from graphql_api.permissions import visible_invitations
+
+        return visible_invitations(info, queryset)
 
 
 @strawberry_django.type(accounts_models.ApiToken, name="ApiToken")
@@ -193,10 +218,6 @@ class ActionNode:
         from automation.actions import mask_parameters
 
         return mask_parameters(self.action_type, self.parameters)
-
-
-def _joined_organization(root) -> OrganizationType:
-    return root.organization
 
 
 @strawberry_django.type(automation_models.AutomationRule, name="Rule")

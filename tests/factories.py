@@ -1,11 +1,14 @@
 """factory-boy factories for every model. Rules build their root condition group themselves."""
 
+from datetime import timedelta
+
 import factory
 from django.contrib.auth import get_user_model
 from django.contrib.contenttypes.models import ContentType
+from django.utils import timezone
 
 from accounts.choices import Role
-from accounts.models import ApiToken, Membership, Notification, Organization
+from accounts.models import ApiToken, Invitation, Membership, Notification, Organization
 from automation.choices import (
     ActionType,
     ConditionLogic,
@@ -56,6 +59,19 @@ class MembershipFactory(factory.django.DjangoModelFactory):
     user = factory.SubFactory(UserFactory)
     organization = factory.SubFactory(OrganizationFactory)
     role = Role.EDITOR
+
+
+class InvitationFactory(factory.django.DjangoModelFactory):
+    """A pending invitation, open for 14 days."""
+
+    class Meta:
+        model = Invitation
+
+    organization = factory.SubFactory(OrganizationFactory)
+    username = factory.Sequence(lambda n: f"invitee{n}")
+    role = Role.VIEWER
+    invited_by = factory.SubFactory(UserFactory)
+    expires_at = factory.LazyFunction(lambda: timezone.now() + timedelta(days=14))
 
 
 class ApiTokenFactory(factory.django.DjangoModelFactory):

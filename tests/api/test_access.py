@@ -7,13 +7,14 @@ every query and mutation that takes one; a member whose role is too low gets PER
 import pytest
 
 from accounts.choices import Role
-from accounts.models import Membership
+from accounts.models import Invitation, Membership
 from automation.models import AutomationRule
 from catalog.models import Product
 from tests.factories import (
     AutomationLogFactory,
     AutomationRuleFactory,
     CategoryFactory,
+    InvitationFactory,
     NotificationFactory,
     ProductFactory,
 )
@@ -37,6 +38,9 @@ def theirs(other_organization, outsider):
             NotificationFactory(organization=other_organization, recipient=outsider).pk
         ),
         "username": outsider.username,
+        "invitation": str(
+            InvitationFactory(organization=other_organization, username="their-invitee").pk
+        ),
     }
 
 
@@ -90,6 +94,16 @@ BY_ID = [
         lambda t, i: {"id": i("org")},
     ),
     (
+        "query($id: ID!) { organizationInvitations(organization: $id) { id } }",
+        lambda t, i: {"id": i("org")},
+    ),
+    ("mutation($id: ID!) { revokeInvitation(id: $id) }", lambda t, i: {"id": i("invitation")}),
+    (
+        "mutation($id: ID!) { acceptInvitation(id: $id) { id } }",
+        lambda t, i: {"id": i("invitation")},
+    ),
+    ("mutation($id: ID!) { declineInvitation(id: $id) }", lambda t, i: {"id": i("invitation")}),
+    (
         "mutation($id: ID!, $u: String!) { setMemberRole(organization: $id, username: $u, role: VIEWER) { role } }",
         lambda t, i: {"id": i("org"), "u": t["username"]},
     ),
@@ -139,6 +153,8 @@ def test_nothing_of_theirs_changed(gql, admin, theirs):
     assert rule.name == "Their rule" and rule.deleted_at is None
     assert Product.objects.filter(pk=theirs["product"]).exists()
     assert Membership.objects.filter(user__username=theirs["username"], role=Role.ADMIN).exists()
+    assert Invitation.objects.open().filter(pk=theirs["invitation"]).exists()
+    assert not Invitation.objects.exclude(pk=theirs["invitation"]).exists()
 
 
 # --- Roles ----------------------------------------------------------------------------------------
@@ -148,7 +164,7 @@ CREATE_RULE = """mutation($org: ID!) {
 }"""
 
 
-def _operations(organization, rule, log, member):
+def _operations(organization, rule, log, member, invitation):
     """name -> (operation, variables), for each kind of access."""
     return {
         "read_rules": (
@@ -180,6 +196,14 @@ def _operations(organization, rule, log, member):
             "mutation($org: ID!, $u: String!) { addMember(organization: $org, username: $u, role: VIEWER) { id } }",
             {"org": str(organization.pk), "u": member.username},
         ),
+        "list_invitations": (
+            "query($org: ID!) { organizationInvitations(organization: $org) { id } }",
+            {"org": str(organization.pk)},
+        ),
+        "revoke_invitation": (
+            "mutation($id: ID!) { revokeInvitation(id: $id) }",
+            {"id": str(invitation.pk)},
+        ),
     }
 
 
@@ -203,6 +227,8 @@ ALLOWED = {
         "run_rule",
         "create_category",
         "add_member",
+        "list_invitations",
+        "revoke_invitation",
     },
 }
 
@@ -215,7 +241,9 @@ def test_each_roles_allowed_and_refused_operations(gql, organization, make_membe
     newcomer = make_member(
         organization.__class__.objects.create(name="Elsewhere", slug="elsewhere"), Role.VIEWER
     )
-    for name, (operation, variables) in _operations(organization, rule, log, newcomer).items():
+    invitation = InvitationFactory(organization=organization)
+    operations = _operations(organization, rule, log, newcomer, invitation)
+    for name, (operation, variables) in operations.items():
         answer = gql(operation, variables, token=user)
         if name in ALLOWED[role]:
             assert not answer.errors, (role, name, answer.errors)
@@ -225,6 +253,7 @@ def test_each_roles_allowed_and_refused_operations(gql, organization, make_membe
     rule.refresh_from_db()
     expected_revision = 2 if "update_rule" in ALLOWED[role] else 1
     assert rule.revision == expected_revision
-    assert Membership.objects.filter(user=newcomer, organization=organization).exists() == (
-        role == Role.ADMIN
-    )
+    # An ADMIN's addMember invites; nobody joins without accepting.
+    assert not Membership.objects.filter(user=newcomer, organization=organization).exists()
+    assert Invitation.objects.filter(username=newcomer.username).exists() == (role == Role.ADMIN)
+    assert Invitation.objects.open().filter(pk=invitation.pk).exists() == (role != Role.ADMIN)

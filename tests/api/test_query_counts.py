@@ -1,4 +1,4 @@
-"""Listing rules costs the same number of SQL queries for 1 rule as for 50 (no N+1)."""
+"""Listing rules (or invitations) costs the same number of SQL queries for 1 as for 50 (no N+1)."""
 
 import pytest
 from django.db import connection
@@ -6,7 +6,7 @@ from django.test.utils import CaptureQueriesContext
 
 from automation.choices import ActionType, ConditionLogic, Operator
 from automation.models import ConditionGroup, RuleCondition
-from tests.factories import AutomationRuleFactory
+from tests.factories import AutomationRuleFactory, InvitationFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -84,3 +84,26 @@ def test_listing_1_or_50_rules_with_their_tree_costs_the_same_queries(
     # Bounded, not only constant: token, memberships, rules (users and organization joined), then
     # one prefetch each for groups, conditions and actions.
     assert one_count <= 6
+
+
+LIST_INVITATIONS = """{ invitations {
+  id role createdAt expiresAt organization { id name slug viewerRole } invitedBy { username }
+} }"""
+
+
+def test_listing_1_or_50_invitations_costs_the_same_queries(gql, editor):
+    def count():
+        with CaptureQueriesContext(connection) as captured:
+            invitations = gql(LIST_INVITATIONS, token=editor).ok()["invitations"]
+        return len(captured.captured_queries), invitations
+
+    InvitationFactory(username=editor.username, invited_by=UserFactory())
+    gql("{ me { id } }", token=editor).ok()  # the token's last use is recorded once a minute
+    one_count, one = count()
+    for _ in range(49):
+        InvitationFactory(username=editor.username, invited_by=UserFactory())
+    fifty_count, fifty = count()
+
+    assert (len(one), len(fifty)) == (1, 50)
+    assert all(item["organization"]["viewerRole"] is None for item in fifty)
+    assert fifty_count == one_count <= 3, (one_count, fifty_count)

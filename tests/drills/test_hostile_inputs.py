@@ -17,7 +17,7 @@ import pytest
 from django.test import Client
 
 from accounts.choices import Role
-from accounts.models import Membership, Notification, Organization
+from accounts.models import Invitation, Membership, Notification, Organization
 from automation import webhooks
 from automation.models import (
     AutomationLog,
@@ -28,7 +28,7 @@ from automation.models import (
 )
 from automation.runs import execute_run
 from catalog.models import Category, Product
-from tests.factories import ProductFactory
+from tests.factories import ApiTokenFactory, InvitationFactory, ProductFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -53,6 +53,7 @@ TABLES = (
     Notification,
     Organization,
     Membership,
+    Invitation,
 )
 
 
@@ -529,6 +530,77 @@ def test_records_of_another_organization_are_not_found(
         refused(answer)
     assert Product.objects.filter(pk=product.pk).exists()
     assert row_counts() == before
+
+
+HOSTILE_USERNAMES = [
+    "",
+    " ",
+    "' OR 1=1 --",
+    "%",
+    "x" * 10_000,
+    "nul\x00byte",
+    "bob\n",
+    "\u202eevil",
+    "../admin",
+    "<script>",
+]
+
+
+@pytest.mark.parametrize("username", HOSTILE_USERNAMES, ids=lambda name: repr(name[:20]))
+def test_hostile_usernames_to_invite(organization, make_member, username):
+    admin = make_member(organization, Role.ADMIN)
+    before = row_counts()
+
+    (error,) = refused(
+        Client().post(
+            "/graphql/",
+            data=json.dumps(
+                {
+                    "query": "mutation($o: ID!, $u: String!) "
+                    "{ addMember(organization: $o, username: $u, role: ADMIN) { id } }",
+                    "variables": {"o": str(organization.pk), "u": username},
+                }
+            ),
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Bearer {admin.raw_token}",
+        )
+    )
+
+    assert error["extensions"]["code"] == "VALIDATION_ERROR"
+    assert list(error["extensions"]["fields"]) == ["username"]
+    assert row_counts() == before
+
+
+def test_an_invitation_is_matched_by_its_whole_username_not_as_a_pattern(organization):
+    """`_` and `%` are LIKE wildcards; `_` is a valid username character."""
+    bob = UserFactory(username="bob")
+    InvitationFactory(organization=organization, username="b_b")
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {ApiTokenFactory(user=bob).raw_token}")
+
+    answer = client.post(
+        "/graphql/", {"query": "{ invitations { id } }"}, content_type="application/json"
+    )
+
+    assert json.loads(answer.content) == {"data": {"invitations": []}}
+
+
+@pytest.mark.parametrize(
+    "operation",
+    [
+        "mutation($id: ID!) { acceptInvitation(id: $id) { id } }",
+        "mutation($id: ID!) { declineInvitation(id: $id) }",
+        "mutation($id: ID!) { revokeInvitation(id: $id) }",
+    ],
+    ids=["accept", "decline", "revoke"],
+)
+def test_hostile_invitation_ids(post, organization, operation):
+    InvitationFactory(organization=organization)
+    before = row_counts()
+    for hostile_id in ["-1", "1 OR 1=1", "9" * 30, "", "0x1", "1; DROP TABLE x"]:
+        (error,) = refused(post(operation, {"id": hostile_id}))
+        assert error["extensions"]["code"] == "NOT_FOUND", (hostile_id, error)
+    assert row_counts() == before
+    assert Invitation.objects.open().count() == 1
 
 
 def test_query_depth_alias_and_fragment_bombs(post, editor):

@@ -5,12 +5,13 @@ import json
 import pytest
 from django.urls import reverse
 
-from accounts.models import ApiToken
+from accounts.models import ApiToken, Invitation
 from automation.choices import ActionType, RunStatus
 from tests.factories import (
     ApiTokenFactory,
     AutomationLogFactory,
     AutomationRuleFactory,
+    InvitationFactory,
     NotificationFactory,
     ProductFactory,
 )
@@ -109,6 +110,23 @@ def test_token_admin_never_shows_the_hash_and_revokes(admin_client):
     assert admin_client.get(reverse("admin:accounts_apitoken_add")).status_code == 403
     assert response.status_code == 302
     assert ApiToken.authenticate(token.raw_token) is None
+
+
+def test_invitation_admin_lists_and_revokes_but_does_not_invite(admin_client):
+    invitation = InvitationFactory(username="listed-invitee")
+
+    page = admin_client.get(reverse("admin:accounts_invitation_changelist"))
+    detail = admin_client.get(reverse("admin:accounts_invitation_change", args=[invitation.pk]))
+    response = admin_client.post(
+        reverse("admin:accounts_invitation_changelist"),
+        {"action": "revoke", "_selected_action": [invitation.pk]},
+    )
+
+    assert "listed-invitee" in page.content.decode()
+    assert detail.status_code == 200 and 'name="_save"' not in detail.content.decode()
+    assert admin_client.get(reverse("admin:accounts_invitation_add")).status_code == 403
+    assert response.status_code == 302
+    assert Invitation.objects.get(pk=invitation.pk).revoked_at is not None
 
 
 def test_action_form_keeps_stored_secrets_when_the_mask_comes_back():

@@ -4,21 +4,24 @@ import hashlib
 from datetime import timedelta
 
 import pytest
+import time_machine
 from asgiref.sync import async_to_sync, sync_to_async
 from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
-from django.db import IntegrityError
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.functional import SimpleLazyObject
 
+from accounts import invitations
 from accounts.choices import Role
 from accounts.current import acting_as, get_current_user
 from accounts.middleware import bearer_token
-from accounts.models import ApiToken, Membership, Organization
+from accounts.models import ApiToken, Invitation, InvitationQuerySet, Membership, Organization
 from catalog.models import Category
 from tests.factories import (
     ApiTokenFactory,
+    InvitationFactory,
     MembershipFactory,
     NotificationFactory,
     OrganizationFactory,
@@ -201,6 +204,177 @@ def test_same_user_may_belong_to_two_organizations():
     MembershipFactory(user=user, role=Role.ADMIN)
 
     assert user.memberships.count() == 2
+
+
+# --- Invitations ---------------------------------------------------------------------------------
+
+
+def test_invite_stores_the_username_as_typed_and_adds_nobody(settings):
+    settings.ACCOUNTS_INVITATION_DAYS = 3
+    organization, admin = OrganizationFactory(), UserFactory()
+    UserFactory(username="bob")
+
+    with time_machine.travel("2026-03-01 12:00:00", tick=False):
+        known = invitations.invite(organization, "Bob", Role.EDITOR, invited_by=admin)
+        unknown = invitations.invite(organization, "ghost", Role.EDITOR, invited_by=admin)
+
+    for invitation, username in ((known, "Bob"), (unknown, "ghost")):
+        invitation.refresh_from_db()
+        assert invitation.username == username
+        assert (invitation.role, invitation.invited_by) == (Role.EDITOR, admin)
+        assert invitation.expires_at - invitation.created_at == timedelta(days=3)
+    assert not Membership.objects.exists()
+
+
+def test_reinviting_renews_the_pending_invitation_whatever_the_case():
+    organization, first_admin, second_admin = OrganizationFactory(), UserFactory(), UserFactory()
+    first = invitations.invite(organization, "bob", Role.VIEWER, invited_by=first_admin)
+    with time_machine.travel(first.expires_at + timedelta(days=1)):  # expired, still pending
+        again = invitations.invite(organization, "BOB", Role.ADMIN, invited_by=second_admin)
+
+    again.refresh_from_db()
+    assert again.pk == first.pk and again.username == "bob"
+    assert (again.role, again.invited_by) == (Role.ADMIN, second_admin)
+    assert again.expires_at > first.expires_at
+    assert Invitation.objects.count() == 1
+    # Another organization's invitation of the same name is a separate one.
+    invitations.invite(OrganizationFactory(), "bob", Role.VIEWER, invited_by=first_admin)
+    assert Invitation.objects.count() == 2
+
+
+def test_an_invite_racing_another_for_the_same_username_still_succeeds(monkeypatch):
+    """Two first invitations at once: both read "none pending", one insert hits the unique
+    constraint. That request tries again and renews the row instead of failing."""
+    organization = OrganizationFactory()
+    read = InvitationQuerySet.select_for_update
+    raced = []
+
+    def read_before_the_other_insert(queryset, *args, **kwargs):
+        if not raced:
+            raced.append(True)
+            InvitationFactory(organization=organization, username="kim")  # the other request
+            return queryset.none()
+        return read(queryset, *args, **kwargs)
+
+    monkeypatch.setattr(InvitationQuerySet, "select_for_update", read_before_the_other_insert)
+
+    invitation = invitations.invite(organization, "KIM", Role.EDITOR, invited_by=None)
+
+    assert raced and list(Invitation.objects.pending()) == [invitation]
+    assert invitation.role == Role.EDITOR
+
+
+def test_the_database_keeps_one_pending_invitation_per_username_and_organization():
+    invitation = InvitationFactory(username="bob")
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        InvitationFactory(organization=invitation.organization, username="BOB")
+    Invitation.objects.filter(pk=invitation.pk).update(declined_at=timezone.now())
+    InvitationFactory(organization=invitation.organization, username="BOB")
+
+    assert Invitation.objects.pending().count() == 1
+
+
+@pytest.mark.parametrize(
+    "username", ["", "two words", "x" * 151, "nul\x00byte", "new\nline"], ids=repr
+)
+def test_malformed_usernames_are_refused_without_looking_anybody_up(
+    username, django_assert_num_queries
+):
+    organization, admin = OrganizationFactory(), UserFactory()
+
+    with django_assert_num_queries(0), pytest.raises(ValidationError) as excinfo:
+        invitations.invite(organization, username, Role.VIEWER, invited_by=admin)
+
+    assert list(excinfo.value.message_dict) == ["username"]
+    assert not Invitation.objects.exists()
+
+
+def test_inviting_a_member_raises_already_member_ignoring_case():
+    membership = MembershipFactory(user=UserFactory(username="Carol"))
+
+    with pytest.raises(invitations.AlreadyMember):
+        invitations.invite(membership.organization, "cAROL", Role.ADMIN, invited_by=None)
+    assert not Invitation.objects.exists()
+
+
+def test_an_invitation_reaches_its_username_ignoring_case():
+    dave, other = UserFactory(username="Dave"), UserFactory(username="eve")
+    invitation = InvitationFactory(username="dave")
+
+    assert list(invitations.invitations_for(dave)) == [invitation]
+    assert list(invitations.invitations_for(other)) == []
+
+
+def test_a_username_two_users_share_ignoring_case_goes_to_the_exact_one_or_nobody():
+    """Django's user form refuses such pairs, but createsuperuser or code can make them: an
+    invitation must not reach a namesake it was not meant for."""
+    lower, upper = UserFactory(username="frank"), UserFactory(username="Frank")
+    exact = InvitationFactory(username="Frank")
+    ambiguous = InvitationFactory(username="FRANK")
+
+    assert list(invitations.invitations_for(upper)) == [exact]
+    assert list(invitations.invitations_for(lower)) == []
+    assert ambiguous not in invitations.invitations_for(upper)
+
+
+def test_accept_makes_a_member_with_the_role_and_closes_the_invitation():
+    grace = UserFactory(username="grace")
+    invitation = InvitationFactory(username="grace", role=Role.EDITOR)
+
+    membership = invitations.accept(grace, invitation.pk)
+
+    assert (membership.user, membership.organization_id, membership.role) == (
+        grace,
+        invitation.organization_id,
+        Role.EDITOR,
+    )
+    invitation.refresh_from_db()
+    assert invitation.accepted_by == grace and invitation.accepted_at is not None
+    with pytest.raises(Invitation.DoesNotExist):
+        invitations.accept(grace, invitation.pk)
+
+
+def test_closed_expired_or_someone_elses_invitations_cannot_be_accepted_or_declined():
+    heidi = UserFactory(username="heidi")
+    now = timezone.now()
+    refused = [
+        InvitationFactory(username="somebody-else"),
+        InvitationFactory(username="heidi", revoked_at=now),
+        InvitationFactory(username="heidi", declined_at=now),
+        InvitationFactory(username="heidi", accepted_at=now),
+        InvitationFactory(username="heidi", expires_at=now - timedelta(seconds=1)),
+    ]
+    for invitation in refused:
+        with pytest.raises(Invitation.DoesNotExist):
+            invitations.accept(heidi, invitation.pk)
+        with pytest.raises(Invitation.DoesNotExist):
+            invitations.decline(heidi, invitation.pk)
+    assert not heidi.memberships.exists()
+
+
+def test_an_invitation_closed_meanwhile_is_not_accepted(monkeypatch):
+    """A revoke that commits between accept's read and its write wins: no membership."""
+    ivan = UserFactory(username="ivan")
+    invitation = InvitationFactory(username="ivan")
+    read = invitations.invitations_for
+
+    def read_then_revoke(user):
+        found = list(read(user))
+        Invitation.objects.filter(pk=invitation.pk).update(revoked_at=timezone.now())
+        return Invitation.objects.filter(pk__in=[row.pk for row in found])
+
+    monkeypatch.setattr(invitations, "invitations_for", read_then_revoke)
+
+    with pytest.raises(Invitation.DoesNotExist):
+        invitations.accept(ivan, invitation.pk)
+    assert not ivan.memberships.exists()
+
+
+def test_invitation_str_names_whom_where_and_the_role():
+    invitation = InvitationFactory(username="judy", role=Role.ADMIN)
+
+    assert str(invitation) == f"judy to {invitation.organization} (ADMIN)"
 
 
 # --- The acting user and Auditable ---------------------------------------------------------------

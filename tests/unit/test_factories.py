@@ -8,6 +8,7 @@ from tests.factories import (
     AutomationLogFactory,
     AutomationRuleFactory,
     ConditionGroupFactory,
+    InvitationFactory,
     MembershipFactory,
     NotificationFactory,
     ProductFactory,
@@ -85,7 +86,9 @@ def test_account_factories_build_valid_records():
     membership = MembershipFactory()
     token = ApiTokenFactory()
     notification = NotificationFactory()
+    invitation = InvitationFactory()
 
     assert membership.user.check_password("pass-w0rd-long")
     assert token.raw_token.startswith("are_")
-    assert_valid(membership, notification)
+    assert invitation.expires_at > invitation.created_at
+    assert_valid(membership, notification, invitation)

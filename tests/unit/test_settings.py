@@ -37,6 +37,7 @@ print(json.dumps({
     "secret_key": settings.SECRET_KEY,
     "allowed_hosts": settings.ALLOWED_HOSTS,
     "data_dir": str(settings.DATA_DIR),
+    "invitation_days": settings.ACCOUNTS_INVITATION_DAYS,
 }))
 """
 
@@ -145,3 +146,8 @@ def test_secret_debug_and_hosts_come_from_the_environment(tmp_path):
 
 def test_debug_is_off_by_default(tmp_path):
     assert load_settings(tmp_path)["debug"] is False
+
+
+def test_invitations_stay_open_14_days_unless_the_environment_says_otherwise(tmp_path):
+    assert load_settings(tmp_path)["invitation_days"] == 14
+    assert load_settings(tmp_path, ACCOUNTS_INVITATION_DAYS="3")["invitation_days"] == 3
