@@ -105,31 +105,48 @@ def resolve_host(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress
 
 
 def address_refusal(ip) -> str | None:
-    """Why `ip` may not be called, or None when it may."""
-    if ip in METADATA_ADDRESSES:
+    """Why `ip` may not be called, or None when it may.
+
+    A private address is refused with the name of the setting that allows it, for the operator
+    of a deployment whose webhooks do call internal services; metadata addresses never pass, not
+    even wrapped in an IPv6 address.
+    """
+    if any(address in METADATA_ADDRESSES for address in _forms(ip)):
         return f"{ip} is a cloud metadata address"
     if settings.AUTOMATION_WEBHOOK_ALLOW_PRIVATE_NETWORKS:
         return None
-    # An IPv6 address can carry an IPv4 one (::ffff:127.0.0.1, 6to4, Teredo): judge that too.
-    embedded = getattr(ip, "ipv4_mapped", None) or getattr(ip, "sixtofour", None)
-    if embedded is not None:
-        reason = address_refusal(embedded)
-        if reason:
-            return reason
-    teredo = getattr(ip, "teredo", None)
-    if teredo is not None and any(address_refusal(part) for part in teredo):
-        return f"{ip} carries a private address"
+    reasons = (_non_public_reason(address, ip) for address in _forms(ip))
+    reason = next((reason for reason in reasons if reason), None)
+    if reason is None:
+        return None
+    return (
+        f"{reason}; webhooks may not call private networks "
+        "(set AUTOMATION_WEBHOOK_ALLOW_PRIVATE_NETWORKS=true to allow them)"
+    )
+
+
+def _forms(ip) -> list:
+    """The IPv4 addresses `ip` carries (::ffff:127.0.0.1, 6to4, Teredo), then `ip`: all judged."""
+    forms = [getattr(ip, name, None) for name in ("ipv4_mapped", "sixtofour")]
+    forms.extend(getattr(ip, "teredo", None) or ())
+    return [form for form in forms if form is not None] + [ip]
+
+
+def _non_public_reason(address, ip) -> str | None:
+    """Why `address` (`ip` itself or an address it carries) is not public, or None."""
     for kind, test in (
-        ("loopback", ip.is_loopback),
-        ("link-local", ip.is_link_local),
-        ("multicast", ip.is_multicast),
-        ("unspecified", ip.is_unspecified),
-        ("private", ip.is_private),
-        ("reserved", ip.is_reserved),
+        ("loopback", address.is_loopback),
+        ("link-local", address.is_link_local),
+        ("multicast", address.is_multicast),
+        ("unspecified", address.is_unspecified),
+        ("private", address.is_private),
+        ("reserved", address.is_reserved),
     ):
         if test:
-            return f"{ip} is a {kind} address"
-    if not ip.is_global:
+            if address == ip:
+                return f"{ip} is a {kind} address"
+            return f"{ip} carries {address}, a {kind} address"
+    if not address.is_global:
         return f"{ip} is not a public address"
     return None
 

@@ -311,11 +311,14 @@ def test_https_connects_to_the_checked_ip_with_the_host_name_for_sni_and_certifi
 
 def test_loopback_is_refused_when_private_networks_are_not_allowed(server):
     attempts = []
-    with pytest.raises(ActionError, match="127.0.0.1 is a loopback address"):
+    with pytest.raises(ActionError, match="127.0.0.1 is a loopback address") as raised:
         call({"url": server.url(), "maxAttempts": 3}, attempts=attempts)
     assert server.requests == []
     assert attempts == []  # an IP literal is refused before any attempt, and never retried
-    assert "url" in parameter_errors(ActionType.CALL_WEBHOOK, {"url": server.url()}, None)
+    errors = parameter_errors(ActionType.CALL_WEBHOOK, {"url": server.url()}, None)
+    # Both messages tell the operator which setting would allow it.
+    for message in (str(raised.value), *errors["url"]):
+        assert "set AUTOMATION_WEBHOOK_ALLOW_PRIVATE_NETWORKS=true to allow them" in message
 
 
 def test_a_rendered_url_is_checked_again(server):
@@ -400,8 +403,9 @@ def test_too_many_redirects(server, allow_only):
 def test_the_setting_allows_private_networks_but_never_metadata(server, settings):
     settings.AUTOMATION_WEBHOOK_ALLOW_PRIVATE_NETWORKS = True
     assert call({"url": server.url()})["status_code"] == 200
-    assert webhooks.address_refusal(ipaddress.ip_address("169.254.169.254"))
-    assert webhooks.address_refusal(ipaddress.ip_address("fd00:ec2::254"))
+    for address in ("169.254.169.254", "fd00:ec2::254", "::ffff:169.254.169.254"):
+        reason = webhooks.address_refusal(ipaddress.ip_address(address))
+        assert reason.endswith("is a cloud metadata address"), reason
 
 
 @pytest.mark.parametrize(
