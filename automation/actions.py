@@ -106,6 +106,8 @@ class ActionHandler:
     parameters_schema: dict
     # Dotted paths of write-only values; "*" matches every key of a dict ("headers.*").
     secret_paths: tuple[str, ...] = ()
+    # Parameters that say where the secrets go: a stored secret is kept only while they stay.
+    secrets_bound_to: tuple[str, ...] = ()
     writes_database: bool = True
     # Messages for schema errors at a path where jsonschema's own wording would confuse.
     schema_messages: dict[str, str] = {}
@@ -154,6 +156,19 @@ class ActionHandler:
 
     def dry_run(self, parameters: dict, ctx) -> dict:
         raise NotImplementedError
+
+    def changed_binding(self, new_parameters, old_action_type, old_parameters) -> str | None:
+        """What changed of the stored secrets' destination ("url", "action type"...), or None."""
+        if old_action_type != self.action_type:
+            return "action type"
+        defaults = self.parameters_schema["properties"]
+        changed = [
+            name
+            for name in self.secrets_bound_to
+            if new_parameters.get(name, defaults[name].get("default"))
+            != old_parameters.get(name, defaults[name].get("default"))
+        ]
+        return " and ".join(changed) or None
 
     def mask(self, parameters):
         """A deep copy with every secret replaced by MASK."""
@@ -632,6 +647,7 @@ class CallWebhookHandler(ActionHandler):
     action_type = ActionType.CALL_WEBHOOK
     writes_database = False
     secret_paths = ("secret", "headers.*")
+    secrets_bound_to = ("url", "method")
     parameters_schema = _schema(
         {
             "url": {"type": "string", "minLength": 1, "maxLength": 2048},
@@ -810,21 +826,34 @@ def mask_parameters(action_type, parameters):
     return handler.mask(parameters)
 
 
-def merge_masked_secrets(action_type, new_parameters, old_parameters):
-    """`new_parameters` where each secret sent back as MASK takes its old value.
+def merge_masked_secrets(action_type, new_parameters, old_action_type, old_parameters):
+    """(parameters, errors): `new_parameters` where each secret sent back as MASK takes its stored
+    value, and {parameter path: [message]} for the masks that may not.
 
-    A MASK with no old value at that path stays, and validation then refuses it.
+    A stored secret was given for one destination, so it is kept only while the action at its
+    position keeps its type and the parameters the secret is bound to (a webhook's url and
+    method, compared as stored). Otherwise an editor could point it at a server of their own:
+    each such mask is removed from the parameters and reported, and the client must send the
+    secret again. A MASK with no stored value at its path stays, and validation refuses it.
     """
     merged = copy.deepcopy(new_parameters)
     try:
         handler = get_handler(action_type)
     except KeyError:
-        return merged
+        return merged, {}
     if not isinstance(merged, dict) or not isinstance(old_parameters, dict):
-        return merged
+        return merged, {}
+    changed = handler.changed_binding(merged, old_action_type, old_parameters)
+    errors: dict[str, list[str]] = {}
     for container, key, keys in _secret_locations(merged, handler.secret_paths):
-        if container[key] == MASK:
-            old = _value_at(old_parameters, keys)
-            if old is not None:
-                container[key] = old
-    return merged
+        if container[key] != MASK:
+            continue
+        stored = _value_at(old_parameters, keys)
+        if stored is None:
+            continue
+        if changed:
+            del container[key]
+            _add(errors, _join(*keys), f"The {changed} changed: send this secret again.")
+        else:
+            container[key] = stored
+    return merged, errors
