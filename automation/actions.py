@@ -21,6 +21,7 @@ import copy
 import json
 import logging
 
+from django.conf import settings
 from django.core.exceptions import NON_FIELD_ERRORS, FieldDoesNotExist, ValidationError
 from django.db import models, transaction
 from jsonschema import Draft202012Validator
@@ -35,6 +36,7 @@ from automation.registry import PathError, get_automatable, resolve_path
 from automation.signals import remember_stored_row
 from automation.snapshots import json_value, snapshot
 from automation.templates import (
+    RenderBudget,
     TemplateError,
     has_placeholder,
     placeholder_errors,
@@ -183,11 +185,41 @@ def _add(errors: dict, path: str, message: str) -> None:
     errors.setdefault(path, []).append(message)
 
 
-def _render(value, ctx, what: str):
+def _render(value, ctx, what: str, *, as_text: bool = False):
+    """Parameter `what` rendered for the run, within the size its placeholders may produce.
+
+    Limits per parameter and per run (AUTOMATION_TEMPLATE_MAX_PARAMETER_BYTES / _RUN_BYTES):
+    placeholders that repeat earlier results multiply what a run holds, and every action's
+    result, the notifications it sends and its log keep what was rendered.
+    """
+    budget = _render_budget(ctx)
     try:
-        return render(value, ctx.template_variables())
+        if as_text:
+            rendered = render_text(value, ctx.template_variables(), budget)
+        else:
+            rendered = render(value, ctx.template_variables(), budget)
     except TemplateError as exc:
         raise ActionError(f"{what}: {exc}") from None
+    ctx.rendered_bytes += budget.used
+    return rendered
+
+
+def _render_budget(ctx) -> RenderBudget:
+    """What the next parameter may render: its own limit, or what is left of the run's."""
+    per_parameter = settings.AUTOMATION_TEMPLATE_MAX_PARAMETER_BYTES
+    per_run = settings.AUTOMATION_TEMPLATE_MAX_RUN_BYTES
+    left_in_run = per_run - ctx.rendered_bytes
+    if left_in_run < per_parameter:
+        return RenderBudget(
+            max(left_in_run, 0),
+            f"this run's templates render more than {per_run} bytes in all "
+            "(AUTOMATION_TEMPLATE_MAX_RUN_BYTES); do placeholders repeat earlier results?",
+        )
+    return RenderBudget(
+        per_parameter,
+        f"the template renders more than {per_parameter} bytes "
+        "(AUTOMATION_TEMPLATE_MAX_PARAMETER_BYTES); do placeholders repeat earlier results?",
+    )
 
 
 def _template_errors(value, path: str, errors: dict) -> None:
@@ -573,12 +605,8 @@ class SendNotificationHandler(ActionHandler):
         _template_errors(parameters.get("body", ""), "body", errors)
 
     def _prepare(self, parameters, ctx):
-        variables = ctx.template_variables()
-        try:
-            title = render_text(parameters["title"], variables)
-            body = render_text(parameters.get("body", ""), variables)
-        except TemplateError as exc:
-            raise ActionError(str(exc)) from None
+        title = _render(parameters["title"], ctx, "title", as_text=True)
+        body = _render(parameters.get("body", ""), ctx, "body", as_text=True)
         if len(title) > TITLE_MAX_LENGTH:
             title = title[: TITLE_MAX_LENGTH - 1] + "…"
         users, skipped = self._recipients(parameters["recipients"], ctx.organization_id)

@@ -499,6 +499,51 @@ def test_a_webhook_server_that_trickles_its_answer_is_cut_at_the_timeout(
     assert product.stock == 2
 
 
+def test_templates_repeating_earlier_results_stop_at_the_size_limit(post, organization, editor):
+    """Each notification repeats the previous one's body 40 times: 10 bytes, 400, 16 KB, 640 KB,
+    25 MB... A dry run (the same rendering as a real one) stops at the limit, quickly, with the
+    parameter and the limit named, and its log stays small."""
+
+    def repeat(index):
+        return f"{{{{ results.{index}.body }}}}" * 40
+
+    actions = [
+        {
+            "actionType": "SEND_NOTIFICATION",
+            "parameters": {
+                "recipients": {"roles": ["EDITOR"]},
+                "title": "t",
+                "body": "{{ rule.name }}" if index == 0 else repeat(index - 1),
+            },
+        }
+        for index in range(5)
+    ]
+    manual = {"triggerType": "MANUAL", "model": None, "triggerEvent": None, "actions": actions}
+    created = post(CREATE, {"input": rule_input(organization, name="Amplifier!", **manual)})
+    rule_id = json.loads(created.content)["data"]["createRule"]["id"]
+    started = time.monotonic()
+    answer = post(
+        "mutation($id: ID!) { runRule(id: $id, dryRun: true) { id status error "
+        "actionLogs { status error } } }",
+        {"id": rule_id},
+    )
+    assert time.monotonic() - started < 10
+    log = json.loads(answer.content)["data"]["runRule"]
+    assert log["status"] == "FAILED"
+    assert [entry["status"] for entry in log["actionLogs"]] == [
+        "SUCCEEDED",
+        "SUCCEEDED",
+        "SUCCEEDED",
+        "FAILED",
+        "SKIPPED",
+    ]
+    assert log["actionLogs"][3]["error"].startswith(
+        "body: the template renders more than 65536 bytes (AUTOMATION_TEMPLATE_MAX_PARAMETER_BYTES)"
+    )
+    stored = AutomationLog.objects.get(pk=log["id"])
+    assert len(json.dumps(stored.action_logs)) < 100_000  # 16 KB was the largest body kept
+
+
 HOSTILE_PATHS = [
     "created_by__password",
     "updated_by__username",

@@ -487,6 +487,34 @@ def test_notify_validation(rule, team):
     )
 
 
+def test_what_templates_render_is_limited_per_parameter_and_per_run(rule, team, settings):
+    settings.AUTOMATION_TEMPLATE_MAX_PARAMETER_BYTES = 1000
+    settings.AUTOMATION_TEMPLATE_MAX_RUN_BYTES = 2000
+    handler = get_handler(ActionType.SEND_NOTIFICATION)
+    ctx = context_for(rule, results={0: {"text": "y" * 300}})
+
+    def notify(repeats):
+        body = "{{ results.0.text }}" * repeats
+        return handler.dry_run(
+            {"recipients": {"roles": ["EDITOR"]}, "title": "t", "body": body}, ctx
+        )
+
+    assert notify(3)["body"] == "y" * 900
+    with pytest.raises(ActionError) as raised:
+        notify(4)
+    assert str(raised.value) == (
+        "body: the template renders more than 1000 bytes (AUTOMATION_TEMPLATE_MAX_PARAMETER_BYTES); "
+        "do placeholders repeat earlier results?"
+    )
+    assert notify(3)["body"] == "y" * 900  # 1,800 bytes rendered by this run so far
+    with pytest.raises(ActionError) as raised:
+        notify(1)
+    assert str(raised.value) == (
+        "body: this run's templates render more than 2000 bytes in all "
+        "(AUTOMATION_TEMPLATE_MAX_RUN_BYTES); do placeholders repeat earlier results?"
+    )
+
+
 def test_notify_dry_run_creates_nothing(rule, product, team):
     described = get_handler(ActionType.SEND_NOTIFICATION).dry_run(
         {"recipients": {"roles": ["EDITOR"]}, "title": "T {{ object.id }}", "body": "B"},
