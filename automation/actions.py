@@ -22,6 +22,7 @@ import copy
 import json
 import logging
 
+from django.conf import settings
 from django.core.exceptions import NON_FIELD_ERRORS, FieldDoesNotExist, ValidationError
 from django.db import models, transaction
 from jsonschema import Draft202012Validator
@@ -37,6 +38,7 @@ from automation.registry import PathError, get_automatable, resolve_path
 from automation.signals import remember_stored_row
 from automation.snapshots import json_value, snapshot
 from automation.templates import (
+    RenderBudget,
     TemplateError,
     has_placeholder,
     placeholder_errors,
@@ -108,6 +110,8 @@ class ActionHandler:
     parameters_schema: dict
     # Dotted paths of write-only values; "*" matches every key of a dict ("headers.*").
     secret_paths: tuple[str, ...] = ()
+    # Parameters that say where the secrets go: a stored secret is kept only while they stay.
+    secrets_bound_to: tuple[str, ...] = ()
     writes_database: bool = True
     # Messages for schema errors at a path where jsonschema's own wording would confuse.
     schema_messages: dict[str, str] = {}
@@ -157,6 +161,19 @@ class ActionHandler:
     def dry_run(self, parameters: dict, ctx) -> dict:
         raise NotImplementedError
 
+    def changed_binding(self, new_parameters, old_action_type, old_parameters) -> str | None:
+        """What changed of the stored secrets' destination ("url", "action type"...), or None."""
+        if old_action_type != self.action_type:
+            return "action type"
+        defaults = self.parameters_schema["properties"]
+        changed = [
+            name
+            for name in self.secrets_bound_to
+            if new_parameters.get(name, defaults[name].get("default"))
+            != old_parameters.get(name, defaults[name].get("default"))
+        ]
+        return " and ".join(changed) or None
+
     def mask(self, parameters):
         """A deep copy with every secret replaced by MASK."""
         masked = copy.deepcopy(parameters)
@@ -170,11 +187,41 @@ def _add(errors: dict, path: str, message: str) -> None:
     errors.setdefault(path, []).append(message)
 
 
-def _render(value, ctx, what: str):
+def _render(value, ctx, what: str, *, as_text: bool = False):
+    """Parameter `what` rendered for the run, within the size its placeholders may produce.
+
+    Limits per parameter and per run (AUTOMATION_TEMPLATE_MAX_PARAMETER_BYTES / _RUN_BYTES):
+    placeholders that repeat earlier results multiply what a run holds, and every action's
+    result, the notifications it sends and its log keep what was rendered.
+    """
+    budget = _render_budget(ctx)
     try:
-        return render(value, ctx.template_variables())
+        if as_text:
+            rendered = render_text(value, ctx.template_variables(), budget)
+        else:
+            rendered = render(value, ctx.template_variables(), budget)
     except TemplateError as exc:
         raise ActionError(f"{what}: {exc}") from None
+    ctx.rendered_bytes += budget.used
+    return rendered
+
+
+def _render_budget(ctx) -> RenderBudget:
+    """What the next parameter may render: its own limit, or what is left of the run's."""
+    per_parameter = settings.AUTOMATION_TEMPLATE_MAX_PARAMETER_BYTES
+    per_run = settings.AUTOMATION_TEMPLATE_MAX_RUN_BYTES
+    left_in_run = per_run - ctx.rendered_bytes
+    if left_in_run < per_parameter:
+        return RenderBudget(
+            max(left_in_run, 0),
+            f"this run's templates render more than {per_run} bytes in all "
+            "(AUTOMATION_TEMPLATE_MAX_RUN_BYTES); do placeholders repeat earlier results?",
+        )
+    return RenderBudget(
+        per_parameter,
+        f"the template renders more than {per_parameter} bytes "
+        "(AUTOMATION_TEMPLATE_MAX_PARAMETER_BYTES); do placeholders repeat earlier results?",
+    )
 
 
 def _template_errors(value, path: str, errors: dict) -> None:
@@ -571,12 +618,8 @@ class SendNotificationHandler(ActionHandler):
         _template_errors(parameters.get("body", ""), "body", errors)
 
     def _prepare(self, parameters, ctx):
-        variables = ctx.template_variables()
-        try:
-            title = render_text(parameters["title"], variables)
-            body = render_text(parameters.get("body", ""), variables)
-        except TemplateError as exc:
-            raise ActionError(str(exc)) from None
+        title = _render(parameters["title"], ctx, "title", as_text=True)
+        body = _render(parameters.get("body", ""), ctx, "body", as_text=True)
         if len(title) > TITLE_MAX_LENGTH:
             title = title[: TITLE_MAX_LENGTH - 1] + "…"
         users, skipped = self._recipients(parameters["recipients"], ctx.organization_id)
@@ -645,6 +688,7 @@ class CallWebhookHandler(ActionHandler):
     action_type = ActionType.CALL_WEBHOOK
     writes_database = False
     secret_paths = ("secret", "headers.*")
+    secrets_bound_to = ("url", "method")
     parameters_schema = _schema(
         {
             "url": {"type": "string", "minLength": 1, "maxLength": 2048},
@@ -823,21 +867,34 @@ def mask_parameters(action_type, parameters):
     return handler.mask(parameters)
 
 
-def merge_masked_secrets(action_type, new_parameters, old_parameters):
-    """`new_parameters` where each secret sent back as MASK takes its old value.
+def merge_masked_secrets(action_type, new_parameters, old_action_type, old_parameters):
+    """(parameters, errors): `new_parameters` where each secret sent back as MASK takes its stored
+    value, and {parameter path: [message]} for the masks that may not.
 
-    A MASK with no old value at that path stays, and validation then refuses it.
+    A stored secret was given for one destination, so it is kept only while the action at its
+    position keeps its type and the parameters the secret is bound to (a webhook's url and
+    method, compared as stored). Otherwise an editor could point it at a server of their own:
+    each such mask is removed from the parameters and reported, and the client must send the
+    secret again. A MASK with no stored value at its path stays, and validation refuses it.
     """
     merged = copy.deepcopy(new_parameters)
     try:
         handler = get_handler(action_type)
     except KeyError:
-        return merged
+        return merged, {}
     if not isinstance(merged, dict) or not isinstance(old_parameters, dict):
-        return merged
+        return merged, {}
+    changed = handler.changed_binding(merged, old_action_type, old_parameters)
+    errors: dict[str, list[str]] = {}
     for container, key, keys in _secret_locations(merged, handler.secret_paths):
-        if container[key] == MASK:
-            old = _value_at(old_parameters, keys)
-            if old is not None:
-                container[key] = old
-    return merged
+        if container[key] != MASK:
+            continue
+        stored = _value_at(old_parameters, keys)
+        if stored is None:
+            continue
+        if changed:
+            del container[key]
+            _add(errors, _join(*keys), f"The {changed} changed: send this secret again.")
+        else:
+            container[key] = stored
+    return merged, errors

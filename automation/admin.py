@@ -2,7 +2,8 @@
 
 The admin is a back office for staff: it edits the same rows the API does, through the models'
 own validation (clean()). Secrets in action parameters are never shown: the form displays them
-masked and keeps the stored value when the mask is sent back unchanged.
+masked and keeps the stored value when the mask is sent back unchanged, as long as the action
+keeps its type, url and method (else the secret must be typed again).
 """
 
 import json
@@ -105,7 +106,10 @@ class RuleActionForm(forms.ModelForm):
             self.initial["parameters"] = masking[0](
                 self.instance.action_type, self.instance.parameters
             )
-            field.help_text = 'Secrets show as "********"; leave them so to keep the stored value.'
+            field.help_text = (
+                'Secrets show as "********"; leave them so to keep the stored value (type them '
+                "again when you change the action type, url or method)."
+            )
 
     def clean_parameters(self):
         parameters = self.cleaned_data.get("parameters")
@@ -113,11 +117,20 @@ class RuleActionForm(forms.ModelForm):
         if masking is None:
             return self.instance.parameters
         if self.instance.pk:
-            parameters = masking[1](
+            parameters, unkept = masking[1](
                 self.data.get(self.add_prefix("action_type")) or self.instance.action_type,
                 parameters,
+                self.instance.action_type,
                 self.instance.parameters,
             )
+            if unkept:
+                raise forms.ValidationError(
+                    [
+                        f"{path}: {message}"
+                        for path, messages in unkept.items()
+                        for message in messages
+                    ]
+                )
         return parameters
 
 

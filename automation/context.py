@@ -25,6 +25,8 @@ class RunContext:
     # Order of the action being run (set by the run before each action): the webhook's
     # Idempotency-Key is "<log id>-<action order>".
     action_order: int | None = None
+    # Bytes this run's placeholders have produced so far (bounded per run: actions.py, _render).
+    rendered_bytes: int = 0
 
     def template_variables(self) -> dict:
         """The variables "{{ path }}" placeholders read."""

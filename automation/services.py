@@ -110,8 +110,10 @@ def update_rule(rule: AutomationRule, data: dict, *, user=None) -> AutomationRul
     """Change the given fields; a given `conditions` / `actions` replaces the old whole.
 
     An action parameter sent back as the mask ("********") keeps the stored secret of the action
-    at the same position and of the same type. Existing conditions and actions that are kept are
-    validated again against the changed rule (e.g. a new model), under their current paths.
+    at the same position while its type and the parameters the secret is bound to (a webhook's
+    url and method) stay the same; otherwise it is a VALIDATION_ERROR at that parameter, and the
+    secret must be sent again. Existing conditions and actions that are kept are validated again
+    against the changed rule (e.g. a new model), under their current paths.
     """
     with _acting(user), transaction.atomic():
         rule = AutomationRule.objects.select_for_update().get(pk=rule.pk, deleted_at__isnull=True)
@@ -324,8 +326,12 @@ def _build_actions(rule, specs, *, old_actions, errors) -> list[RuleAction]:
             continue
         action_type = spec.get("action_type")
         old = old_actions[index] if index < len(old_actions) else None
-        if old is not None and old.action_type == action_type:
-            parameters = merge_masked_secrets(action_type, parameters, old.parameters)
+        if old is not None:
+            parameters, unkept = merge_masked_secrets(
+                action_type, parameters, old.action_type, old.parameters
+            )
+            for key, messages in unkept.items():
+                errors.add(f"{path}.parameters.{key}", messages)
         action = RuleAction(
             rule=rule,
             action_type=action_type,

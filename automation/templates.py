@@ -13,6 +13,11 @@ with a silently empty value. There is no escape for a literal "{{" in a template
 
 Paths are dotted: "object.category", "changes.status.new", "results.0.id". A dict is entered by
 key, a list by a decimal index.
+
+What placeholders produce can be bounded by a RenderBudget: a placeholder may repeat an earlier
+action's result, which may repeat the one before it, so a rule's output could multiply with each
+action (a 10-byte value became a 55 MB notification in one dry run). Each substitution is counted
+before it is added, so a runaway template stops before its text exists.
 """
 
 import json
@@ -29,32 +34,56 @@ class TemplateError(ValueError):
     """A placeholder that is malformed or does not resolve; the message names it."""
 
 
-def render(value, variables: dict):
+class RenderBudget:
+    """How many bytes placeholders may produce (UTF-8, values as compact JSON); TemplateError
+    with `message` once they produce more. The literal text around them is not counted: it is
+    part of the stored parameters, which are bounded already."""
+
+    def __init__(self, limit: int, message: str):
+        self.limit = limit
+        self.message = message
+        self.used = 0
+
+    def spend(self, size: int) -> None:
+        self.used += size
+        if self.used > self.limit:
+            raise TemplateError(self.message)
+
+
+def render(value, variables: dict, budget: RenderBudget | None = None):
     """`value` with every placeholder in its strings replaced (recursively through dicts/lists)."""
     if isinstance(value, str):
-        return render_string(value, variables)
+        return render_string(value, variables, budget)
     if isinstance(value, dict):
-        return {key: render(item, variables) for key, item in value.items()}
+        return {key: render(item, variables, budget) for key, item in value.items()}
     if isinstance(value, list):
-        return [render(item, variables) for item in value]
+        return [render(item, variables, budget) for item in value]
     return value
 
 
-def render_text(value, variables: dict) -> str:
+def render_text(value, variables: dict, budget: RenderBudget | None = None) -> str:
     """Render and always return text (a notification title stays a string even when the template
     is a single placeholder of a number)."""
-    rendered = render(value, variables)
+    rendered = render(value, variables, budget)
     return rendered if isinstance(rendered, str) else format_text(rendered)
 
 
-def render_string(template: str, variables: dict):
+def render_string(template: str, variables: dict, budget: RenderBudget | None = None):
     _check_braces(template)
     whole = _PLACEHOLDER.fullmatch(template)
     if whole:
-        return resolve(_path_of(whole), variables)
-    return _PLACEHOLDER.sub(
-        lambda match: format_text(resolve(_path_of(match), variables)), template
-    )
+        value = resolve(_path_of(whole), variables)
+        if budget is not None:
+            budget.spend(len(format_text(value).encode()))
+        return value
+
+    def substitute(match: re.Match) -> str:
+        text = format_text(resolve(_path_of(match), variables))
+        if budget is not None:
+            budget.spend(len(text.encode()))
+        return text
+
+    return _PLACEHOLDER.sub(substitute, template)
 
 
 def format_text(value) -> str:

@@ -8,12 +8,14 @@ resolved here (`resolve_host`), every resolved address is checked, and the reque
 that checked IP with the original Host header and TLS server name (SNI, certificate check), so a
 DNS answer that changes between check and connect (DNS rebinding) cannot slip through. Redirects
 are followed by hand, at most MAX_REDIRECTS, each hop checked the same way; a redirect to another
-origin drops the rule's own headers (their values are secrets meant for the configured host).
+origin drops the rule's own headers and the signature (both are meant for the configured host).
+A server that echoes a secret (the signing key, a header value) gets it masked in the result.
 
 Retries: network errors, timeouts, 5xx, 408 and 429 are retried with exponential backoff and
 jitter, up to the action's maxAttempts; any other status fails at once; a refused destination is
-never retried. Each attempt has `timeout` seconds in all (redirects and reading included), and at
-most RESPONSE_BODY_LIMIT bytes of the answer are read and kept.
+never retried. Each attempt has `timeout` seconds in all, enforced as one deadline (DNS,
+connect, TLS, redirects, headers and body included), and at most RESPONSE_BODY_LIMIT bytes of the
+answer are read and kept.
 
 Tests: `resolve_host` is the module's view of the outside world's DNS and may be patched;
 `check_address(ip, port)` is the guard, and a test that must reach its own loopback server while
@@ -33,6 +35,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urljoin
 
+import anyio
+import anyio.to_thread
 import httpx
 from django.conf import settings
 
@@ -43,6 +47,8 @@ RESPONSE_BODY_LIMIT = 4096  # bytes kept in the result
 RETRY_BASE_SECONDS = 0.5  # backoff: base * 2^(attempt-1), full jitter, capped
 RETRY_MAX_SECONDS = 10.0
 RETRYABLE_STATUS = {408, 429}  # besides every 5xx
+REDACTED = "********"  # what a secret echoed in an answer is replaced with
+REDACT_MIN_LENGTH = 8
 USER_AGENT = "automation-rule-engine-webhook/1"
 # Certificates are verified against the URL's host name. True = the certifi trust store; a test
 # that serves HTTPS with its own CA sets an ssl.SSLContext trusting that CA here.
@@ -105,31 +111,48 @@ def resolve_host(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress
 
 
 def address_refusal(ip) -> str | None:
-    """Why `ip` may not be called, or None when it may."""
-    if ip in METADATA_ADDRESSES:
+    """Why `ip` may not be called, or None when it may.
+
+    A private address is refused with the name of the setting that allows it, for the operator
+    of a deployment whose webhooks do call internal services; metadata addresses never pass, not
+    even wrapped in an IPv6 address.
+    """
+    if any(address in METADATA_ADDRESSES for address in _forms(ip)):
         return f"{ip} is a cloud metadata address"
     if settings.AUTOMATION_WEBHOOK_ALLOW_PRIVATE_NETWORKS:
         return None
-    # An IPv6 address can carry an IPv4 one (::ffff:127.0.0.1, 6to4, Teredo): judge that too.
-    embedded = getattr(ip, "ipv4_mapped", None) or getattr(ip, "sixtofour", None)
-    if embedded is not None:
-        reason = address_refusal(embedded)
-        if reason:
-            return reason
-    teredo = getattr(ip, "teredo", None)
-    if teredo is not None and any(address_refusal(part) for part in teredo):
-        return f"{ip} carries a private address"
+    reasons = (_non_public_reason(address, ip) for address in _forms(ip))
+    reason = next((reason for reason in reasons if reason), None)
+    if reason is None:
+        return None
+    return (
+        f"{reason}; webhooks may not call private networks "
+        "(set AUTOMATION_WEBHOOK_ALLOW_PRIVATE_NETWORKS=true to allow them)"
+    )
+
+
+def _forms(ip) -> list:
+    """The IPv4 addresses `ip` carries (::ffff:127.0.0.1, 6to4, Teredo), then `ip`: all judged."""
+    forms = [getattr(ip, name, None) for name in ("ipv4_mapped", "sixtofour")]
+    forms.extend(getattr(ip, "teredo", None) or ())
+    return [form for form in forms if form is not None] + [ip]
+
+
+def _non_public_reason(address, ip) -> str | None:
+    """Why `address` (`ip` itself or an address it carries) is not public, or None."""
     for kind, test in (
-        ("loopback", ip.is_loopback),
-        ("link-local", ip.is_link_local),
-        ("multicast", ip.is_multicast),
-        ("unspecified", ip.is_unspecified),
-        ("private", ip.is_private),
-        ("reserved", ip.is_reserved),
+        ("loopback", address.is_loopback),
+        ("link-local", address.is_link_local),
+        ("multicast", address.is_multicast),
+        ("unspecified", address.is_unspecified),
+        ("private", address.is_private),
+        ("reserved", address.is_reserved),
     ):
         if test:
-            return f"{ip} is a {kind} address"
-    if not ip.is_global:
+            if address == ip:
+                return f"{ip} is a {kind} address"
+            return f"{ip} carries {address}, a {kind} address"
+    if not address.is_global:
         return f"{ip} is not a public address"
     return None
 
@@ -233,15 +256,15 @@ def send(request: WebhookRequest, on_attempt: Callable[[int], None] | None = Non
         try:
             response_status, body_text = _attempt(request)
         except WebhookRefused as exc:
-            raise WebhookError(str(exc), result) from None
-        except httpx.TimeoutException:
+            raise WebhookError(redact(str(exc), request), result) from None
+        except (TimeoutError, httpx.TimeoutException):
             error = f"timed out after {request.timeout:g} s"
             retryable = True
         except httpx.TransportError as exc:
-            error = f"network error: {exc or type(exc).__name__}"
+            error = redact(f"network error: {exc or type(exc).__name__}", request)
             retryable = True
         else:
-            result.update(status_code=response_status, body=body_text)
+            result.update(status_code=response_status, body=redact(body_text, request))
             if 200 <= response_status < 300:
                 result.pop("error", None)
                 return result
@@ -261,50 +284,74 @@ def send(request: WebhookRequest, on_attempt: Callable[[int], None] | None = Non
     )
 
 
+def redact(text: str, request: WebhookRequest) -> str:
+    """`text` with the request's secret and header values masked, should a server echo them.
+
+    Shorter values are left alone: they would mask ordinary words of the answer.
+    """
+    secrets = [request.secret or "", *request.headers.values()]
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= REDACT_MIN_LENGTH:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
 def _attempt(request: WebhookRequest) -> tuple[int, str]:
-    """One attempt: follows redirects by hand, checking every hop. (status, truncated body)."""
+    """One attempt, bounded as a whole by `request.timeout`: (status, truncated body).
+
+    httpx's timeouts bound each network operation alone, so a server that trickles its status
+    line, headers or body a byte at a time never trips them (one kept a worker for minutes). The
+    attempt runs on an event loop of its own under one deadline, which cancels whatever it is
+    waiting for (DNS, connect, TLS, sending, headers, body) when the time is up: TimeoutError.
+    """
+    return anyio.run(_attempt_within_deadline, request)
+
+
+async def _attempt_within_deadline(request: WebhookRequest) -> tuple[int, str]:
+    """Follows redirects by hand, checking every hop."""
     url = check_url_syntax(request.url)
     method, body = request.method, request.body
-    extra_headers = dict(request.headers)
-    deadline = time.monotonic() + request.timeout
-    for _hop in range(MAX_REDIRECTS + 1):
-        ip = pinned_address(url)
-        timestamp = str(int(time.time()))
-        headers = {
-            "User-Agent": USER_AGENT,
-            **extra_headers,
-            "Content-Type": "application/json",
-            "X-Automation-Timestamp": timestamp,
-            "Idempotency-Key": request.idempotency_key,
-        }
-        if request.secret:
-            headers["X-Automation-Signature"] = sign(request.secret, timestamp, body)
-        status, location, text = _send_to(url, ip, method, headers, body, deadline)
-        if status not in _REDIRECT_STATUS or not location:
-            return status, text
-        next_url = check_url_syntax(urljoin(str(url), location))
-        if (next_url.scheme, next_url.host, next_url.port) != (url.scheme, url.host, url.port):
-            # Header values are secrets meant for the configured host only.
-            extra_headers = {}
-        if (status == 303 and method != "HEAD") or (status in (301, 302) and method == "POST"):
-            method, body = "GET", b""  # as browsers and httpx do
-        url = next_url
+    extra_headers, secret = dict(request.headers), request.secret
+    with anyio.fail_after(request.timeout):
+        for _hop in range(MAX_REDIRECTS + 1):
+            # The resolver blocks: in a thread, abandoned at the deadline (it ends on its own).
+            ip = await anyio.to_thread.run_sync(pinned_address, url, abandon_on_cancel=True)
+            timestamp = str(int(time.time()))
+            headers = {
+                "User-Agent": USER_AGENT,
+                **extra_headers,
+                "Content-Type": "application/json",
+                "X-Automation-Timestamp": timestamp,
+                "Idempotency-Key": request.idempotency_key,
+            }
+            if secret:
+                headers["X-Automation-Signature"] = sign(secret, timestamp, body)
+            status, location, text = await _send_to(url, ip, method, headers, body, request.timeout)
+            if status not in _REDIRECT_STATUS or not location:
+                return status, text
+            next_url = check_url_syntax(urljoin(str(url), location))
+            if (next_url.scheme, next_url.host, next_url.port) != (url.scheme, url.host, url.port):
+                # The headers' values and the signature are meant for the configured host only:
+                # a signature would let another host pass a request off as ours.
+                extra_headers, secret = {}, None
+            if (status == 303 and method != "HEAD") or (status in (301, 302) and method == "POST"):
+                method, body = "GET", b""  # as browsers and httpx do
+            url = next_url
     raise WebhookRefused(f"Too many redirects (more than {MAX_REDIRECTS}) from {request.url}.")
 
 
-def _send_to(url: httpx.URL, ip, method, headers, body, deadline) -> tuple[int, str | None, str]:
+async def _send_to(
+    url: httpx.URL, ip, method, headers, body, timeout
+) -> tuple[int, str | None, str]:
     """Send to the checked `ip`, with the URL's own host in Host and SNI. Reads a bounded body."""
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise httpx.ReadTimeout("deadline passed")
     pinned_url = url.copy_with(host=str(ip))
     host_name = url.raw_host.decode("ascii")
     extensions = {"sni_hostname": host_name} if url.scheme == "https" else {}
     # A fresh client per hop: its connection pool is keyed by IP, so a pooled TLS connection made
     # for one host name must never serve another. trust_env=False: no proxy from the environment
     # (a proxy would connect to an address this guard never saw).
-    with httpx.Client(
-        timeout=remaining, follow_redirects=False, trust_env=False, verify=TLS_VERIFY
+    async with httpx.AsyncClient(
+        timeout=timeout, follow_redirects=False, trust_env=False, verify=TLS_VERIFY
     ) as client:
         request = client.build_request(
             method,
@@ -313,17 +360,15 @@ def _send_to(url: httpx.URL, ip, method, headers, body, deadline) -> tuple[int, 
             content=body,
             extensions=extensions,
         )
-        response = client.send(request, stream=True)
+        response = await client.send(request, stream=True)
         try:
             collected = bytearray()
-            for chunk in response.iter_bytes():
+            async for chunk in response.aiter_bytes():
                 collected.extend(chunk)
                 if len(collected) > RESPONSE_BODY_LIMIT:
                     break  # keep a bounded prefix; never load a huge answer
-                if time.monotonic() > deadline:
-                    raise httpx.ReadTimeout("deadline passed while reading the response")
         finally:
-            response.close()
+            await response.aclose()
         text = bytes(collected[:RESPONSE_BODY_LIMIT]).decode("utf-8", errors="replace")
         return response.status_code, response.headers.get("location"), text
 

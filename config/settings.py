@@ -222,6 +222,14 @@ AUTOMATION_MAX_WRITES_PER_MINUTE = env.int("AUTOMATION_MAX_WRITES_PER_MINUTE", d
 AUTOMATION_WEBHOOK_ALLOW_PRIVATE_NETWORKS = env.bool(
     "AUTOMATION_WEBHOOK_ALLOW_PRIVATE_NETWORKS", default=False
 )
+# What action templates may render: per parameter, and in all for a run (placeholders repeating
+# earlier results would otherwise multiply a run's size with each action).
+AUTOMATION_TEMPLATE_MAX_PARAMETER_BYTES = env.int(
+    "AUTOMATION_TEMPLATE_MAX_PARAMETER_BYTES", default=64 * 1024
+)
+AUTOMATION_TEMPLATE_MAX_RUN_BYTES = env.int(
+    "AUTOMATION_TEMPLATE_MAX_RUN_BYTES", default=1024 * 1024
+)
 AUTOMATION_REGEX_MAX_LENGTH = 500
 AUTOMATION_REGEX_TIMEOUT_SECONDS = 0.1
 # A PENDING run no worker claimed within this many seconds is enqueued again; a RUNNING run whose

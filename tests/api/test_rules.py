@@ -342,31 +342,38 @@ def test_changing_the_model_revalidates_the_kept_conditions(gql, editor, organiz
     assert "conditions.conditions.0.field" in fields
 
 
+def echoed_actions(rule) -> list[dict]:
+    """The actions as a client sends them back after reading them (secrets masked)."""
+    return [
+        {
+            "actionType": a["actionType"],
+            "parameters": a["parameters"],
+            "continueOnFailure": a["continueOnFailure"],
+        }
+        for a in rule["actions"]
+    ]
+
+
 def test_secrets_are_masked_and_survive_an_update_that_echoes_the_mask(gql, editor, organization):
     created = gql(CREATE, {"input": rule_input(organization)}, token=editor).ok()["createRule"]
     shown = created["actions"][2]["parameters"]
     assert shown["secret"] == "********"
     assert shown["headers"] == {"X-Api-Key": "********"}
     assert shown["url"] == WEBHOOK["url"]
-    read = gql(READ, {"id": created["id"]}, token=editor).ok()["rule"]["actions"][2]["parameters"]
-    assert read["secret"] == "********"
+    read = gql(READ, {"id": created["id"]}, token=editor).ok()["rule"]
+    assert read["actions"][2]["parameters"]["secret"] == "********"
 
-    # The client edits the URL and sends the parameters back as it read them (masked).
-    echoed = [
-        {
-            "actionType": a["actionType"],
-            "parameters": a["parameters"],
-            "continueOnFailure": a["continueOnFailure"],
-        }
-        for a in read and created["actions"]
-    ]
-    echoed[2]["parameters"] = {**echoed[2]["parameters"], "url": "https://hooks.example.com/v2"}
+    # The client edits the body and the timeout, and sends the rest back as it read it (masked).
+    echoed = echoed_actions(read)
+    echoed[2]["parameters"] = {
+        **echoed[2]["parameters"],
+        "body": {"id": "{{ object.id }}"},
+        "timeoutSeconds": 5,
+    }
     updated = gql(UPDATE, {"id": created["id"], "input": {"actions": echoed}}, token=editor).ok()
     assert updated["updateRule"]["actions"][2]["parameters"]["secret"] == "********"
     stored = AutomationRule.objects.get(pk=created["id"]).actions.get(order=2).parameters
-    assert stored["url"] == "https://hooks.example.com/v2"
-    assert stored["secret"] == "signing-secret"
-    assert stored["headers"] == {"X-Api-Key": "header-secret"}
+    assert stored == {**WEBHOOK, "body": {"id": "{{ object.id }}"}, "timeoutSeconds": 5}
 
     # A new value replaces the secret.
     echoed[2]["parameters"] = {**echoed[2]["parameters"], "secret": "rotated"}
@@ -375,6 +382,63 @@ def test_secrets_are_masked_and_survive_an_update_that_echoes_the_mask(gql, edit
         AutomationRule.objects.get(pk=created["id"]).actions.get(order=2).parameters["secret"]
         == "rotated"
     )
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"url": "https://attacker.example.net/collect"}, "The url changed"),
+        ({"method": "PUT"}, "The method changed"),
+        ({"url": "https://hooks.example.com/v2", "method": "GET"}, "The url and method changed"),
+    ],
+)
+def test_a_masked_secret_is_not_kept_for_a_new_destination(
+    gql, editor, organization, change, reason
+):
+    """An EDITOR who points the webhook elsewhere must type its secrets again: the masks would
+    otherwise send the stored signing key and header values to the new destination."""
+    created = gql(CREATE, {"input": rule_input(organization)}, token=editor).ok()["createRule"]
+    echoed = echoed_actions(created)
+    echoed[2]["parameters"] = {**echoed[2]["parameters"], **change}
+    before = row_counts()
+
+    error = gql(UPDATE, {"id": created["id"], "input": {"actions": echoed}}, token=editor).error()
+
+    assert error["extensions"]["code"] == "VALIDATION_ERROR"
+    fields = error["extensions"]["fields"]
+    assert set(fields) == {"actions.2.parameters.secret", "actions.2.parameters.headers.X-Api-Key"}
+    for messages in fields.values():
+        assert messages == [f"{reason}: send this secret again."]
+    assert row_counts() == before
+    assert gql(READ, {"id": created["id"]}, token=editor).ok()["rule"] == created
+    stored = AutomationRule.objects.get(pk=created["id"]).actions.get(order=2).parameters
+    assert stored == WEBHOOK
+
+    # With the secrets sent again, the change goes through.
+    echoed[2]["parameters"].update(secret="new-key", headers={"X-Api-Key": "new-header"})
+    gql(UPDATE, {"id": created["id"], "input": {"actions": echoed}}, token=editor).ok()
+    stored = AutomationRule.objects.get(pk=created["id"]).actions.get(order=2).parameters
+    assert stored == {
+        **WEBHOOK,
+        **change,
+        "secret": "new-key",
+        "headers": {"X-Api-Key": "new-header"},
+    }
+
+
+def test_a_masked_secret_moved_to_another_position_is_not_kept(gql, editor, organization):
+    """The mask is matched by position: a webhook moved to where another action type was gets
+    no stored secret, and the mask is refused."""
+    created = gql(CREATE, {"input": rule_input(organization)}, token=editor).ok()["createRule"]
+    echoed = echoed_actions(created)
+    echoed.insert(0, echoed.pop(2))
+    fields = gql(UPDATE, {"id": created["id"], "input": {"actions": echoed}}, token=editor).error()[
+        "extensions"
+    ]["fields"]
+    assert set(fields) == {"actions.0.parameters.secret", "actions.0.parameters.headers.X-Api-Key"}
+    assert all("send it again" in messages[0] for messages in fields.values()), fields
+    stored = AutomationRule.objects.get(pk=created["id"]).actions.get(order=2).parameters
+    assert stored == WEBHOOK
 
 
 def test_rules_sorted_by_name_with_offset_and_limit(gql, editor, organization):

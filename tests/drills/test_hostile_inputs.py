@@ -7,6 +7,7 @@ resolves to a private address, a redirect to one, a regex that backtracks foreve
 real: the run ends with a clear error, the private server gets no request, and no action writes.
 """
 
+import contextlib
 import ipaddress
 import json
 import threading
@@ -348,13 +349,17 @@ def test_webhook_urls_to_private_addresses(post, organization, url, settings):
 class PrivateServer:
     """A loopback HTTP server standing for a private service; it counts what reaches it."""
 
-    def __init__(self, redirect_to=None):
+    def __init__(self, redirect_to=None, trickle=False):
         self.hits = []
+        self.stopped = threading.Event()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def _handle(self):
                 server.hits.append(self.path)
+                if trickle:
+                    server.trickle_headers(self.wfile)
+                    return
                 if redirect_to:
                     self.send_response(302)
                     self.send_header("Location", redirect_to)
@@ -375,7 +380,16 @@ class PrivateServer:
         self.port = self.httpd.server_address[1]
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
+    def trickle_headers(self, out, interval=0.2, give_up_after=20):
+        """Answer a byte at a time, headers that never end (until `give_up_after` seconds)."""
+        give_up = time.monotonic() + give_up_after
+        with contextlib.suppress(OSError):  # the client hung up
+            out.write(b"HTTP/1.1 200 OK\r\n")
+            while time.monotonic() < give_up and not self.stopped.wait(interval):
+                out.write(b"X")
+
     def close(self):
+        self.stopped.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -457,6 +471,78 @@ def test_a_redirect_to_a_private_address_is_refused(
     assert "loopback" in log["actionLogs"][0]["error"]
     assert bouncer.hits == ["/go"] and target.hits == []
     assert product.stock == 2
+
+
+def test_a_webhook_server_that_trickles_its_answer_is_cut_at_the_timeout(
+    post, organization, private_server, monkeypatch, settings
+):
+    """A byte every 0.2 s never trips a per-read timeout: the run must still end at the rule's
+    timeoutSeconds (2 s) with the reason, instead of holding its worker while the server talks."""
+    settings.AUTOMATION_WEBHOOK_ALLOW_PRIVATE_NETWORKS = False
+    slow = private_server(trickle=True)
+    original = webhooks.check_address
+
+    def check(ip, port):  # the slow server alone stands for a public host
+        if (str(ip), port) != ("127.0.0.1", slow.port):
+            original(ip, port)
+
+    monkeypatch.setattr(webhooks, "check_address", check)
+    monkeypatch.setattr(
+        webhooks, "resolve_host", lambda host, port: [ipaddress.ip_address("127.0.0.1")]
+    )
+    started = time.monotonic()
+    log, product = run_webhook_rule(post, organization, f"http://slow.example.com:{slow.port}/x")
+    assert time.monotonic() - started < 8  # 2 s of deadline and the run's own work; not 20 s
+    assert log["status"] == "FAILED"
+    assert "timed out after 2 s" in log["actionLogs"][0]["error"]
+    assert log["actionLogs"][1]["status"] == "SKIPPED"
+    assert slow.hits == ["/x"]
+    assert product.stock == 2
+
+
+def test_templates_repeating_earlier_results_stop_at_the_size_limit(post, organization, editor):
+    """Each notification repeats the previous one's body 40 times: 10 bytes, 400, 16 KB, 640 KB,
+    25 MB... A dry run (the same rendering as a real one) stops at the limit, quickly, with the
+    parameter and the limit named, and its log stays small."""
+
+    def repeat(index):
+        return f"{{{{ results.{index}.body }}}}" * 40
+
+    actions = [
+        {
+            "actionType": "SEND_NOTIFICATION",
+            "parameters": {
+                "recipients": {"roles": ["EDITOR"]},
+                "title": "t",
+                "body": "{{ rule.name }}" if index == 0 else repeat(index - 1),
+            },
+        }
+        for index in range(5)
+    ]
+    manual = {"triggerType": "MANUAL", "model": None, "triggerEvent": None, "actions": actions}
+    created = post(CREATE, {"input": rule_input(organization, name="Amplifier!", **manual)})
+    rule_id = json.loads(created.content)["data"]["createRule"]["id"]
+    started = time.monotonic()
+    answer = post(
+        "mutation($id: ID!) { runRule(id: $id, dryRun: true) { id status error "
+        "actionLogs { status error } } }",
+        {"id": rule_id},
+    )
+    assert time.monotonic() - started < 10
+    log = json.loads(answer.content)["data"]["runRule"]
+    assert log["status"] == "FAILED"
+    assert [entry["status"] for entry in log["actionLogs"]] == [
+        "SUCCEEDED",
+        "SUCCEEDED",
+        "SUCCEEDED",
+        "FAILED",
+        "SKIPPED",
+    ]
+    assert log["actionLogs"][3]["error"].startswith(
+        "body: the template renders more than 65536 bytes (AUTOMATION_TEMPLATE_MAX_PARAMETER_BYTES)"
+    )
+    stored = AutomationLog.objects.get(pk=log["id"])
+    assert len(json.dumps(stored.action_logs)) < 100_000  # 16 KB was the largest body kept
 
 
 HOSTILE_PATHS = [

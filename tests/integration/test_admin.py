@@ -137,19 +137,29 @@ def test_action_form_keeps_stored_secrets_when_the_mask_comes_back():
     shown = form.initial["parameters"]
     assert shown["secret"] == "********" and shown["headers"]["X-Api-Key"] == "********"
 
-    posted = dict(shown, url="https://hooks.example.com/changed")
-    form = RuleActionForm(
-        instance=action,
-        data={
-            "order": 0,
-            "action_type": ActionType.CALL_WEBHOOK,
-            "parameters": json.dumps(posted),
-            "continue_on_failure": "",
-        },
-    )
+    def post(parameters):
+        return RuleActionForm(
+            instance=action,
+            data={
+                "order": 0,
+                "action_type": ActionType.CALL_WEBHOOK,
+                "parameters": json.dumps(parameters),
+                "continue_on_failure": "",
+            },
+        )
+
+    # Another url: the stored secrets do not follow it; they must be typed again.
+    form = post(dict(shown, url="https://hooks.example.com/changed"))
+    assert not form.is_valid()
+    assert form.errors["parameters"] == [
+        "secret: The url changed: send this secret again.",
+        "headers.X-Api-Key: The url changed: send this secret again.",
+    ]
+
+    form = post(dict(shown, timeoutSeconds=3))
     assert form.is_valid(), form.errors
     saved = form.save()
 
     assert saved.parameters["secret"] == "signing-secret-value"
     assert saved.parameters["headers"]["X-Api-Key"] == "header-secret-value"
-    assert saved.parameters["url"] == "https://hooks.example.com/changed"
+    assert saved.parameters["timeoutSeconds"] == 3

@@ -11,7 +11,9 @@ import contextlib
 import hashlib
 import hmac
 import ipaddress
+import itertools
 import json
+import socketserver
 import ssl
 import threading
 import time
@@ -262,6 +264,86 @@ def test_a_slow_server_times_out(server, allow_only):
     assert raised.value.result["status_code"] is None
 
 
+class TricklingServer:
+    """A loopback server that holds a webhook as long as it can without ever going quiet.
+
+    "headers": the status line and headers a byte every TRICKLE_SECONDS, endlessly; "body": the
+    headers at once, then the body a byte at a time; "silent": it takes the connection and the
+    request and never answers. Each gives up after GIVE_UP_SECONDS, which bounds the test when
+    the client does not (before the one deadline per attempt, "headers" held it that long).
+    """
+
+    TRICKLE_SECONDS = 0.2
+    GIVE_UP_SECONDS = 20
+
+    def __init__(self, mode):
+        self.stopped = threading.Event()
+        server = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self):
+                self.request.recv(65536)  # the request: small, sent at once
+                if mode == "silent":
+                    server.stopped.wait(server.GIVE_UP_SECONDS)
+                    return
+                if mode == "body":
+                    self.request.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+                    stream = itertools.repeat(b"x")
+                else:
+                    start = b"HTTP/1.1 200 OK\r\nX-Slow: "
+                    stream = itertools.chain(
+                        (start[i : i + 1] for i in range(len(start))), itertools.repeat(b"a")
+                    )
+                give_up = time.monotonic() + server.GIVE_UP_SECONDS
+                with contextlib.suppress(OSError):  # the client hung up: done
+                    while time.monotonic() < give_up and not server.stopped.is_set():
+                        self.request.sendall(next(stream))
+                        server.stopped.wait(server.TRICKLE_SECONDS)
+
+        self.tcp = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.tcp.daemon_threads = True
+        self.port = self.tcp.server_address[1]
+        threading.Thread(target=self.tcp.serve_forever, daemon=True).start()
+
+    def url(self):
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def close(self):
+        self.stopped.set()
+        self.tcp.shutdown()
+        self.tcp.server_close()
+
+
+@pytest.fixture
+def trickling_server():
+    servers = []
+
+    def make(mode):
+        servers.append(TricklingServer(mode))
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.close()
+
+
+@pytest.mark.parametrize("mode", ["headers", "body", "silent"])
+def test_one_deadline_bounds_an_attempt_however_the_server_stalls(
+    trickling_server, allow_only, mode
+):
+    """timeoutSeconds bounds an attempt as a whole: a byte every 0.2 s resets httpx's per-read
+    timeout forever, and two such servers used to hold every worker."""
+    server = trickling_server(mode)
+    allow_only(server)
+    started = time.monotonic()
+    with pytest.raises(ActionError, match=r"timed out after 1 s \(attempt 1 of 1\)") as raised:
+        call({"url": server.url(), "timeoutSeconds": 1, "maxAttempts": 1})
+    elapsed = time.monotonic() - started
+    # The deadline, plus slack for a loaded machine; far below the server's 20 s.
+    assert 1 <= elapsed < 4, elapsed
+    assert raised.value.result["status_code"] is None
+
+
 def test_a_network_error_is_retried(allow_only, make_server):
     server = make_server()
     allow_only(server)
@@ -311,11 +393,14 @@ def test_https_connects_to_the_checked_ip_with_the_host_name_for_sni_and_certifi
 
 def test_loopback_is_refused_when_private_networks_are_not_allowed(server):
     attempts = []
-    with pytest.raises(ActionError, match="127.0.0.1 is a loopback address"):
+    with pytest.raises(ActionError, match="127.0.0.1 is a loopback address") as raised:
         call({"url": server.url(), "maxAttempts": 3}, attempts=attempts)
     assert server.requests == []
     assert attempts == []  # an IP literal is refused before any attempt, and never retried
-    assert "url" in parameter_errors(ActionType.CALL_WEBHOOK, {"url": server.url()}, None)
+    errors = parameter_errors(ActionType.CALL_WEBHOOK, {"url": server.url()}, None)
+    # Both messages tell the operator which setting would allow it.
+    for message in (str(raised.value), *errors["url"]):
+        assert "set AUTOMATION_WEBHOOK_ALLOW_PRIVATE_NETWORKS=true to allow them" in message
 
 
 def test_a_rendered_url_is_checked_again(server):
@@ -389,6 +474,51 @@ def test_redirects_are_followed_and_secret_headers_stay_with_their_host(server, 
     assert other["headers"]["host"] == f"127.0.0.1:{server.port}"
 
 
+def test_a_redirect_to_another_origin_carries_neither_the_headers_nor_the_signature(
+    make_server, allow_only
+):
+    """The signature is the proof that a request comes from us: another origin must not get one
+    to replay, any more than the rule's header values."""
+    configured, elsewhere = make_server(), make_server()  # another port: another origin
+    allow_only(configured, elsewhere)
+    configured.respond({"status": 307, "headers": {"Location": elsewhere.url("/echo")}})
+    result = call(
+        {
+            "url": configured.url(),
+            "headers": {"X-Token": "header-secret-value"},
+            "body": {"a": 1},
+            "secret": "signing-key-value",
+        }
+    )
+    assert result["status_code"] == 200
+    (sent,) = configured.requests
+    (redirected,) = elsewhere.requests
+    assert sent["headers"]["x-token"] == "header-secret-value"
+    assert sent["headers"]["x-automation-signature"].startswith("sha256=")
+    assert redirected["method"] == "POST" and redirected["body"] == b'{"a":1}'  # 307 keeps both
+    assert "x-token" not in redirected["headers"]
+    assert "x-automation-signature" not in redirected["headers"]
+
+
+def test_secrets_echoed_by_the_server_are_masked_in_the_result(server, allow_only):
+    """Defense in depth: a result is shown to every member (VIEWER included), so a server that
+    echoes what it got must not reveal the rule's secrets there."""
+    allow_only(server)
+    parameters = {
+        "url": server.url(),
+        "headers": {"Authorization": "Bearer header-secret-value", "X-Short": "abc"},
+        "secret": "signing-key-value",
+    }
+    echo = b"got Bearer header-secret-value, key signing-key-value, short abc"
+    server.respond({"status": 200, "body": echo})
+    assert call(parameters)["body"] == f"got {MASK}, key {MASK}, short abc"
+
+    server.respond({"status": 500, "body": echo})
+    with pytest.raises(ActionError) as raised:
+        call({**parameters, "maxAttempts": 1})
+    assert raised.value.result["body"] == f"got {MASK}, key {MASK}, short abc"
+
+
 def test_too_many_redirects(server, allow_only):
     allow_only(server)
     server.respond({"status": 302, "headers": {"Location": "/again"}})
@@ -400,8 +530,9 @@ def test_too_many_redirects(server, allow_only):
 def test_the_setting_allows_private_networks_but_never_metadata(server, settings):
     settings.AUTOMATION_WEBHOOK_ALLOW_PRIVATE_NETWORKS = True
     assert call({"url": server.url()})["status_code"] == 200
-    assert webhooks.address_refusal(ipaddress.ip_address("169.254.169.254"))
-    assert webhooks.address_refusal(ipaddress.ip_address("fd00:ec2::254"))
+    for address in ("169.254.169.254", "fd00:ec2::254", "::ffff:169.254.169.254"):
+        reason = webhooks.address_refusal(ipaddress.ip_address(address))
+        assert reason.endswith("is a cloud metadata address"), reason
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
 """The action registry and the database actions (records, notifications), against the database."""
 
+import json
 from decimal import Decimal
 
 import pytest
@@ -486,6 +487,34 @@ def test_notify_validation(rule, team):
     )
 
 
+def test_what_templates_render_is_limited_per_parameter_and_per_run(rule, team, settings):
+    settings.AUTOMATION_TEMPLATE_MAX_PARAMETER_BYTES = 1000
+    settings.AUTOMATION_TEMPLATE_MAX_RUN_BYTES = 2000
+    handler = get_handler(ActionType.SEND_NOTIFICATION)
+    ctx = context_for(rule, results={0: {"text": "y" * 300}})
+
+    def notify(repeats):
+        body = "{{ results.0.text }}" * repeats
+        return handler.dry_run(
+            {"recipients": {"roles": ["EDITOR"]}, "title": "t", "body": body}, ctx
+        )
+
+    assert notify(3)["body"] == "y" * 900
+    with pytest.raises(ActionError) as raised:
+        notify(4)
+    assert str(raised.value) == (
+        "body: the template renders more than 1000 bytes (AUTOMATION_TEMPLATE_MAX_PARAMETER_BYTES); "
+        "do placeholders repeat earlier results?"
+    )
+    assert notify(3)["body"] == "y" * 900  # 1,800 bytes rendered by this run so far
+    with pytest.raises(ActionError) as raised:
+        notify(1)
+    assert str(raised.value) == (
+        "body: this run's templates render more than 2000 bytes in all "
+        "(AUTOMATION_TEMPLATE_MAX_RUN_BYTES); do placeholders repeat earlier results?"
+    )
+
+
 def test_notify_dry_run_creates_nothing(rule, product, team):
     described = get_handler(ActionType.SEND_NOTIFICATION).dry_run(
         {"recipients": {"roles": ["EDITOR"]}, "title": "T {{ object.id }}", "body": "B"},
@@ -520,21 +549,48 @@ def test_secrets_are_masked_and_kept_on_update():
 
     echoed = {
         **masked,
-        "url": "https://h.example/y",
+        "method": "POST",  # the default, spelled out: the same destination
         "headers": {"Authorization": MASK, "X-New": "n"},
     }
-    merged = merge_masked_secrets(ActionType.CALL_WEBHOOK, echoed, stored)
+    merged, unkept = merge_masked_secrets(
+        ActionType.CALL_WEBHOOK, echoed, ActionType.CALL_WEBHOOK, stored
+    )
+    assert unkept == {}
     assert merged == {
-        "url": "https://h.example/y",
+        "url": "https://h.example/x",
+        "method": "POST",
         "secret": "s3cret",
         "headers": {"Authorization": "Bearer t", "X-New": "n"},
     }
     # A mask with nothing to keep stays, and validation refuses it.
-    fresh = merge_masked_secrets(
-        ActionType.CALL_WEBHOOK, {"url": "https://h.example", "secret": MASK}, {}
+    fresh, unkept = merge_masked_secrets(
+        ActionType.CALL_WEBHOOK,
+        {"url": "https://h.example", "secret": MASK},
+        ActionType.CALL_WEBHOOK,
+        {},
     )
-    assert fresh["secret"] == MASK
+    assert fresh["secret"] == MASK and unkept == {}
     assert "secret" in parameter_errors(ActionType.CALL_WEBHOOK, fresh, None)
     # Actions without secrets pass through unchanged.
     params = {"fields": {"name": MASK}}
     assert mask_parameters(ActionType.UPDATE_RECORD, params) == params
+
+
+@pytest.mark.parametrize(
+    ("change", "action_type", "reason"),
+    [
+        ({"url": "https://elsewhere.example/x"}, ActionType.CALL_WEBHOOK, "url"),
+        ({"url": "https://h.example/{{ object.id }}"}, ActionType.CALL_WEBHOOK, "url"),
+        ({"method": "PATCH"}, ActionType.CALL_WEBHOOK, "method"),
+        ({}, ActionType.UPDATE_RECORD, "action type"),
+    ],
+)
+def test_masked_secrets_are_not_kept_for_another_destination(change, action_type, reason):
+    """A secret stays with the destination it was given for: each mask is dropped and reported."""
+    stored = {"url": "https://h.example/x", "secret": "s3cret", "headers": {"X-Key": "k3y"}}
+    echoed = {**mask_parameters(ActionType.CALL_WEBHOOK, stored), **change}
+    merged, unkept = merge_masked_secrets(ActionType.CALL_WEBHOOK, echoed, action_type, stored)
+    message = [f"The {reason} changed: send this secret again."]
+    assert unkept == {"secret": message, "headers.X-Key": message}
+    assert "s3cret" not in json.dumps(merged) and "k3y" not in json.dumps(merged)
+    assert MASK not in json.dumps(merged)

@@ -5,7 +5,13 @@ import datetime
 import pytest
 
 from automation.context import RunContext
-from automation.templates import TemplateError, placeholder_errors, render, render_text
+from automation.templates import (
+    RenderBudget,
+    TemplateError,
+    placeholder_errors,
+    render,
+    render_text,
+)
 
 
 @pytest.fixture
@@ -101,3 +107,24 @@ def test_save_time_check_finds_malformed_and_unknown_placeholders():
     assert "Unknown template variable 'secrets.key'" in errors[1]
     assert "Unclosed" in errors[2]
     assert "Malformed" in errors[3]
+
+
+def test_a_budget_counts_what_placeholders_produce():
+    variables = {"object": {"name": "Lamp", "tags": ["a", "b"]}}
+    budget = RenderBudget(100, "too big")
+    assert render(
+        {"t": "{{ object.name }} and {{ object.name }}", "v": "{{ object.tags }}"},
+        variables,
+        budget,
+    ) == {"t": "Lamp and Lamp", "v": ["a", "b"]}
+    assert budget.used == 4 + 4 + len('["a","b"]')  # literal text is not counted
+
+
+def test_a_runaway_template_stops_at_its_budget_before_its_text_exists():
+    """Placeholders repeating a large value: refused at the substitution that crosses the limit,
+    not after building the whole text (here 10,000 x 100 KB)."""
+    variables = {"results": {"0": {"body": "x" * 100_000}}}
+    budget = RenderBudget(250_000, "the template renders too much")
+    with pytest.raises(TemplateError, match="the template renders too much"):
+        render_text("{{ results.0.body }}" * 10_000, variables, budget)
+    assert budget.used == 300_000  # three substitutions counted, the fourth never made
