@@ -25,8 +25,8 @@ Semantics worth knowing:
   values by equality, so "changed from null" works.
 - An empty group is met whatever its logic (then its own negate applies); a rule without a root
   group is met.
-- FAIL CLOSED: an error in any leaf (path no longer resolves, uncoercible value, regex timeout,
-  database error) makes the whole result not met whatever negation sits above it; the error is in
+- FAIL CLOSED: an error in any leaf (path no longer resolves, uncoercible value, a regex match too
+  costly to run, database error) makes the whole result not met whatever negation sits above it; the error is in
   that leaf's trace entry (passed false). Nothing raises out of `evaluate_conditions`.
 """
 
@@ -37,7 +37,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import regex
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import FieldDoesNotExist, ValidationError
@@ -47,7 +46,7 @@ from automation.choices import CHANGE_OPERATORS, ConditionLogic, Operator, Trigg
 from automation.models import ConditionGroup, RuleCondition
 from automation.registry import PathError, ResolvedPath, model_label, resolve_path
 from automation.snapshots import diff, json_value
-from automation.validators import validate_regex
+from automation.validators import compile_regex
 
 logger = logging.getLogger("automation.conditions")
 
@@ -405,28 +404,36 @@ def _comparison(operator: Operator, model_field, expected):
 
 
 def _regex_test(pattern: str, actual_of):
-    """A bounded search: the pattern is size-checked and each match runs under a timeout.
-
-    The timeout is per value, so a to-many path costs at most one timeout per related row.
+    """A search with RE2 (linear time, see validators.compile_regex), refused when the match
+    could cost more than AUTOMATION_REGEX_MAX_STEPS: RE2's slowest path visits every instruction
+    of the program once per byte of text, so (program size x text length) bounds its work.
     """
     try:
-        validate_regex(pattern)
+        compiled = compile_regex(pattern)
     except ValidationError as exc:
         raise ConditionError(" ".join(exc.messages)) from None
-    compiled = regex.compile(pattern)
-    timeout = settings.AUTOMATION_REGEX_TIMEOUT_SECONDS
+    program_size = _program_size(compiled)
+    max_steps = settings.AUTOMATION_REGEX_MAX_STEPS
 
     def test(actual):
         if actual is None:
             return False
-        try:
-            return compiled.search(actual_of(actual), timeout=timeout) is not None
-        except TimeoutError:
+        text = actual_of(actual)
+        if program_size * len(text.encode()) > max_steps:
             raise ConditionError(
-                f"The regular expression took longer than {timeout} s and was stopped."
-            ) from None
+                f"The text ({len(text)} characters) is too long for this regular expression: "
+                f"matching it could take more than {max_steps} steps "
+                "(AUTOMATION_REGEX_MAX_STEPS). Use a simpler pattern."
+            )
+        return compiled.search(text) is not None
 
     return test
+
+
+def _program_size(compiled) -> int:
+    """The larger of RE2's forward and reverse programs (a search may run either)."""
+    program = compiled._regexp  # google-re2 keeps the RE2 object here (pinned version)
+    return max(program.ProgramSize(), program.ReverseProgramSize())
 
 
 def _compare_change(operator: Operator, model_field, change: dict | None, expected) -> bool:

@@ -220,7 +220,12 @@ AUTOMATION_WEBHOOK_ALLOW_PRIVATE_NETWORKS = env.bool(
     "AUTOMATION_WEBHOOK_ALLOW_PRIVATE_NETWORKS", default=False
 )
 AUTOMATION_REGEX_MAX_LENGTH = 500
-AUTOMATION_REGEX_TIMEOUT_SECONDS = 0.1
+# REGEX conditions run on RE2 (linear time). A pattern whose compiled program and matching cache
+# need more memory than this is refused when the rule is saved.
+AUTOMATION_REGEX_MAX_MEMORY = env.int("AUTOMATION_REGEX_MAX_MEMORY", default=2 * 1024 * 1024)
+# Linear still multiplies: a match costs up to (program size x text length) steps. A match over
+# this bound is refused as an error of its condition (about 0.5 s of RE2's slowest path here).
+AUTOMATION_REGEX_MAX_STEPS = env.int("AUTOMATION_REGEX_MAX_STEPS", default=100_000_000)
 # A PENDING run no worker claimed within this many seconds is enqueued again; a RUNNING run whose
 # heartbeat is older than the stale threshold is put back to PENDING (its worker died).
 AUTOMATION_SWEEP_PENDING_AFTER_SECONDS = env.int(

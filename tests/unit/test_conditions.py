@@ -566,15 +566,34 @@ def test_never_raises_on_a_broken_context(organization):
     assert result.error.startswith("Internal error")
 
 
-@override_settings(AUTOMATION_REGEX_TIMEOUT_SECONDS=0.01)
-def test_regex_timeout_is_an_error_of_the_leaf(organization):
-    product = ProductFactory(organization=organization, description="a" * 5000 + "b")
+def test_a_catastrophic_backtracking_regex_is_evaluated_quickly(organization):
+    """RE2 does not backtrack: (a+)+$ against "aaa...b" is a plain miss, not a timeout."""
+    product = ProductFactory(organization=organization, description="a" * 100_000 + "b")
     started = time.monotonic()
-    result, entry = check_leaf(product, "description", Operator.REGEX, r"^(a+)+$", negate=True)
-    assert time.monotonic() - started < 2
-    assert "took longer than 0.01 s" in entry["error"]
+    result, entry = check_leaf(product, "description", Operator.REGEX, r"(a+)+$")
+    assert time.monotonic() - started < 5  # a backtracking engine takes longer than the universe
+    assert entry["error"] is None
+    assert entry["passed"] is False
+    product.description = "a" * 100_000
+    result, entry = check_leaf(product, "description", Operator.REGEX, r"(a+)+$")
+    assert entry["passed"] is True
+
+
+@override_settings(AUTOMATION_REGEX_MAX_STEPS=1_000_000)
+def test_a_regex_match_over_the_step_bound_is_an_error_of_the_leaf(organization):
+    """Linear is not free: (program size x text length) over the bound is refused, not run."""
+    product = ProductFactory(organization=organization, description="ab " * 10_000)
+    result, entry = check_leaf(
+        product, "description", Operator.REGEX, r"(?:[a-z]+ ?){1000}", negate=True
+    )
+    assert "too long for this regular expression" in entry["error"]
+    assert "AUTOMATION_REGEX_MAX_STEPS" in entry["error"]
     assert entry["passed"] is False
     assert result.met is False
+    # The same pattern on a short text is matched.
+    product.description = "ab " * 10
+    result, entry = check_leaf(product, "description", Operator.REGEX, r"(?:[a-z]+ ?){10}")
+    assert entry["error"] is None and entry["passed"] is True
 
 
 # --- Trace -------------------------------------------------------------------------------------
