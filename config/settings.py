@@ -219,6 +219,11 @@ AUTOMATION_MAX_CHAIN_DEPTH = env.int("AUTOMATION_MAX_CHAIN_DEPTH", default=5)
 AUTOMATION_WEBHOOK_ALLOW_PRIVATE_NETWORKS = env.bool(
     "AUTOMATION_WEBHOOK_ALLOW_PRIVATE_NETWORKS", default=False
 )
+# Bounds of a rule's condition tree, checked when it is saved: groups (the top-level one
+# included), leaves in all, and levels of groups below the top-level one.
+AUTOMATION_CONDITIONS_MAX_GROUPS = env.int("AUTOMATION_CONDITIONS_MAX_GROUPS", default=100)
+AUTOMATION_CONDITIONS_MAX_LEAVES = env.int("AUTOMATION_CONDITIONS_MAX_LEAVES", default=200)
+AUTOMATION_CONDITIONS_MAX_DEPTH = env.int("AUTOMATION_CONDITIONS_MAX_DEPTH", default=10)
 AUTOMATION_REGEX_MAX_LENGTH = 500
 # REGEX conditions run on RE2 (linear time). A pattern whose compiled program and matching cache
 # need more memory than this is refused when the rule is saved.

@@ -189,6 +189,30 @@ def test_condition_nesting_just_over_the_limit(post, organization):
     assert_refused_and_nothing_written(post, variables, "conditions")
 
 
+def test_ten_thousand_sibling_groups_are_refused_before_anything_is_built(
+    post, organization, monkeypatch
+):
+    """Counted on the input: no group is built or validated, nothing written, an error naming
+    the bound at `conditions`."""
+    validated = []
+    real_full_clean = ConditionGroup.full_clean
+
+    def counting_full_clean(self, *args, **kwargs):
+        validated.append(self)
+        return real_full_clean(self, *args, **kwargs)
+
+    monkeypatch.setattr(ConditionGroup, "full_clean", counting_full_clean)
+    leaf = {"field": "name", "operator": "REGEX", "value": "a"}
+    tree = {"logic": "OR", "groups": [{"conditions": [leaf]} for _ in range(10_000)]}
+    started = time.monotonic()
+    (error,) = assert_refused_and_nothing_written(
+        post, {"input": rule_input(organization, conditions=tree)}, "conditions"
+    )
+    assert time.monotonic() - started < 10
+    assert "AUTOMATION_CONDITIONS_MAX_GROUPS" in error["extensions"]["fields"]["conditions"][0]
+    assert validated == [], "refused before any group was built"
+
+
 def test_ten_thousand_deep_condition_nesting_in_variables(post, organization):
     """Too deep to decode as JSON at all: a 400 before anything runs."""
     before = row_counts()
