@@ -292,12 +292,18 @@ def _start(writer: RunWriter) -> "_Plan | None":
         log.conditions_met = result.met
         log.condition_trace = result.trace
         if not result.met:
-            reason = f"Conditions could not be evaluated: {result.error}" if result.error else None
-            return _finish(writer, RunStatus.SKIPPED, error=reason or "Conditions not met.")
+            return _finish(writer, RunStatus.SKIPPED, error=_not_met_reason(result))
         log.action_logs = [_new_entry(index, action) for index, action in enumerate(actions)]
         writer.change("rule_revision", "conditions_met", "condition_trace", "action_logs")
     # The rule may have gained actions since the run started: keep to the recorded plan.
     return _Plan(writer, ctx, actions[: len(log.action_logs)])
+
+
+def _not_met_reason(result) -> str:
+    """The SKIPPED run's error: why its conditions did not hold."""
+    if result.error:
+        return f"Conditions could not be evaluated: {result.error}"
+    return result.budget_error or "Conditions not met."
 
 
 class _Plan:

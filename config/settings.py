@@ -224,6 +224,11 @@ AUTOMATION_WEBHOOK_ALLOW_PRIVATE_NETWORKS = env.bool(
 AUTOMATION_CONDITIONS_MAX_GROUPS = env.int("AUTOMATION_CONDITIONS_MAX_GROUPS", default=100)
 AUTOMATION_CONDITIONS_MAX_LEAVES = env.int("AUTOMATION_CONDITIONS_MAX_LEAVES", default=200)
 AUTOMATION_CONDITIONS_MAX_DEPTH = env.int("AUTOMATION_CONDITIONS_MAX_DEPTH", default=10)
+# Seconds one evaluation of a rule's conditions may take (a run, a dry run, one record of a
+# scheduled fan-out); the leaves left when it is spent fail closed.
+AUTOMATION_CONDITIONS_BUDGET_SECONDS = env.float(
+    "AUTOMATION_CONDITIONS_BUDGET_SECONDS", default=2.0
+)
 AUTOMATION_REGEX_MAX_LENGTH = 500
 # REGEX conditions run on RE2 (linear time). A pattern whose compiled program and matching cache
 # need more memory than this is refused when the rule is saved.

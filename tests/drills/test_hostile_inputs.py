@@ -367,6 +367,33 @@ def test_a_catastrophic_regex_is_evaluated_quickly_and_the_run_ends_clearly(post
     assert product.stock == 7, "the action did not run"
 
 
+def test_a_rule_of_slow_regexes_at_every_bound_stops_at_the_evaluation_budget(
+    post, organization, settings
+):
+    """99 OR groups of 2 slow but legal REGEX leaves (each RE2 match of this pattern on this
+    text costs 80 million steps, under AUTOMATION_REGEX_MAX_STEPS): about 200 x 0.4 s without a
+    budget. The run stops once AUTOMATION_CONDITIONS_BUDGET_SECONDS is spent, SKIPPED naming it,
+    and its action writes nothing."""
+    slow = {"field": "description", "operator": "REGEX", "value": "(?:[a-z]+ ?){1000}!"}
+    conditions = {"logic": "OR", "groups": [{"conditions": [slow, slow]} for _ in range(99)]}
+    created = post(CREATE, {"input": rule_input(organization, conditions=conditions)})
+    assert not json.loads(created.content).get("errors"), created.content
+    product = ProductFactory(organization=organization, description="a" * 20_000, stock=6)
+    product.stock = 7
+    product.save()
+    log = AutomationLog.objects.get(object_id=str(product.pk))
+    started = time.monotonic()
+    execute_run(log.pk)
+    elapsed = time.monotonic() - started
+    log.refresh_from_db()
+    assert log.status == "SKIPPED"
+    assert "AUTOMATION_CONDITIONS_BUDGET_SECONDS" in log.error, log.error
+    assert elapsed < settings.AUTOMATION_CONDITIONS_BUDGET_SECONDS + 10, elapsed
+    assert len(log.condition_trace) == 198
+    product.refresh_from_db()
+    assert product.stock == 7, "the action did not run"
+
+
 PRIVATE_URLS = [
     "http://127.0.0.1/hook",
     "http://localhost/hook",

@@ -625,6 +625,23 @@ def test_conditions_that_cannot_be_evaluated_skip_with_the_reason(
     assert not Category.objects.filter(name__startswith="Made by").exists()
 
 
+def test_a_run_whose_condition_budget_is_spent_is_skipped_naming_it(
+    organization, product, settings
+):
+    settings.AUTOMATION_CONDITIONS_BUDGET_SECONDS = 0  # spent before the first leaf
+    rule = AutomationRuleFactory(
+        organization=organization, conditions=[status_is("ACTIVE")], actions=[create_category()]
+    )
+    log = pending_run(rule, product)
+    execute_run(log.pk)
+    log.refresh_from_db()
+    assert log.status == RunStatus.SKIPPED
+    assert log.error.startswith("Conditions not evaluated in time: the budget of 0 s")
+    assert "AUTOMATION_CONDITIONS_BUDGET_SECONDS" in log.error
+    assert "spent" in log.condition_trace[0]["error"]
+    assert not Category.objects.filter(name__startswith="Made by").exists()
+
+
 # --- Rule definitions cached between runs --------------------------------------------------------
 
 

@@ -618,6 +618,66 @@ def test_trace_entries_are_json_with_the_contract_keys(product, organization):
     assert result.trace[2]["actual"] == "Tools"
 
 
+def test_trace_entries_are_bounded_whatever_the_values(product, organization):
+    """Long texts and lists are cut, saying how long they were: a trace stays small."""
+    product.description = "y" * 100_000
+    product.save()
+    rule = AutomationRuleFactory(
+        organization=organization,
+        conditions=[
+            dict(field_name="description", operator=Operator.CONTAINS, value="x" * 100_000),
+            dict(field_name="name", operator=Operator.IN, value=[f"n{i}" for i in range(1000)]),
+            dict(field_name="stock", operator=Operator.EQUALS, value="z" * 100_000),
+        ],
+    )
+    result = evaluate_conditions(rule, context_for(rule, product))
+    text, listed, uncoercible = result.trace
+    assert text["expected"] == "x" * 200 + "... (100000 characters)"
+    assert text["actual"] == "y" * 200 + "... (100000 characters)"
+    assert listed["expected"][:20] == [f"n{i}" for i in range(20)]
+    assert listed["expected"][20:] == ["... 980 more (1000 in all)"]
+    assert uncoercible["error"].endswith("characters)")
+    assert len(uncoercible["error"]) < 1100
+    assert len(json.dumps(result.trace)) < 5_000
+
+
+def test_leaves_left_when_the_budget_is_spent_fail_closed(product, organization, monkeypatch):
+    """A slow first leaf spends the budget: the others are not evaluated and fail closed, even
+    under a negation, and the result says how many were left."""
+    from automation import conditions
+
+    clock = [1000.0]
+    monkeypatch.setattr(conditions.time, "monotonic", lambda: clock[0])
+    real_compile = conditions.compile_regex
+
+    def slow_compile(pattern):
+        clock[0] += 10  # this leaf took 10 s
+        return real_compile(pattern)
+
+    monkeypatch.setattr(conditions, "compile_regex", slow_compile)
+    rule = AutomationRuleFactory(
+        organization=organization,
+        conditions=[
+            dict(field_name="name", operator=Operator.REGEX, value="Widget"),
+            dict(field_name="stock", operator=Operator.EQUALS, value=7, negate=True),
+            dict(field_name="stock", operator=Operator.EQUALS, value=8, negate=True),
+        ],
+    )
+    ConditionGroup.objects.filter(pk=rule.root_group.pk).update(logic=ConditionLogic.OR)
+    result = evaluate_conditions(rule, context_for(rule, product), budget=2)
+    first, *rest = result.trace
+    assert (first["passed"], first["error"]) == (True, None)
+    for entry in rest:
+        assert entry["passed"] is False
+        assert "time budget of 2 s" in entry["error"]
+        assert "AUTOMATION_CONDITIONS_BUDGET_SECONDS" in entry["error"]
+    assert result.met is False, "an OR with a passing leaf still fails closed"
+    assert result.budget_error == (
+        "Conditions not evaluated in time: the budget of 2 s (AUTOMATION_CONDITIONS_BUDGET_SECONDS)"
+        " was spent with 2 of 3 conditions left, which count as failed."
+    )
+
+
 def test_leaves_are_read_from_the_rule_as_stored(product, organization):
     rule = AutomationRuleFactory(organization=organization)
     RuleCondition.objects.create(
