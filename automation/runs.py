@@ -12,6 +12,7 @@ import contextlib
 import datetime
 import logging
 import time
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -20,17 +21,22 @@ from django.db.models import F
 from django.utils import timezone
 
 from accounts.current import acting_as
+from automation import live
 from automation.chain import Chain, running
 from automation.choices import ActionStatus, RunStatus, TriggerType
+from automation.conditions import ConditionResult
 from automation.context import RunContext
 from automation.live import publish_action, publish_log
 from automation.models import AutomationLog, AutomationRule
 from automation.outbox import create_run, enqueue_run
-from automation.rule_definitions import rule_definition
+from automation.rule_definitions import RuleDefinition, rule_definition
 
 logger = logging.getLogger("automation.runs")
 
 FINISHED_ACTION_STATUSES = {ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.SKIPPED}
+# How many times a run is evaluated again when it changed between its evaluation and its claim
+# (the sweeper revived it meanwhile); then it is left PENDING for the sweeper.
+EVALUATION_ATTEMPTS = 3
 
 
 class RunConflict(Exception):
@@ -204,16 +210,52 @@ def claim(log_id: int) -> AutomationLog | None:
 
 
 def execute_run(log_id: int) -> None:
-    """Claim and execute one run. Safe to call twice: a second delivery does nothing."""
+    """Claim and execute one run. Safe to call twice: a second delivery does nothing.
+
+    The conditions are evaluated before the claim's transaction opens, with reads in autocommit
+    (see _prepare): on SQLite that transaction holds the database's write lock from BEGIN, and
+    a slow rule must not stop every other writer, of every organization, while it is evaluated.
+    The claim then checks that the run is as it was read (its seq); if not (the sweeper revived
+    it meanwhile), the evaluation is dropped and done again.
+    """
+    for _attempt in range(EVALUATION_ATTEMPTS):
+        log = _read_pending(log_id)
+        if log is None:
+            logger.debug("run %s already claimed or finished", log_id)
+            return
+        try:
+            prepared = _prepare(log)
+        except Exception as exc:
+            _record_failure(log_id, exc)
+            return
+        if _claim_and_execute(log_id, prepared):
+            return
+    logger.warning("run %s kept changing while it was evaluated; the sweeper retries it", log_id)
+
+
+def _read_pending(log_id: int) -> AutomationLog | None:
+    """The run as it is now, without a lock (None unless it is a PENDING real run)."""
+    found = AutomationLog.objects.filter(pk=log_id).order_by()[:1]  # by primary key, see claim
+    log = found[0] if found else None
+    if log is None or log.status != RunStatus.PENDING or log.dry_run:
+        return None
+    return log
+
+
+def _claim_and_execute(log_id: int, prepared: "_Prepared") -> bool:
+    """Claim the run and execute it with what `prepared` worked out; False when the run changed
+    since it was read, so that work is stale and nothing was done."""
     writer = None
     try:
         with transaction.atomic():
             log = claim(log_id)
             if log is None:
                 logger.debug("run %s already claimed or finished", log_id)
-                return
+                return True
+            if log.seq != prepared.seq:
+                return False
             writer = RunWriter(log)
-            plan = _start(writer)
+            plan = _start(writer, prepared)
             if plan is not None:
                 plan.run_database_actions()
             writer.flush()
@@ -223,32 +265,54 @@ def execute_run(log_id: int) -> None:
         # Nothing of the claim's transaction was written (on PostgreSQL the error may have
         # aborted it): claim again, to record the failure.
         writer.rollback()
-        with transaction.atomic():
-            if claim(log_id) is None:
-                logger.exception("run %s failed, and another worker has it now", log_id)
-                return
-            _mark_running(writer)
-            _fail(writer, exc)
-        return
+        _record_failure(log_id, exc, writer)
+        return True
     if plan is None:
-        return
+        return True
     try:
         plan.run_the_rest()
     except LostClaim:
         logger.warning("run %s was taken over by another worker; stopping here", log_id)
     except Exception as exc:
         _fail(writer, exc)
+    return True
+
+
+def _record_failure(log_id: int, exc: Exception, writer: "RunWriter | None" = None) -> None:
+    """Claim the run (again) and end it FAILED with `exc`."""
+    with transaction.atomic():
+        log = claim(log_id)
+        if log is None:
+            logger.error("run %s failed, and another worker has it now", log_id, exc_info=exc)
+            return
+        writer = writer or RunWriter(log)
+        _mark_running(writer)
+        _fail(writer, exc)
 
 
 def execute_dry_run(log: AutomationLog) -> None:
-    """Evaluate and render a MANUAL dry run in place; writes nothing but the log."""
+    """Evaluate and render a MANUAL dry run in place; writes nothing but the log.
+
+    A dry run is executed inside the HTTP request that asked for it. Its conditions and actions
+    are worked out outside any transaction (on SQLite a transaction holds the write lock of the
+    whole database), within AUTOMATION_DRY_RUN_BUDGET_SECONDS; the log is then written in one
+    short transaction, and what the run published is sent once it commits.
+    """
+    budget = settings.AUTOMATION_DRY_RUN_BUDGET_SECONDS
+    deadline = time.monotonic() + budget
     writer = RunWriter(log)
     try:
-        with writer.step():
-            plan = _start(writer)
+        with live.hold() as held:
+            conditions_budget = min(settings.AUTOMATION_CONDITIONS_BUDGET_SECONDS, budget)
+            plan = _start(writer, _prepare(log, budget=conditions_budget))
             if plan is not None:
+                plan.deadline = deadline
                 plan.run_database_actions()  # in a dry run, no action reaches outside
+        with transaction.atomic():
+            writer.flush()
+            held.publish()
     except Exception as exc:
+        writer.rollback()
         _mark_running(writer)
         _fail(writer, exc)
 
@@ -266,13 +330,50 @@ def _fail(writer: RunWriter, exc: Exception) -> None:
         _finish(writer, RunStatus.FAILED, error=f"Internal error: {type(exc).__name__}: {exc}")
 
 
-def _start(writer: RunWriter) -> "_Plan | None":
-    """Mark the run RUNNING, check the rule, evaluate the conditions and record the plan; None
-    when the run is over."""
+@dataclass
+class _Prepared:
+    """What a run works out before its claim, for the log as it was read (`seq`)."""
+
+    seq: int
+    definition: RuleDefinition
+    ctx: RunContext
+    result: ConditionResult | None  # None when the run evaluates nothing (see _evaluates)
+
+
+def _prepare(log: AutomationLog, budget: float | None = None) -> _Prepared:
+    """Load the rule and evaluate the conditions the run will record, in whatever transaction
+    is open (none for a run: reads in autocommit). The run then uses this definition of the
+    rule: what it evaluated is what it executes."""
     from automation.conditions import evaluate_conditions
 
-    log = writer.log
     definition = rule_definition(log.rule_id)
+    rule = definition.rule
+    ctx = _context(log, rule)
+    result = None
+    if _evaluates(log, rule):
+        result = evaluate_conditions(rule, ctx, definition.tree, budget=budget)
+    return _Prepared(seq=log.seq, definition=definition, ctx=ctx, result=result)
+
+
+def _evaluates(log: AutomationLog, rule: AutomationRule) -> bool:
+    """Does the run evaluate its conditions (the rule live, and not a resumed run)?"""
+    if rule.deleted_at is not None:
+        return False
+    if not rule.is_active and log.trigger != TriggerType.MANUAL:
+        return False
+    return not _resuming(log)
+
+
+def _resuming(log: AutomationLog) -> bool:
+    """A run that already recorded its plan: its conditions were met and are not evaluated again."""
+    return bool(log.action_logs) and bool(log.conditions_met)
+
+
+def _start(writer: RunWriter, prepared: _Prepared) -> "_Plan | None":
+    """Mark the run RUNNING, check the rule, record the conditions' verdict and the plan; None
+    when the run is over."""
+    log = writer.log
+    definition = prepared.definition
     rule = log.rule = definition.rule
     _mark_running(writer)
     if rule.deleted_at is not None:
@@ -284,11 +385,9 @@ def _start(writer: RunWriter) -> "_Plan | None":
             writer, RunStatus.SKIPPED, error="The rule was deactivated before the run started."
         )
     log.rule_revision = rule.revision
-    ctx = _context(log, rule)
     actions = list(definition.actions)
-    resuming = bool(log.action_logs) and log.conditions_met
-    if not resuming:
-        result = evaluate_conditions(rule, ctx, definition.tree)
+    if not _resuming(log):
+        result = prepared.result
         log.conditions_met = result.met
         log.condition_trace = result.trace
         if not result.met:
@@ -296,7 +395,7 @@ def _start(writer: RunWriter) -> "_Plan | None":
         log.action_logs = [_new_entry(index, action) for index, action in enumerate(actions)]
         writer.change("rule_revision", "conditions_met", "condition_trace", "action_logs")
     # The rule may have gained actions since the run started: keep to the recorded plan.
-    return _Plan(writer, ctx, actions[: len(log.action_logs)])
+    return _Plan(writer, prepared.ctx, actions[: len(log.action_logs)])
 
 
 def _not_met_reason(result) -> str:
@@ -319,6 +418,7 @@ class _Plan:
 
         self.writer, self.ctx, self.actions = writer, ctx, actions
         self.failures, self.stopped, self.done = 0, False, False
+        self.deadline: float | None = None  # a dry run's: actions after it are not rendered
         self.todo: list[int] = []
         log = writer.log
         for index, action in enumerate(actions):
@@ -341,7 +441,12 @@ class _Plan:
         while self.todo and not self.stopped and not self._reaches_outside(self.todo[-1]):
             index = self.todo.pop()
             started = _begin(self.writer, self.ctx, index)
-            outcome = _call(self.writer, self.ctx, self.actions[index], index, self.handlers[index])
+            if self.deadline is not None and time.monotonic() >= self.deadline:
+                outcome = (ActionStatus.FAILED, None, _dry_run_budget_error())
+            else:
+                outcome = _call(
+                    self.writer, self.ctx, self.actions[index], index, self.handlers[index]
+                )
             self._record(index, started, outcome)
         self._finish_if_over()
 
@@ -386,6 +491,14 @@ class _Plan:
         else:
             self.failures += 1
             self.stopped = not self.actions[index].continue_on_failure
+
+
+def _dry_run_budget_error() -> str:
+    return (
+        "Not rendered: the dry run's time budget of "
+        f"{settings.AUTOMATION_DRY_RUN_BUDGET_SECONDS:g} s (AUTOMATION_DRY_RUN_BUDGET_SECONDS) "
+        "was spent."
+    )
 
 
 def _begin(writer: RunWriter, ctx: RunContext, index: int) -> float:

@@ -219,6 +219,11 @@ AUTOMATION_MAX_CHAIN_DEPTH = env.int("AUTOMATION_MAX_CHAIN_DEPTH", default=5)
 AUTOMATION_WEBHOOK_ALLOW_PRIVATE_NETWORKS = env.bool(
     "AUTOMATION_WEBHOOK_ALLOW_PRIVATE_NETWORKS", default=False
 )
+# A dry run (runRule(dryRun: true)) is executed inside the HTTP request: its evaluation and its
+# rendering together may take this long (the actions left then fail), and an organization may
+# have this many at once (counted in the cache, so across processes in distributed mode).
+AUTOMATION_DRY_RUN_BUDGET_SECONDS = env.float("AUTOMATION_DRY_RUN_BUDGET_SECONDS", default=5.0)
+AUTOMATION_DRY_RUNS_PER_ORGANIZATION = env.int("AUTOMATION_DRY_RUNS_PER_ORGANIZATION", default=2)
 # Bounds of a rule's condition tree, checked when it is saved: groups (the top-level one
 # included), leaves in all, and levels of groups below the top-level one.
 AUTOMATION_CONDITIONS_MAX_GROUPS = env.int("AUTOMATION_CONDITIONS_MAX_GROUPS", default=100)
