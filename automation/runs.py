@@ -1,7 +1,8 @@
 """Executing a run, and the service calls that start one by hand (run_rule, retry_run).
 
-The life of a run (ARCHITECTURE.md): a PENDING log is claimed (SELECT ... FOR UPDATE SKIP
-LOCKED), its conditions are evaluated, then its actions run in order. Every state change bumps the
+The life of a run (ARCHITECTURE.md): the conditions of a PENDING run are evaluated (outside any
+transaction), the log is claimed (SELECT ... FOR UPDATE SKIP LOCKED) and the verdict recorded, then
+its actions run in order. Every state change bumps the
 log's `seq` and is published after commit; the changes are written with one guarded UPDATE per
 transaction (the worker must still own the run), in few transactions (see "Executing a run"). A
 database action commits in the same transaction as its SUCCEEDED entry, so a run that is resumed
@@ -126,6 +127,7 @@ def retry_run(log: AutomationLog, *, user=None) -> AutomationLog:
 # A run's state changes are grouped into as few transactions as correctness allows (on SQLite the
 # commits, on PostgreSQL the round trips, were most of a run's cost), and each transaction writes
 # the log once, at its end (RunWriter):
+#   - the conditions are evaluated before that transaction opens (see execute_run);
 #   - the claim, the condition trace, the plan and the database actions up to the first action
 #     with outside effects commit together (with the finish when nothing is left), so a worker
 #     killed before then leaves the run PENDING with nothing applied;

@@ -8,6 +8,7 @@ Use them in `django_db(transaction=True)` tests, whose threads share the file da
 """
 
 import threading
+import time
 
 from django.db import connection
 
@@ -22,14 +23,24 @@ class BlockedEvaluation:
     def __init__(self, monkeypatch):
         self.entered = threading.Event()
         self.release = threading.Event()
+        self._parked = threading.Semaphore(0)
         evaluate_leaf = conditions._Evaluator._evaluate_leaf
 
         def parked(evaluator, leaf):
             self.entered.set()
+            self._parked.release()
             self.release.wait(timeout=WAIT_SECONDS)
             return evaluate_leaf(evaluator, leaf)
 
         monkeypatch.setattr(conditions._Evaluator, "_evaluate_leaf", parked)
+
+    def wait_for(self, count: int, timeout: float) -> bool:
+        """Have `count` leaves (counted since the start) reached the block within `timeout`?"""
+        deadline = time.monotonic() + timeout
+        for _ in range(count):
+            if not self._parked.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                return False
+        return True
 
 
 class Worker(threading.Thread):
