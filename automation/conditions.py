@@ -151,7 +151,9 @@ def load_condition_tree(rule) -> GroupNode:
 # --- Evaluation --------------------------------------------------------------------------------
 
 
-def evaluate_conditions(rule, ctx, tree: GroupNode | None = None, *, budget=None):
+def evaluate_conditions(
+    rule, ctx, tree: GroupNode | None = None, *, budget: float | None = None
+) -> ConditionResult:
     """Evaluate `rule`'s conditions against the run context `ctx` (see the module docstring).
 
     Pass `tree` (from load_condition_tree) to evaluate many records without reloading it.

@@ -1,12 +1,12 @@
 """Executing a run, and the service calls that start one by hand (run_rule, retry_run).
 
 The life of a run (ARCHITECTURE.md): the conditions of a PENDING run are evaluated (outside any
-transaction), the log is claimed (SELECT ... FOR UPDATE SKIP LOCKED) and the verdict recorded, then
-its actions run in order. Every state change bumps the
-log's `seq` and is published after commit; the changes are written with one guarded UPDATE per
-transaction (the worker must still own the run), in few transactions (see "Executing a run"). A
-database action commits in the same transaction as its SUCCEEDED entry, so a run that is resumed
-after its worker died never applies it twice. No exception leaves a log RUNNING.
+transaction), the log is claimed (SELECT ... FOR UPDATE SKIP LOCKED) and the verdict recorded,
+then its actions run in order. Every state change bumps the log's `seq` and is published after
+commit; the changes are written with one guarded UPDATE per transaction (the worker must still own
+the run), in few transactions (see "Executing a run"). A database action commits in the same
+transaction as its SUCCEEDED entry, so a run that is resumed after its worker died never applies
+it twice. No exception leaves a log RUNNING.
 """
 
 import contextlib
@@ -280,7 +280,7 @@ def _claim_and_execute(log_id: int, prepared: "_Prepared") -> bool:
     return True
 
 
-def _record_failure(log_id: int, exc: Exception, writer: "RunWriter | None" = None) -> None:
+def _record_failure(log_id: int, exc: Exception, writer: RunWriter | None = None) -> None:
     """Claim the run (again) and end it FAILED with `exc`."""
     with transaction.atomic():
         log = claim(log_id)
