@@ -98,5 +98,5 @@ def _regex_error_message(exc: re2.error) -> str:
     if reason.startswith(_UNSUPPORTED_SYNTAX):
         message += " " + _RE2_SYNTAX_HINT
     elif reason.startswith("invalid repetition size"):
-        message += " A repetition count is at most 1000, nested counts multiplied together too."
+        message += " A repetition count is at most 1000, and so is the product of nested counts."
     return message
