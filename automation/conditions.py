@@ -25,19 +25,28 @@ Semantics worth knowing:
   values by equality, so "changed from null" works.
 - An empty group is met whatever its logic (then its own negate applies); a rule without a root
   group is met.
-- FAIL CLOSED: an error in any leaf (path no longer resolves, uncoercible value, regex timeout,
-  database error) makes the whole result not met whatever negation sits above it; the error is in
-  that leaf's trace entry (passed false). Nothing raises out of `evaluate_conditions`.
+- FAIL CLOSED: an error in any leaf (path no longer resolves, uncoercible value, a regex match too
+  costly to run, database error) makes the whole result not met whatever negation sits above it;
+  the error is in that leaf's trace entry (passed false). Nothing raises out of
+  `evaluate_conditions`.
+- BUDGET: an evaluation has a time budget (AUTOMATION_CONDITIONS_BUDGET_SECONDS). Once it is
+  spent, every leaf not evaluated yet fails closed with an error saying so, and the result says
+  how many were left (`budget_error`). A single database read or regex match is not interrupted;
+  each is bounded on its own (one query per relation path, AUTOMATION_REGEX_MAX_STEPS).
+- The trace is bounded: texts longer than TRACE_MAX_TEXT characters and lists longer than
+  TRACE_MAX_VALUES are cut (saying how long they were), so a trace stays small whatever the
+  rule's values or the record hold.
 """
 
 import datetime
 import decimal
+import json
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import regex
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import FieldDoesNotExist, ValidationError
@@ -47,17 +56,25 @@ from automation.choices import CHANGE_OPERATORS, ConditionLogic, Operator, Trigg
 from automation.models import ConditionGroup, RuleCondition
 from automation.registry import PathError, ResolvedPath, model_label, resolve_path
 from automation.snapshots import diff, json_value
-from automation.validators import validate_regex
+from automation.validators import compile_regex
 
 logger = logging.getLogger("automation.conditions")
 
 ROOT_PATH = "conditions"
-# A to-many leaf's trace shows at most this many related values (the verdict uses all of them).
+# A trace entry shows at most this many values of a list (a to-many leaf's related values, an IN
+# list; the verdict uses all of them), and texts up to this many characters.
 TRACE_MAX_VALUES = 20
+TRACE_MAX_TEXT = 200
+# An error message in a trace entry (it may quote the values it is about).
+TRACE_MAX_ERROR = 1000
 
 
 class ConditionError(Exception):
     """A leaf that cannot be evaluated; its message goes into the trace."""
+
+
+class BudgetSpent(ConditionError):
+    """The evaluation's time budget ran out before this leaf was (fully) evaluated."""
 
 
 # --- The tree ----------------------------------------------------------------------------------
@@ -92,6 +109,7 @@ class ConditionResult:
     met: bool
     trace: list[dict]  # one entry per leaf evaluated
     error: str | None = None  # set when the tree itself could not be evaluated
+    budget_error: str | None = None  # set when the time budget ran out before every leaf
 
 
 def load_condition_tree(rule) -> GroupNode:
@@ -133,19 +151,28 @@ def load_condition_tree(rule) -> GroupNode:
 # --- Evaluation --------------------------------------------------------------------------------
 
 
-def evaluate_conditions(rule, ctx, tree: GroupNode | None = None) -> ConditionResult:
+def evaluate_conditions(
+    rule, ctx, tree: GroupNode | None = None, *, budget: float | None = None
+) -> ConditionResult:
     """Evaluate `rule`'s conditions against the run context `ctx` (see the module docstring).
 
     Pass `tree` (from load_condition_tree) to evaluate many records without reloading it.
+    `budget`: seconds this evaluation may take (default AUTOMATION_CONDITIONS_BUDGET_SECONDS).
     Never raises: an unexpected failure yields not met with the error in the trace.
     """
+    if budget is None:
+        budget = settings.AUTOMATION_CONDITIONS_BUDGET_SECONDS
     try:
         if tree is None:
             tree = load_condition_tree(rule)
-        evaluator = _Evaluator(rule, ctx)
+        evaluator = _Evaluator(rule, ctx, budget)
         verdict = evaluator.group_verdict(tree)
         failed = any(entry["error"] for entry in evaluator.trace)
-        return ConditionResult(met=verdict and not failed, trace=evaluator.trace)
+        return ConditionResult(
+            met=verdict and not failed,
+            trace=evaluator.trace,
+            budget_error=evaluator.budget_error(),
+        )
     except Exception as exc:
         logger.exception("Conditions of rule %s could not be evaluated", getattr(rule, "pk", None))
         return ConditionResult(met=False, trace=[], error=_internal_error(exc))
@@ -161,19 +188,58 @@ def _trace_entry(path, field_path, operator, expected, actual, passed, error):
         "path": path,
         "field": field_path,
         "operator": operator,
-        "expected": expected,
-        "actual": actual,
+        "expected": _shown(expected),
+        "actual": _shown(actual),
         "passed": passed,
-        "error": error,
+        "error": error if error is None else _cut(error, TRACE_MAX_ERROR),
     }
+
+
+def _shown(value, nested: bool = False):
+    """`value` (JSON) as a trace entry shows it: texts and lists cut, saying how long they were.
+
+    A list or object inside a list or object is shown as its JSON text, cut the same way.
+    """
+    if isinstance(value, str):
+        return _cut(value, TRACE_MAX_TEXT)
+    if nested and isinstance(value, list | dict):
+        try:
+            text = json.dumps(value)
+        except (TypeError, ValueError, RecursionError):
+            text = repr(type(value))
+        return value if len(text) <= TRACE_MAX_TEXT else _cut(text, TRACE_MAX_TEXT)
+    if isinstance(value, list):
+        shown = [_shown(item, nested=True) for item in value[:TRACE_MAX_VALUES]]
+        if len(value) > TRACE_MAX_VALUES:
+            shown.append(f"... {len(value) - TRACE_MAX_VALUES} more ({len(value)} in all)")
+        return shown
+    if isinstance(value, dict):
+        items = list(value.items())
+        shown = {
+            _cut(str(key), TRACE_MAX_TEXT): _shown(item, nested=True)
+            for key, item in items[:TRACE_MAX_VALUES]
+        }
+        if len(items) > TRACE_MAX_VALUES:
+            shown["..."] = f"{len(items) - TRACE_MAX_VALUES} more ({len(items)} in all)"
+        return shown
+    return value
+
+
+def _cut(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} characters)"
 
 
 class _Evaluator:
     """One evaluation: the rule, the run's context, the trace and the relation values read."""
 
-    def __init__(self, rule, ctx):
+    def __init__(self, rule, ctx, budget: float):
         self.rule = rule
         self.ctx = ctx
+        self.budget = budget
+        self.deadline = time.monotonic() + budget
+        self.unevaluated = 0  # leaves reached after the budget was spent
         self.trace: list[dict] = []
         self._related: dict[str, list | ConditionError] = {}  # relation path -> values or error
         self.model = self._rule_model()
@@ -200,12 +266,34 @@ class _Evaluator:
             met = all(verdicts)
         return met != group.negate
 
+    def check_budget(self) -> None:
+        """Raise BudgetSpent once the evaluation has used its time (checked before each leaf and
+        each value a to-many leaf compares)."""
+        if time.monotonic() >= self.deadline:
+            raise BudgetSpent(
+                f"Not evaluated: the time budget of {self.budget:g} s for evaluating the "
+                "conditions (AUTOMATION_CONDITIONS_BUDGET_SECONDS) was spent."
+            )
+
+    def budget_error(self) -> str | None:
+        if not self.unevaluated:
+            return None
+        return (
+            f"Conditions not evaluated in time: the budget of {self.budget:g} s "
+            f"(AUTOMATION_CONDITIONS_BUDGET_SECONDS) was spent with {self.unevaluated} of "
+            f"{len(self.trace)} conditions left, which count as failed."
+        )
+
     def leaf_verdict(self, leaf: LeafNode) -> bool:
         actual = None
         try:
+            self.check_budget()
             passed, actual = self._evaluate_leaf(leaf)
             passed = passed != leaf.negate
             error = None
+        except BudgetSpent as exc:
+            passed, error = False, str(exc)
+            self.unevaluated += 1
         except ConditionError as exc:
             passed, error = False, str(exc)
             logger.warning("Condition %s of rule %s failed: %s", leaf.path, self.rule.pk, error)
@@ -242,11 +330,13 @@ class _Evaluator:
             actual = self._local_value(resolved)
             return compare(actual), actual
         values = self._related_values(resolved)
-        shown = [json_value(value) for value in values[:TRACE_MAX_VALUES]]
         if resolved.through_many:
             # Every row is compared (no early exit), so a bad row is an error, not hidden.
-            verdicts = [compare(value) for value in values]
-            return any(verdicts), shown
+            verdicts = []
+            for value in values:
+                self.check_budget()
+                verdicts.append(compare(value))
+            return any(verdicts), [json_value(value) for value in values]
         actual = values[0] if values else None
         return compare(actual), json_value(actual)
 
@@ -405,28 +495,36 @@ def _comparison(operator: Operator, model_field, expected):
 
 
 def _regex_test(pattern: str, actual_of):
-    """A bounded search: the pattern is size-checked and each match runs under a timeout.
-
-    The timeout is per value, so a to-many path costs at most one timeout per related row.
+    """A search with RE2 (linear time, see validators.compile_regex), refused when the match
+    could cost more than AUTOMATION_REGEX_MAX_STEPS: RE2's slowest path visits every instruction
+    of the program once per byte of text, so (program size x text length) bounds its work.
     """
     try:
-        validate_regex(pattern)
+        compiled = compile_regex(pattern)
     except ValidationError as exc:
         raise ConditionError(" ".join(exc.messages)) from None
-    compiled = regex.compile(pattern)
-    timeout = settings.AUTOMATION_REGEX_TIMEOUT_SECONDS
+    program_size = _program_size(compiled)
+    max_steps = settings.AUTOMATION_REGEX_MAX_STEPS
 
     def test(actual):
         if actual is None:
             return False
-        try:
-            return compiled.search(actual_of(actual), timeout=timeout) is not None
-        except TimeoutError:
+        text = actual_of(actual)
+        if program_size * len(text.encode()) > max_steps:
             raise ConditionError(
-                f"The regular expression took longer than {timeout} s and was stopped."
-            ) from None
+                f"The text ({len(text)} characters) is too long for this regular expression: "
+                f"matching it could take more than {max_steps} steps "
+                "(AUTOMATION_REGEX_MAX_STEPS). Use a simpler pattern."
+            )
+        return compiled.search(text) is not None
 
     return test
+
+
+def _program_size(compiled) -> int:
+    """The larger of RE2's forward and reverse programs (a search may run either)."""
+    program = compiled._regexp  # google-re2 keeps the RE2 object here (pinned version)
+    return max(program.ProgramSize(), program.ReverseProgramSize())
 
 
 def _compare_change(operator: Operator, model_field, change: dict | None, expected) -> bool:

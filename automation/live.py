@@ -26,6 +26,8 @@ from one background loop per process, which keeps a single Redis connection and 
 
 import asyncio
 import collections
+import contextlib
+import contextvars
 import logging
 import threading
 
@@ -205,9 +207,43 @@ def _send(sends: list[tuple[str, dict]]) -> None:
     sender.submit(layer, sends)
 
 
+class Held:
+    """Publications held back by `hold()`; `publish()` hands them, in order, to the transaction
+    open at that moment, to be sent after it commits."""
+
+    def __init__(self):
+        self.sends: list[tuple[str, dict]] = []
+
+    def publish(self) -> None:
+        sends, self.sends = self.sends, []
+        if sends:
+            _publish(sends)
+
+
+_holding: contextvars.ContextVar[Held | None] = contextvars.ContextVar("held", default=None)
+
+
+@contextlib.contextmanager
+def hold():
+    """Hold what is published inside the block instead of sending it after the commit of the
+    transaction open there: for state worked out outside any transaction and written later (a
+    dry run). Publications never handed on with `Held.publish()` are dropped, as a rolled-back
+    transaction's would be."""
+    held = Held()
+    token = _holding.set(held)
+    try:
+        yield held
+    finally:
+        _holding.reset(token)
+
+
 def _publish(sends: list[tuple[str, dict]]) -> None:
     # The payloads are snapshots already (serialize_log, publish_action copy what the engine
     # changes in place), so no deep copy per message.
+    held = _holding.get()
+    if held is not None:
+        held.sends.extend(sends)
+        return
     transaction.on_commit(lambda: _send(sends))
 
 

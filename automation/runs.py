@@ -1,17 +1,19 @@
 """Executing a run, and the service calls that start one by hand (run_rule, retry_run).
 
-The life of a run (ARCHITECTURE.md): a PENDING log is claimed (SELECT ... FOR UPDATE SKIP
-LOCKED), its conditions are evaluated, then its actions run in order. Every state change bumps the
-log's `seq` and is published after commit; the changes are written with one guarded UPDATE per
-transaction (the worker must still own the run), in few transactions (see "Executing a run"). A
-database action commits in the same transaction as its SUCCEEDED entry, so a run that is resumed
-after its worker died never applies it twice. No exception leaves a log RUNNING.
+The life of a run (ARCHITECTURE.md): the conditions of a PENDING run are evaluated (outside any
+transaction), the log is claimed (SELECT ... FOR UPDATE SKIP LOCKED) and the verdict recorded,
+then its actions run in order. Every state change bumps the log's `seq` and is published after
+commit; the changes are written with one guarded UPDATE per transaction (the worker must still own
+the run), in few transactions (see "Executing a run"). A database action commits in the same
+transaction as its SUCCEEDED entry, so a run that is resumed after its worker died never applies
+it twice. No exception leaves a log RUNNING.
 """
 
 import contextlib
 import datetime
 import logging
 import time
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -20,18 +22,22 @@ from django.db.models import F
 from django.utils import timezone
 
 from accounts.current import acting_as
-from automation import budget
+from automation import budget, live
 from automation.chain import Chain, running
 from automation.choices import ActionStatus, RunStatus, TriggerType
+from automation.conditions import ConditionResult
 from automation.context import RunContext
 from automation.live import publish_action, publish_log
 from automation.models import AutomationLog, AutomationRule
 from automation.outbox import create_run, enqueue_run
-from automation.rule_definitions import rule_definition
+from automation.rule_definitions import RuleDefinition, rule_definition
 
 logger = logging.getLogger("automation.runs")
 
 FINISHED_ACTION_STATUSES = {ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.SKIPPED}
+# How many times a run is evaluated again when it changed between its evaluation and its claim
+# (the sweeper revived it meanwhile); then it is left PENDING for the sweeper.
+EVALUATION_ATTEMPTS = 3
 
 
 class RunConflict(Exception):
@@ -121,6 +127,7 @@ def retry_run(log: AutomationLog, *, user=None) -> AutomationLog:
 # A run's state changes are grouped into as few transactions as correctness allows (on SQLite the
 # commits, on PostgreSQL the round trips, were most of a run's cost), and each transaction writes
 # the log once, at its end (RunWriter):
+#   - the conditions are evaluated before that transaction opens (see execute_run);
 #   - the claim, the condition trace, the plan and the database actions up to the first action
 #     with outside effects commit together (with the finish when nothing is left), so a worker
 #     killed before then leaves the run PENDING with nothing applied;
@@ -205,16 +212,52 @@ def claim(log_id: int) -> AutomationLog | None:
 
 
 def execute_run(log_id: int) -> None:
-    """Claim and execute one run. Safe to call twice: a second delivery does nothing."""
+    """Claim and execute one run. Safe to call twice: a second delivery does nothing.
+
+    The conditions are evaluated before the claim's transaction opens, with reads in autocommit
+    (see _prepare): on SQLite that transaction holds the database's write lock from BEGIN, and
+    a slow rule must not stop every other writer, of every organization, while it is evaluated.
+    The claim then checks that the run is as it was read (its seq); if not (the sweeper revived
+    it meanwhile), the evaluation is dropped and done again.
+    """
+    for _attempt in range(EVALUATION_ATTEMPTS):
+        log = _read_pending(log_id)
+        if log is None:
+            logger.debug("run %s already claimed or finished", log_id)
+            return
+        try:
+            prepared = _prepare(log)
+        except Exception as exc:
+            _record_failure(log_id, exc)
+            return
+        if _claim_and_execute(log_id, prepared):
+            return
+    logger.warning("run %s kept changing while it was evaluated; the sweeper retries it", log_id)
+
+
+def _read_pending(log_id: int) -> AutomationLog | None:
+    """The run as it is now, without a lock (None unless it is a PENDING real run)."""
+    found = AutomationLog.objects.filter(pk=log_id).order_by()[:1]  # by primary key, see claim
+    log = found[0] if found else None
+    if log is None or log.status != RunStatus.PENDING or log.dry_run:
+        return None
+    return log
+
+
+def _claim_and_execute(log_id: int, prepared: "_Prepared") -> bool:
+    """Claim the run and execute it with what `prepared` worked out; False when the run changed
+    since it was read, so that work is stale and nothing was done."""
     writer = None
     try:
         with transaction.atomic():
             log = claim(log_id)
             if log is None:
                 logger.debug("run %s already claimed or finished", log_id)
-                return
+                return True
+            if log.seq != prepared.seq:
+                return False
             writer = RunWriter(log)
-            plan = _start(writer)
+            plan = _start(writer, prepared)
             if plan is not None:
                 plan.run_database_actions()
             writer.flush()
@@ -224,32 +267,54 @@ def execute_run(log_id: int) -> None:
         # Nothing of the claim's transaction was written (on PostgreSQL the error may have
         # aborted it): claim again, to record the failure.
         writer.rollback()
-        with transaction.atomic():
-            if claim(log_id) is None:
-                logger.exception("run %s failed, and another worker has it now", log_id)
-                return
-            _mark_running(writer)
-            _fail(writer, exc)
-        return
+        _record_failure(log_id, exc, writer)
+        return True
     if plan is None:
-        return
+        return True
     try:
         plan.run_the_rest()
     except LostClaim:
         logger.warning("run %s was taken over by another worker; stopping here", log_id)
     except Exception as exc:
         _fail(writer, exc)
+    return True
+
+
+def _record_failure(log_id: int, exc: Exception, writer: RunWriter | None = None) -> None:
+    """Claim the run (again) and end it FAILED with `exc`."""
+    with transaction.atomic():
+        log = claim(log_id)
+        if log is None:
+            logger.error("run %s failed, and another worker has it now", log_id, exc_info=exc)
+            return
+        writer = writer or RunWriter(log)
+        _mark_running(writer)
+        _fail(writer, exc)
 
 
 def execute_dry_run(log: AutomationLog) -> None:
-    """Evaluate and render a MANUAL dry run in place; writes nothing but the log."""
+    """Evaluate and render a MANUAL dry run in place; writes nothing but the log.
+
+    A dry run is executed inside the HTTP request that asked for it. Its conditions and actions
+    are worked out outside any transaction (on SQLite a transaction holds the write lock of the
+    whole database), within AUTOMATION_DRY_RUN_BUDGET_SECONDS; the log is then written in one
+    short transaction, and what the run published is sent once it commits.
+    """
+    budget = settings.AUTOMATION_DRY_RUN_BUDGET_SECONDS
+    deadline = time.monotonic() + budget
     writer = RunWriter(log)
     try:
-        with writer.step():
-            plan = _start(writer)
+        with live.hold() as held:
+            conditions_budget = min(settings.AUTOMATION_CONDITIONS_BUDGET_SECONDS, budget)
+            plan = _start(writer, _prepare(log, budget=conditions_budget))
             if plan is not None:
+                plan.deadline = deadline
                 plan.run_database_actions()  # in a dry run, no action reaches outside
+        with transaction.atomic():
+            writer.flush()
+            held.publish()
     except Exception as exc:
+        writer.rollback()
         _mark_running(writer)
         _fail(writer, exc)
 
@@ -267,13 +332,50 @@ def _fail(writer: RunWriter, exc: Exception) -> None:
         _finish(writer, RunStatus.FAILED, error=f"Internal error: {type(exc).__name__}: {exc}")
 
 
-def _start(writer: RunWriter) -> "_Plan | None":
-    """Mark the run RUNNING, check the rule, evaluate the conditions and record the plan; None
-    when the run is over."""
+@dataclass
+class _Prepared:
+    """What a run works out before its claim, for the log as it was read (`seq`)."""
+
+    seq: int
+    definition: RuleDefinition
+    ctx: RunContext
+    result: ConditionResult | None  # None when the run evaluates nothing (see _evaluates)
+
+
+def _prepare(log: AutomationLog, budget: float | None = None) -> _Prepared:
+    """Load the rule and evaluate the conditions the run will record, in whatever transaction
+    is open (none for a run: reads in autocommit). The run then uses this definition of the
+    rule: what it evaluated is what it executes."""
     from automation.conditions import evaluate_conditions
 
-    log = writer.log
     definition = rule_definition(log.rule_id)
+    rule = definition.rule
+    ctx = _context(log, rule)
+    result = None
+    if _evaluates(log, rule):
+        result = evaluate_conditions(rule, ctx, definition.tree, budget=budget)
+    return _Prepared(seq=log.seq, definition=definition, ctx=ctx, result=result)
+
+
+def _evaluates(log: AutomationLog, rule: AutomationRule) -> bool:
+    """Does the run evaluate its conditions (the rule live, and not a resumed run)?"""
+    if rule.deleted_at is not None:
+        return False
+    if not rule.is_active and log.trigger != TriggerType.MANUAL:
+        return False
+    return not _resuming(log)
+
+
+def _resuming(log: AutomationLog) -> bool:
+    """A run that already recorded its plan: its conditions were met and are not evaluated again."""
+    return bool(log.action_logs) and bool(log.conditions_met)
+
+
+def _start(writer: RunWriter, prepared: _Prepared) -> "_Plan | None":
+    """Mark the run RUNNING, check the rule, record the conditions' verdict and the plan; None
+    when the run is over."""
+    log = writer.log
+    definition = prepared.definition
     rule = log.rule = definition.rule
     _mark_running(writer)
     if rule.deleted_at is not None:
@@ -285,20 +387,24 @@ def _start(writer: RunWriter) -> "_Plan | None":
             writer, RunStatus.SKIPPED, error="The rule was deactivated before the run started."
         )
     log.rule_revision = rule.revision
-    ctx = _context(log, rule)
     actions = list(definition.actions)
-    resuming = bool(log.action_logs) and log.conditions_met
-    if not resuming:
-        result = evaluate_conditions(rule, ctx, definition.tree)
+    if not _resuming(log):
+        result = prepared.result
         log.conditions_met = result.met
         log.condition_trace = result.trace
         if not result.met:
-            reason = f"Conditions could not be evaluated: {result.error}" if result.error else None
-            return _finish(writer, RunStatus.SKIPPED, error=reason or "Conditions not met.")
+            return _finish(writer, RunStatus.SKIPPED, error=_not_met_reason(result))
         log.action_logs = [_new_entry(index, action) for index, action in enumerate(actions)]
         writer.change("rule_revision", "conditions_met", "condition_trace", "action_logs")
     # The rule may have gained actions since the run started: keep to the recorded plan.
-    return _Plan(writer, ctx, actions[: len(log.action_logs)])
+    return _Plan(writer, prepared.ctx, actions[: len(log.action_logs)])
+
+
+def _not_met_reason(result) -> str:
+    """The SKIPPED run's error: why its conditions did not hold."""
+    if result.error:
+        return f"Conditions could not be evaluated: {result.error}"
+    return result.budget_error or "Conditions not met."
 
 
 class _Plan:
@@ -314,6 +420,7 @@ class _Plan:
 
         self.writer, self.ctx, self.actions = writer, ctx, actions
         self.failures, self.stopped, self.done = 0, False, False
+        self.deadline: float | None = None  # a dry run's: actions after it are not rendered
         self.todo: list[int] = []
         log = writer.log
         for index, action in enumerate(actions):
@@ -336,7 +443,12 @@ class _Plan:
         while self.todo and not self.stopped and not self._reaches_outside(self.todo[-1]):
             index = self.todo.pop()
             started = _begin(self.writer, self.ctx, index)
-            outcome = _call(self.writer, self.ctx, self.actions[index], index, self.handlers[index])
+            if self.deadline is not None and time.monotonic() >= self.deadline:
+                outcome = (ActionStatus.FAILED, None, _dry_run_budget_error())
+            else:
+                outcome = _call(
+                    self.writer, self.ctx, self.actions[index], index, self.handlers[index]
+                )
             self._record(index, started, outcome)
         self._finish_if_over()
 
@@ -381,6 +493,14 @@ class _Plan:
         else:
             self.failures += 1
             self.stopped = not self.actions[index].continue_on_failure
+
+
+def _dry_run_budget_error() -> str:
+    return (
+        "Not rendered: the dry run's time budget of "
+        f"{settings.AUTOMATION_DRY_RUN_BUDGET_SECONDS:g} s (AUTOMATION_DRY_RUN_BUDGET_SECONDS) "
+        "was spent."
+    )
 
 
 def _begin(writer: RunWriter, ctx: RunContext, index: int) -> float:

@@ -269,31 +269,57 @@ def tick(now=None, batch_size: int = 500) -> dict:
     return {"rules": rules, "runs": runs}
 
 
+# How many times a due rule is prepared again when it changed between that and its lock.
+PREPARE_ATTEMPTS = 3
+
+
 def _fire_due_rule(rule_id: int, now) -> int | None:
-    """Fire one due rule's slots and advance it; None when another scheduler had it."""
-    with transaction.atomic():
-        rule = (
-            due_rules(now)
-            .filter(pk=rule_id)
-            .select_related("content_type")
-            .select_for_update(skip_locked=True, of=("self",))
-            .first()
-        )
+    """Fire one due rule's slots and advance it; None when another scheduler had it.
+
+    The slots and, for a rule with a model, the records meeting its conditions are worked out
+    before the rule's transaction opens (reads in autocommit): on SQLite that transaction holds
+    the database's write lock, and evaluating up to AUTOMATION_SCHEDULE_MAX_RECORDS records must
+    not stop every other writer meanwhile. The transaction then locks the rule and checks that it
+    is as it was read (next_run_at, revision); if not, the work is done again.
+    """
+    for _attempt in range(PREPARE_ATTEMPTS):
+        rule = due_rules(now).filter(pk=rule_id).select_related("content_type").first()
         if rule is None:
-            return None  # another scheduler holds it, or has already advanced it
+            return None  # another scheduler has already advanced it
         slots = _slots_to_fire(rule, now)
-        created = 0
-        fired = []
-        for slot in slots:
-            count = _fire_slot(rule, slot, now)
-            if count is not None:
-                created += count
-                fired.append(slot)
-        updates = {"next_run_at": compute_next_run_at(rule, after=now)}
-        if fired:
-            updates["last_run_at"] = fired[-1]
-        AutomationRule.objects.filter(pk=rule.pk).update(**updates)
-        return created
+        matches = None
+        if slots and rule.content_type_id is not None:
+            matches = _matching_records(rule, now)
+        with transaction.atomic():
+            locked = (
+                due_rules(now)
+                .filter(pk=rule_id)
+                .select_for_update(skip_locked=True, of=("self",))
+                .first()
+            )
+            if locked is None:
+                return None  # another scheduler holds it, or has already advanced it
+            if _state(locked) != _state(rule):
+                continue  # edited since it was read: prepare again
+            created = 0
+            fired = []
+            for slot in slots:
+                count = _fire_slot(rule, slot, matches)
+                if count is not None:
+                    created += count
+                    fired.append(slot)
+            updates = {"next_run_at": compute_next_run_at(rule, after=now)}
+            if fired:
+                updates["last_run_at"] = fired[-1]
+            AutomationRule.objects.filter(pk=rule.pk).update(**updates)
+            return created
+    logger.warning("scheduler: rule %s kept changing while it was prepared; next tick", rule_id)
+    return None
+
+
+def _state(rule: AutomationRule) -> tuple:
+    """What the slots and the records to fan out to were worked out from."""
+    return (rule.next_run_at, rule.revision, rule.content_type_id, rule.missed_run_policy)
 
 
 def _slots_to_fire(rule: AutomationRule, now) -> list:
@@ -315,8 +341,11 @@ def _slots_to_fire(rule: AutomationRule, now) -> list:
     return slots  # LATEST
 
 
-def _fire_slot(rule: AutomationRule, slot, now) -> int | None:
-    """Create the slot's run(s); None when the slot had already been fired (another scheduler)."""
+def _fire_slot(rule: AutomationRule, slot, matches) -> int | None:
+    """Create the slot's run(s); None when the slot had already been fired (another scheduler).
+
+    `matches`: for a rule with a model, what _matching_records found (the same for every slot
+    of this tick: they are evaluated at the same `now`)."""
     from automation.outbox import create_run
 
     try:
@@ -329,17 +358,17 @@ def _fire_slot(rule: AutomationRule, slot, now) -> int | None:
                     extra_context={"scheduled_for": slot.isoformat()},
                 )
                 return 1
-            return _fan_out(rule, slot, now)
+            return _fan_out(rule, slot, matches)
     except IntegrityError:
         logger.info("rule %s slot %s was already fired by another scheduler", rule.pk, slot)
         return None
 
 
-def _fan_out(rule: AutomationRule, slot, now) -> int:
+def _fan_out(rule: AutomationRule, slot, matches) -> int:
     """One PENDING child run per record meeting the conditions, under a finished slot log."""
     from automation.outbox import create_run
 
-    matched, examined, truncated = _matching_records(rule, now)
+    matched, examined, truncated = matches
     limit = settings.AUTOMATION_SCHEDULE_MAX_RECORDS
     summary = {
         "scheduled_for": slot.isoformat(),

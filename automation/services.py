@@ -12,6 +12,7 @@ nothing is written. Every successful change bumps the rule's `revision`. Writes 
 
 import logging
 
+from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
@@ -23,9 +24,10 @@ from automation.registry import get_automatable
 
 logger = logging.getLogger("automation.services")
 
-# Nesting and size bounds of a rule's tree: beyond them a rule is not something a person wrote.
-MAX_GROUP_DEPTH = 10
-MAX_CONDITIONS = 200
+ROOT_PATH = "conditions"  # the condition tree's input path
+
+# A rule's actions: beyond this a rule is not something a person wrote. The condition tree's
+# bounds are settings (AUTOMATION_CONDITIONS_MAX_*), see _check_tree_size.
 MAX_ACTIONS = 50
 
 # Model field name -> API input name, for errors raised by the models' clean().
@@ -96,7 +98,7 @@ def create_rule(organization, data: dict, *, user=None) -> AutomationRule:
         tree = data.get("conditions") or {}
         actions = data.get("actions") or []
         _validate_rule(rule, errors)
-        built_tree = _build_tree(rule, tree, errors)
+        built_tree = _build_condition_tree(rule, tree, errors)
         built_actions = _build_actions(rule, actions, old_actions=[], errors=errors)
         errors.raise_if_any()
         _save_rule(rule)
@@ -126,7 +128,7 @@ def update_rule(rule: AutomationRule, data: dict, *, user=None) -> AutomationRul
         actions_given = "actions" in data and data["actions"] is not None
         tree = data["conditions"] if tree_given else _tree_data(rule)
         actions = data["actions"] if actions_given else _actions_data(old_actions)
-        built_tree = _build_tree(rule, tree, errors)
+        built_tree = _build_condition_tree(rule, tree, errors)
         built_actions = _build_actions(rule, actions, old_actions=old_actions, errors=errors)
         errors.raise_if_any()
         rule.revision += 1
@@ -223,13 +225,71 @@ def _save_rule(rule) -> None:
 # --- The condition tree --------------------------------------------------------------------------
 
 
-def _build_tree(rule, tree: dict, errors, path: str = "conditions", depth: int = 0):
-    """Validate a group dict and its subtree; return (group, [conditions], [subtrees]) unsaved."""
+def _build_condition_tree(rule, tree, errors):
+    """The validated, unsaved tree (see _build_tree), or None when it is over a size limit."""
+    if not _check_tree_size(tree, errors):
+        return None
+    return _build_tree(rule, tree, errors)
+
+
+def _check_tree_size(tree, errors) -> bool:
+    """Is the input tree within the settings' bounds? Counted on the input before anything is
+    built, and stopped at the first bound passed: a tree of 10,000 groups is refused without
+    building and validating 10,000 groups. Each leaf costs evaluation time on every run, and a
+    run's evaluation has a budget; a tree within these bounds fits it unless its leaves are slow.
+    """
+    max_groups = settings.AUTOMATION_CONDITIONS_MAX_GROUPS
+    max_leaves = settings.AUTOMATION_CONDITIONS_MAX_LEAVES
+    max_depth = settings.AUTOMATION_CONDITIONS_MAX_DEPTH
+    groups, leaves = 1, 0  # a group is counted when it is found, before it is visited
+    stack = [(tree, ROOT_PATH, 0)]
+    while stack:
+        node, path, depth = stack.pop()
+        if not isinstance(node, dict):
+            continue  # _build_tree reports it
+        if depth > max_depth:
+            errors.add(
+                path,
+                [
+                    f"Condition groups nest at most {max_depth} levels deep "
+                    "(AUTOMATION_CONDITIONS_MAX_DEPTH)."
+                ],
+            )
+            return False
+        children = node.get("groups") or []
+        groups += len(children)
+        leaves += len(node.get("conditions") or [])
+        if groups > max_groups:
+            errors.add(
+                ROOT_PATH,
+                [
+                    f"A rule's conditions have at most {max_groups} groups "
+                    "(AUTOMATION_CONDITIONS_MAX_GROUPS), the top-level group included."
+                ],
+            )
+            return False
+        if leaves > max_leaves:
+            errors.add(
+                ROOT_PATH,
+                [
+                    f"A rule's conditions have at most {max_leaves} conditions in all "
+                    "(AUTOMATION_CONDITIONS_MAX_LEAVES)."
+                ],
+            )
+            return False
+        stack.extend(
+            (child, f"{path}.groups.{index}", depth + 1) for index, child in enumerate(children)
+        )
+    return True
+
+
+def _build_tree(rule, tree: dict, errors, path: str = ROOT_PATH):
+    """Validate a group dict and its subtree; return (group, [conditions], [subtrees]) unsaved.
+
+    Call it through _build_condition_tree, which has checked the tree's size and depth.
+    """
     if not isinstance(tree, dict):
         errors.add(path, ["A condition group is an object."])
-        return None
-    if depth > MAX_GROUP_DEPTH:
-        errors.add(path, [f"Condition groups nest at most {MAX_GROUP_DEPTH} levels deep."])
         return None
     group = ConditionGroup(
         rule=rule, logic=tree.get("logic") or "AND", negate=bool(tree.get("negate"))
@@ -239,11 +299,7 @@ def _build_tree(rule, tree: dict, errors, path: str = "conditions", depth: int =
     except ValidationError as exc:
         errors.add_validation_error(exc, path, {"__all__": ""})
     conditions = []
-    specs = tree.get("conditions") or []
-    if len(specs) > MAX_CONDITIONS:
-        errors.add(f"{path}.conditions", [f"At most {MAX_CONDITIONS} conditions per group."])
-        specs = []
-    for index, spec in enumerate(specs):
+    for index, spec in enumerate(tree.get("conditions") or []):
         condition = RuleCondition(
             rule=rule,
             field_name=spec.get("field") or "",
@@ -258,7 +314,7 @@ def _build_tree(rule, tree: dict, errors, path: str = "conditions", depth: int =
             errors.add_validation_error(exc, f"{path}.conditions.{index}", CONDITION_FIELD_PATHS)
         conditions.append(condition)
     subtrees = [
-        _build_tree(rule, child, errors, f"{path}.groups.{index}", depth + 1)
+        _build_tree(rule, child, errors, f"{path}.groups.{index}")
         for index, child in enumerate(tree.get("groups") or [])
     ]
     return group, conditions, subtrees

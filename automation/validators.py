@@ -2,7 +2,7 @@
 
 import zoneinfo
 
-import regex
+import re2
 from croniter import CroniterBadDateError, croniter
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -38,13 +38,65 @@ def validate_timezone(name: str) -> None:
         raise ValidationError(f'"{name}" is not an IANA time zone (e.g. "Europe/Paris").') from None
 
 
-def validate_regex(pattern) -> None:
+# RE2 refuses what a backtracking engine would need for these; the hint names the syntax.
+_RE2_SYNTAX_HINT = (
+    "REGEX uses RE2 syntax: lookahead and lookbehind ((?=, (?!, (?<=, (?<!), backreferences "
+    "(\\1, (?P=name)), atomic groups and possessive repeats are not supported; the end of the "
+    "text is \\z (not \\Z)."
+)
+_UNSUPPORTED_SYNTAX = (
+    "invalid perl operator",
+    "invalid escape sequence",
+    "bad repetition operator",
+)
+
+
+def regex_options() -> re2.Options:
+    """RE2's options for a rule's pattern: its memory bounded, and no error printed to stderr."""
+    options = re2.Options()
+    # Caps the compiled program and the DFA's cache together: a pattern needing more is refused
+    # ("pattern too large") instead of growing the process.
+    options.max_mem = settings.AUTOMATION_REGEX_MAX_MEMORY
+    options.log_errors = False
+    return options
+
+
+def compile_regex(pattern):
+    """`pattern` compiled by RE2, or a ValidationError saying why it cannot be.
+
+    RE2 matches in time linear in the text (no backtracking), parses repetition counts with a
+    limit of 1000 (nested counts multiply), and refuses a program over `max_mem` while compiling
+    it, so neither compiling nor matching can blow up. re2.compile keeps the last 128 compiled
+    patterns (its own LRU cache, keyed by pattern and options): a rule run again costs no compile.
+    """
     if not isinstance(pattern, str):
         raise ValidationError("A regular expression must be a string.")
     limit = settings.AUTOMATION_REGEX_MAX_LENGTH
     if len(pattern) > limit:
         raise ValidationError(f"The regular expression is longer than {limit} characters.")
     try:
-        regex.compile(pattern)
-    except regex.error as exc:
-        raise ValidationError(f"Invalid regular expression: {exc}.") from None
+        return re2.compile(pattern, regex_options())
+    except re2.error as exc:
+        raise ValidationError(_regex_error_message(exc)) from None
+
+
+def validate_regex(pattern) -> None:
+    compile_regex(pattern)
+
+
+def _regex_error_message(exc: re2.error) -> str:
+    reason = exc.args[0] if exc.args else ""
+    if isinstance(reason, bytes):
+        reason = reason.decode("utf-8", "replace")
+    if "pattern too large" in reason:
+        limit = settings.AUTOMATION_REGEX_MAX_MEMORY
+        return (
+            f"The regular expression is too large: compiled, it needs more than {limit} bytes "
+            "(AUTOMATION_REGEX_MAX_MEMORY). Use fewer or smaller repetitions."
+        )
+    message = f"Invalid regular expression: {reason}."
+    if reason.startswith(_UNSUPPORTED_SYNTAX):
+        message += " " + _RE2_SYNTAX_HINT
+    elif reason.startswith("invalid repetition size"):
+        message += " A repetition count is at most 1000, and so is the product of nested counts."
+    return message

@@ -230,8 +230,28 @@ AUTOMATION_TEMPLATE_MAX_PARAMETER_BYTES = env.int(
 AUTOMATION_TEMPLATE_MAX_RUN_BYTES = env.int(
     "AUTOMATION_TEMPLATE_MAX_RUN_BYTES", default=1024 * 1024
 )
+# A dry run (runRule(dryRun: true)) is executed inside the HTTP request: its evaluation and its
+# rendering together may take this long (the actions left then fail), and an organization may
+# have this many at once (counted in the cache, so across processes in distributed mode).
+AUTOMATION_DRY_RUN_BUDGET_SECONDS = env.float("AUTOMATION_DRY_RUN_BUDGET_SECONDS", default=5.0)
+AUTOMATION_DRY_RUNS_PER_ORGANIZATION = env.int("AUTOMATION_DRY_RUNS_PER_ORGANIZATION", default=2)
+# Bounds of a rule's condition tree, checked when it is saved: groups (the top-level one
+# included), leaves in all, and levels of groups below the top-level one.
+AUTOMATION_CONDITIONS_MAX_GROUPS = env.int("AUTOMATION_CONDITIONS_MAX_GROUPS", default=100)
+AUTOMATION_CONDITIONS_MAX_LEAVES = env.int("AUTOMATION_CONDITIONS_MAX_LEAVES", default=200)
+AUTOMATION_CONDITIONS_MAX_DEPTH = env.int("AUTOMATION_CONDITIONS_MAX_DEPTH", default=10)
+# Seconds one evaluation of a rule's conditions may take (a run, a dry run, one record of a
+# scheduled fan-out); the leaves left when it is spent fail closed.
+AUTOMATION_CONDITIONS_BUDGET_SECONDS = env.float(
+    "AUTOMATION_CONDITIONS_BUDGET_SECONDS", default=2.0
+)
 AUTOMATION_REGEX_MAX_LENGTH = 500
-AUTOMATION_REGEX_TIMEOUT_SECONDS = 0.1
+# REGEX conditions run on RE2 (linear time). A pattern whose compiled program and matching cache
+# need more memory than this is refused when the rule is saved.
+AUTOMATION_REGEX_MAX_MEMORY = env.int("AUTOMATION_REGEX_MAX_MEMORY", default=2 * 1024 * 1024)
+# Linear still multiplies: a match costs up to (program size x text length) steps. A match over
+# this bound is refused as an error of its condition (about 0.5 s of RE2's slowest path here).
+AUTOMATION_REGEX_MAX_STEPS = env.int("AUTOMATION_REGEX_MAX_STEPS", default=100_000_000)
 # A PENDING run no worker claimed within this many seconds is enqueued again; a RUNNING run whose
 # heartbeat is older than the stale threshold is put back to PENDING (its worker died).
 AUTOMATION_SWEEP_PENDING_AFTER_SECONDS = env.int(

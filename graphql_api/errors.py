@@ -64,8 +64,8 @@ class RateLimited(ApiError):
     code = RATE_LIMITED
     default_message = "Too many attempts. Try again later."
 
-    def __init__(self, retry_after: int):
-        super().__init__(retryAfter=int(retry_after))
+    def __init__(self, retry_after: int, message: str | None = None):
+        super().__init__(message, retryAfter=int(retry_after))
 
 
 class InvalidInput(ApiError):

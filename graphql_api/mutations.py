@@ -15,7 +15,7 @@ from catalog.models import Product
 from graphql_api import permissions as perms
 from graphql_api.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from graphql_api.inputs import ProductInput, ProductUpdateInput, RuleInput, RuleUpdateInput
-from graphql_api.ratelimit import check_obtain_token
+from graphql_api.ratelimit import check_obtain_token, dry_run_slot
 from graphql_api.types import (
     ApiTokenType,
     AutomationLogType,
@@ -193,9 +193,12 @@ class Mutation:
         from automation.runs import run_rule
 
         rule = perms.get_object(info, AutomationRule.objects.alive(), id, perms.WRITE)
-        return run_rule(
-            rule, object_id=object_id, user=info.context.request.user, dry_run=bool(dry_run)
-        )
+        user = info.context.request.user
+        if not dry_run:
+            return run_rule(rule, object_id=object_id, user=user)
+        # Executed here, in this request: at most a few at once per organization.
+        with dry_run_slot(rule.organization_id):
+            return run_rule(rule, object_id=object_id, user=user, dry_run=True)
 
     @strawberry.mutation(description="A new run with the same context, retryOf set.")
     def retry_run(self, info: strawberry.Info, log_id: strawberry.ID) -> AutomationLogType:

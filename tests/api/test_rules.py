@@ -305,6 +305,65 @@ def test_each_validation_error_has_its_path_and_writes_nothing(
     assert row_counts() == before
 
 
+def stock_leaf(value=1):
+    return {"field": "stock", "operator": "EQUALS", "value": value}
+
+
+def groups_of(leaves_per_group: list[int]) -> dict:
+    """A top-level OR group holding one subgroup per entry, each with that many leaves."""
+    return {
+        "logic": "OR",
+        "groups": [
+            {"conditions": [stock_leaf(n) for n in range(count)]} for count in leaves_per_group
+        ],
+    }
+
+
+def chain_of_groups(levels: int) -> dict:
+    tree = {"conditions": [stock_leaf()]}
+    for _ in range(levels):
+        tree = {"logic": "OR", "groups": [tree]}
+    return tree
+
+
+@pytest.mark.parametrize(
+    ("conditions", "path", "setting"),
+    [
+        (
+            groups_of([1] * 100),
+            "conditions",
+            "AUTOMATION_CONDITIONS_MAX_GROUPS",
+        ),  # 101 with the top
+        (groups_of([100, 101]), "conditions", "AUTOMATION_CONDITIONS_MAX_LEAVES"),  # 201 in all
+        (chain_of_groups(11), "conditions" + ".groups.0" * 11, "AUTOMATION_CONDITIONS_MAX_DEPTH"),
+    ],
+    ids=["groups", "leaves", "depth"],
+)
+def test_a_condition_tree_over_a_bound_is_refused_naming_it(
+    gql, editor, organization, conditions, path, setting
+):
+    before = row_counts()
+    answer = gql(CREATE, {"input": rule_input(organization, conditions=conditions)}, token=editor)
+    error = answer.error()
+    assert error["extensions"]["code"] == "VALIDATION_ERROR"
+    assert setting in " ".join(error["extensions"]["fields"][path]), error["extensions"]["fields"]
+    assert row_counts() == before
+
+
+def test_a_condition_tree_at_every_bound_is_accepted(gql, editor, organization):
+    # The top-level group, a chain of 10 levels below it and 89 more groups: 100 groups.
+    at_the_bounds = groups_of([1] * 89)
+    at_the_bounds["groups"].append(chain_of_groups(9))
+    # 89 + 1 leaves in the subgroups, 110 in the top-level group: 200 in all.
+    at_the_bounds["conditions"] = [stock_leaf(n) for n in range(110)]
+    rule = gql(
+        CREATE, {"input": rule_input(organization, conditions=at_the_bounds)}, token=editor
+    ).ok()["createRule"]
+    stored = AutomationRule.objects.get(pk=rule["id"])
+    assert stored.condition_groups.count() == 100
+    assert stored.conditions.count() == 200
+
+
 def test_update_validation_error_changes_nothing(gql, editor, organization):
     created = gql(CREATE, {"input": rule_input(organization)}, token=editor).ok()["createRule"]
     before = row_counts()

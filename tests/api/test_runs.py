@@ -1,10 +1,15 @@
 """runRule and retryRun over HTTP."""
 
+import json
+import time
+
 import pytest
+from django.test import Client
 
 from automation.choices import ActionType, RunStatus, TriggerType
 from automation.models import AutomationLog
 from catalog.models import Product
+from tests import blocking
 from tests.factories import AutomationLogFactory, AutomationRuleFactory, ProductFactory
 
 pytestmark = pytest.mark.django_db
@@ -89,3 +94,181 @@ def test_retry_run(gql, editor, organization, manual_rule):
     assert retry["status"] == "PENDING"
     assert retry["objectId"] == str(product.pk)
     assert AutomationLog.objects.filter(retry_of=running).count() == 0
+
+
+# --- Dry runs inside the request: no database held, a time budget, a few at once -------------------
+
+
+def conditional_rule(organization):
+    """A manual rule on products whose status is ACTIVE, updating the description."""
+    return AutomationRuleFactory(
+        organization=organization,
+        manual_rule=True,
+        conditions=[{"field_name": "status", "operator": "EQUALS", "value": "ACTIVE"}],
+        actions=[
+            {
+                "action_type": ActionType.UPDATE_RECORD,
+                "parameters": {"fields": {"description": "Ran on {{ object.name }}"}},
+            }
+        ],
+    )
+
+
+def dry_run_in_thread(rule, product, user) -> blocking.Worker:
+    """runRule(dryRun: true) posted from another thread, with a client of its own."""
+
+    def post():
+        http = Client().post(
+            "/graphql/",
+            data=json.dumps(
+                {
+                    "query": RUN,
+                    "variables": {"id": str(rule.pk), "obj": str(product.pk), "dry": True},
+                }
+            ),
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Bearer {user.raw_token}",
+        )
+        return json.loads(http.content)
+
+    return blocking.start(post)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_dry_run_being_evaluated_does_not_hold_other_organizations_writes(
+    gql, editor, organization, outsider, other_organization, monkeypatch
+):
+    """A dry run used to evaluate and render inside a transaction, which on SQLite holds the
+    write lock of the whole database: another organization's createCategory waited for it."""
+    rule = conditional_rule(organization)
+    product = ProductFactory(organization=organization, status="ACTIVE", name="Lamp")
+    parked = blocking.BlockedEvaluation(monkeypatch)
+    dry_run = dry_run_in_thread(rule, product, editor)
+    try:
+        assert parked.entered.wait(timeout=30), "the dry run never reached its conditions"
+        create = (
+            "mutation($o: ID!, $n: String!) { createCategory(organization: $o, name: $n) { id } }"
+        )
+        write = blocking.start(
+            lambda: gql(create, {"o": str(other_organization.pk), "n": "Elsewhere"}, token=outsider)
+        )
+        committed_meanwhile = write.finished_within(10)
+    finally:
+        parked.release.set()
+    assert committed_meanwhile, "the other organization's write waited for the dry run"
+    assert write.error is None, write.error
+    write.result.ok()
+    assert dry_run.finished_within(30) and dry_run.error is None, dry_run.error
+    log = dry_run.result["data"]["runRule"]
+    assert (log["status"], log["conditionsMet"]) == ("SUCCEEDED", True)
+    assert log["actionLogs"][0]["result"]["fields"] == {"description": "Ran on Lamp"}
+    assert Product.objects.get(pk=product.pk).description != "Ran on Lamp"
+
+
+def test_a_dry_run_past_its_budget_fails_the_actions_it_did_not_render(
+    gql, editor, organization, settings
+):
+    settings.AUTOMATION_DRY_RUN_BUDGET_SECONDS = 0
+    rule = AutomationRuleFactory(
+        organization=organization,
+        manual_rule=True,
+        actions=[
+            {
+                "action_type": ActionType.UPDATE_RECORD,
+                "parameters": {"fields": {"description": "Ran on {{ object.name }}"}},
+            }
+        ],
+    )
+    product = ProductFactory(organization=organization)
+    log = gql(RUN, {"id": str(rule.pk), "obj": str(product.pk), "dry": True}, token=editor).ok()[
+        "runRule"
+    ]
+    assert log["status"] == "FAILED"
+    (action,) = log["actionLogs"]
+    assert action["status"] == "FAILED"
+    stored = AutomationLog.objects.get(pk=log["id"])
+    assert "AUTOMATION_DRY_RUN_BUDGET_SECONDS" in stored.action_logs[0]["error"]
+
+
+def test_a_dry_run_whose_conditions_exceed_the_budget_is_skipped_naming_it(
+    gql, editor, organization, settings
+):
+    settings.AUTOMATION_DRY_RUN_BUDGET_SECONDS = 0  # the conditions get no more than the dry run
+    rule = conditional_rule(organization)
+    product = ProductFactory(organization=organization, status="ACTIVE")
+    log = gql(RUN, {"id": str(rule.pk), "obj": str(product.pk), "dry": True}, token=editor).ok()[
+        "runRule"
+    ]
+    assert (log["status"], log["conditionsMet"]) == ("SKIPPED", False)
+    assert "Conditions not evaluated in time" in AutomationLog.objects.get(pk=log["id"]).error
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_organization_gets_a_few_dry_runs_at_once_and_others_are_not_held_up(
+    gql, editor, organization, outsider, other_organization, monkeypatch, settings
+):
+    settings.AUTOMATION_DRY_RUNS_PER_ORGANIZATION = 2
+    rule = conditional_rule(organization)
+    product = ProductFactory(organization=organization, status="ACTIVE")
+    parked = blocking.BlockedEvaluation(monkeypatch)
+    running = [dry_run_in_thread(rule, product, editor) for _ in range(2)]
+    try:
+        assert parked.wait_for(2, timeout=30), "two dry runs never reached their conditions"
+        refused = gql(
+            RUN, {"id": str(rule.pk), "obj": str(product.pk), "dry": True}, token=editor
+        ).error()
+        # Another organization's dry run (no condition to park on) is not counted with them.
+        other_rule = AutomationRuleFactory(organization=other_organization, manual_rule=True)
+        other_product = ProductFactory(organization=other_organization)
+        other = gql(
+            RUN,
+            {"id": str(other_rule.pk), "obj": str(other_product.pk), "dry": True},
+            token=outsider,
+        ).ok()["runRule"]
+    finally:
+        parked.release.set()
+    assert refused["extensions"]["code"] == "RATE_LIMITED"
+    assert refused["extensions"]["retryAfter"] >= 1
+    assert "AUTOMATION_DRY_RUNS_PER_ORGANIZATION" in refused["message"]
+    assert other["status"] == "SUCCEEDED"
+    for dry_run in running:
+        assert dry_run.finished_within(30) and dry_run.error is None, dry_run.error
+        assert dry_run.result["data"]["runRule"]["status"] == "SUCCEEDED"
+    # The slots were given back.
+    again = gql(RUN, {"id": str(rule.pk), "obj": str(product.pk), "dry": True}, token=editor)
+    assert again.ok()["runRule"]["status"] == "SUCCEEDED"
+    # A real run is never counted: it is queued, not executed in the request.
+    assert AutomationLog.objects.filter(dry_run=True, rule=rule).count() == 3
+
+
+def test_a_slot_a_killed_process_never_gave_back_frees_itself(
+    gql, editor, organization, settings, monkeypatch
+):
+    from graphql_api import ratelimit
+
+    settings.AUTOMATION_DRY_RUNS_PER_ORGANIZATION = 1
+    settings.AUTOMATION_DRY_RUN_BUDGET_SECONDS = 0.5
+    monkeypatch.setattr(ratelimit, "DRY_RUN_SLOT_MARGIN_SECONDS", 0.5)  # a 1 s slot
+    rule = conditional_rule(organization)
+    product = ProductFactory(organization=organization, status="ACTIVE")
+    killed = ratelimit.dry_run_slot(organization.pk)
+    killed.__enter__()  # a dry run whose process was killed: never exited
+    variables = {"id": str(rule.pk), "obj": str(product.pk), "dry": True}
+    assert gql(RUN, variables, token=editor).codes == ["RATE_LIMITED"]
+    time.sleep(2.1)  # past the slot's expiry (whole seconds in Redis)
+    assert gql(RUN, variables, token=editor).ok()["runRule"]["dryRun"] is True
+
+
+def test_a_dry_run_that_raises_gives_its_slot_back(
+    gql, editor, organization, settings, monkeypatch
+):
+    from automation import runs
+
+    settings.AUTOMATION_DRY_RUNS_PER_ORGANIZATION = 1
+    rule = conditional_rule(organization)
+    product = ProductFactory(organization=organization, status="ACTIVE")
+    variables = {"id": str(rule.pk), "obj": str(product.pk), "dry": True}
+    with monkeypatch.context() as patch:
+        patch.setattr(runs, "execute_dry_run", lambda log: 1 / 0)
+        assert gql(RUN, variables, token=editor).codes == ["INTERNAL_SERVER_ERROR"]
+    assert gql(RUN, variables, token=editor).ok()["runRule"]["dryRun"] is True

@@ -191,6 +191,30 @@ def test_condition_nesting_just_over_the_limit(post, organization):
     assert_refused_and_nothing_written(post, variables, "conditions")
 
 
+def test_ten_thousand_sibling_groups_are_refused_before_anything_is_built(
+    post, organization, monkeypatch
+):
+    """Counted on the input: no group is built or validated, nothing written, an error naming
+    the bound at `conditions`."""
+    validated = []
+    real_full_clean = ConditionGroup.full_clean
+
+    def counting_full_clean(self, *args, **kwargs):
+        validated.append(self)
+        return real_full_clean(self, *args, **kwargs)
+
+    monkeypatch.setattr(ConditionGroup, "full_clean", counting_full_clean)
+    leaf = {"field": "name", "operator": "REGEX", "value": "a"}
+    tree = {"logic": "OR", "groups": [{"conditions": [leaf]} for _ in range(10_000)]}
+    started = time.monotonic()
+    (error,) = assert_refused_and_nothing_written(
+        post, {"input": rule_input(organization, conditions=tree)}, "conditions"
+    )
+    assert time.monotonic() - started < 10
+    assert "AUTOMATION_CONDITIONS_MAX_GROUPS" in error["extensions"]["fields"]["conditions"][0]
+    assert validated == [], "refused before any group was built"
+
+
 def test_ten_thousand_deep_condition_nesting_in_variables(post, organization):
     """Too deep to decode as JSON at all: a 400 before anything runs."""
     before = row_counts()
@@ -283,8 +307,8 @@ def test_a_body_over_the_limit_is_a_413(post, organization):
 
 @pytest.mark.parametrize(
     "pattern",
-    ["(", "a{1,99999999999}", "(?<x>a)(?&x", "x" * 501, "[z-a]"],
-    ids=["open", "huge-repeat", "bad-recursion", "too-long", "bad-range"],
+    ["(", "a{1,1001}", "(?<x>a)(?&x", "x" * 501, "[z-a]", "(?=a)b"],
+    ids=["open", "huge-repeat", "bad-recursion", "too-long", "bad-range", "lookahead"],
 )
 def test_invalid_or_oversized_regex(post, organization, pattern):
     conditions = {
@@ -296,16 +320,41 @@ def test_invalid_or_oversized_regex(post, organization, pattern):
     )
 
 
-def test_a_catastrophic_regex_ends_the_run_with_a_clear_error_and_no_write(post, organization):
-    """^(a|a)+$ is a valid pattern; against "aaaa...!" it backtracks for ages. The run's regex
-    timeout stops it: the run is SKIPPED with a clear reason and its action writes nothing."""
+@pytest.mark.parametrize(
+    ("pattern", "reason"),
+    [
+        ("(?:a{100000}){100000}", "invalid repetition size"),  # 23 GB with a backtracking engine
+        ("(?:a{3000}){3000}", "invalid repetition size"),  # 5.9 s and 2.4 GB with one
+        (r"\pL{1000}", "too large"),  # a legal repetition, 1.2 million instructions compiled
+    ],
+    ids=["21-characters", "3000x3000", "too-large-program"],
+)
+def test_regex_compile_bombs_are_refused_quickly(post, organization, pattern, reason):
+    """Refused at save with a VALIDATION_ERROR on the condition's value, nothing written.
+    (The first two cost the old engine 23 GB and 2.4 GB: never run them against it.)"""
+    conditions = {
+        "logic": "AND",
+        "conditions": [{"field": "name", "operator": "REGEX", "value": pattern}],
+    }
+    started = time.monotonic()
+    (error,) = assert_refused_and_nothing_written(
+        post, {"input": rule_input(organization, conditions=conditions)}, "conditions"
+    )
+    assert time.monotonic() - started < 5
+    messages = error["extensions"]["fields"]["conditions.conditions.0.value"]
+    assert reason in " ".join(messages), messages
+
+
+def test_a_catastrophic_regex_is_evaluated_quickly_and_the_run_ends_clearly(post, organization):
+    """^(a|a)+$ is a valid pattern; against "aaaa...!" a backtracking engine runs for ages. RE2
+    answers at once: the run is SKIPPED (conditions not met) and its action writes nothing."""
     conditions = {
         "logic": "AND",
         "conditions": [{"field": "name", "operator": "REGEX", "value": "^(a|a)+$"}],
     }
     created = post(CREATE, {"input": rule_input(organization, conditions=conditions)})
     assert not json.loads(created.content).get("errors"), created.content
-    product = ProductFactory(organization=organization, name="a" * 40 + "!", stock=6)
+    product = ProductFactory(organization=organization, name="a" * 190 + "!", stock=6)
     product.stock = 7
     product.save()  # the rule watches UPDATED
     log = AutomationLog.objects.get(object_id=str(product.pk))
@@ -313,11 +362,47 @@ def test_a_catastrophic_regex_ends_the_run_with_a_clear_error_and_no_write(post,
     execute_run(log.pk)
     assert time.monotonic() - started < 5
     log.refresh_from_db()
-    assert log.status == "SKIPPED"
-    # The trace names the failed condition and why; a condition that errs counts as not met.
-    assert "regular expression took longer" in json.dumps(log.condition_trace), log.condition_trace
+    assert (log.status, log.error) == ("SKIPPED", "Conditions not met.")
+    (entry,) = log.condition_trace
+    assert (entry["passed"], entry["error"]) == (False, None)
     product.refresh_from_db()
     assert product.stock == 7, "the action did not run"
+
+
+@pytest.mark.parametrize("started_by", ["event", "dry run"])
+def test_a_rule_of_slow_regexes_at_every_bound_stops_at_the_evaluation_budget(
+    post, organization, settings, started_by
+):
+    """99 OR groups of 2 slow but legal REGEX leaves (each RE2 match of this pattern on this
+    text costs 80 million steps, under AUTOMATION_REGEX_MAX_STEPS): 170 s without a budget. The
+    run, or the dry run inside its HTTP request, stops once AUTOMATION_CONDITIONS_BUDGET_SECONDS
+    is spent, SKIPPED naming it, and its action writes nothing."""
+    slow = {"field": "description", "operator": "REGEX", "value": "(?:[a-z]+ ?){1000}!"}
+    conditions = {"logic": "OR", "groups": [{"conditions": [slow, slow]} for _ in range(99)]}
+    created = post(CREATE, {"input": rule_input(organization, conditions=conditions)})
+    assert not json.loads(created.content).get("errors"), created.content
+    rule_id = json.loads(created.content)["data"]["createRule"]["id"]
+    product = ProductFactory(organization=organization, description="a" * 20_000, stock=6)
+    started = time.monotonic()
+    if started_by == "event":
+        product.stock = 7
+        product.save()  # the rule watches UPDATED
+        log = AutomationLog.objects.get(object_id=str(product.pk))
+        execute_run(log.pk)
+    else:
+        answer = post(
+            "mutation($id: ID!, $obj: ID) { runRule(id: $id, objectId: $obj, dryRun: true) { id } }",
+            {"id": rule_id, "obj": str(product.pk)},
+        )
+        log = AutomationLog.objects.get(pk=json.loads(answer.content)["data"]["runRule"]["id"])
+    elapsed = time.monotonic() - started
+    log.refresh_from_db()
+    assert log.status == "SKIPPED"
+    assert "AUTOMATION_CONDITIONS_BUDGET_SECONDS" in log.error, log.error
+    assert elapsed < settings.AUTOMATION_CONDITIONS_BUDGET_SECONDS + 10, elapsed
+    assert len(log.condition_trace) == 198
+    product.refresh_from_db()
+    assert product.stock == (7 if started_by == "event" else 6), "the action did not run"
 
 
 PRIVATE_URLS = [

@@ -5,7 +5,8 @@ import datetime
 import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
-from django.db import connection
+from django.db import connection, transaction
+from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -18,7 +19,8 @@ from automation.models import AutomationLog
 from automation.outbox import emit_event
 from automation.runs import RunConflict, RunObjectNotFound, execute_run, retry_run, run_rule
 from catalog.models import Category
-from tests.factories import AutomationRuleFactory, ProductFactory
+from tests import blocking
+from tests.factories import AutomationRuleFactory, CategoryFactory, ProductFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -210,7 +212,7 @@ def test_unexpected_error_never_leaves_a_run_running(organization, product, monk
     rule = AutomationRuleFactory(organization=organization, actions=[update_description()])
     log = pending_run(rule, product)
 
-    def explode(rule, ctx, tree=None):
+    def explode(rule, ctx, tree=None, **options):
         raise RuntimeError("boom")
 
     monkeypatch.setattr("automation.conditions.evaluate_conditions", explode)
@@ -366,7 +368,7 @@ def test_a_worker_killed_before_the_plan_leaves_the_run_pending(organization, pr
     rule = AutomationRuleFactory(organization=organization, actions=[update_description()])
     log = pending_run(rule, product)
 
-    def killed(rule, ctx, tree=None):
+    def killed(rule, ctx, tree=None, **options):
         raise WorkerKilled
 
     monkeypatch.setattr("automation.conditions.evaluate_conditions", killed)
@@ -625,6 +627,86 @@ def test_conditions_that_cannot_be_evaluated_skip_with_the_reason(
     assert not Category.objects.filter(name__startswith="Made by").exists()
 
 
+def test_a_run_whose_condition_budget_is_spent_is_skipped_naming_it(
+    organization, product, settings
+):
+    settings.AUTOMATION_CONDITIONS_BUDGET_SECONDS = 0  # spent before the first leaf
+    rule = AutomationRuleFactory(
+        organization=organization, conditions=[status_is("ACTIVE")], actions=[create_category()]
+    )
+    log = pending_run(rule, product)
+    execute_run(log.pk)
+    log.refresh_from_db()
+    assert log.status == RunStatus.SKIPPED
+    assert log.error.startswith("Conditions not evaluated in time: the budget of 0 s")
+    assert "AUTOMATION_CONDITIONS_BUDGET_SECONDS" in log.error
+    assert "spent" in log.condition_trace[0]["error"]
+    assert not Category.objects.filter(name__startswith="Made by").exists()
+
+
+# --- Evaluating outside the claim's transaction ----------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_being_evaluated_does_not_hold_other_organizations_writes(
+    organization, other_organization, product, monkeypatch
+):
+    """On SQLite the claim's transaction holds the write lock from BEGIN: a run evaluating its
+    conditions inside it made another organization's write wait (30 s, then "database is
+    locked"). Evaluated before the claim, the run holds nothing while its leaves are slow."""
+    rule = AutomationRuleFactory(
+        organization=organization, conditions=[status_is("ACTIVE")], actions=[create_category()]
+    )
+    log = pending_run(rule, product)
+    parked = blocking.BlockedEvaluation(monkeypatch)
+    run = blocking.start(lambda: execute_run(log.pk))
+    try:
+        assert parked.entered.wait(timeout=30), "the run never reached its conditions"
+
+        def other_write():
+            with transaction.atomic():
+                return CategoryFactory(organization=other_organization, name="Elsewhere").pk
+
+        write = blocking.start(other_write)
+        committed_meanwhile = write.finished_within(10)
+    finally:
+        parked.release.set()
+    assert committed_meanwhile, "the other organization's write waited for the run"
+    assert write.error is None, write.error
+    assert run.finished_within(30) and run.error is None, run.error
+    log.refresh_from_db()
+    assert log.status == RunStatus.SUCCEEDED
+    assert Category.objects.filter(organization=other_organization, name="Elsewhere").exists()
+
+
+def test_a_run_revived_while_it_was_evaluated_is_evaluated_again(
+    organization, product, monkeypatch
+):
+    """The claim finds the seq it read changed: the evaluation is dropped and done again on
+    the run as it is now, so a stale verdict is never recorded."""
+    from automation import conditions
+
+    rule = AutomationRuleFactory(
+        organization=organization, conditions=[status_is("ACTIVE")], actions=[create_category()]
+    )
+    log = pending_run(rule, product)
+    evaluations = []
+    real = conditions.evaluate_conditions
+
+    def evaluate(rule, ctx, tree=None, **options):
+        evaluations.append(ctx.log_id)
+        if len(evaluations) == 1:  # meanwhile another worker claimed, died, and was revived
+            AutomationLog.objects.filter(pk=log.pk).update(seq=F("seq") + 2)
+        return real(rule, ctx, tree, **options)
+
+    monkeypatch.setattr(conditions, "evaluate_conditions", evaluate)
+    execute_run(log.pk)
+    log.refresh_from_db()
+    assert evaluations == [log.pk, log.pk]
+    assert log.status == RunStatus.SUCCEEDED
+    assert Category.objects.filter(name__startswith="Made by").count() == 1
+
+
 # --- Rule definitions cached between runs --------------------------------------------------------
 
 
@@ -706,7 +788,8 @@ def test_the_claim_and_the_guard_use_the_primary_key_with_statistics_from_before
         if "automation_automationlog" in query["sql"].split(" WHERE ")[0]
         and query["sql"].startswith(("SELECT", "UPDATE"))
     ]
-    assert len(statements) == 2  # the claim and the guarded write
+    # The read before the conditions are evaluated, the claim and the guarded write.
+    assert len(statements) == 3
     with connection.cursor() as cursor:
         for sql in statements:
             cursor.execute(f"EXPLAIN {sql}")

@@ -4,7 +4,7 @@ import datetime
 
 import pytest
 import time_machine
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from automation import services
@@ -12,7 +12,13 @@ from automation.choices import ActionType, MissedRunPolicy, RunStatus, TriggerTy
 from automation.models import AutomationLog, AutomationRule
 from automation.runs import execute_run
 from automation.schedules import tick, upcoming_runs
-from tests.factories import AutomationRuleFactory, ProductFactory, content_type_of
+from tests import blocking
+from tests.factories import (
+    AutomationRuleFactory,
+    CategoryFactory,
+    ProductFactory,
+    content_type_of,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -314,6 +320,63 @@ def test_a_slot_where_no_record_matches_is_skipped(organization):
     (slot_log,) = AutomationLog.objects.filter(rule=rule)
     assert slot_log.status == RunStatus.SKIPPED
     assert "No record met the conditions" in slot_log.error
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_tick_evaluating_records_does_not_hold_other_organizations_writes(
+    organization, other_organization, monkeypatch
+):
+    """The records a slot fans out to are found before the rule's transaction opens: on SQLite
+    that transaction holds the write lock, and evaluating up to 1,000 records inside it stopped
+    every other writer meanwhile."""
+    ProductFactory(organization=organization, status="ACTIVE")
+    with travel(at(2026, 1, 5, 7, 0)):
+        rule = product_schedule(organization)
+    parked = blocking.BlockedEvaluation(monkeypatch)
+    ticking = blocking.start(lambda: tick(now=at(2026, 1, 5, 8, 0, 5)))
+    try:
+        assert parked.entered.wait(timeout=30), "the tick never evaluated a record"
+
+        def other_write():
+            with transaction.atomic():
+                return CategoryFactory(organization=other_organization, name="Elsewhere").pk
+
+        write = blocking.start(other_write)
+        committed_meanwhile = write.finished_within(10)
+    finally:
+        parked.release.set()
+    assert committed_meanwhile, "the other organization's write waited for the tick"
+    assert write.error is None, write.error
+    assert ticking.finished_within(30) and ticking.error is None, ticking.error
+    assert ticking.result == {"rules": 1, "runs": 1}
+    assert AutomationLog.objects.filter(rule=rule, parent_log__isnull=False).count() == 1
+
+
+def test_a_rule_edited_while_its_slot_was_prepared_is_prepared_again(organization, monkeypatch):
+    """The records were found with the conditions as read; an edit committed before the rule is
+    locked makes the tick find them again with the new conditions."""
+    from automation import schedules
+
+    ProductFactory(organization=organization, status="ACTIVE")
+    draft = ProductFactory(organization=organization, status="DRAFT")
+    with travel(at(2026, 1, 5, 7, 0)):
+        rule = product_schedule(organization)
+    found = []
+    real = schedules._matching_records
+
+    def matching_records(rule, now):
+        found.append(rule.revision)
+        matches = real(rule, now)
+        if len(found) == 1:  # an editor saves the rule meanwhile: DRAFT products now
+            rule.conditions.update(value="DRAFT")
+            AutomationRule.objects.filter(pk=rule.pk).update(revision=rule.revision + 1)
+        return matches
+
+    monkeypatch.setattr(schedules, "_matching_records", matching_records)
+    assert tick(now=at(2026, 1, 5, 8, 0, 5)) == {"rules": 1, "runs": 1}
+    assert found == [rule.revision, rule.revision + 1]
+    (child,) = AutomationLog.objects.filter(rule=rule, parent_log__isnull=False)
+    assert child.object_id == str(draft.pk)
 
 
 def test_the_tick_runs_every_minute_and_retention_every_hour():

@@ -566,15 +566,34 @@ def test_never_raises_on_a_broken_context(organization):
     assert result.error.startswith("Internal error")
 
 
-@override_settings(AUTOMATION_REGEX_TIMEOUT_SECONDS=0.01)
-def test_regex_timeout_is_an_error_of_the_leaf(organization):
-    product = ProductFactory(organization=organization, description="a" * 5000 + "b")
+def test_a_catastrophic_backtracking_regex_is_evaluated_quickly(organization):
+    """RE2 does not backtrack: (a+)+$ against "aaa...b" is a plain miss, not a timeout."""
+    product = ProductFactory(organization=organization, description="a" * 100_000 + "b")
     started = time.monotonic()
-    result, entry = check_leaf(product, "description", Operator.REGEX, r"^(a+)+$", negate=True)
-    assert time.monotonic() - started < 2
-    assert "took longer than 0.01 s" in entry["error"]
+    result, entry = check_leaf(product, "description", Operator.REGEX, r"(a+)+$")
+    assert time.monotonic() - started < 5  # a backtracking engine takes longer than the universe
+    assert entry["error"] is None
+    assert entry["passed"] is False
+    product.description = "a" * 100_000
+    result, entry = check_leaf(product, "description", Operator.REGEX, r"(a+)+$")
+    assert entry["passed"] is True
+
+
+@override_settings(AUTOMATION_REGEX_MAX_STEPS=1_000_000)
+def test_a_regex_match_over_the_step_bound_is_an_error_of_the_leaf(organization):
+    """Linear is not free: (program size x text length) over the bound is refused, not run."""
+    product = ProductFactory(organization=organization, description="ab " * 10_000)
+    result, entry = check_leaf(
+        product, "description", Operator.REGEX, r"(?:[a-z]+ ?){1000}", negate=True
+    )
+    assert "too long for this regular expression" in entry["error"]
+    assert "AUTOMATION_REGEX_MAX_STEPS" in entry["error"]
     assert entry["passed"] is False
     assert result.met is False
+    # The same pattern on a short text is matched.
+    product.description = "ab " * 10
+    result, entry = check_leaf(product, "description", Operator.REGEX, r"(?:[a-z]+ ?){10}")
+    assert entry["error"] is None and entry["passed"] is True
 
 
 # --- Trace -------------------------------------------------------------------------------------
@@ -597,6 +616,66 @@ def test_trace_entries_are_json_with_the_contract_keys(product, organization):
     assert result.trace[0]["expected"] == 5
     assert result.trace[1]["actual"] == product.created_at.isoformat()
     assert result.trace[2]["actual"] == "Tools"
+
+
+def test_trace_entries_are_bounded_whatever_the_values(product, organization):
+    """Long texts and lists are cut, saying how long they were: a trace stays small."""
+    product.description = "y" * 100_000
+    product.save()
+    rule = AutomationRuleFactory(
+        organization=organization,
+        conditions=[
+            dict(field_name="description", operator=Operator.CONTAINS, value="x" * 100_000),
+            dict(field_name="name", operator=Operator.IN, value=[f"n{i}" for i in range(1000)]),
+            dict(field_name="stock", operator=Operator.EQUALS, value="z" * 100_000),
+        ],
+    )
+    result = evaluate_conditions(rule, context_for(rule, product))
+    text, listed, uncoercible = result.trace
+    assert text["expected"] == "x" * 200 + "... (100000 characters)"
+    assert text["actual"] == "y" * 200 + "... (100000 characters)"
+    assert listed["expected"][:20] == [f"n{i}" for i in range(20)]
+    assert listed["expected"][20:] == ["... 980 more (1000 in all)"]
+    assert uncoercible["error"].endswith("characters)")
+    assert len(uncoercible["error"]) < 1100
+    assert len(json.dumps(result.trace)) < 5_000
+
+
+def test_leaves_left_when_the_budget_is_spent_fail_closed(product, organization, monkeypatch):
+    """A slow first leaf spends the budget: the others are not evaluated and fail closed, even
+    under a negation, and the result says how many were left."""
+    from automation import conditions
+
+    clock = [1000.0]
+    monkeypatch.setattr(conditions.time, "monotonic", lambda: clock[0])
+    real_compile = conditions.compile_regex
+
+    def slow_compile(pattern):
+        clock[0] += 10  # this leaf took 10 s
+        return real_compile(pattern)
+
+    monkeypatch.setattr(conditions, "compile_regex", slow_compile)
+    rule = AutomationRuleFactory(
+        organization=organization,
+        conditions=[
+            dict(field_name="name", operator=Operator.REGEX, value="Widget"),
+            dict(field_name="stock", operator=Operator.EQUALS, value=7, negate=True),
+            dict(field_name="stock", operator=Operator.EQUALS, value=8, negate=True),
+        ],
+    )
+    ConditionGroup.objects.filter(pk=rule.root_group.pk).update(logic=ConditionLogic.OR)
+    result = evaluate_conditions(rule, context_for(rule, product), budget=2)
+    first, *rest = result.trace
+    assert (first["passed"], first["error"]) == (True, None)
+    for entry in rest:
+        assert entry["passed"] is False
+        assert "time budget of 2 s" in entry["error"]
+        assert "AUTOMATION_CONDITIONS_BUDGET_SECONDS" in entry["error"]
+    assert result.met is False, "an OR with a passing leaf still fails closed"
+    assert result.budget_error == (
+        "Conditions not evaluated in time: the budget of 2 s (AUTOMATION_CONDITIONS_BUDGET_SECONDS)"
+        " was spent with 2 of 3 conditions left, which count as failed."
+    )
 
 
 def test_leaves_are_read_from_the_rule_as_stored(product, organization):

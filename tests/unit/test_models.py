@@ -432,6 +432,33 @@ def test_invalid_regex_is_refused(value):
     assert messages_of(excinfo, "value")
 
 
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("(?=Ham)mer", "invalid perl operator: (?="),
+        ("(?<!x)y", "invalid perl operator: (?<!"),
+        (r"(a)\1", "invalid escape sequence: \\1"),
+    ],
+    ids=["lookahead", "lookbehind", "backreference"],
+)
+def test_regex_syntax_re2_lacks_is_refused_with_the_reason(value, message):
+    """REGEX runs on RE2: what needs backtracking is refused at save, saying so."""
+    with pytest.raises(ValidationError) as excinfo:
+        build_condition(field_name="name", operator=Operator.REGEX, value=value).full_clean()
+    (text,) = messages_of(excinfo, "value")
+    assert message in text
+    assert "RE2 syntax" in text and "lookahead" in text
+
+
+def test_regex_whose_program_is_too_large_is_refused():
+    """21 characters, 1.2 million instructions: over the default memory bound."""
+    with pytest.raises(ValidationError) as excinfo:
+        build_condition(field_name="name", operator=Operator.REGEX, value=r"\pL{1000}").full_clean()
+    (text,) = messages_of(excinfo, "value")
+    assert text.startswith("The regular expression is too large")
+    assert "AUTOMATION_REGEX_MAX_MEMORY" in text
+
+
 @pytest.mark.parametrize("operator", [Operator.IN, Operator.NOT_IN])
 def test_list_operators_need_a_list(operator):
     build_condition(operator=operator, value=["ACTIVE", "DRAFT"]).full_clean()
