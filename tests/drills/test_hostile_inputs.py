@@ -618,6 +618,15 @@ def test_nul_characters_are_a_validation_error_at_their_input_path(
     assert "U+0000" in error["extensions"]["fields"][sorted(paths)[0]][0]
 
 
+@pytest.mark.parametrize("body", ["123", "[]", '"x"', "null", "true", "[1, 2]"])
+def test_a_json_body_that_is_not_an_object_is_a_400_with_a_json_error(post, body):
+    response = post(raw_body=body)
+    assert response.status_code == 400
+    (error,) = json.loads(response.content)["errors"]
+    assert error["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+    assert error["message"]
+
+
 def test_a_viewer_cannot_ask_for_megabytes_of_nested_traces(organization, make_member):
     """The issue's shape: 137 bytes of query, 26.7 MB of answer. Logs with 200-leaf traces, asked
     200 at a time with their traces, action logs and context, and the same of their parent and
