@@ -12,7 +12,8 @@ import strawberry
 from django.db.models import QuerySet
 
 from accounts.choices import ROLE_RANK, Role
-from accounts.models import Membership
+from accounts.middleware import bearer_token
+from accounts.models import ApiToken, Membership
 from graphql_api.errors import InvalidInput, NotFound, PermissionDenied, Unauthenticated
 
 READ = Role.VIEWER
@@ -24,14 +25,20 @@ def current_user(info: strawberry.Info):
     """The authenticated caller, or None when the request carries no credentials.
 
     A request that presented a bearer token which does not authenticate (unknown, revoked, user
-    deactivated) is refused, rather than treated as anonymous, so a client learns its token is bad.
+    deactivated) is refused, rather than treated as anonymous, so a client learns its token is
+    bad and why; so is one whose Authorization header is not `Bearer <token>` and that has no
+    session (the message hints at the right form).
     """
     request = info.context.request
     user = request.user
     if user.is_authenticated:
         return user
     if getattr(request, "token_authenticated", False):
-        raise Unauthenticated("Invalid or revoked token.")
+        raw = bearer_token(request.headers.get("Authorization"))
+        raise Unauthenticated(ApiToken.refusal_reason(raw))
+    problem = getattr(request, "authorization_problem", None)
+    if problem:
+        raise Unauthenticated(problem)
     return None
 
 

@@ -172,3 +172,50 @@ def test_bearer_requests_need_no_csrf(editor):
         HTTP_AUTHORIZATION=f"Bearer {editor.raw_token}",
     )
     assert json.loads(answer.content) == {"data": {"me": {"username": editor.username}}}
+
+
+@pytest.mark.parametrize(
+    ("header", "problem"),
+    [
+        ("Bearer", 'No token after "Bearer"'),
+        ("Bearer   ", 'No token after "Bearer"'),
+        ("Token abc", "Unsupported Authorization scheme"),
+        ("Basic YWxpY2U6c2VjcmV0", "Unsupported Authorization scheme"),
+        ("garbage", "Unsupported Authorization scheme"),
+        ("", "Unsupported Authorization scheme"),
+    ],
+)
+def test_an_authorization_header_that_is_not_a_bearer_token_is_unauthenticated_with_a_hint(
+    gql, header, problem
+):
+    """Not anonymous: a client that sends credentials must learn why they did not work."""
+    answer = gql("{ me { id } }", HTTP_AUTHORIZATION=header)
+    error = answer.error()
+    assert error["extensions"]["code"] == "UNAUTHENTICATED"
+    assert error["message"].startswith(problem)
+    assert 'use "Authorization: Bearer <token>"' in error["message"]
+    assert answer.data == {"me": None}
+
+
+def test_a_bad_token_is_told_apart_from_a_revoked_one(gql, editor):
+    token = ApiToken.objects.get(user=editor)
+    assert gql("{ me { id } }", token="are_unknown").error()["message"] == "Invalid token."
+    token.revoke()
+    assert gql("{ me { id } }", token=editor).error()["message"] == "Revoked token."
+
+
+def test_a_session_still_works_beside_an_authorization_header_of_another_scheme(editor):
+    """A basic-auth proxy in front of the server forwards its own Authorization header: the
+    browser's session (GraphiQL) must keep working behind it."""
+    browser = Client()
+    browser.force_login(editor)
+    page = browser.get("/graphql/", HTTP_ACCEPT="text/html")
+    assert page.status_code == 200
+    answer = browser.post(
+        "/graphql/",
+        data=json.dumps({"query": "{ me { username } }"}),
+        content_type="application/json",
+        HTTP_AUTHORIZATION="Basic cHJveHk6cGFzcw==",
+        HTTP_X_CSRFTOKEN=browser.cookies["csrftoken"].value,
+    )
+    assert json.loads(answer.content) == {"data": {"me": {"username": editor.username}}}
