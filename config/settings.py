@@ -238,5 +238,8 @@ GRAPHQL_MAX_TOKENS = env.int("GRAPHQL_MAX_TOKENS", default=5000)
 # The most values an answer may hold, as graphql_api/cost.py counts them before execution.
 GRAPHQL_MAX_COST = env.int("GRAPHQL_MAX_COST", default=1_000_000)
 GRAPHQL_MAX_BODY_BYTES = env.int("GRAPHQL_MAX_BODY_BYTES", default=1_000_000)
+GRAPHQL_MAX_SUBSCRIPTIONS_PER_CONNECTION = env.int(
+    "GRAPHQL_MAX_SUBSCRIPTIONS_PER_CONNECTION", default=50
+)
 DATA_UPLOAD_MAX_MEMORY_SIZE = GRAPHQL_MAX_BODY_BYTES
 OBTAIN_TOKEN_RATE_LIMIT = {"attempts": 5, "window_seconds": 60}
