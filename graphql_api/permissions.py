@@ -13,7 +13,7 @@ from django.db.models import QuerySet
 
 from accounts.choices import ROLE_RANK, Role
 from accounts.middleware import bearer_token
-from accounts.models import ApiToken, Membership
+from accounts.models import ApiToken, Membership, Notification
 from graphql_api.errors import InvalidInput, NotFound, PermissionDenied, Unauthenticated
 
 READ = Role.VIEWER
@@ -84,6 +84,15 @@ def scope(info: strawberry.Info, queryset: QuerySet, organization_field: str = "
     """Only the rows of organizations the caller is a member of (none when anonymous)."""
     require_user(info)
     return queryset.filter(**{f"{organization_field}__in": list(memberships(info))})
+
+
+def own_notifications(info: strawberry.Info, queryset: QuerySet | None = None) -> QuerySet:
+    """The caller's notifications, of the organizations they are still a member of: a removed
+    member no longer reads (or marks) what the organization sent them. The `notifications`
+    subscription applies the same rule per event, with the connection's membership check."""
+    if queryset is None:
+        queryset = Notification.objects.all()
+    return scope(info, queryset.filter(recipient=require_user(info)))
 
 
 def require_role(info: strawberry.Info, organization_id, minimum: str) -> str:
