@@ -242,4 +242,5 @@ GRAPHQL_MAX_SUBSCRIPTIONS_PER_CONNECTION = env.int(
     "GRAPHQL_MAX_SUBSCRIPTIONS_PER_CONNECTION", default=50
 )
 DATA_UPLOAD_MAX_MEMORY_SIZE = GRAPHQL_MAX_BODY_BYTES
-OBTAIN_TOKEN_RATE_LIMIT = {"attempts": 5, "window_seconds": 60}
+# Password attempts per username and per client address, obtainToken and /admin/login/ together.
+LOGIN_RATE_LIMIT = {"attempts": 5, "window_seconds": 60}

@@ -82,7 +82,7 @@ def test_wrong_password_is_unauthenticated(gql):
     assert not ApiToken.objects.exists()
 
 
-@override_settings(OBTAIN_TOKEN_RATE_LIMIT={"attempts": 3, "window_seconds": 60})
+@override_settings(LOGIN_RATE_LIMIT={"attempts": 3, "window_seconds": 60})
 def test_obtain_token_brute_force_is_rate_limited_per_username(gql):
     UserFactory(username="carol")
     for attempt in range(3):
@@ -94,7 +94,7 @@ def test_obtain_token_brute_force_is_rate_limited_per_username(gql):
     assert not ApiToken.objects.exists()
 
 
-@override_settings(OBTAIN_TOKEN_RATE_LIMIT={"attempts": 3, "window_seconds": 60})
+@override_settings(LOGIN_RATE_LIMIT={"attempts": 3, "window_seconds": 60})
 def test_obtain_token_window_starts_at_the_first_attempt_not_at_a_clock_boundary(gql):
     UserFactory(username="erin")
     with time_machine.travel("2026-01-01 12:00:59.5", tick=False) as clock:
@@ -107,7 +107,7 @@ def test_obtain_token_window_starts_at_the_first_attempt_not_at_a_clock_boundary
         assert 59 <= error["extensions"]["retryAfter"] <= 60
 
 
-@override_settings(OBTAIN_TOKEN_RATE_LIMIT={"attempts": 2, "window_seconds": 4})
+@override_settings(LOGIN_RATE_LIMIT={"attempts": 2, "window_seconds": 4})
 def test_obtain_token_works_again_once_the_window_has_passed(gql):
     # Real time, not time travel: in distributed mode the counters expire in Redis. The window
     # is long enough for three password checks on a loaded machine; the wait is what the
@@ -121,7 +121,7 @@ def test_obtain_token_works_again_once_the_window_has_passed(gql):
     assert gql(OBTAIN, {"u": "fay", "p": "pass-w0rd-long"}).ok()
 
 
-@override_settings(OBTAIN_TOKEN_RATE_LIMIT={"attempts": 3, "window_seconds": 60})
+@override_settings(LOGIN_RATE_LIMIT={"attempts": 3, "window_seconds": 60})
 def test_obtain_token_is_rate_limited_per_client_address(gql):
     UserFactory(username="dave")
     for index in range(3):
