@@ -7,19 +7,38 @@ from django.utils.functional import SimpleLazyObject
 from accounts.current import acting_as
 from accounts.models import ApiToken
 
+BEARER_HINT = 'use "Authorization: Bearer <token>".'
+NO_TOKEN = f'No token after "Bearer": {BEARER_HINT}'
+WRONG_SCHEME = f"Unsupported Authorization scheme: {BEARER_HINT}"
+
+
+def parse_authorization(header_value: str | None) -> tuple[str | None, str | None]:
+    """(raw token, problem) of an Authorization value.
+
+    `Bearer <token>` gives the token; no value at all gives (None, None): anonymous. Anything
+    else (`Bearer` alone, `Token x`, `Basic x`, garbage) gives the problem, a message with the
+    hint to use `Bearer <token>`: such a client means to authenticate, and must learn why it
+    did not rather than be served as anonymous.
+    """
+    if header_value is None:
+        return None, None
+    scheme, _, value = header_value.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None, WRONG_SCHEME
+    if not value.strip():
+        return None, NO_TOKEN
+    return value.strip(), None
+
 
 def bearer_token(header_value: str | None) -> str | None:
     """The raw token of an `Authorization: Bearer <token>` value, or None."""
-    if not header_value:
-        return None
-    scheme, _, value = header_value.partition(" ")
-    if scheme.lower() != "bearer" or not value.strip():
-        return None
-    return value.strip()
+    return parse_authorization(header_value)[0]
 
 
 class BearerTokenMiddleware:
-    """An `Authorization: Bearer` header wins over the session. A bad token means anonymous.
+    """An `Authorization: Bearer` header wins over the session. A bad token means anonymous
+    here; the API refuses it (graphql_api.permissions.current_user), as it refuses any other
+    Authorization value (`request.authorization_problem`) when there is no session.
 
     CSRF protects what a browser sends on its own: the session cookie. A request with a bearer
     token, or with no session cookie at all, carries no such ambient authority, so Django's CSRF
@@ -30,7 +49,9 @@ class BearerTokenMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        raw = bearer_token(request.headers.get("Authorization"))
+        raw, request.authorization_problem = parse_authorization(
+            request.headers.get("Authorization")
+        )
         if raw is not None:
             request.user = SimpleLazyObject(lambda: ApiToken.authenticate(raw) or AnonymousUser())
             request.token_authenticated = True

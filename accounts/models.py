@@ -218,6 +218,16 @@ class ApiToken(models.Model):
             cls.objects.filter(pk=token.pk).update(last_used_at=now)
         return token.user
 
+    @classmethod
+    def refusal_reason(cls, raw_token: str) -> str:
+        """Why a raw token that did not `authenticate` is refused, for the client's error."""
+        token = cls.objects.select_related("user").filter(token_hash=hash_token(raw_token)).first()
+        if token is None:
+            return "Invalid token."
+        if token.revoked_at is not None:
+            return "Revoked token."
+        return "The token's user is deactivated."
+
     def revoke(self):
         if self.revoked_at is None:
             self.revoked_at = timezone.now()

@@ -266,6 +266,12 @@ AUTOMATION_LOG_RETENTION_DAYS = {"SKIPPED": 7, "SUCCEEDED": 30, "PARTIAL": 90, "
 GRAPHQL_MAX_DEPTH = env.int("GRAPHQL_MAX_DEPTH", default=12)
 GRAPHQL_MAX_ALIASES = env.int("GRAPHQL_MAX_ALIASES", default=30)
 GRAPHQL_MAX_TOKENS = env.int("GRAPHQL_MAX_TOKENS", default=5000)
+# The most values an answer may hold, as graphql_api/cost.py counts them before execution.
+GRAPHQL_MAX_COST = env.int("GRAPHQL_MAX_COST", default=1_000_000)
 GRAPHQL_MAX_BODY_BYTES = env.int("GRAPHQL_MAX_BODY_BYTES", default=1_000_000)
+GRAPHQL_MAX_SUBSCRIPTIONS_PER_CONNECTION = env.int(
+    "GRAPHQL_MAX_SUBSCRIPTIONS_PER_CONNECTION", default=50
+)
 DATA_UPLOAD_MAX_MEMORY_SIZE = GRAPHQL_MAX_BODY_BYTES
-OBTAIN_TOKEN_RATE_LIMIT = {"attempts": 5, "window_seconds": 60}
+# Password attempts per username and per client address, obtainToken and /admin/login/ together.
+LOGIN_RATE_LIMIT = {"attempts": 5, "window_seconds": 60}

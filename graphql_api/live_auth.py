@@ -2,48 +2,71 @@
 
 Credentials (contract, AUTHENTICATION): the connection_init payload {"Authorization": "Bearer
 <token>"}, or else the session cookie (GraphiQL in a logged-in browser sends no payload). A payload
-that names a token which does not authenticate is refused even when a session cookie is present:
-a client must learn that its token is bad.
+that names a token which does not authenticate, or an Authorization value that is not `Bearer
+<token>`, is refused even when a session cookie is present: a client must learn that its token is
+bad. A refusal says why (`Refused`): no credentials, a malformed value, an invalid or a revoked
+token.
 
 A subscription lives for hours, so access is not decided once: `ConnectionAccess.role_in()` reads
 the user's memberships again when the last read is older than MEMBERSHIP_RECHECK_SECONDS (one
-query per user and credential per second at most, whatever the number of connections,
+read per user and credential per second at most, whatever the number of connections,
 subscriptions or messages; a connection's first check takes a read that started after it
-opened). The same read also re-checks a token connection's token, so a revoked token or a
-deactivated user stops the stream too.
+opened). The same read re-checks the connection's credential: a token still active, or a session
+that still exists and still belongs to this user with the same password (Django's session auth
+hash). A revoked token, a logout, a password change or a deactivated user therefore ends the
+stream with UNAUTHENTICATED; a lost membership alone, with NOT_FOUND.
 """
 
 import asyncio
 import logging
 import time
+from importlib import import_module
 
 from channels.db import database_sync_to_async
+from django.conf import settings
+from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
+from django.utils.crypto import constant_time_compare
 
-from accounts.middleware import bearer_token
+from accounts.middleware import WRONG_SCHEME, parse_authorization
 from accounts.models import ApiToken, Membership, hash_token
+from graphql_api.errors import Unauthenticated
 
 logger = logging.getLogger("graphql_api.live_auth")
 
 MEMBERSHIP_RECHECK_SECONDS = 1.0
-# Shared by the connections of this process: the latest read per (user id, token hash), and the
-# read in progress per (event loop, user id, token hash), each with the time it started.
-_recent_reads: dict[tuple, tuple[float, dict[int, str]]] = {}
+NO_CREDENTIALS = (
+    'No credentials: send {"Authorization": "Bearer <token>"} in connection_init, or log in.'
+)
+SESSION_ENDED = "The session has ended (logged out, or the password changed)."
+# Shared by the connections of this process: the latest read per (user id, credential), and the
+# read in progress per (event loop, user id, credential), each with the time it started. A read
+# is the user's {organization id: role}, or why the credential no longer authenticates.
+_recent_reads: dict[tuple, tuple[float, dict[int, str] | str]] = {}
 _reads_in_flight: dict[tuple, tuple[float, asyncio.Task]] = {}
 
 
-class ConnectionAccess:
-    """The authenticated user of one connection and their (briefly cached) memberships."""
+class Refused(Exception):
+    """A connection refused at connection_init; the message is the reason the client is told."""
 
-    def __init__(self, user, token_hash: str | None = None):
+
+class ConnectionAccess:
+    """The authenticated user of one connection and their (briefly cached) memberships.
+
+    The credential is a token (`token_hash`) or a session (`session_key`).
+    """
+
+    def __init__(self, user, token_hash: str | None = None, session_key: str | None = None):
         self.user = user
         self.token_hash = token_hash
+        self.session_key = session_key
         self._opened_at = time.monotonic()
-        self._roles: dict[int, str] = {}
+        self._roles: dict[int, str] | str = {}
         self._read_at: float | None = None
         self._lock = asyncio.Lock()
 
     async def role_in(self, organization_id: int) -> str | None:
-        """The user's role in the organization now (at most MEMBERSHIP_RECHECK_SECONDS old).
+        """The user's role in the organization now (at most MEMBERSHIP_RECHECK_SECONDS old);
+        Unauthenticated once the connection's credential no longer authenticates.
 
         A connection's first check takes a read that started after the connection opened; later
         ones, a read less than MEMBERSHIP_RECHECK_SECONDS old. Connections of the same user and
@@ -58,11 +81,13 @@ class ConnectionAccess:
             elif now - self._read_at >= MEMBERSHIP_RECHECK_SECONDS:
                 since = now - MEMBERSHIP_RECHECK_SECONDS
                 self._read_at, self._roles = await self._shared_read(since=since)
+        if isinstance(self._roles, str):
+            raise Unauthenticated(self._roles)
         return self._roles.get(int(organization_id))
 
     @property
     def _key(self):
-        return (self.user.pk, self.token_hash)
+        return (self.user.pk, self.token_hash, self.session_key)
 
     async def _shared_read(self, since: float) -> tuple[float, dict[int, str]]:
         """A read of this user's memberships that started at `since` or later (its start time,
@@ -88,17 +113,41 @@ class ConnectionAccess:
             _recent_reads[self._key] = (started, roles)
         return roles
 
-    def _read_roles(self) -> dict[int, str]:
-        if self.token_hash is not None:
-            still_valid = (
-                ApiToken.objects.active()
-                .filter(token_hash=self.token_hash, user_id=self.user.pk, user__is_active=True)
-                .exists()
-            )
-            if not still_valid:
-                return {}
+    def _read_roles(self) -> dict[int, str] | str:
+        """{organization id: role}, or why the credential no longer authenticates."""
+        refusal = self._token_refusal() if self.token_hash is not None else None
+        if refusal is None and self.session_key is not None:
+            refusal = None if self._session_still_valid() else SESSION_ENDED
+        if refusal is not None:
+            return refusal
         memberships = Membership.objects.filter(user_id=self.user.pk, user__is_active=True)
         return dict(memberships.values_list("organization_id", "role"))
+
+    def _token_refusal(self) -> str | None:
+        state = (
+            ApiToken.objects.filter(token_hash=self.token_hash, user_id=self.user.pk)
+            .values_list("revoked_at", "user__is_active")
+            .first()
+        )
+        if state is None:
+            return "Invalid token."
+        revoked_at, user_is_active = state
+        if revoked_at is not None:
+            return "Revoked token."
+        return None if user_is_active else "The token's user is deactivated."
+
+    def _session_still_valid(self) -> bool:
+        """Does the session still exist and log this user in, with the password it was opened
+        with? Read without changing it (Django's own check may flush or cycle the session)."""
+        data = import_module(settings.SESSION_ENGINE).SessionStore(self.session_key).load()
+        if str(data.get(SESSION_KEY)) != str(self.user.pk):
+            return False
+        user = get_user_model().objects.filter(pk=self.user.pk, is_active=True).first()
+        if user is None:
+            return False
+        given = data.get(HASH_SESSION_KEY) or ""
+        hashes = [user.get_session_auth_hash(), *user.get_session_auth_fallback_hash()]
+        return any(constant_time_compare(given, expected) for expected in hashes)
 
 
 def _forget_flight(flight_key, flight) -> None:
@@ -107,17 +156,24 @@ def _forget_flight(flight_key, flight) -> None:
         del _reads_in_flight[flight_key]
 
 
-async def authenticate(connection_params, scope) -> ConnectionAccess | None:
-    """The connection's access from the connection_init payload or the session; None = refuse."""
+async def authenticate(connection_params, scope) -> ConnectionAccess:
+    """The connection's access from the connection_init payload or the session.
+
+    Raises Refused with the reason: no credentials, an Authorization value that is not `Bearer
+    <token>`, or the token's refusal reason (invalid, revoked, user deactivated).
+    """
     params = connection_params if isinstance(connection_params, dict) else {}
     header = params.get("Authorization", params.get("authorization"))
     if header is not None:
-        raw = bearer_token(header) if isinstance(header, str) else None
+        raw, problem = parse_authorization(header) if isinstance(header, str) else (None, None)
         if raw is None:
-            return None
+            raise Refused(problem or WRONG_SCHEME)
         user = await database_sync_to_async(ApiToken.authenticate)(raw)
-        return ConnectionAccess(user, hash_token(raw)) if user is not None else None
+        if user is None:
+            raise Refused(await database_sync_to_async(ApiToken.refusal_reason)(raw))
+        return ConnectionAccess(user, token_hash=hash_token(raw))
     user = scope.get("user")
     if user is not None and user.is_authenticated and user.is_active:
-        return ConnectionAccess(user)
-    return None
+        session = scope.get("session")
+        return ConnectionAccess(user, session_key=getattr(session, "session_key", None))
+    raise Refused(NO_CREDENTIALS)

@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from accounts import invitations as invitation_services
 from accounts.choices import Role as RoleChoice
-from accounts.models import ApiToken, Invitation, Membership, Notification, Organization
+from accounts.models import ApiToken, Invitation, Membership, Organization
 from automation import services as rule_services
 from automation.models import AutomationLog, AutomationRule
 from catalog import services as catalog_services
@@ -209,8 +209,7 @@ class Mutation:
 
     @strawberry.mutation
     def mark_notification_read(self, info: strawberry.Info, id: strawberry.ID) -> NotificationType:
-        user = perms.require_user(info)
-        notification = Notification.objects.filter(recipient=user, pk=perms.parse_id(id)).first()
+        notification = perms.own_notifications(info).filter(pk=perms.parse_id(id)).first()
         if notification is None:
             raise NotFound()
         if notification.read_at is None:

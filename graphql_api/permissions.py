@@ -14,7 +14,8 @@ from django.db.models import Q, QuerySet
 
 from accounts.choices import ROLE_RANK, Role
 from accounts.invitations import invitations_for
-from accounts.models import Membership
+from accounts.middleware import bearer_token
+from accounts.models import ApiToken, Membership, Notification
 from graphql_api.errors import InvalidInput, NotFound, PermissionDenied, Unauthenticated
 
 READ = Role.VIEWER
@@ -26,14 +27,20 @@ def current_user(info: strawberry.Info):
     """The authenticated caller, or None when the request carries no credentials.
 
     A request that presented a bearer token which does not authenticate (unknown, revoked, user
-    deactivated) is refused, rather than treated as anonymous, so a client learns its token is bad.
+    deactivated) is refused, rather than treated as anonymous, so a client learns its token is
+    bad and why; so is one whose Authorization header is not `Bearer <token>` and that has no
+    session (the message hints at the right form).
     """
     request = info.context.request
     user = request.user
     if user.is_authenticated:
         return user
     if getattr(request, "token_authenticated", False):
-        raise Unauthenticated("Invalid or revoked token.")
+        raw = bearer_token(request.headers.get("Authorization"))
+        raise Unauthenticated(ApiToken.refusal_reason(raw))
+    problem = getattr(request, "authorization_problem", None)
+    if problem:
+        raise Unauthenticated(problem)
     return None
 
 
@@ -79,6 +86,15 @@ def scope(info: strawberry.Info, queryset: QuerySet, organization_field: str = "
     """Only the rows of organizations the caller is a member of (none when anonymous)."""
     require_user(info)
     return queryset.filter(**{f"{organization_field}__in": list(memberships(info))})
+
+
+def own_notifications(info: strawberry.Info, queryset: QuerySet | None = None) -> QuerySet:
+    """The caller's notifications, of the organizations they are still a member of: a removed
+    member no longer reads (or marks) what the organization sent them. The `notifications`
+    subscription applies the same rule per event, with the connection's membership check."""
+    if queryset is None:
+        queryset = Notification.objects.all()
+    return scope(info, queryset.filter(recipient=require_user(info)))
 
 
 def require_role(info: strawberry.Info, organization_id, minimum: str) -> str:

@@ -5,7 +5,7 @@ import strawberry
 import strawberry_django
 
 from accounts import invitations as invitation_services
-from accounts.models import ApiToken, Invitation, Membership, Notification, Organization
+from accounts.models import ApiToken, Invitation, Membership, Organization
 from automation.models import AutomationLog, AutomationRule
 from automation.registry import automatable_models, readable_paths
 from catalog.models import Category, Product
@@ -142,12 +142,10 @@ class Query:
         limit: int | None = MAX_PAGE,
     ) -> list[NotificationType]:
         limit = perms.check_limit("limit", MAX_PAGE if limit is None else limit, MAX_PAGE)
-        queryset = Notification.objects.order_by("-created_at", "-id")
+        queryset = perms.own_notifications(info)
         if unread_only:
             queryset = queryset.filter(read_at__isnull=True)
-        return _window(
-            queryset.filter(recipient=perms.require_user(info)), ("-created_at", "-id"), 0, limit
-        )
+        return _window(queryset, ("-created_at", "-id"), 0, limit)
 
     @strawberry_django.field
     def products(self, info: strawberry.Info, organization: strawberry.ID) -> list[ProductType]:

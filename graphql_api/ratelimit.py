@@ -1,11 +1,5 @@
-"""Rate limits kept in Django's cache: attempt counters for obtainToken, and slots for dry runs.
-
-Each counter's window starts at its first attempt (not at a clock-aligned boundary, which would
-let a guesser spend the limit just before the boundary and again just after it). The cache is
-Redis in distributed mode, so every server process shares the counters; in embedded mode (one
-process) the local-memory cache is enough. Every attempt counts, successful or not, and the check
-happens before the password is verified, so parallel guesses cannot slip past the limit. The
-client address is REMOTE_ADDR: behind a reverse proxy, set it from the proxy's header there.
+"""Rate limits as the API's RATE_LIMITED error: obtainToken's password attempts (the counters in
+accounts/ratelimit.py, which the admin login shares) and slots for dry runs.
 
 A dry run (runRule(dryRun: true)) is executed inside its HTTP request, on one of the server's
 request threads, for up to AUTOMATION_DRY_RUN_BUDGET_SECONDS: an organization may have
@@ -14,49 +8,21 @@ thread of a server, failing other organizations' requests). See `dry_run_slot`.
 """
 
 import contextlib
-import hashlib
 import math
-import time
 import uuid
 
 from django.conf import settings
 from django.core.cache import cache
 
+from accounts.ratelimit import count_login_attempt
 from graphql_api.errors import RateLimited
-
-
-def _key(kind: str, value: str) -> str:
-    digest = hashlib.sha256(value.encode()).hexdigest()[:32]
-    return f"ratelimit:obtain_token:{kind}:{digest}"
-
-
-def _hit(key: str, window: int, now: float) -> tuple[int, float]:
-    """Count one attempt; return the count and when this counter's window started."""
-    # add() is a no-op when the key exists; incr() is atomic in Redis and in locmem and keeps the
-    # key's expiry, so the window stays anchored at the first attempt.
-    cache.add(f"{key}:start", now, timeout=window)
-    cache.add(key, 0, timeout=window)
-    try:
-        count = cache.incr(key)
-    except ValueError:  # expired between add() and incr(): this attempt opens a new window
-        cache.add(key, 1, timeout=window)
-        count = 1
-    return count, cache.get(f"{key}:start", now)
 
 
 def check_obtain_token(username: str, client_address: str) -> None:
     """Count this attempt; raise RATE_LIMITED when the username or the address is over the limit."""
-    limit = settings.OBTAIN_TOKEN_RATE_LIMIT
-    attempts, window = int(limit["attempts"]), int(limit["window_seconds"])
-    now = time.time()
-    hits = [
-        _hit(_key("user", username.strip().lower()), window, now),
-        _hit(_key("addr", client_address or "unknown"), window, now),
-    ]
-    over = [started for count, started in hits if count > attempts]
-    if over:
-        retry_after = max(started + window - now for started in over)
-        raise RateLimited(retry_after=max(1, int(retry_after) + 1))
+    retry_after = count_login_attempt(username, client_address)
+    if retry_after is not None:
+        raise RateLimited(retry_after=retry_after)
 
 
 # --- Dry runs at once ----------------------------------------------------------------------------

@@ -3,8 +3,10 @@
 Extensions, in order: the optimizer (prefetching for strawberry-django fields), the depth, alias
 and token limits (settings GRAPHQL_MAX_*; refused before execution), caches of parsed documents
 (graphql_api/documents.py) and of validation results (clients send the same few documents again
-and again, and validating one was milliseconds of every request), and ErrorCodes, which gives
-every error its `extensions.code` and masks unexpected ones (graphql_api/errors.py). The executor
+and again, and validating one was milliseconds of every request), the checks that need the
+variables (cost and NUL characters, graphql_api/guards.py: after the validation cache, which
+validates the document first), and ErrorCodes, which gives every error its `extensions.code`
+and masks unexpected ones (graphql_api/errors.py). The executor
 renders a live event once for all equal subscriptions (graphql_api/shared_render.py).
 """
 
@@ -24,6 +26,7 @@ from strawberry_django.optimizer import DjangoOptimizerExtension
 
 from graphql_api.documents import DocumentCache
 from graphql_api.errors import ErrorCodes
+from graphql_api.guards import PreExecutionChecks
 from graphql_api.mutations import Mutation
 from graphql_api.queries import Query
 from graphql_api.shared_render import SharedRenderExecutor
@@ -70,6 +73,7 @@ def build_schema(subscription=None) -> strawberry.Schema:
             lambda: MaxTokensLimiter(max_token_count=settings.GRAPHQL_MAX_TOKENS),
             DocumentCache,
             lambda: ValidationCache(maxsize=256),
+            PreExecutionChecks,
             ErrorCodes,
         ],
     )

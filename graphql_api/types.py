@@ -431,9 +431,9 @@ class NotificationType:
 
     @classmethod
     def get_queryset(cls, queryset, info, **kwargs):
-        from graphql_api.permissions import require_user
+        from graphql_api.permissions import own_notifications
 
-        return queryset.filter(recipient=require_user(info))
+        return own_notifications(info, queryset)
 
 
 @strawberry.type(name="PageInfo")

@@ -7,15 +7,18 @@ template graphql_api/graphiql.html: Strawberry's page with its JavaScript and CS
 project's static files instead of a public CDN, so it works without internet.
 
 Before Strawberry sees a body: bodies over GRAPHQL_MAX_BODY_BYTES are refused with 413, and JSON
-that nests too deeply to decode (RecursionError) is a 400 rather than a 500. A subscription sent
-over HTTP is refused with GRAPHQL_VALIDATION_FAILED: this view cannot stream, WebSocket can.
+that nests too deeply to decode (RecursionError) or that is not an object (`123`, `"x"`, `null`:
+Strawberry answered 500) is a 400. These refusals are GraphQL-shaped JSON
+({"errors": [{"message", "extensions": {"code": "GRAPHQL_VALIDATION_FAILED"}}]}) with their HTTP
+status. A subscription sent over HTTP is refused with GRAPHQL_VALIDATION_FAILED: this view cannot
+stream, WebSocket can.
 """
 
 import json
 
 from cross_web import HTTPException
 from django.conf import settings
-from django.http import HttpResponse
+from django.http import HttpResponse, JsonResponse
 from django.middleware.csrf import get_token
 from django.template.loader import render_to_string
 from graphql import GraphQLError, OperationType, get_operation_ast
@@ -39,14 +42,13 @@ class ApiGraphQLView(GraphQLView):
         try:
             declared = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
-            return HttpResponse("Invalid Content-Length", status=400, content_type="text/plain")
+            return refusal(400, "Invalid Content-Length")
         if declared > limit:
-            return HttpResponse(
-                f"Request body larger than {limit} bytes",
-                status=413,
-                content_type="text/plain",
-            )
-        return super().dispatch(request, *args, **kwargs)
+            return refusal(413, f"Request body larger than {limit} bytes")
+        try:
+            return self.run(request=request)
+        except HTTPException as exc:
+            return refusal(exc.status_code, exc.reason)
 
     def render_graphql_ide(self, request):
         # GraphiQL posts with the session: give the page the csrftoken cookie it sends back.
@@ -68,13 +70,24 @@ class ApiGraphQLView(GraphQLView):
         )
 
     def decode_json(self, data: str | bytes) -> object:
+        """JSON of a body (or of a GET's variables): an object, or a list for a batch (which
+        Strawberry refuses, batching being off)."""
         try:
-            return json.loads(data)
+            value = json.loads(data)
         except RecursionError:
             raise HTTPException(400, "Request body nests too deeply") from None
+        if not isinstance(value, (dict, list)):
+            raise HTTPException(400, "The JSON must be an object (query, variables...)")
+        return value
 
 
 graphql_view = ApiGraphQLView.as_view(schema=schema)
+
+
+def refusal(status: int, message: str) -> JsonResponse:
+    """A request refused before GraphQL could read it, in the GraphQL response shape."""
+    error = {"message": message, "extensions": {"code": GRAPHQL_VALIDATION_FAILED}}
+    return JsonResponse({"data": None, "errors": [error]}, status=status)
 
 
 def _is_subscription(query: str | None, operation_name: str | None) -> bool:

@@ -82,7 +82,7 @@ def test_wrong_password_is_unauthenticated(gql):
     assert not ApiToken.objects.exists()
 
 
-@override_settings(OBTAIN_TOKEN_RATE_LIMIT={"attempts": 3, "window_seconds": 60})
+@override_settings(LOGIN_RATE_LIMIT={"attempts": 3, "window_seconds": 60})
 def test_obtain_token_brute_force_is_rate_limited_per_username(gql):
     UserFactory(username="carol")
     for attempt in range(3):
@@ -94,7 +94,7 @@ def test_obtain_token_brute_force_is_rate_limited_per_username(gql):
     assert not ApiToken.objects.exists()
 
 
-@override_settings(OBTAIN_TOKEN_RATE_LIMIT={"attempts": 3, "window_seconds": 60})
+@override_settings(LOGIN_RATE_LIMIT={"attempts": 3, "window_seconds": 60})
 def test_obtain_token_window_starts_at_the_first_attempt_not_at_a_clock_boundary(gql):
     UserFactory(username="erin")
     with time_machine.travel("2026-01-01 12:00:59.5", tick=False) as clock:
@@ -107,7 +107,7 @@ def test_obtain_token_window_starts_at_the_first_attempt_not_at_a_clock_boundary
         assert 59 <= error["extensions"]["retryAfter"] <= 60
 
 
-@override_settings(OBTAIN_TOKEN_RATE_LIMIT={"attempts": 2, "window_seconds": 4})
+@override_settings(LOGIN_RATE_LIMIT={"attempts": 2, "window_seconds": 4})
 def test_obtain_token_works_again_once_the_window_has_passed(gql):
     # Real time, not time travel: in distributed mode the counters expire in Redis. The window
     # is long enough for three password checks on a loaded machine; the wait is what the
@@ -121,7 +121,7 @@ def test_obtain_token_works_again_once_the_window_has_passed(gql):
     assert gql(OBTAIN, {"u": "fay", "p": "pass-w0rd-long"}).ok()
 
 
-@override_settings(OBTAIN_TOKEN_RATE_LIMIT={"attempts": 3, "window_seconds": 60})
+@override_settings(LOGIN_RATE_LIMIT={"attempts": 3, "window_seconds": 60})
 def test_obtain_token_is_rate_limited_per_client_address(gql):
     UserFactory(username="dave")
     for index in range(3):
@@ -170,5 +170,52 @@ def test_bearer_requests_need_no_csrf(editor):
         data=json.dumps({"query": "{ me { username } }"}),
         content_type="application/json",
         HTTP_AUTHORIZATION=f"Bearer {editor.raw_token}",
+    )
+    assert json.loads(answer.content) == {"data": {"me": {"username": editor.username}}}
+
+
+@pytest.mark.parametrize(
+    ("header", "problem"),
+    [
+        ("Bearer", 'No token after "Bearer"'),
+        ("Bearer   ", 'No token after "Bearer"'),
+        ("Token abc", "Unsupported Authorization scheme"),
+        ("Basic YWxpY2U6c2VjcmV0", "Unsupported Authorization scheme"),
+        ("garbage", "Unsupported Authorization scheme"),
+        ("", "Unsupported Authorization scheme"),
+    ],
+)
+def test_an_authorization_header_that_is_not_a_bearer_token_is_unauthenticated_with_a_hint(
+    gql, header, problem
+):
+    """Not anonymous: a client that sends credentials must learn why they did not work."""
+    answer = gql("{ me { id } }", HTTP_AUTHORIZATION=header)
+    error = answer.error()
+    assert error["extensions"]["code"] == "UNAUTHENTICATED"
+    assert error["message"].startswith(problem)
+    assert 'use "Authorization: Bearer <token>"' in error["message"]
+    assert answer.data == {"me": None}
+
+
+def test_a_bad_token_is_told_apart_from_a_revoked_one(gql, editor):
+    token = ApiToken.objects.get(user=editor)
+    assert gql("{ me { id } }", token="are_unknown").error()["message"] == "Invalid token."
+    token.revoke()
+    assert gql("{ me { id } }", token=editor).error()["message"] == "Revoked token."
+
+
+def test_a_session_still_works_beside_an_authorization_header_of_another_scheme(editor):
+    """A basic-auth proxy in front of the server forwards its own Authorization header: the
+    browser's session (GraphiQL) must keep working behind it."""
+    browser = Client()
+    browser.force_login(editor)
+    page = browser.get("/graphql/", HTTP_ACCEPT="text/html")
+    assert page.status_code == 200
+    answer = browser.post(
+        "/graphql/",
+        data=json.dumps({"query": "{ me { username } }"}),
+        content_type="application/json",
+        HTTP_AUTHORIZATION="Basic cHJveHk6cGFzcw==",
+        HTTP_X_CSRFTOKEN=browser.cookies["csrftoken"].value,
     )
     assert json.loads(answer.content) == {"data": {"me": {"username": editor.username}}}

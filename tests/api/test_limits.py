@@ -155,3 +155,79 @@ def test_the_view_stops_parsing_at_the_token_limit_too(gql, editor, organization
     assert answer.codes == ["GRAPHQL_VALIDATION_FAILED"]
     assert "tokens" in answer.errors[0]["message"]
     assert "WebSocket" not in answer.errors[0]["message"]
+
+
+TRACES = "query($n: Int) { logs(first: $n) { edges { node { id conditionTrace { field } } } } }"
+
+
+@override_settings(GRAPHQL_MAX_COST=5_000)
+def test_query_cost_counts_list_sizes_as_sent_in_variables(gql, editor, organization):
+    rule = AutomationRuleFactory(organization=organization)
+    AutomationLogFactory(rule=rule, condition_trace=[])
+    # The page, then per log: connection, edges, edge, node, id, trace + 200 entries of 2.
+    assert operation_cost_of(TRACES, {"n": 10}) == 1 + 10 * (5 + 1 + 200 * 2)
+    assert len(gql(TRACES, {"n": 10}, token=editor).ok()["logs"]["edges"]) == 1
+
+    answer = gql(TRACES, {"n": 20}, token=editor)
+    assert answer.data is None
+    assert answer.codes == ["GRAPHQL_VALIDATION_FAILED"]
+    error = answer.errors[0]
+    assert "8,121" in error["message"] and "5,000" in error["message"]
+    assert (error["extensions"]["cost"], error["extensions"]["maximumCost"]) == (8_121, 5_000)
+
+
+@override_settings(GRAPHQL_MAX_COST=5_000)
+def test_a_costly_query_is_refused_before_any_resolver_runs(gql, editor, organization):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    rule = AutomationRuleFactory(organization=organization)
+    AutomationLogFactory(rule=rule)
+    gql("{ me { id } }", token=editor).ok()  # the token's last use is recorded
+    with CaptureQueriesContext(connection) as captured:
+        answer = gql(
+            "{ logs(first: 200) { edges { node { conditionTrace { field } } } } }", token=editor
+        )
+    assert answer.codes == ["GRAPHQL_VALIDATION_FAILED"]
+    assert not [q for q in captured.captured_queries if "automation_log" in q["sql"]]
+
+
+def test_list_sizes_come_from_literals_defaults_and_the_table(settings):
+    groups = settings.AUTOMATION_CONDITIONS_MAX_GROUPS
+    leaves = settings.AUTOMATION_CONDITIONS_MAX_LEAVES
+    # rules: the default limit (50); upcomingRuns: count as written; actions: the engine's cap.
+    assert operation_cost_of("{ rules { id upcomingRuns(count: 3) } }") == 1 + 50 * (1 + 1 + 4)
+    assert operation_cost_of("{ rules(limit: 2) { actions { order } } }") == 1 + 2 * (
+        1 + 1 + 50 * 2
+    )
+    # A value over the maximum is costed at the maximum (the resolver refuses it anyway).
+    assert operation_cost_of("{ rules(limit: 100000) { id } }") == 1 + 200 * 2
+    # A condition tree is bounded as a whole, however deep the query nests its groups.
+    tree = "{ rule(id: 1) { conditions { logic conditions { field } groups { %s } } } }"
+    shallow = operation_cost_of(tree % "logic")
+    deep = operation_cost_of(tree % "logic groups { logic groups { logic } }")
+    # rule, conditions, then per group (itself, logic, two lists) and per leaf (itself, field).
+    assert shallow == deep == 1 + 1 + groups * 4 + leaves * 2
+    # The bounds are the engine's settings, read when a query is costed.
+    settings.AUTOMATION_CONDITIONS_MAX_GROUPS = 10
+    assert operation_cost_of(tree % "logic") == 1 + 1 + 10 * 4 + leaves * 2
+
+
+def test_the_largest_legitimate_queries_are_under_the_default_cost_limit(settings):
+    """The bench's 200-rule page and the suite's "list everything" query are the most costly
+    legitimate documents in the repository (GRAPHQL_MAX_COST's default leaves twice that)."""
+    from bench.b3_rule_listing import LIST_RULES
+    from tests.api.test_query_counts import LIST_EVERYTHING
+
+    bench_page = operation_cost_of(LIST_RULES, {"org": "1", "offset": 0, "limit": 200})
+    everything = operation_cost_of(LIST_EVERYTHING)
+    assert max(bench_page, everything) * 2 <= settings.GRAPHQL_MAX_COST
+
+
+def operation_cost_of(query: str, variables: dict | None = None) -> int:
+    from graphql import parse
+
+    from graphql_api.cost import operation_cost
+    from graphql_api.schema import schema
+
+    return operation_cost(schema._schema, parse(query), None, variables)

@@ -7,10 +7,15 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from accounts.models import Notification
+from accounts.models import Membership, Notification
 from automation.registry import readable_paths
 from graphql_api.schema import schema
-from tests.factories import AutomationRuleFactory, NotificationFactory, UserFactory
+from tests.factories import (
+    AutomationRuleFactory,
+    MembershipFactory,
+    NotificationFactory,
+    UserFactory,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -98,3 +103,26 @@ def test_upcoming_runs(gql, editor, organization):
         "code": "VALIDATION_ERROR",
         "fields": {"count": ["Must be between 0 and 50."]},
     }
+
+
+def test_a_removed_member_no_longer_reads_or_marks_the_organizations_notifications(
+    gql, editor, organization, other_organization
+):
+    theirs = NotificationFactory(organization=organization, recipient=editor)
+    MembershipFactory(user=editor, organization=other_organization)
+    kept = NotificationFactory(organization=other_organization, recipient=editor)
+    query = "{ notifications { id } }"
+    assert {n["id"] for n in gql(query, token=editor).ok()["notifications"]} == {
+        str(theirs.pk),
+        str(kept.pk),
+    }
+
+    Membership.objects.filter(user=editor, organization=organization).delete()
+    assert gql(query, token=editor).ok()["notifications"] == [{"id": str(kept.pk)}]
+    refused = gql(
+        "mutation($id: ID!) { markNotificationRead(id: $id) { id } }",
+        {"id": str(theirs.pk)},
+        token=editor,
+    )
+    assert refused.codes == ["NOT_FOUND"]
+    assert Notification.objects.get(pk=theirs.pk).read_at is None

@@ -793,3 +793,126 @@ def test_query_depth_alias_and_fragment_bombs(post, editor):
         refused(post(bomb))
         assert time.monotonic() - started < 5, bomb[:80]
     assert row_counts() == before
+
+
+# --- NUL characters: PostgreSQL cannot store them; every string input is checked before anything
+# runs, so the answer is the same on both databases.
+
+NUL_CASES = [
+    (
+        "mutation($org: ID!, $name: String!) { createCategory(organization: $org, name: $name) { id } }",
+        lambda org: {"org": str(org.pk), "name": "Tools\x00"},
+        {"name"},
+    ),
+    (
+        "mutation($input: ProductInput!) { createProduct(input: $input) { id } }",
+        lambda org: {
+            "input": {"organization": str(org.pk), "name": "a\x00b", "description": "\x00"}
+        },
+        {"name", "description"},
+    ),
+    (
+        'mutation($u: String!) { obtainToken(username: $u, password: "pw") { token } }',
+        lambda org: {"u": "alice\x00"},
+        {"username"},
+    ),
+    (CREATE, lambda org: {"input": rule_input(org, name="Nul\x00rule")}, {"name"}),
+    (
+        CREATE,
+        lambda org: {
+            "input": rule_input(
+                org,
+                conditions={
+                    "logic": "AND",
+                    "conditions": [{"field": "name", "operator": "EQUALS", "value": "x\x00"}],
+                },
+                actions=[
+                    {
+                        "actionType": "UPDATE_RECORD",
+                        "parameters": {"fields": {"description\x00": "ok", "name": ["\x00"]}},
+                    }
+                ],
+            )
+        },
+        {
+            "conditions.conditions.0.value",
+            "actions.0.parameters.fields.description\\u0000",
+            "actions.0.parameters.fields.name.0",
+        },
+    ),
+    (
+        # Written into the query text rather than sent as a variable.
+        'mutation($org: ID!) { createCategory(organization: $org, name: "Tools\\u0000") { id } }',
+        lambda org: {"org": str(org.pk)},
+        {"name"},
+    ),
+]
+
+
+@pytest.mark.parametrize(("query", "variables", "paths"), NUL_CASES)
+def test_nul_characters_are_a_validation_error_at_their_input_path(
+    post, organization, query, variables, paths
+):
+    before = row_counts()
+    (error,) = refused(post(query, variables(organization)))
+    assert row_counts() == before
+    assert error["extensions"]["code"] == "VALIDATION_ERROR", error
+    assert set(error["extensions"]["fields"]) == paths
+    assert "U+0000" in error["extensions"]["fields"][sorted(paths)[0]][0]
+
+
+@pytest.mark.parametrize("body", ["123", "[]", '"x"', "null", "true", "[1, 2]"])
+def test_a_json_body_that_is_not_an_object_is_a_400_with_a_json_error(post, body):
+    response = post(raw_body=body)
+    assert response.status_code == 400
+    (error,) = json.loads(response.content)["errors"]
+    assert error["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+    assert error["message"]
+
+
+def test_a_viewer_cannot_ask_for_megabytes_of_nested_traces(organization, make_member):
+    """The issue's shape: 137 bytes of query, 26.7 MB of answer. Logs with 200-leaf traces, asked
+    200 at a time with their traces, action logs and context, and the same of their parent and
+    root runs: refused on its cost, before anything is read."""
+    viewer = make_member(organization, Role.VIEWER)
+    rule = AutomationRule.objects.create(
+        organization=organization, name="Traced", trigger_type="MANUAL"
+    )
+    trace = [
+        {
+            "path": f"conditions.conditions.{n}",
+            "field": "name",
+            "operator": "EQUALS",
+            "expected": "x" * 100,
+            "actual": "y" * 100,
+            "passed": False,
+        }
+        for n in range(200)
+    ]
+    for _ in range(3):
+        AutomationLog.objects.create(
+            rule=rule,
+            organization=organization,
+            trigger="MANUAL",
+            condition_trace=trace,
+            rule_revision=rule.revision,
+        )
+    entry = (
+        "conditionTrace { path field operator expected actual passed error } "
+        "actionLogs { order status result error } context"
+    )
+    nested = f"{entry} parentLog {{ {entry} rootLog {{ {entry} }} }}"
+    query = f"{{ logs(first: 200) {{ edges {{ node {{ {nested} }} }} }} }}"
+    started = time.monotonic()
+    response = Client().post(
+        "/graphql/",
+        data=json.dumps({"query": query}),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {viewer.raw_token}",
+    )
+    (error,) = refused(response)
+    assert time.monotonic() - started < 5
+    assert error["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+    assert error["extensions"]["cost"] > error["extensions"]["maximumCost"]
+    assert "over the limit" in error["message"]
+    assert len(response.content) < 2_000

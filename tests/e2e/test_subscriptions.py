@@ -22,6 +22,7 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import httpx
 import pytest
 import websockets
 from gql import Client, gql
@@ -288,17 +289,17 @@ async def test_embedded_server_streams_a_run_to_its_members_only(embedded_server
     await run_scenario(embedded_server, embedded_server, alice, bob, webhook_target)
 
 
-async def closed_code(server, payload) -> int:
-    """Connect over graphql-transport-ws, send connection_init; the close code that follows."""
+async def closed_with(server, payload) -> tuple[int, str]:
+    """Connect over graphql-transport-ws, send connection_init; the close code and reason."""
     async with websockets.connect(ws_url(server), subprotocols=["graphql-transport-ws"]) as ws:
         await ws.send(json.dumps({"type": "connection_init", "payload": payload}))
         with pytest.raises(ConnectionClosed) as closed:
             while True:
                 await asyncio.wait_for(ws.recv(), 10)
-        return closed.value.rcvd.code
+        return closed.value.rcvd.code, closed.value.rcvd.reason
 
 
-async def test_missing_bad_and_revoked_tokens_are_refused(embedded_server):
+async def test_missing_bad_and_revoked_tokens_are_refused_with_the_reason(embedded_server):
     carol = embedded_server.create_member("carol", "acme")
     embedded_server.manage(
         "shell",
@@ -307,9 +308,17 @@ async def test_missing_bad_and_revoked_tokens_are_refused(embedded_server):
         "from accounts.models import ApiToken\n"
         "for token in ApiToken.objects.filter(user__username='carol'): token.revoke()\n",
     )
-    assert await closed_code(embedded_server, {}) == 4403
-    assert await closed_code(embedded_server, {"Authorization": "Bearer are_bogus"}) == 4403
-    assert await closed_code(embedded_server, {"Authorization": f"Bearer {carol.token}"}) == 4403
+    code, reason = await closed_with(embedded_server, {})
+    assert (code, reason.split(":")[0]) == (4403, "No credentials")
+    bogus = {"Authorization": "Bearer are_bogus"}
+    assert await closed_with(embedded_server, bogus) == (4403, "Invalid token.")
+    revoked = {"Authorization": f"Bearer {carol.token}"}
+    assert await closed_with(embedded_server, revoked) == (4403, "Revoked token.")
+    code, reason = await closed_with(embedded_server, {"Authorization": f"Token {carol.token}"})
+    assert (code, reason) == (
+        4403,
+        'Unsupported Authorization scheme: use "Authorization: Bearer <token>".',
+    )
 
     async with websockets.connect(ws_url(embedded_server), subprotocols=["graphql-ws"]) as ws:
         await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
@@ -325,6 +334,82 @@ async def test_other_organization_subscription_is_not_found(embedded_server):
             await asyncio.wait_for(stream.__anext__(), 10)
     assert refused.value.errors[0]["extensions"]["code"] == "NOT_FOUND"
     assert refused.value.data is None
+
+
+async def test_logging_out_ends_a_session_subscription(e2e_server):
+    """GraphiQL's case: a subscription on the admin session's cookie, then a logout."""
+    alice = e2e_server.create_member("alice-session", "session-org")
+    e2e_server.manage(
+        "shell",
+        "--no-imports",
+        "-c",
+        "from django.contrib.auth import get_user_model\n"
+        "user = get_user_model().objects.get(username='alice-session')\n"
+        "user.is_staff = True\nuser.set_password('session-pass-w0rd')\nuser.save()\n",
+    )
+    rule = await call(
+        e2e_server,
+        CREATE_RULE,
+        {
+            "input": {
+                "organization": alice.organization_id,
+                "name": "By hand",
+                "triggerType": "MANUAL",
+            }
+        },
+        alice.token,
+    )
+    browser = await asyncio.to_thread(
+        admin_session, e2e_server, "alice-session", "session-pass-w0rd"
+    )
+    cookie = f"sessionid={browser.cookies['sessionid']}"
+    run = "mutation($id: ID!) { runRule(id: $id) { id } }"
+    async with websockets.connect(
+        ws_url(e2e_server),
+        subprotocols=["graphql-transport-ws"],
+        additional_headers={"Cookie": cookie},
+    ) as ws:
+        await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
+        assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "connection_ack"
+        subscribe = {"query": LOGS, "variables": {"org": alice.organization_id}}
+        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": subscribe}))
+        await asyncio.sleep(0.5)
+        await call(e2e_server, run, {"id": rule["createRule"]["id"]}, alice.token)
+        event = json.loads(await asyncio.wait_for(ws.recv(), EVENT_TIMEOUT))
+        assert event["payload"]["data"]["automationLogs"]["status"] == "PENDING"
+
+        await asyncio.to_thread(admin_logout, e2e_server, browser)
+        await asyncio.sleep(1.5)  # the connection's last credential read is at most 1 s old
+        await call(e2e_server, run, {"id": rule["createRule"]["id"]}, alice.token)
+        ended = json.loads(await asyncio.wait_for(ws.recv(), EVENT_TIMEOUT))
+        while ended["type"] == "next" and ended["payload"].get("data"):  # events of the first run
+            ended = json.loads(await asyncio.wait_for(ws.recv(), EVENT_TIMEOUT))
+        assert ended["payload"]["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+        assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"id": "1", "type": "complete"}
+
+
+def admin_session(server, username: str, password: str) -> httpx.Client:
+    """A browser logged in at /admin/login/ (with the CSRF cookie and token)."""
+    browser = httpx.Client(base_url=server.base_url, timeout=30)
+    browser.get("/admin/login/")
+    answer = browser.post(
+        "/admin/login/",
+        data={
+            "username": username,
+            "password": password,
+            "csrfmiddlewaretoken": browser.cookies["csrftoken"],
+            "next": "/admin/",
+        },
+    )
+    assert answer.status_code == 302, answer.text[:300]
+    return browser
+
+
+def admin_logout(server, browser: httpx.Client) -> None:
+    answer = browser.post(
+        "/admin/logout/", data={"csrfmiddlewaretoken": browser.cookies["csrftoken"]}
+    )
+    assert answer.status_code == 200, answer.text[:300]
 
 
 # --- Distributed ---------------------------------------------------------------------------------

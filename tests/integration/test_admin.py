@@ -3,6 +3,9 @@
 import json
 
 import pytest
+from django.contrib.auth import forms
+from django.core.cache import cache
+from django.test import Client
 from django.urls import reverse
 
 from accounts.models import ApiToken, Invitation
@@ -14,6 +17,7 @@ from tests.factories import (
     InvitationFactory,
     NotificationFactory,
     ProductFactory,
+    UserFactory,
 )
 
 pytestmark = pytest.mark.django_db
@@ -163,3 +167,66 @@ def test_action_form_keeps_stored_secrets_when_the_mask_comes_back():
     assert saved.parameters["secret"] == "signing-secret-value"
     assert saved.parameters["headers"]["X-Api-Key"] == "header-secret-value"
     assert saved.parameters["timeoutSeconds"] == 3
+
+
+@pytest.fixture
+def fresh_login_limits():
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def admin_login(client, username, password, address="10.7.0.1"):
+    return client.post(
+        reverse("admin:login"),
+        {"username": username, "password": password, "next": "/admin/"},
+        REMOTE_ADDR=address,
+    )
+
+
+def test_admin_login_is_rate_limited_before_the_password_is_checked(
+    fresh_login_limits, monkeypatch
+):
+    staff = UserFactory(username="root", is_staff=True, is_superuser=True)
+    staff.set_password("right-pass-w0rd")
+    staff.save()
+    client = Client()
+    for _ in range(5):
+        assert admin_login(client, "root", "wrong").status_code == 200  # the form again
+
+    checked = []
+    real = forms.authenticate
+    monkeypatch.setattr(forms, "authenticate", lambda *a, **k: checked.append(1) or real(*a, **k))
+    refused = admin_login(client, "root", "right-pass-w0rd")  # the 6th, with the right password
+    assert refused.status_code == 200
+    assert b"Too many login attempts" in refused.content
+    assert "_auth_user_id" not in client.session
+    assert checked == []
+
+
+def test_admin_login_limits_each_address_across_usernames(fresh_login_limits):
+    client = Client()
+    for number in range(5):
+        admin_login(client, f"guess{number}", "wrong", address="10.7.0.2")
+    refused = admin_login(client, "someone-else", "wrong", address="10.7.0.2")
+    assert b"Too many login attempts" in refused.content
+    assert b"Too many login attempts" not in admin_login(client, "x", "y", "10.7.0.3").content
+
+
+def test_admin_login_and_obtain_token_share_one_budget(fresh_login_limits):
+    """A guesser gains nothing by alternating between the two doors."""
+    UserFactory(username="shared")
+    client = Client()
+    for _ in range(3):
+        admin_login(client, "shared", "wrong", address="10.7.0.4")
+    obtain = 'mutation { obtainToken(username: "shared", password: "wrong") { token } }'
+    codes = []
+    for _ in range(3):
+        answer = client.post(
+            "/graphql/",
+            data=json.dumps({"query": obtain}),
+            content_type="application/json",
+            REMOTE_ADDR="10.7.0.5",
+        )
+        codes.append(json.loads(answer.content)["errors"][0]["extensions"]["code"])
+    assert codes == ["UNAUTHENTICATED", "UNAUTHENTICATED", "RATE_LIMITED"]

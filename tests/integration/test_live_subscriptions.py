@@ -13,6 +13,8 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from channels.testing import WebsocketCommunicator
+from django.db import transaction
+from django.test import override_settings
 from django.utils import timezone
 
 from accounts.models import ApiToken, Membership
@@ -24,7 +26,12 @@ from automation.outbox import emit_event
 from automation.runs import execute_run
 from config.asgi import application
 from graphql_api import live_auth
-from tests.factories import AutomationRuleFactory, ProductFactory
+from tests.factories import (
+    AutomationRuleFactory,
+    MembershipFactory,
+    NotificationFactory,
+    ProductFactory,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -42,8 +49,10 @@ TIMEOUT = 5
 class Client:
     """A graphql-transport-ws client over channels' in-process communicator."""
 
-    def __init__(self, token=None, protocol="graphql-transport-ws", payload=None):
-        self.ws = WebsocketCommunicator(application, "/graphql/", subprotocols=[protocol])
+    def __init__(self, token=None, protocol="graphql-transport-ws", payload=None, headers=()):
+        self.ws = WebsocketCommunicator(
+            application, "/graphql/", subprotocols=[protocol], headers=list(headers)
+        )
         self.protocol = protocol
         self.payload = {"Authorization": f"Bearer {token}"} if token else (payload or {})
 
@@ -94,25 +103,33 @@ async def subscribed(client, op_id, query, variables):
     await asyncio.sleep(0.1)
 
 
-async def test_missing_bad_and_revoked_tokens_are_refused_with_4403(editor):
+async def test_missing_bad_and_revoked_tokens_are_refused_with_4403_and_the_reason(editor):
     revoked = await sync_to_async(ApiToken.issue)(user=editor, name="old")
     await sync_to_async(revoked[0].revoke)()
-    for payload in (
-        {},
-        {"Authorization": "Bearer are_not-a-token"},
-        {"Authorization": "Basic abc"},
-        {"Authorization": f"Bearer {revoked[1]}"},
+    for payload, reason in (
+        ({}, "No credentials: send"),
+        ({"Authorization": "Bearer are_not-a-token"}, "Invalid token."),
+        ({"Authorization": f"Bearer {revoked[1]}"}, "Revoked token."),
+        ({"Authorization": "Basic abc"}, "Unsupported Authorization scheme: use"),
+        ({"Authorization": "Token abc"}, "Unsupported Authorization scheme: use"),
+        ({"Authorization": "Bearer "}, 'No token after "Bearer": use'),
+        ({"Authorization": 42}, "Unsupported Authorization scheme: use"),
     ):
         client = Client(payload=payload)
         output = await client.connect()
         assert (output["type"], output.get("code")) == ("websocket.close", 4403), payload
+        assert output["reason"].startswith(reason), (payload, output)
+        assert len(output["reason"].encode()) <= 123  # the most a close frame carries
 
 
-async def test_legacy_protocol_refusal_is_a_connection_error():
+async def test_legacy_protocol_refusal_is_a_connection_error_with_the_reason():
     client = Client(payload={"Authorization": "Bearer are_wrong"}, protocol="graphql-ws")
     output = await client.connect()
     assert output["type"] == "websocket.send"
-    assert '"connection_error"' in output["text"]
+    assert json.loads(output["text"]) == {
+        "type": "connection_error",
+        "payload": {"message": "Invalid token.", "code": "UNAUTHENTICATED"},
+    }
 
 
 async def test_subscription_to_another_organization_is_not_found_and_completes(
@@ -217,7 +234,9 @@ async def test_removed_member_stops_receiving(organization, editor, monkeypatch)
     await client.close()
 
 
-async def test_revoked_token_stops_an_open_stream(organization, editor, monkeypatch):
+async def test_revoked_token_stops_an_open_stream_as_unauthenticated(
+    organization, editor, monkeypatch
+):
     monkeypatch.setattr(live_auth, "MEMBERSHIP_RECHECK_SECONDS", 0)
     client = Client(editor.raw_token)
     await client.connect()
@@ -225,7 +244,50 @@ async def test_revoked_token_stops_an_open_stream(organization, editor, monkeypa
     await sync_to_async(ApiToken.objects.filter(user=editor).update)(revoked_at=timezone.now())
     await make_run(organization)
     message = await client.receive()
-    assert message["payload"]["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+    assert message["payload"]["data"] is None
+    (error,) = message["payload"]["errors"]
+    assert (error["extensions"]["code"], error["message"]) == ("UNAUTHENTICATED", "Revoked token.")
+    assert await client.receive() == {"id": "1", "type": "complete"}
+    await client.close()
+
+
+async def test_a_removed_member_stops_getting_that_organizations_notifications(
+    organization, other_organization, editor, monkeypatch
+):
+    monkeypatch.setattr(live_auth, "MEMBERSHIP_RECHECK_SECONDS", 0)
+    await sync_to_async(MembershipFactory)(user=editor, organization=other_organization)
+    client = Client(editor.raw_token)
+    await client.connect()
+    await subscribed(client, "n", "subscription { notifications { id } }", {})
+    await sync_to_async(Membership.objects.filter(user=editor, organization=organization).delete)()
+
+    def notify(org):
+        with transaction.atomic():
+            notification = NotificationFactory(organization=org, recipient=editor)
+            live.publish_notification(notification)
+        return notification
+
+    await sync_to_async(notify)(organization)
+    kept = await sync_to_async(notify)(other_organization)
+    message = await client.receive()
+    assert message["payload"]["data"]["notifications"] == {"id": str(kept.pk)}
+    assert await client.ws.receive_nothing(0.3)
+    await client.close()
+
+
+@override_settings(GRAPHQL_MAX_COST=100)
+async def test_a_subscription_over_the_cost_limit_is_refused_before_it_listens(
+    organization, editor
+):
+    client = Client(editor.raw_token)
+    await client.connect()
+    query = "subscription($org: ID!) { automationLogs(organization: $org) { conditionTrace { field } } }"
+    await client.subscribe("1", query, {"org": str(organization.pk)})
+    message = await client.receive()
+    assert message["type"] == "error"
+    (error,) = message["payload"]
+    assert error["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+    assert "over the limit of 100" in error["message"]
     await client.close()
 
 
