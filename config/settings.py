@@ -7,6 +7,7 @@ Redis cache shared by every server process and worker.
 """
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import environ
 
@@ -143,7 +144,16 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            # Redis pub/sub channels are not per database: two deployments sharing a Redis
+            # server on different database numbers would receive each other's live events
+            # (organization ids repeat across deployments). The prefix keeps them apart.
+            "CONFIG": {
+                "hosts": [REDIS_URL],
+                "prefix": env(
+                    "CHANNEL_LAYER_PREFIX",
+                    default=f"automation.db{urlsplit(REDIS_URL).path.strip('/') or '0'}",
+                ),
+            },
         }
     }
 else:

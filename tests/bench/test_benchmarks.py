@@ -19,6 +19,8 @@ from bench.suite import BENCHMARKS, REDIS_ONLY, TINY
 
 def run_suite(tmp_path, mode: str, only=()) -> dict:
     base = dict(os.environ, BENCH_DATA_DIR=str(tmp_path), BENCH_DATABASE_NAME="h_bench_test")
+    # A Redis database of its own: `python -m bench` (database 8) may be running beside the suite.
+    base.setdefault("BENCH_REDIS_URL", "redis://127.0.0.1:6379/7")
     environment = bench_env.environment(mode, base)
     out = tmp_path / f"{mode}.json"
     command = [sys.executable, "-m", "bench.suite", "--mode", mode, "--level", TINY]

@@ -32,6 +32,7 @@ print(json.dumps({
     "huey_immediate": HUEY.immediate,
     "channel_layer": settings.CHANNEL_LAYERS["default"]["BACKEND"],
     "channel_hosts": settings.CHANNEL_LAYERS["default"].get("CONFIG", {}).get("hosts"),
+    "channel_prefix": settings.CHANNEL_LAYERS["default"].get("CONFIG", {}).get("prefix"),
     "cache": settings.CACHES["default"]["BACKEND"],
     "debug": settings.DEBUG,
     "secret_key": settings.SECRET_KEY,
@@ -104,6 +105,8 @@ def test_urls_mean_distributed_postgres_redis_huey_and_redis_layer(tmp_path):
     assert loaded["huey_immediate"] is False
     assert loaded["channel_layer"] == "channels_redis.pubsub.RedisPubSubChannelLayer"
     assert loaded["channel_hosts"] == ["redis://cache.internal:6380/2"]
+    # Pub/sub is not per Redis database: the prefix keeps deployments on other databases apart.
+    assert loaded["channel_prefix"] == "automation.db2"
     assert loaded["cache"] == "django.core.cache.backends.redis.RedisCache"
     assert loaded["db_options"]["pool"]["max_size"] == 10, "a connection pool per process"
 
