@@ -791,7 +791,7 @@ def at(*parts) -> datetime.datetime:
 
 
 def test_a_relative_date_is_resolved_at_the_evaluation_time(product, organization):
-    """ "created more than 7 days ago", evaluated on the machine's clock (time-machine moves it):
+    """Created more than 7 days ago, evaluated on the machine's clock (time-machine moves it):
     false 6 days after creation, true 8 days after; the trace shows the value as written and
     the instant it stood for."""
     created = at(2026, 3, 2, 10, 0)
