@@ -102,7 +102,7 @@ def resolve_datetime(value: str, now: datetime.datetime, zone: datetime.tzinfo):
     """The aware instant `value` stands for at `now`, calendar parts counted in `zone`."""
     duration = parse(value)
     if duration is None:
-        return now
+        return now.astimezone(datetime.UTC)
     try:
         wall = now.astimezone(zone) + duration.calendar_part()
         return wall.astimezone(datetime.UTC) + duration.time_part()
