@@ -312,17 +312,27 @@ class RecordHandler(ActionHandler):
         for name, value in target["lookup"].items():
             path = _join("target.lookup", name)
             if label is not None:
-                try:
-                    resolved = resolve_path(label, name)
-                except PathError as exc:
-                    _add(errors, path, str(exc))
-                else:
-                    if not resolved.is_local:
-                        _add(errors, path, "A lookup uses the model's own fields only.")
+                self._check_lookup(label, name, value, path, errors)
             if not _is_scalar(value):
                 _add(errors, path, "A lookup value is a single value.")
             _template_errors(value, path, errors, scope)
         return label
+
+    @staticmethod
+    def _check_lookup(label, name, value, path, errors) -> None:
+        """A lookup names a local field; a literal value must coerce to it as the run will."""
+        try:
+            resolved = resolve_path(label, name)
+        except PathError as exc:
+            _add(errors, path, str(exc))
+            return
+        if not resolved.is_local:
+            _add(errors, path, "A lookup uses the model's own fields only.")
+        elif _is_scalar(value) and not has_placeholder(value):
+            try:
+                _lookup_value(resolved.field, value, path)
+            except ActionError as exc:
+                _add(errors, path, str(exc).removeprefix(f"{path}: "))
 
     def check_model(self, label, path, errors) -> str | None:
         try:
