@@ -722,18 +722,9 @@ def _coerce_expected(model_field, value, clock: Clock):
     date or date-time field a relative value ("now", "-P7D") is resolved against `clock`."""
     base = _base_field(model_field)
     if isinstance(base, models.DateField):
-        if relative_dates.is_relative(value):
-            return _resolve_relative(model_field, value, clock)
-        try:
-            return coerce_value(model_field, value)
-        except ConditionError as exc:
-            kind = "date-time" if isinstance(base, models.DateTimeField) else "date"
-            example = "2026-01-31T09:00:00Z" if kind == "date-time" else "2026-01-31"
-            raise ConditionError(
-                f'{exc} A {kind} value is ISO 8601 ("{example}") or relative to the evaluation: '
-                f"{relative_dates.ACCEPTED_FORMS}."
-            ) from None
-    coerced = coerce_value(model_field, value)
+        coerced = _coerce_expected_date(model_field, value, clock)
+    else:
+        coerced = coerce_value(model_field, value)
     if base.choices:
         valid = [key for key, _label in base.flatchoices]
         if coerced not in valid:
@@ -741,6 +732,24 @@ def _coerce_expected(model_field, value, clock: Clock):
                 f'"{value}" is not a choice of {model_field.name} ({", ".join(map(str, valid))}).'
             )
     return coerced
+
+
+def _coerce_expected_date(model_field, value, clock: Clock):
+    """A date or date-time expected value: fixed (ISO 8601) or relative; a message that names
+    both forms when it is neither."""
+    if relative_dates.is_relative(value):
+        return _resolve_relative(model_field, value, clock)
+    try:
+        return coerce_value(model_field, value)
+    except ConditionError as exc:
+        if isinstance(_base_field(model_field), models.DateTimeField):
+            kind, example = "date-time", "2026-01-31T09:00:00Z"
+        else:
+            kind, example = "date", "2026-01-31"
+        raise ConditionError(
+            f'{exc} A {kind} value is ISO 8601 ("{example}") or relative to the evaluation: '
+            f"{relative_dates.ACCEPTED_FORMS}."
+        ) from None
 
 
 def _resolve_relative(model_field, value: str, clock: Clock):
