@@ -36,10 +36,11 @@ from automation.choices import ActionType
 from automation.live import publish_notification
 from automation.registry import PathError, get_automatable, resolve_path
 from automation.signals import remember_stored_row
-from automation.snapshots import json_value, snapshot
+from automation.snapshots import json_value, local_fields, snapshot
 from automation.templates import (
     RenderBudget,
     TemplateError,
+    TemplateScope,
     has_placeholder,
     placeholder_errors,
     render,
@@ -122,19 +123,21 @@ class ActionHandler:
 
     # Save time ------------------------------------------------------------------------------
 
-    def validate(self, parameters, rule) -> dict[str, list[str]]:
-        """{parameter path: [messages]}, {} when the parameters are valid for `rule`."""
+    def validate(self, parameters, rule, order: int | None = None) -> dict[str, list[str]]:
+        """{parameter path: [messages]}, {} when the parameters are valid for action `order`
+        (its position; None when not known) of `rule`."""
         errors = parameters_bulk_errors(parameters) or self._schema_errors(parameters)
         if errors:
             return errors  # the shape is wrong: deeper checks would only add noise
         for container, key, keys in _secret_locations(parameters, self.secret_paths):
             if container[key] == MASK:
                 _add(errors, _join(*keys), f'"{MASK}" stands for a stored secret; send it again.')
-        self.check(parameters, rule, errors)
+        self.check(parameters, rule, errors, template_scope(rule, order))
         return errors
 
-    def check(self, parameters: dict, rule, errors: dict) -> None:
-        """Checks beyond the schema (models, fields, templates). Adds to `errors`."""
+    def check(self, parameters: dict, rule, errors: dict, scope: TemplateScope | None) -> None:
+        """Checks beyond the schema (models, fields, templates: what `scope` lets placeholders
+        read). Adds to `errors`."""
 
     def _schema_errors(self, parameters) -> dict[str, list[str]]:
         errors: dict[str, list[str]] = {}
@@ -224,9 +227,29 @@ def _render_budget(ctx) -> RenderBudget:
     )
 
 
-def _template_errors(value, path: str, errors: dict) -> None:
-    for message in placeholder_errors(value):
+def _template_errors(value, path: str, errors: dict, scope: TemplateScope | None) -> None:
+    for message in placeholder_errors(value, scope):
         _add(errors, path, message)
+
+
+def template_scope(rule, order: int | None) -> TemplateScope | None:
+    """What the placeholders of action `order` of `rule` can read (the record's snapshot fields,
+    earlier results); None without a rule, when only placeholders' roots are checked."""
+    if rule is None:
+        return None
+    if not rule.content_type_id:
+        return TemplateScope(has_record=False, action_order=order)
+    try:
+        entry = get_automatable(rule.model)
+    except LookupError:  # reported at the rule's model
+        return TemplateScope(action_order=order)
+    fields = local_fields(entry.model)  # what a snapshot holds
+    return TemplateScope(
+        fields=frozenset(field.name for field in fields),
+        label=entry.label,
+        value_fields=frozenset(field.name for field in fields if _is_json_field(field)),
+        action_order=order,
+    )
 
 
 # --- Records: create, update, delete -------------------------------------------------------------
@@ -273,7 +296,7 @@ class RecordHandler(ActionHandler):
 
     # Save time ------------------------------------------------------------------------------
 
-    def check_target(self, target, rule, errors) -> str | None:
+    def check_target(self, target, rule, errors, scope) -> str | None:
         """The target's model label when it is valid (errors added otherwise)."""
         if target == TRIGGER:
             label = rule.model if rule is not None else None
@@ -289,17 +312,27 @@ class RecordHandler(ActionHandler):
         for name, value in target["lookup"].items():
             path = _join("target.lookup", name)
             if label is not None:
-                try:
-                    resolved = resolve_path(label, name)
-                except PathError as exc:
-                    _add(errors, path, str(exc))
-                else:
-                    if not resolved.is_local:
-                        _add(errors, path, "A lookup uses the model's own fields only.")
+                self._check_lookup(label, name, value, path, errors)
             if not _is_scalar(value):
                 _add(errors, path, "A lookup value is a single value.")
-            _template_errors(value, path, errors)
+            _template_errors(value, path, errors, scope)
         return label
+
+    @staticmethod
+    def _check_lookup(label, name, value, path, errors) -> None:
+        """A lookup names a local field; a literal value must coerce to it as the run will."""
+        try:
+            resolved = resolve_path(label, name)
+        except PathError as exc:
+            _add(errors, path, str(exc))
+            return
+        if not resolved.is_local:
+            _add(errors, path, "A lookup uses the model's own fields only.")
+        elif _is_scalar(value) and not has_placeholder(value):
+            try:
+                _lookup_value(resolved.field, value, path)
+            except ActionError as exc:
+                _add(errors, path, str(exc).removeprefix(f"{path}: "))
 
     def check_model(self, label, path, errors) -> str | None:
         try:
@@ -312,25 +345,29 @@ class RecordHandler(ActionHandler):
             return None
         return entry.label
 
-    def check_fields(self, label, fields: dict, errors, rule) -> None:
+    def check_fields(self, label, fields: dict, errors, rule, scope) -> None:
         entry = get_automatable(label)
         for name, value in fields.items():
             path = _join("fields", name)
             if name not in entry.writable:
                 _add(errors, path, f'"{name}" is not a writable field of {label}.')
                 continue
-            _template_errors(value, path, errors)
+            _template_errors(value, path, errors, scope)
             field = entry.field(name)
             if field.is_relation and not _is_org_scoped(field.related_model):
                 _add(errors, path, f'"{name}" points to records automation cannot check.')
             elif not _is_json_field(field) and not _is_scalar(value):
                 _add(errors, path, f'"{name}" takes a single value, not a list or object.')
-            elif field.is_relation and not has_placeholder(value):
-                # A literal id is checked now; one from a placeholder only at run time.
+            elif has_placeholder(value):
+                continue  # what a placeholder gives is only known, and checked, at run time
+            elif field.is_relation:
                 try:
                     _related_record(field, value, rule.organization_id, path)
                 except ActionError as exc:
                     _add(errors, path, str(exc).removeprefix(f"{path}: "))
+            else:
+                for message in literal_value_errors(field, value):
+                    _add(errors, path, message)
 
     # Run time -------------------------------------------------------------------------------
 
@@ -392,7 +429,7 @@ class RecordHandler(ActionHandler):
             else:
                 if not _is_json_field(field) and not _is_scalar(value):
                     raise ActionError(f'{path}: "{name}" takes a single value, got {value!r}.')
-                setattr(instance, field.attname, value)
+                setattr(instance, field.attname, _field_input(field, value))
         try:
             full_clean_changes(instance, fields)
         except ValidationError as exc:
@@ -408,10 +445,10 @@ class UpdateRecordHandler(RecordHandler):
         "organization.",
     )
 
-    def check(self, parameters, rule, errors):
-        label = self.check_target(parameters.get("target", TRIGGER), rule, errors)
+    def check(self, parameters, rule, errors, scope):
+        label = self.check_target(parameters.get("target", TRIGGER), rule, errors, scope)
         if label is not None:
-            self.check_fields(label, parameters["fields"], errors, rule)
+            self.check_fields(label, parameters["fields"], errors, rule, scope)
 
     def _prepare(self, parameters, ctx, *, lock):
         entry, instance = self.find_target(parameters, ctx, lock=lock)
@@ -450,10 +487,10 @@ class CreateRecordHandler(RecordHandler):
         "Create a record of an automatable model in the rule's organization.",
     )
 
-    def check(self, parameters, rule, errors):
+    def check(self, parameters, rule, errors, scope):
         label = self.check_model(parameters["model"], "model", errors)
         if label is not None:
-            self.check_fields(label, parameters["fields"], errors, rule)
+            self.check_fields(label, parameters["fields"], errors, rule, scope)
 
     def _prepare(self, parameters, ctx):
         entry = _automatable_or_fail(parameters["model"], "model")
@@ -483,8 +520,8 @@ class DeleteRecordHandler(RecordHandler):
         "organization.",
     )
 
-    def check(self, parameters, rule, errors):
-        self.check_target(parameters.get("target", TRIGGER), rule, errors)
+    def check(self, parameters, rule, errors, scope):
+        self.check_target(parameters.get("target", TRIGGER), rule, errors, scope)
 
     def execute(self, parameters, ctx, *, on_attempt=None):
         entry, instance = self.find_target(parameters, ctx, lock=True)
@@ -496,6 +533,26 @@ class DeleteRecordHandler(RecordHandler):
     def dry_run(self, parameters, ctx):
         entry, instance = self.find_target(parameters, ctx, lock=False)
         return {"would": "delete", "model": entry.label, "id": json_value(instance.pk)}
+
+
+def literal_value_errors(field, value) -> list[str]:
+    """Why a literal value cannot be written to a (non-relation) field: the field's own
+    `clean()` (to_python, choices, null and blank, validators), which a run's full_clean applies
+    to the same value; [] when it can."""
+    try:
+        field.clean(_field_input(field, value), None)
+    except ValidationError as exc:
+        return exc.messages
+    return []
+
+
+def _field_input(field, value):
+    """A JSON value as a field takes it. A JSON number for a decimal field goes through its short
+    text (9.99, not the float's 9.9900000000000002131...), which the field's decimal places would
+    refuse: the contract's decimals travel as numbers too."""
+    if isinstance(field, models.DecimalField) and isinstance(value, float):
+        return str(value)
+    return value
 
 
 def _is_scalar(value) -> bool:
@@ -595,7 +652,7 @@ class SendNotificationHandler(ActionHandler):
         "Notify members of the rule's organization (a Notification each, streamed live).",
     )
 
-    def check(self, parameters, rule, errors):
+    def check(self, parameters, rule, errors, scope):
         recipients = parameters["recipients"]
         usernames = recipients.get("usernames", [])
         if not usernames and not recipients.get("roles"):
@@ -614,8 +671,8 @@ class SendNotificationHandler(ActionHandler):
                         f"recipients.usernames.{index}",
                         f'"{username}" is not a member of this organization.',
                     )
-        _template_errors(parameters["title"], "title", errors)
-        _template_errors(parameters.get("body", ""), "body", errors)
+        _template_errors(parameters["title"], "title", errors, scope)
+        _template_errors(parameters.get("body", ""), "body", errors, scope)
 
     def _prepare(self, parameters, ctx):
         title = _render(parameters["title"], ctx, "title", as_text=True)
@@ -721,10 +778,10 @@ class CallWebhookHandler(ActionHandler):
         "network errors.",
     )
 
-    def check(self, parameters, rule, errors):
+    def check(self, parameters, rule, errors, scope):
         url = parameters["url"]
-        _template_errors(url, "url", errors)
-        _template_errors(parameters.get("body"), "body", errors)
+        _template_errors(url, "url", errors, scope)
+        _template_errors(parameters.get("body"), "body", errors, scope)
         if "url" not in errors and "{{" not in url:
             try:
                 _check_static_url(url)
@@ -849,13 +906,16 @@ def registered_handlers() -> list[ActionHandler]:
     return [_HANDLERS[action_type] for action_type in ActionType.values]
 
 
-def parameter_errors(action_type, parameters, rule) -> dict[str, list[str]]:
-    """Save-time validation used by RuleAction.clean(): {parameter path: [messages]}."""
+def parameter_errors(
+    action_type, parameters, rule, order: int | None = None
+) -> dict[str, list[str]]:
+    """Save-time validation used by RuleAction.clean(): {parameter path: [messages]}, for the
+    action at position `order` of `rule` (None: not known, `results.N` is not checked)."""
     try:
         handler = get_handler(action_type)
     except KeyError:
         return {"": [f'Unknown action type "{action_type}".']}
-    return handler.validate(parameters, rule)
+    return handler.validate(parameters, rule, order)
 
 
 def mask_parameters(action_type, parameters):

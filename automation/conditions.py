@@ -20,6 +20,10 @@ Semantics worth knowing:
 - A to-one path with no related row (null foreign key) reads as null.
 - Both sides are coerced to the final field's type before comparing; a value that cannot be
   coerced (or an invalid choice) is an error of that leaf, never a silent false.
+- Date and date-time fields also compare with relative values ("now", "-P7D"; see
+  relative_dates.py), resolved against the evaluation's clock: one instant per evaluation (the
+  run context's `now`), dates counted in the rule's time zone. The trace keeps `expected` as the
+  rule has it and adds `resolved_expected` with what it stood for.
 - `None` compares true only with IS_NULL, EQUALS null and NOT_EQUALS (None differs from any value);
   every other operator is false on a null actual. CHANGED_FROM / CHANGED_TO compare old / new
   values by equality, so "changed from null" works.
@@ -36,6 +40,12 @@ Semantics worth knowing:
 - The trace is bounded: texts longer than TRACE_MAX_TEXT characters and lists longer than
   TRACE_MAX_VALUES are cut (saying how long they were), so a trace stays small whatever the
   rule's values or the record hold.
+
+ONE CHECKER, TWO USES: `leaf_test` checks a leaf's rule side (the operator applies to the field,
+a value is there when needed, it coerces to the field's type, is a choice, a list, a valid
+pattern) before any record is seen. Evaluation calls it for every leaf; `leaf_errors` calls it
+when a rule is saved (RuleCondition.clean), so a rule is refused with the very message its runs
+would otherwise fail with.
 """
 
 import datetime
@@ -44,6 +54,7 @@ import json
 import logging
 import math
 import time
+import zoneinfo
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,8 +62,16 @@ from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.db import models
+from django.utils import timezone
 
-from automation.choices import CHANGE_OPERATORS, ConditionLogic, Operator, TriggerEvent
+from automation import relative_dates
+from automation.choices import (
+    CHANGE_OPERATORS,
+    ConditionLogic,
+    Operator,
+    TriggerEvent,
+    TriggerType,
+)
 from automation.models import ConditionGroup, RuleCondition
 from automation.registry import PathError, ResolvedPath, model_label, resolve_path
 from automation.snapshots import diff, json_value
@@ -73,8 +92,38 @@ class ConditionError(Exception):
     """A leaf that cannot be evaluated; its message goes into the trace."""
 
 
+class OperatorError(ConditionError):
+    """The operator does not apply to the field (at save time, reported at the leaf's operator)."""
+
+
 class BudgetSpent(ConditionError):
     """The evaluation's time budget ran out before this leaf was (fully) evaluated."""
+
+
+@dataclass(frozen=True)
+class Clock:
+    """What relative values ("now", "-P7D") are resolved against: the evaluation's instant and
+    the rule's time zone (for calendar days). One per evaluation, so its leaves agree on now."""
+
+    now: datetime.datetime  # aware
+    zone_name: str = "UTC"
+
+    @classmethod
+    def of(cls, rule, now: datetime.datetime | None = None) -> "Clock":
+        return cls(now=now or timezone.now(), zone_name=getattr(rule, "timezone", None) or "UTC")
+
+    @property
+    def zone(self) -> datetime.tzinfo:
+        try:
+            return zoneinfo.ZoneInfo(self.zone_name)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+            raise ConditionError(
+                f'The rule\'s time zone "{self.zone_name}" is not valid, so relative dates '
+                "cannot be resolved."
+            ) from None
+
+    def today(self) -> datetime.date:
+        return self.now.astimezone(self.zone).date()
 
 
 # --- The tree ----------------------------------------------------------------------------------
@@ -183,8 +232,8 @@ def _internal_error(exc: Exception) -> str:
     return f"Internal error ({type(exc).__name__}); the server log has the details."
 
 
-def _trace_entry(path, field_path, operator, expected, actual, passed, error):
-    return {
+def _trace_entry(path, field_path, operator, expected, actual, passed, error, resolved=None):
+    entry = {
         "path": path,
         "field": field_path,
         "operator": operator,
@@ -193,6 +242,9 @@ def _trace_entry(path, field_path, operator, expected, actual, passed, error):
         "passed": passed,
         "error": error if error is None else _cut(error, TRACE_MAX_ERROR),
     }
+    if resolved is not None:  # only for relative values: other entries keep their shape
+        entry["resolved_expected"] = _shown(resolved)
+    return entry
 
 
 def _shown(value, nested: bool = False):
@@ -242,6 +294,7 @@ class _Evaluator:
         self.unevaluated = 0  # leaves reached after the budget was spent
         self.trace: list[dict] = []
         self._related: dict[str, list | ConditionError] = {}  # relation path -> values or error
+        self.clock = Clock.of(rule, ctx.now)
         self.model = self._rule_model()
         self.scope_error = None
         if ctx.organization_id != rule.organization_id:
@@ -285,10 +338,10 @@ class _Evaluator:
         )
 
     def leaf_verdict(self, leaf: LeafNode) -> bool:
-        actual = None
+        actual = resolved = None
         try:
             self.check_budget()
-            passed, actual = self._evaluate_leaf(leaf)
+            passed, actual, resolved = self._evaluate_leaf(leaf)
             passed = passed != leaf.negate
             error = None
         except BudgetSpent as exc:
@@ -301,12 +354,15 @@ class _Evaluator:
             passed, error = False, _internal_error(exc)
             logger.exception("Condition %s of rule %s crashed", leaf.path, self.rule.pk)
         self.trace.append(
-            _trace_entry(leaf.path, leaf.field, leaf.operator, leaf.value, actual, passed, error)
+            _trace_entry(
+                leaf.path, leaf.field, leaf.operator, leaf.value, actual, passed, error, resolved
+            )
         )
         return passed
 
-    def _evaluate_leaf(self, leaf: LeafNode) -> tuple[bool, Any]:
-        """(comparison verdict before the leaf's negate, actual value for the trace)."""
+    def _evaluate_leaf(self, leaf: LeafNode) -> tuple[bool, Any, Any]:
+        """(comparison verdict before the leaf's negate, actual value for the trace, the
+        expected value resolved when it is relative, else None)."""
         if self.scope_error:
             raise ConditionError(self.scope_error)
         if leaf.operator not in Operator.values:
@@ -314,31 +370,29 @@ class _Evaluator:
         if self.model is None:
             raise ConditionError("This rule has no model, so it has no fields to test.")
         try:
-            resolved = resolve_path(model_label(self.model), leaf.field)
+            path = resolve_path(model_label(self.model), leaf.field)
         except (PathError, LookupError) as exc:
             raise ConditionError(f"The field path no longer resolves: {exc}") from None
 
         operator = Operator(leaf.operator)
+        compare = leaf_test(operator, path, leaf.value, self.clock)
+        resolved = resolved_relative(path.field, leaf.value, self.clock)
         if operator in CHANGE_OPERATORS:
-            if not resolved.is_local:
-                raise ConditionError(f"{operator} applies to the record's own fields only.")
-            change = self._changes().get(resolved.field.name)
-            return _compare_change(operator, resolved.field, change, leaf.value), change
-
-        compare = _comparison(operator, resolved.field, leaf.value)
-        if resolved.is_local:
-            actual = self._local_value(resolved)
-            return compare(actual), actual
-        values = self._related_values(resolved)
-        if resolved.through_many:
+            change = self._changes().get(path.field.name)
+            return compare(change), change, resolved
+        if path.is_local:
+            actual = self._local_value(path)
+            return compare(actual), actual, resolved
+        values = self._related_values(path)
+        if path.through_many:
             # Every row is compared (no early exit), so a bad row is an error, not hidden.
             verdicts = []
             for value in values:
                 self.check_budget()
                 verdicts.append(compare(value))
-            return any(verdicts), [json_value(value) for value in values]
+            return any(verdicts), [json_value(value) for value in values], resolved
         actual = values[0] if values else None
-        return compare(actual), json_value(actual)
+        return compare(actual), json_value(actual), resolved
 
     # --- Where values come from -----------------------------------------------------------
 
@@ -440,7 +494,94 @@ _TEXT = {
 }
 
 
-def _comparison(operator: Operator, model_field, expected):
+def leaf_test(operator: Operator, path: ResolvedPath, expected, clock: Clock):
+    """The test of one leaf (a function of the actual value, or of the field's change for the
+    CHANGED operators), its rule side checked first: ConditionError (OperatorError when the
+    operator does not apply to the field) before any record is seen.
+
+    The one checker of a leaf's rule side: evaluation calls it for every leaf, and `leaf_errors`
+    when the rule is saved. Relation paths are checked against their final field.
+    """
+    if operator in CHANGE_OPERATORS:
+        if not path.is_local:
+            raise OperatorError(f"{operator} applies to the record's own fields only.")
+        return _change_comparison(operator, path.field, expected, clock)
+    return _comparison(operator, path.field, expected, clock)
+
+
+def leaf_errors(rule, field_path, operator, value) -> dict[str, list[str]]:
+    """Save-time check of one condition of `rule` (RuleCondition.clean):
+    {"field_name" | "operator" | "value": [messages]}, {} when it is valid.
+
+    The rule's side is checked by `leaf_test`, as every run of the rule would check it, against
+    the current time (relative dates are resolved, so one that leaves the calendar is refused).
+    """
+    errors: dict[str, list[str]] = {}
+    if operator not in Operator.values:
+        return errors  # the field's choices report it
+    operator = Operator(operator)
+    if operator in CHANGE_OPERATORS:
+        refusal = _change_refusal(operator, rule)
+        if refusal:
+            errors["operator"] = [refusal]
+    if not rule.content_type_id:
+        errors["field_name"] = ["This rule has no model, so it has no fields to test."]
+        return errors
+    try:
+        path = resolve_path(rule.model, field_path)
+    except (PathError, LookupError) as exc:
+        errors["field_name"] = [str(exc)]
+        return errors
+    if "operator" in errors:
+        return errors
+    try:
+        leaf_test(operator, path, value, Clock.of(rule))
+    except OperatorError as exc:
+        errors["operator"] = [str(exc)]
+    except ConditionError as exc:
+        errors["value"] = [str(exc)]
+    return errors
+
+
+def _change_refusal(operator: Operator, rule) -> str | None:
+    """Why a CHANGED operator cannot work on `rule`'s trigger, or None when it can."""
+    if rule.trigger_type != TriggerType.EVENT:
+        return f"{operator} applies to EVENT rules only."
+    if rule.trigger_event == TriggerEvent.DELETED:
+        return f"{operator} does not apply to a DELETED rule: a deleted record has no changes."
+    if rule.trigger_event == TriggerEvent.CREATED:
+        if operator == Operator.CHANGED:
+            return (
+                "CHANGED is true of every field set on a CREATED rule (on CREATED every set "
+                "field counts as changed from null): use IS_NOT_NULL."
+            )
+        if operator == Operator.CHANGED_FROM:
+            return (
+                "CHANGED_FROM does not apply to a CREATED rule: a new record's fields always "
+                "change from null. Use IS_NOT_NULL, or CHANGED_TO or EQUALS for the new value."
+            )
+    return None
+
+
+def resolved_relative(model_field, expected, clock: Clock):
+    """What a relative expected value ("-P7D", or an IN list holding some) stood for, as JSON,
+    for the trace; None when nothing in it is relative. Call it after `leaf_test` has accepted
+    the value."""
+    if not isinstance(_base_field(model_field), models.DateField):
+        return None
+    if relative_dates.is_relative(expected):
+        return json_value(_resolve_relative(model_field, expected, clock))
+    if isinstance(expected, list) and any(map(relative_dates.is_relative, expected)):
+        return [
+            json_value(_resolve_relative(model_field, item, clock))
+            if relative_dates.is_relative(item)
+            else item
+            for item in expected
+        ]
+    return None
+
+
+def _comparison(operator: Operator, model_field, expected, clock: Clock):
     """A function actual -> bool for a non-CHANGED operator, the expected value checked first.
 
     The expected value is coerced once, before any actual value is seen, so a broken rule is an
@@ -455,7 +596,7 @@ def _comparison(operator: Operator, model_field, expected):
         return coerce_value(model_field, actual)
 
     if operator in (Operator.EQUALS, Operator.NOT_EQUALS):
-        wanted = None if expected is None else _coerce_expected(model_field, expected)
+        wanted = None if expected is None else _coerce_expected(model_field, expected, clock)
 
         def equal(actual):
             if actual is None or wanted is None:
@@ -469,7 +610,9 @@ def _comparison(operator: Operator, model_field, expected):
     if operator in (Operator.IN, Operator.NOT_IN):
         if not isinstance(expected, list):
             raise ConditionError(f"{operator} needs a list of values.")
-        wanted = [_coerce_expected(model_field, item) for item in expected if item is not None]
+        wanted = [
+            _coerce_expected(model_field, item, clock) for item in expected if item is not None
+        ]
         if operator == Operator.IN:
             return lambda actual: actual is not None and actual_of(actual) in wanted
         return lambda actual: actual is not None and actual_of(actual) not in wanted
@@ -479,8 +622,8 @@ def _comparison(operator: Operator, model_field, expected):
 
     if operator in _ORDERING:
         if _base_field(model_field).get_internal_type() == "BooleanField":
-            raise ConditionError(f"{operator} does not apply to a true/false field.")
-        wanted = _coerce_expected(model_field, expected)
+            raise OperatorError(f"{operator} does not apply to a true/false field.")
+        wanted = _coerce_expected(model_field, expected, clock)
         test = _ORDERING[operator]
         return lambda actual: actual is not None and test(actual_of(actual), wanted)
 
@@ -527,21 +670,27 @@ def _program_size(compiled) -> int:
     return max(program.ProgramSize(), program.ReverseProgramSize())
 
 
-def _compare_change(operator: Operator, model_field, change: dict | None, expected) -> bool:
-    """CHANGED / CHANGED_FROM / CHANGED_TO against a {"old", "new"} change (None: unchanged)."""
+def _change_comparison(operator: Operator, model_field, expected, clock: Clock):
+    """A function change -> bool for CHANGED / CHANGED_FROM / CHANGED_TO, where a change is
+    {"old", "new"} (None: unchanged); the expected value checked first, as in _comparison."""
     if operator == Operator.CHANGED:
-        return change is not None
-    wanted = None if expected is None else _coerce_expected(model_field, expected)
-    if change is None:
-        return False
-    side = change.get("old") if operator == Operator.CHANGED_FROM else change.get("new")
-    side = None if side is None else coerce_value(model_field, side)
-    return side == wanted
+        return lambda change: change is not None
+    wanted = None if expected is None else _coerce_expected(model_field, expected, clock)
+    side_name = "old" if operator == Operator.CHANGED_FROM else "new"
+
+    def test(change):
+        if change is None:
+            return False
+        side = change.get(side_name)
+        side = None if side is None else coerce_value(model_field, side)
+        return side == wanted
+
+    return test
 
 
 def _require_text_field(operator, model_field) -> None:
     if not isinstance(_base_field(model_field), models.CharField | models.TextField):
-        raise ConditionError(
+        raise OperatorError(
             f"{operator} applies to text fields; {model_field.name} is "
             f"{model_field.get_internal_type()}."
         )
@@ -568,10 +717,14 @@ def _base_field(model_field):
     return model_field
 
 
-def _coerce_expected(model_field, value):
-    """An expected (rule-side) value: coerced, and for a choice field one of its choices."""
-    coerced = coerce_value(model_field, value)
+def _coerce_expected(model_field, value, clock: Clock):
+    """An expected (rule-side) value: coerced, and for a choice field one of its choices; on a
+    date or date-time field a relative value ("now", "-P7D") is resolved against `clock`."""
     base = _base_field(model_field)
+    if isinstance(base, models.DateField):
+        coerced = _coerce_expected_date(model_field, value, clock)
+    else:
+        coerced = coerce_value(model_field, value)
     if base.choices:
         valid = [key for key, _label in base.flatchoices]
         if coerced not in valid:
@@ -579,6 +732,34 @@ def _coerce_expected(model_field, value):
                 f'"{value}" is not a choice of {model_field.name} ({", ".join(map(str, valid))}).'
             )
     return coerced
+
+
+def _coerce_expected_date(model_field, value, clock: Clock):
+    """A date or date-time expected value: fixed (ISO 8601) or relative; a message that names
+    both forms when it is neither."""
+    if relative_dates.is_relative(value):
+        return _resolve_relative(model_field, value, clock)
+    try:
+        return coerce_value(model_field, value)
+    except ConditionError as exc:
+        if isinstance(_base_field(model_field), models.DateTimeField):
+            kind, example = "date-time", "2026-01-31T09:00:00Z"
+        else:
+            kind, example = "date", "2026-01-31"
+        raise ConditionError(
+            f'{exc} A {kind} value is ISO 8601 ("{example}") or relative to the evaluation: '
+            f"{relative_dates.ACCEPTED_FORMS}."
+        ) from None
+
+
+def _resolve_relative(model_field, value: str, clock: Clock):
+    """A relative value as the date or aware instant it stands for at `clock`."""
+    try:
+        if isinstance(_base_field(model_field), models.DateTimeField):
+            return relative_dates.resolve_datetime(value, clock.now, clock.zone)
+        return relative_dates.resolve_date(value, clock.today())
+    except relative_dates.RelativeDateError as exc:
+        raise ConditionError(f"{model_field.name}: {exc}") from None
 
 
 def coerce_value(model_field, value):

@@ -8,8 +8,6 @@ from django.db.models import Q
 
 from accounts.models import Auditable, OrganizationScoped, Timestamped
 from automation.choices import (
-    CHANGE_OPERATORS,
-    LIST_OPERATORS,
     ActionType,
     ConditionLogic,
     MissedRunPolicy,
@@ -19,7 +17,7 @@ from automation.choices import (
     TriggerType,
 )
 from automation.registry import PathError, get_automatable, model_label, resolve_path
-from automation.validators import validate_cron, validate_regex, validate_timezone
+from automation.validators import validate_cron, validate_timezone
 
 
 class AutomationRuleQuerySet(models.QuerySet):
@@ -196,24 +194,11 @@ class RuleCondition(Timestamped, Auditable):
         return f"{prefix}{self.field_name} {self.operator} {self.value!r}"
 
     def clean(self):
-        errors = {}
-        rule = self.rule
-        if self.operator in CHANGE_OPERATORS and rule.trigger_type != TriggerType.EVENT:
-            errors["operator"] = [f"{self.operator} applies to EVENT rules only."]
-        if not rule.content_type_id:
-            errors["field_name"] = ["This rule has no model, so it has no fields to test."]
-        else:
-            try:
-                resolve_path(rule.model, self.field_name)
-            except (PathError, LookupError) as exc:
-                errors["field_name"] = [str(exc)]
-        if self.operator == Operator.REGEX:
-            try:
-                validate_regex(self.value)
-            except ValidationError as exc:
-                errors["value"] = exc.messages
-        elif self.operator in LIST_OPERATORS and not isinstance(self.value, list):
-            errors["value"] = [f"{self.operator} needs a list of values."]
+        # The evaluator's own check of a leaf, so a rule is refused at save with the message its
+        # runs would fail with (automation/conditions.py, leaf_errors).
+        from automation.conditions import leaf_errors
+
+        errors = leaf_errors(self.rule, self.field_name, self.operator, self.value)
         if errors:
             raise ValidationError(errors)
 
@@ -234,7 +219,7 @@ class RuleAction(Timestamped, Auditable):
     def clean(self):
         from automation.actions import parameter_errors
 
-        errors = parameter_errors(self.action_type, self.parameters, self.rule)
+        errors = parameter_errors(self.action_type, self.parameters, self.rule, self.order)
         if errors:
             raise ValidationError(
                 {

@@ -401,10 +401,22 @@ def _start(writer: RunWriter, prepared: _Prepared) -> "_Plan | None":
 
 
 def _not_met_reason(result) -> str:
-    """The SKIPPED run's error: why its conditions did not hold."""
+    """The SKIPPED run's error: why its conditions did not hold. A leaf that could not be
+    evaluated is named (the first, and how many more), since "not met" would hide a broken rule;
+    "Conditions not met." is left for a tree that evaluated cleanly to false."""
     if result.error:
         return f"Conditions could not be evaluated: {result.error}"
-    return result.budget_error or "Conditions not met."
+    if result.budget_error:
+        return result.budget_error
+    failed = [(number, entry) for number, entry in enumerate(result.trace, 1) if entry["error"]]
+    if not failed:
+        return "Conditions not met."
+    number, entry = failed[0]
+    reason = f"Condition {number} of {len(result.trace)} ({entry['path']}): {entry['error']}"
+    if len(failed) > 1:
+        more = len(failed) - 1
+        reason += f" (and {more} more condition{'s' if more > 1 else ''} with an error)"
+    return reason
 
 
 class _Plan:
@@ -557,7 +569,8 @@ def _call(writer: RunWriter, ctx: RunContext, action, index: int, handler) -> tu
 
 
 def _conclude(writer: RunWriter, failures: int, stopped: bool) -> None:
-    """Skip what a failure stopped, then finish with the run's overall status."""
+    """Skip what a failure stopped, then finish with the run's overall status (a FAILED or
+    PARTIAL run's error names its failed actions)."""
     if stopped:
         for entry in writer.log.action_logs:
             if entry["status"] not in FINISHED_ACTION_STATUSES:
@@ -569,7 +582,24 @@ def _conclude(writer: RunWriter, failures: int, stopped: bool) -> None:
         status = RunStatus.PARTIAL
     else:
         status = RunStatus.SUCCEEDED
-    _finish(writer, status)
+    _finish(writer, status, error=_failed_actions(writer.log.action_logs))
+
+
+# An action's error in the run's error (the action log keeps it whole).
+RUN_ERROR_MAX_ACTION_ERROR = 500
+
+
+def _failed_actions(action_logs: list[dict]) -> str:
+    """One 'Action 2 (CALL_WEBHOOK) failed: HTTP 502' per failed action; "" when none failed."""
+    failed = []
+    for entry in action_logs:
+        if entry["status"] != ActionStatus.FAILED:
+            continue
+        reason = entry.get("error") or "no reason recorded"
+        if len(reason) > RUN_ERROR_MAX_ACTION_ERROR:
+            reason = f"{reason[:RUN_ERROR_MAX_ACTION_ERROR]}... ({len(reason)} characters)"
+        failed.append(f"Action {entry['order']} ({entry['action_type']}) failed: {reason}")
+    return "; ".join(failed)
 
 
 def _context(log: AutomationLog, rule: AutomationRule) -> RunContext:

@@ -20,11 +20,18 @@ action (a 10-byte value became a 55 MB notification in one dry run). Each substi
 before it is added, so a runaway template stops before its text exists.
 """
 
+import difflib
 import json
 import re
+from dataclasses import dataclass
 
 # The variables RunContext.template_variables() provides; a placeholder must start with one.
 ROOT_VARIABLES = ("object", "changes", "event", "trigger", "rule", "now", "results")
+# What a placeholder may read below `rule`; `event`, `trigger` and `now` are single values.
+RULE_KEYS = ("id", "name")
+SINGLE_VALUES = ("event", "trigger", "now")
+# A change is {"old": .., "new": ..}.
+CHANGE_SIDES = ("old", "new")
 
 _PLACEHOLDER = re.compile(r"\{\{([^{}]*)\}\}")
 _PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_-]+)*")
@@ -114,8 +121,92 @@ def resolve(path: str, variables: dict):
     return current
 
 
-def placeholder_errors(value) -> list[str]:
-    """Save-time check of every string in `value`: placeholders well formed, roots known."""
+@dataclass(frozen=True)
+class TemplateScope:
+    """What the placeholders of one action of a rule can read, for the save-time check.
+
+    `has_record`: whether runs of the rule have a record (a rule without a model has none, so
+    no `object` or `changes.<name>`). `fields`: the names a snapshot of that record has
+    (`object.<name>`, `changes.<name>`), None when not known (not checked); `label` names the
+    model in messages; `value_fields`: those whose values are JSON objects, which a path may
+    enter further. `action_order`: the action's position (`results.N` exists only for earlier
+    actions), None when not known.
+    """
+
+    has_record: bool = True
+    fields: frozenset[str] | None = None
+    label: str = ""
+    value_fields: frozenset[str] = frozenset()
+    action_order: int | None = None
+
+    def path_error(self, path: str) -> str | None:
+        """Why `path` (root known) cannot resolve in a run of this rule, or None."""
+        root, *parts = path.split(".")
+        if root in SINGLE_VALUES and parts:
+            return f"'{root}' is a single value: '{path}' does not resolve."
+        if root == "rule" and parts and parts[0] not in RULE_KEYS:
+            return f"Template variable '{path}' does not resolve: 'rule' has {_listed(RULE_KEYS)}."
+        if root == "results":
+            return self._results_error(path, parts)
+        if root in ("object", "changes"):
+            return self._record_error(path, root, parts)
+        return None
+
+    def _results_error(self, path: str, parts: list[str]) -> str | None:
+        if not parts or self.action_order is None:
+            return None
+        index = parts[0]
+        if index.isdigit() and int(index) < self.action_order:
+            return None
+        if self.action_order == 0:
+            return (
+                f"Template variable '{path}' does not resolve: 'results.N' is the result of an "
+                "earlier action, and this is the rule's first action."
+            )
+        return (
+            f"Template variable '{path}' does not resolve: 'results.N' is the result of an "
+            f"earlier action (here results.0 to results.{self.action_order - 1})."
+        )
+
+    def _record_error(self, path: str, root: str, parts: list[str]) -> str | None:
+        if root == "changes" and not parts:
+            return None  # every run has changes, if only {}
+        if not self.has_record:
+            return f"This rule has no model, so its runs have no record: '{path}' does not resolve."
+        if not parts or self.fields is None:
+            return None
+        name, rest = parts[0], parts[1:]
+        if name not in self.fields:
+            close = difflib.get_close_matches(name, sorted(self.fields), n=3)
+            hint = f" Did you mean {_listed(close, 'or')}?" if close else ""
+            return (
+                f"Template variable '{path}' does not resolve: {self.label} has no readable "
+                f"field '{name}'.{hint}"
+            )
+        if root == "changes":
+            if not rest:
+                return None
+            if rest[0] not in CHANGE_SIDES:
+                return (
+                    f"Template variable '{path}' does not resolve: a change has "
+                    f"{_listed(CHANGE_SIDES)}."
+                )
+            rest = rest[1:]
+        if rest and name not in self.value_fields:
+            return f"Template variable '{path}' does not resolve: '{name}' is a single value."
+        return None
+
+
+def _listed(names, conjunction: str = "and") -> str:
+    quoted = [f"'{name}'" for name in names]
+    if len(quoted) < 2:
+        return "".join(quoted)
+    return f"{', '.join(quoted[:-1])} {conjunction} {quoted[-1]}"
+
+
+def placeholder_errors(value, scope: TemplateScope | None = None) -> list[str]:
+    """Save-time check of every string in `value`: placeholders well formed, roots known, and,
+    given the action's `scope`, paths that exist in its runs' context."""
     errors: list[str] = []
     for text in _strings(value):
         try:
@@ -135,6 +226,10 @@ def placeholder_errors(value) -> list[str]:
                     f"Unknown template variable '{path}': a placeholder starts with one of "
                     f"{', '.join(ROOT_VARIABLES)}."
                 )
+            elif scope is not None:
+                message = scope.path_error(path)
+                if message:
+                    errors.append(message)
     return errors
 
 

@@ -80,10 +80,6 @@ def compile_regex(pattern):
         raise ValidationError(_regex_error_message(exc)) from None
 
 
-def validate_regex(pattern) -> None:
-    compile_regex(pattern)
-
-
 def _regex_error_message(exc: re2.error) -> str:
     reason = exc.args[0] if exc.args else ""
     if isinstance(reason, bytes):

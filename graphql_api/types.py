@@ -326,6 +326,12 @@ class ConditionTraceEntry:
     actual: JSON | None
     passed: bool
     error: str | None
+    resolved_expected: JSON | None = strawberry.field(
+        default=None,
+        description='What a relative `expected` value ("now", "-P7D") stood for when the '
+        "condition was evaluated: an ISO 8601 date-time (UTC) or date, or the list with each "
+        "relative item resolved. Null when `expected` is not relative.",
+    )
 
     @classmethod
     def from_json(cls, entry: dict) -> "ConditionTraceEntry":
@@ -337,6 +343,7 @@ class ConditionTraceEntry:
             actual=entry.get("actual"),
             passed=bool(entry.get("passed")),
             error=entry.get("error") or None,
+            resolved_expected=entry.get("resolved_expected"),
         )
 
 

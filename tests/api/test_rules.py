@@ -1,6 +1,9 @@
 """Rules over HTTP: full CRUD with a nested tree, validation errors by input path, secrets."""
 
+import datetime
+
 import pytest
+import time_machine
 
 from automation.models import (
     AutomationLog,
@@ -9,7 +12,7 @@ from automation.models import (
     RuleAction,
     RuleCondition,
 )
-from tests.factories import AutomationLogFactory, AutomationRuleFactory
+from tests.factories import AutomationLogFactory, AutomationRuleFactory, ProductFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -522,3 +525,269 @@ def test_rules_filters(gql, editor, organization):
     assert [r["name"] for r in gql(query, {"t": "SCHEDULE"}, token=editor).ok()["rules"]] == [
         "cron"
     ]
+
+
+# --- Save-time validation of values, operators and templates ---------------------------------------
+
+NO_VALUE = object()
+
+
+def only_leaf(field, operator, value=NO_VALUE):
+    leaf = {"field": field, "operator": operator}
+    if value is not NO_VALUE:
+        leaf["value"] = value
+    return {"conditions": [leaf]}
+
+
+def only_action(action_type, parameters):
+    return [{"actionType": action_type, "parameters": parameters}]
+
+
+CREATED_RULE = {"triggerEvent": "CREATED", "watchedFields": []}
+DELETED_RULE = {"triggerEvent": "DELETED", "watchedFields": []}
+
+# (overrides of rule_input, the one error path, the start of its one message): each case of
+# issue 12's list, which used to be saved and then SKIPPED as "Conditions not met." at run time.
+REFUSED_AT_SAVE = [
+    (
+        {"conditions": only_leaf("stock", "LESS_THAN", "five")},
+        "conditions.conditions.0.value",
+        "'five' cannot be compared with stock (IntegerField).",
+    ),
+    (
+        {"conditions": only_leaf("status", "EQUALS", "SOLD_OUT")},
+        "conditions.conditions.0.value",
+        '"SOLD_OUT" is not a choice of status (DRAFT, ACTIVE, DISCONTINUED).',
+    ),
+    (
+        {"conditions": only_leaf("stock", "CONTAINS", 5)},
+        "conditions.conditions.0.operator",
+        "CONTAINS applies to text fields; stock is IntegerField.",
+    ),
+    (
+        {"conditions": only_leaf("stock", "LESS_THAN")},
+        "conditions.conditions.0.value",
+        "LESS_THAN needs a value.",
+    ),
+    (
+        {"conditions": only_leaf("created_at", "GREATER_THAN", "yesterday")},
+        "conditions.conditions.0.value",
+        "'yesterday' cannot be compared with created_at (DateTimeField). A date-time value is "
+        'ISO 8601 ("2026-01-31T09:00:00Z") or relative to the evaluation: "now", or a signed',
+    ),
+    (
+        {"conditions": only_leaf("price", "CHANGED_TO", "cheap")},
+        "conditions.conditions.0.value",
+        "'cheap' cannot be compared with price (DecimalField).",
+    ),
+    (
+        {**CREATED_RULE, "conditions": only_leaf("status", "CHANGED")},
+        "conditions.conditions.0.operator",
+        "CHANGED is true of every field set on a CREATED rule (on CREATED every set field counts "
+        "as changed from null): use IS_NOT_NULL.",
+    ),
+    (
+        {"actions": only_action("UPDATE_RECORD", {"fields": {"stock": "lots"}})},
+        "actions.0.parameters.fields.stock",
+        "“lots” value must be an integer.",
+    ),
+    (
+        {"actions": only_action("UPDATE_RECORD", {"fields": {"status": "SOLD_OUT"}})},
+        "actions.0.parameters.fields.status",
+        "Value 'SOLD_OUT' is not a valid choice.",
+    ),
+    (
+        {"actions": only_action("UPDATE_RECORD", {"fields": {"description": "{{ object.nam }}"}})},
+        "actions.0.parameters.fields.description",
+        "Template variable 'object.nam' does not resolve: catalog.product has no readable field "
+        "'nam'. Did you mean 'name'?",
+    ),
+    # Beyond the issue's list: the same checks in other places.
+    (
+        {"conditions": {"groups": [only_leaf("category__products__stock", "GREATER_THAN", "a")]}},
+        "conditions.groups.0.conditions.0.value",
+        "'a' cannot be compared with stock (IntegerField).",
+    ),
+    (
+        {"conditions": only_leaf("created_at", "LESS_THAN", "-P7X")},
+        "conditions.conditions.0.value",
+        "created_at: '-P7X' is not a relative date: use \"now\", or a signed ISO 8601 duration",
+    ),
+    (
+        {"conditions": only_leaf("created_at", "LESS_THAN", "-P9999Y")},
+        "conditions.conditions.0.value",
+        "created_at: '-P9999Y' reaches outside the calendar (years 1 to 9999).",
+    ),
+    (
+        {**CREATED_RULE, "conditions": only_leaf("status", "CHANGED_FROM", "DRAFT")},
+        "conditions.conditions.0.operator",
+        "CHANGED_FROM does not apply to a CREATED rule",
+    ),
+    (
+        {**DELETED_RULE, "conditions": only_leaf("status", "CHANGED_TO", "ACTIVE")},
+        "conditions.conditions.0.operator",
+        "CHANGED_TO does not apply to a DELETED rule: a deleted record has no changes.",
+    ),
+    (
+        {
+            "actions": [
+                *three_actions()[:1],
+                {
+                    "actionType": "SEND_NOTIFICATION",
+                    "parameters": {"recipients": {"roles": ["ADMIN"]}, "title": "{{ results.1 }}"},
+                },
+            ]
+        },
+        "actions.1.parameters.title",
+        "Template variable 'results.1' does not resolve: 'results.N' is the result of an earlier "
+        "action (here results.0 to results.0).",
+    ),
+    (
+        {
+            "triggerType": "SCHEDULE",
+            "model": None,
+            "triggerEvent": None,
+            "watchedFields": [],
+            "schedule": "0 * * * *",
+            "conditions": None,
+            "actions": only_action(
+                "SEND_NOTIFICATION",
+                {"recipients": {"roles": ["ADMIN"]}, "title": "{{ object.name }}"},
+            ),
+        },
+        "actions.0.parameters.title",
+        "This rule has no model, so its runs have no record: 'object.name' does not resolve.",
+    ),
+    (
+        {
+            "actions": only_action(
+                "DELETE_RECORD", {"target": {"model": "catalog.product", "lookup": {"id": "x"}}}
+            )
+        },
+        "actions.0.parameters.target.lookup.id",
+        "“x” value must be an integer.",
+    ),
+]
+
+
+@pytest.mark.parametrize(("overrides", "path", "message"), REFUSED_AT_SAVE)
+def test_a_value_no_run_could_use_is_refused_at_save_with_its_path(
+    gql, editor, organization, overrides, path, message
+):
+    before = row_counts()
+    answer = gql(CREATE, {"input": rule_input(organization, **overrides)}, token=editor)
+    error = answer.error()
+    assert error["extensions"]["code"] == "VALIDATION_ERROR"
+    fields = error["extensions"]["fields"]
+    assert list(fields) == [path], fields
+    (reported,) = fields[path]
+    assert reported.startswith(message), reported
+    assert answer.data is None
+    assert row_counts() == before
+
+
+def test_legitimate_values_operators_and_templates_are_accepted(gql, editor, organization):
+    conditions = {
+        "conditions": [
+            {"field": "stock", "operator": "LESS_THAN", "value": "5"},
+            {"field": "status", "operator": "IN", "value": ["ACTIVE", "DRAFT"]},
+            {"field": "price", "operator": "GREATER_THAN", "value": "9.99"},
+            {"field": "price", "operator": "LESS_THAN", "value": 100.5},
+            {"field": "created_at", "operator": "GREATER_THAN", "value": "2026-01-31T09:00:00Z"},
+            {"field": "created_at", "operator": "LESS_THAN", "value": "-P7D"},
+            {"field": "updated_at", "operator": "GREATER_THAN_OR_EQUAL", "value": "-PT2H30M"},
+            {"field": "updated_at", "operator": "LESS_THAN_OR_EQUAL", "value": "now"},
+            {"field": "category__name", "operator": "ICONTAINS", "value": "tools"},
+            {"field": "status", "operator": "CHANGED_TO", "value": "ACTIVE"},
+            {"field": "description", "operator": "IS_NOT_NULL"},
+        ]
+    }
+    actions = [
+        {
+            "actionType": "UPDATE_RECORD",
+            "parameters": {
+                "fields": {
+                    "stock": "5",
+                    "price": 9.99,
+                    "status": "ACTIVE",
+                    "description": "{{ changes.status.old }} -> {{ object.name }}",
+                }
+            },
+        },
+        {
+            "actionType": "SEND_NOTIFICATION",
+            "parameters": {
+                "recipients": {"roles": ["ADMIN"]},
+                "title": "{{ rule.name }}: {{ results.0.id }} at {{ now }} ({{ event }})",
+            },
+        },
+    ]
+    created = gql(
+        CREATE,
+        {"input": rule_input(organization, conditions=conditions, actions=actions)},
+        token=editor,
+    ).ok()["createRule"]
+    stored = created["conditions"]["conditions"]
+    assert [leaf["value"] for leaf in stored][5:8] == ["-P7D", "-PT2H30M", "now"]
+    # CHANGED_TO stays allowed on CREATED rules: every field set counts as changed from null.
+    on_created = {
+        **CREATED_RULE,
+        "name": "On created",
+        "conditions": only_leaf("status", "CHANGED_TO", "ACTIVE"),
+    }
+    gql(CREATE, {"input": rule_input(organization, **on_created)}, token=editor).ok()
+
+
+def test_kept_conditions_are_checked_against_a_changed_trigger_event(gql, editor, organization):
+    created = gql(
+        CREATE,
+        {"input": rule_input(organization, conditions=only_leaf("status", "CHANGED"))},
+        token=editor,
+    ).ok()["createRule"]
+    before = row_counts()
+    error = gql(UPDATE, {"id": created["id"], "input": DELETED_RULE}, token=editor).error()
+    assert error["extensions"]["fields"] == {
+        "conditions.conditions.0.operator": [
+            "CHANGED does not apply to a DELETED rule: a deleted record has no changes."
+        ]
+    }
+    assert row_counts() == before
+    assert gql(READ, {"id": created["id"]}, token=editor).ok()["rule"] == created
+
+
+DRY_RUN = """mutation($id: ID!, $obj: ID) {
+  runRule(id: $id, objectId: $obj, dryRun: true) {
+    status conditionsMet error conditionTrace { expected resolvedExpected passed error }
+  }
+}"""
+
+
+def test_a_relative_date_is_resolved_when_the_rule_runs(gql, editor, organization):
+    rule = gql(
+        CREATE,
+        {
+            "input": rule_input(
+                organization,
+                triggerType="MANUAL",
+                triggerEvent=None,
+                watchedFields=[],
+                conditions=only_leaf("created_at", "LESS_THAN", "-P7D"),
+                actions=[],
+            )
+        },
+        token=editor,
+    ).ok()["createRule"]
+    product = ProductFactory(organization=organization)
+    variables = {"id": rule["id"], "obj": str(product.pk)}
+    with time_machine.travel(product.created_at + datetime.timedelta(days=6), tick=False):
+        young = gql(DRY_RUN, variables, token=editor).ok()["runRule"]
+    assert (young["status"], young["conditionsMet"]) == ("SKIPPED", False)
+    assert young["error"] == "Conditions not met."
+    evaluated_at = product.created_at + datetime.timedelta(days=8)
+    with time_machine.travel(evaluated_at, tick=False):
+        old = gql(DRY_RUN, variables, token=editor).ok()["runRule"]
+    assert (old["status"], old["conditionsMet"]) == ("SUCCEEDED", True)
+    (entry,) = old["conditionTrace"]
+    assert entry["expected"] == "-P7D"
+    week_before = evaluated_at - datetime.timedelta(days=7)
+    assert entry["resolvedExpected"] == week_before.astimezone(datetime.UTC).isoformat()

@@ -3,6 +3,7 @@
 import datetime
 
 import pytest
+import time_machine
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import connection, transaction
@@ -151,12 +152,56 @@ def test_conditions_not_met_skips_with_trace(organization, product):
     log.refresh_from_db()
     assert log.status == RunStatus.SKIPPED
     assert log.conditions_met is False
+    assert log.error == "Conditions not met."  # every leaf evaluated cleanly: the tree is false
     assert (
         log.condition_trace[0]["actual"] == "ACTIVE" and log.condition_trace[0]["passed"] is False
     )
     assert log.action_logs == []
     product.refresh_from_db()
     assert product.description == ""
+
+
+def test_a_condition_that_cannot_be_evaluated_is_named_in_the_runs_error(organization, product):
+    """A rule stored before save-time validation (or changed under it) fails closed, and the run
+    says which condition and why instead of "Conditions not met."."""
+    rule = AutomationRuleFactory(
+        organization=organization,
+        conditions=[
+            status_is("ACTIVE"),
+            {"field_name": "stock", "operator": "LESS_THAN", "value": "five"},
+        ],
+        actions=[update_description()],
+    )
+    log = pending_run(rule, product)
+    execute_run(log.pk)
+    log.refresh_from_db()
+    assert log.status == RunStatus.SKIPPED
+    assert log.error == (
+        "Condition 2 of 2 (conditions.conditions.1): "
+        "'five' cannot be compared with stock (IntegerField)."
+    )
+    assert log.error.endswith(log.condition_trace[1]["error"])
+
+
+def test_several_conditions_with_errors_name_the_first_and_count_the_rest(organization, product):
+    rule = AutomationRuleFactory(
+        organization=organization,
+        conditions=[
+            {"field_name": "status", "operator": "EQUALS", "value": "SOLD_OUT"},
+            status_is("ACTIVE"),
+            {"field_name": "price", "operator": "CHANGED_TO", "value": "cheap"},
+            {"field_name": "stock", "operator": "CONTAINS", "value": 5},
+        ],
+        actions=[update_description()],
+    )
+    log = pending_run(rule, product)
+    execute_run(log.pk)
+    log.refresh_from_db()
+    assert log.status == RunStatus.SKIPPED
+    assert log.error == (
+        'Condition 1 of 4 (conditions.conditions.0): "SOLD_OUT" is not a choice of status '
+        "(DRAFT, ACTIVE, DISCONTINUED). (and 2 more conditions with an error)"
+    )
 
 
 def test_duplicate_delivery_does_nothing(organization, product):
@@ -185,7 +230,9 @@ def test_a_failure_stops_the_run_and_skips_the_rest(organization, product):
     log.refresh_from_db()
     assert log.status == RunStatus.FAILED
     assert [e["status"] for e in log.action_logs] == [ActionStatus.FAILED, ActionStatus.SKIPPED]
-    assert log.action_logs[0]["error"]
+    assert "fields.status" in log.action_logs[0]["error"]
+    # The run's error names the failing action and its reason.
+    assert log.error == f"Action 0 (UPDATE_RECORD) failed: {log.action_logs[0]['error']}"
     assert not Category.objects.filter(name__startswith="Made by").exists()
 
 
@@ -206,6 +253,66 @@ def test_continue_on_failure_gives_partial(organization, product):
     log.refresh_from_db()
     assert log.status == RunStatus.PARTIAL
     assert [e["status"] for e in log.action_logs] == [ActionStatus.FAILED, ActionStatus.SUCCEEDED]
+    assert log.error == f"Action 0 (UPDATE_RECORD) failed: {log.action_logs[0]['error']}"
+
+
+def test_a_failed_run_lists_every_failed_action(organization, product):
+    rule = AutomationRuleFactory(
+        organization=organization,
+        actions=[
+            {
+                "action_type": ActionType.UPDATE_RECORD,
+                "parameters": {"fields": {"stock": "lots"}},
+                "continue_on_failure": True,
+            },
+            create_category(),
+            {
+                "action_type": ActionType.DELETE_RECORD,
+                "parameters": {"target": {"model": "catalog.product", "lookup": {"id": 0}}},
+            },
+            create_category(name="never"),
+        ],
+    )
+    log = pending_run(rule, product)
+    execute_run(log.pk)
+    log.refresh_from_db()
+    assert log.status == RunStatus.FAILED
+    statuses = [e["status"] for e in log.action_logs]
+    assert statuses == ["FAILED", "SUCCEEDED", "FAILED", "SKIPPED"]
+    assert log.error == (
+        "Action 0 (UPDATE_RECORD) failed: Invalid catalog.product: fields.stock: "
+        "“lots” value must be an integer.; "
+        "Action 2 (DELETE_RECORD) failed: No record matched: catalog.product where {'id': 0} "
+        "in this organization."
+    )
+
+
+def test_a_successful_run_has_no_error(organization, product):
+    rule = AutomationRuleFactory(organization=organization, actions=[create_category()])
+    log = pending_run(rule, product)
+    execute_run(log.pk)
+    log.refresh_from_db()
+    assert (log.status, log.error) == (RunStatus.SUCCEEDED, "")
+
+
+def test_a_relative_date_is_resolved_when_the_run_evaluates(organization, product):
+    """A rule for records created more than 7 days ago is judged when the run evaluates, not
+    when the event happened: the trace shows "-P7D" and the instant it stood for."""
+    rule = AutomationRuleFactory(
+        organization=organization,
+        conditions=[{"field_name": "created_at", "operator": "LESS_THAN", "value": "-P7D"}],
+        actions=[create_category()],
+    )
+    log = pending_run(rule, product)
+    evaluated_at = product.created_at + datetime.timedelta(days=8)
+    with time_machine.travel(evaluated_at, tick=False):
+        execute_run(log.pk)
+    log.refresh_from_db()
+    assert log.status == RunStatus.SUCCEEDED
+    (entry,) = log.condition_trace
+    assert entry["expected"] == "-P7D"
+    week_before = evaluated_at - datetime.timedelta(days=7)
+    assert entry["resolved_expected"] == week_before.astimezone(datetime.UTC).isoformat()
 
 
 def test_unexpected_error_never_leaves_a_run_running(organization, product, monkeypatch):

@@ -144,6 +144,76 @@ def test_a_literal_foreign_key_of_another_organization_is_refused_at_save_time(
     assert parameter_errors(ActionType.UPDATE_RECORD, templated, rule) == {}
 
 
+# Literal values a run would refuse: (fields, the field refused).
+UNWRITABLE_LITERALS = [
+    ({"stock": "lots"}, "stock"),
+    ({"stock": "5.5"}, "stock"),
+    ({"status": "SOLD_OUT"}, "status"),
+    ({"price": "cheap"}, "price"),
+    ({"price": "-1"}, "price"),
+    ({"price": "9.999"}, "price"),
+    ({"name": ""}, "name"),
+    ({"name": None}, "name"),
+    ({"name": "x" * 201}, "name"),
+]
+
+
+@pytest.mark.parametrize(("fields", "name"), UNWRITABLE_LITERALS)
+def test_a_literal_value_is_refused_at_save_with_the_message_a_run_would_fail_with(
+    rule, product, fields, name
+):
+    (message,) = parameter_errors(ActionType.UPDATE_RECORD, {"fields": fields}, rule)[
+        f"fields.{name}"
+    ]
+    with pytest.raises(ActionError) as raised:
+        get_handler(ActionType.UPDATE_RECORD).execute(
+            {"fields": fields}, context_for(rule, product)
+        )
+    assert f"fields.{name}: {message}" in str(raised.value)
+    create = {"model": "catalog.product", "fields": {"name": "x", **fields}}
+    assert parameter_errors(ActionType.CREATE_RECORD, create, rule) == {f"fields.{name}": [message]}
+
+
+def test_legitimate_literal_values_and_templates_are_accepted(rule):
+    fields = {
+        "stock": "5",
+        "price": 9.99,
+        "status": "ACTIVE",
+        "name": "Lamp",
+        "description": "",
+        "category": None,
+    }
+    assert parameter_errors(ActionType.UPDATE_RECORD, {"fields": fields}, rule) == {}
+    assert parameter_errors(ActionType.UPDATE_RECORD, {"fields": {"price": "12.50"}}, rule) == {}
+    # What a placeholder gives is checked when the run renders it.
+    templated = {"stock": "{{ object.stock }}", "price": "{{ changes.price.old }}"}
+    assert parameter_errors(ActionType.UPDATE_RECORD, {"fields": templated}, rule) == {}
+
+
+def test_placeholders_are_checked_against_the_rules_model_and_the_actions_position(rule):
+    misspelled = {"fields": {"description": "{{ object.nam }}"}}
+    assert parameter_errors(ActionType.UPDATE_RECORD, misspelled, rule) == {
+        "fields.description": [
+            "Template variable 'object.nam' does not resolve: catalog.product has no readable "
+            "field 'nam'. Did you mean 'name'?"
+        ]
+    }
+    chained = {"fields": {"description": "{{ results.1.id }}"}}
+    assert parameter_errors(ActionType.UPDATE_RECORD, chained, rule, order=2) == {}
+    assert (
+        "results.0 to results.0"
+        in (
+            parameter_errors(ActionType.UPDATE_RECORD, chained, rule, order=1)[
+                "fields.description"
+            ][0]
+        )
+    )
+    # Without the rule (or the position), only what does not depend on them is checked.
+    create = {"model": "catalog.category", "fields": {"name": "{{ object.nam }}"}}
+    assert parameter_errors(ActionType.CREATE_RECORD, create, rule=None) == {}
+    assert parameter_errors(ActionType.UPDATE_RECORD, chained, rule) == {}
+
+
 def test_validation_refuses_models_that_are_not_automatable(rule):
     errors = parameter_errors(
         ActionType.CREATE_RECORD, {"model": "auth.user", "fields": {"username": "x"}}, rule
@@ -253,6 +323,16 @@ def test_a_lookup_matching_several_records_fails(rule):
     with pytest.raises(ActionError, match="More than one record"):
         get_handler(ActionType.UPDATE_RECORD).execute(params, context_for(rule))
     assert Product.objects.filter(stock=0).count() == 0
+
+
+def test_a_decimal_written_as_a_json_number_keeps_its_short_form(rule, product):
+    """The contract's decimals travel as numbers too: 9.99 is 9.99, not the float's expansion
+    (9.9900000000000002131...), which the field's 2 decimal places refused."""
+    fields = {"price": 9.99}
+    assert parameter_errors(ActionType.UPDATE_RECORD, {"fields": fields}, rule) == {}
+    get_handler(ActionType.UPDATE_RECORD).execute({"fields": fields}, context_for(rule, product))
+    product.refresh_from_db()
+    assert product.price == Decimal("9.99")
 
 
 def test_a_bad_choice_value_fails_through_the_models_validation(rule, product):
@@ -478,7 +558,10 @@ def test_notify_validation(rule, team):
         rule,
     )
     assert set(errors) == {"recipients.usernames.1", "title"}
-    assert "Unknown template variable 'oops'" in errors["title"][0]
+    # Both placeholders are wrong: a field the model lacks, and a variable no run has.
+    nme, oops = errors["title"]
+    assert "catalog.product has no readable field 'nme'. Did you mean 'name'?" in nme
+    assert "Unknown template variable 'oops'" in oops
     assert parameter_errors(
         ActionType.SEND_NOTIFICATION, {"recipients": {}, "title": "x"}, rule
     ) == {"recipients": ["Name at least one username or role."]}

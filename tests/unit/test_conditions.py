@@ -10,20 +10,30 @@ import json
 import time
 
 import pytest
+import time_machine
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.test import override_settings
+from django.utils import timezone
 
 from automation.choices import ConditionLogic, Operator, TriggerEvent
 from automation.conditions import (
+    Clock,
     ConditionError,
+    OperatorError,
     coerce_value,
     evaluate_conditions,
+    leaf_errors,
+    leaf_test,
     load_condition_tree,
+    resolved_relative,
 )
 from automation.context import RunContext
 from automation.models import ConditionGroup, RuleCondition
+from automation.registry import ResolvedPath
 from automation.snapshots import snapshot
 from catalog.choices import ProductStatus
+from catalog.models import Product
 from tests.factories import (
     AutomationRuleFactory,
     CategoryFactory,
@@ -686,3 +696,213 @@ def test_leaves_are_read_from_the_rule_as_stored(product, organization):
     result = evaluate_conditions(rule, context_for(rule, product))
     assert result.trace[0]["field"] == "name"
     assert result.met is False
+
+
+# --- One checker: the same messages when a rule is saved and when it runs -------------------------
+
+# (field, operator, value, where the save-time check reports it): the issue's list of values that
+# used to be accepted and only failed at run time.
+REFUSED_LEAVES = [
+    ("stock", Operator.LESS_THAN, "five", "value"),
+    ("status", Operator.EQUALS, "SOLD_OUT", "value"),
+    ("stock", Operator.CONTAINS, 5, "operator"),
+    ("stock", Operator.LESS_THAN, None, "value"),
+    ("created_at", Operator.GREATER_THAN, "yesterday", "value"),
+    ("created_at", Operator.GREATER_THAN, "-P7X", "value"),
+    ("price", Operator.CHANGED_TO, "cheap", "value"),
+    ("category__name", Operator.STARTS_WITH, 5, "value"),
+    ("category__products__stock", Operator.GREATER_THAN, "many", "value"),
+    ("category__name", Operator.CHANGED, None, "operator"),
+]
+
+
+@pytest.mark.parametrize(("field_name", "operator", "value", "where"), REFUSED_LEAVES)
+def test_save_time_and_run_time_report_a_leaf_with_the_same_message(
+    product, organization, field_name, operator, value, where
+):
+    rule = AutomationRuleFactory(
+        organization=organization,
+        conditions=[dict(field_name=field_name, operator=operator, value=value)],
+    )
+    saved = leaf_errors(rule, field_name, operator, value)
+    assert list(saved) == [where]
+    (message,) = saved[where]
+    result = evaluate_conditions(rule, context_for(rule, product))
+    assert result.trace[0]["error"] == message
+    assert result.met is False
+
+
+def test_save_time_and_run_time_call_the_same_checker(product, organization, monkeypatch):
+    """Not two copies that agree today: both go through conditions.leaf_test."""
+    from automation import conditions
+
+    calls = []
+    real_leaf_test = conditions.leaf_test
+
+    def spy(operator, path, expected, clock):
+        calls.append((operator, path.path, expected))
+        return real_leaf_test(operator, path, expected, clock)
+
+    monkeypatch.setattr(conditions, "leaf_test", spy)
+    rule = AutomationRuleFactory(
+        organization=organization,
+        conditions=[dict(field_name="stock", operator=Operator.LESS_THAN, value="five")],
+    )
+    leaf = RuleCondition.objects.get(rule=rule)
+    with pytest.raises(ValidationError):
+        leaf.full_clean()  # what services.create_rule / update_rule and the admin call
+    evaluate_conditions(rule, context_for(rule, product))
+    assert calls == [(Operator.LESS_THAN, "stock", "five")] * 2
+
+
+def test_an_operator_that_does_not_apply_is_an_operator_error():
+    path = ResolvedPath("flag", (), named(models.BooleanField(), "flag"), False)
+    with pytest.raises(OperatorError, match="does not apply to a true/false field"):
+        leaf_test(Operator.LESS_THAN, path, True, Clock(now=timezone.now()))
+
+
+@pytest.mark.parametrize(
+    ("field_name", "operator", "value"),
+    [
+        ("stock", Operator.LESS_THAN, "5"),
+        ("stock", Operator.IN, ["5", 6]),
+        ("status", Operator.EQUALS, "ACTIVE"),
+        ("price", Operator.GREATER_THAN, "9.99"),
+        ("price", Operator.GREATER_THAN, 9.99),
+        ("created_at", Operator.LESS_THAN, "2026-01-31T09:00:00Z"),
+        ("created_at", Operator.LESS_THAN, "-P7D"),
+        ("created_at", Operator.GREATER_THAN_OR_EQUAL, "now"),
+        ("created_at", Operator.IN, ["now", "2026-01-31T09:00:00+01:00"]),
+        ("category__name", Operator.ICONTAINS, "tools"),
+        ("stock", Operator.EQUALS, None),
+        ("status", Operator.CHANGED_TO, "ACTIVE"),
+    ],
+)
+def test_legitimate_leaves_pass_the_save_time_check(organization, field_name, operator, value):
+    rule = AutomationRuleFactory(organization=organization)
+    assert leaf_errors(rule, field_name, operator, value) == {}
+
+
+# --- Relative dates ------------------------------------------------------------------------------
+
+
+def at(*parts) -> datetime.datetime:
+    return datetime.datetime(*parts, tzinfo=datetime.UTC)
+
+
+def test_a_relative_date_is_resolved_at_the_evaluation_time(product, organization):
+    """Created more than 7 days ago, evaluated on the machine's clock (time-machine moves it):
+    false 6 days after creation, true 8 days after; the trace shows the value as written and
+    the instant it stood for."""
+    created = at(2026, 3, 2, 10, 0)
+    Product.objects.filter(pk=product.pk).update(created_at=created)
+    product.refresh_from_db()
+    rule = AutomationRuleFactory(
+        organization=organization,
+        conditions=[dict(field_name="created_at", operator=Operator.LESS_THAN, value="-P7D")],
+    )
+    ctx = context_for(rule, product)
+    with time_machine.travel(created + datetime.timedelta(days=6), tick=False):
+        result = evaluate_conditions(rule, ctx)
+    assert result.met is False
+    assert result.trace[0]["expected"] == "-P7D"
+    assert result.trace[0]["resolved_expected"] == "2026-03-01T10:00:00+00:00"
+    with time_machine.travel(created + datetime.timedelta(days=8), tick=False):
+        result = evaluate_conditions(rule, ctx)
+    assert result.met is True
+    assert result.trace[0]["resolved_expected"] == "2026-03-03T10:00:00+00:00"
+
+
+def test_a_run_context_time_is_the_evaluation_time(product, organization):
+    """A context that carries its own time (a run's, a schedule tick's) is resolved against it,
+    one instant for every leaf of the evaluation."""
+    rule = AutomationRuleFactory(
+        organization=organization,
+        conditions=[
+            dict(field_name="created_at", operator=Operator.LESS_THAN, value="now"),
+            dict(field_name="updated_at", operator=Operator.IN, value=["now", "+PT1H"]),
+        ],
+    )
+    ctx = context_for(rule, product, now=at(2030, 1, 1, 12, 0))
+    first, second = evaluate_conditions(rule, ctx).trace
+    assert first["resolved_expected"] == "2030-01-01T12:00:00+00:00"
+    assert first["passed"] is True
+    assert second["expected"] == ["now", "+PT1H"]
+    assert second["resolved_expected"] == ["2030-01-01T12:00:00+00:00", "2030-01-01T13:00:00+00:00"]
+
+
+def test_plain_values_have_no_resolved_expected(product):
+    _result, entry = check_leaf(product, "created_at", Operator.LESS_THAN, "2999-01-01")
+    assert "resolved_expected" not in entry
+
+
+def date_path():
+    return ResolvedPath("due", (), named(models.DateField(), "due"), False)
+
+
+def datetime_path():
+    return ResolvedPath("due", (), named(models.DateTimeField(), "due"), False)
+
+
+@pytest.mark.parametrize(
+    ("zone", "value", "day"),
+    [
+        ("UTC", "now", datetime.date(2026, 1, 1)),
+        ("UTC", "-P1D", datetime.date(2025, 12, 31)),
+        ("Asia/Tokyo", "now", datetime.date(2026, 1, 2)),  # 08:30 on the 2nd in Tokyo
+        ("Asia/Tokyo", "-P1D", datetime.date(2026, 1, 1)),
+        ("UTC", "P1M", datetime.date(2026, 2, 1)),
+        ("UTC", "-P1W", datetime.date(2025, 12, 25)),
+    ],
+)
+def test_a_relative_date_counts_days_from_today_in_the_rules_time_zone(zone, value, day):
+    clock = Clock(now=at(2026, 1, 1, 23, 30), zone_name=zone)
+    test = leaf_test(Operator.EQUALS, date_path(), value, clock)
+    assert test(day.isoformat()) is True
+    assert test((day + datetime.timedelta(days=1)).isoformat()) is False
+
+
+def test_a_relative_date_has_no_time_part():
+    clock = Clock(now=at(2026, 1, 1, 12, 0))
+    with pytest.raises(ConditionError, match="a date field compares whole days"):
+        leaf_test(Operator.GREATER_THAN, date_path(), "-PT2H", clock)
+
+
+def test_calendar_parts_move_the_wall_clock_and_time_parts_are_elapsed_time():
+    """Across the spring-forward night in Paris, "-P1D" is the same wall time yesterday (23 hours
+    back) while "-PT24H" is exactly 24 hours back; a month back from 31 March is 28 February."""
+    clock = Clock(now=at(2026, 3, 29, 12, 0), zone_name="Europe/Paris")  # 14:00 CEST
+    day_back = resolved_relative(datetime_path().field, "-P1D", clock)
+    hours_back = resolved_relative(datetime_path().field, "-PT24H", clock)
+    assert day_back == "2026-03-28T13:00:00+00:00"  # 14:00 CET
+    assert hours_back == "2026-03-28T12:00:00+00:00"
+    month_back = Clock(now=at(2026, 3, 31, 12, 0))
+    assert resolved_relative(datetime_path().field, "-P1M", month_back) == (
+        "2026-02-28T12:00:00+00:00"
+    )
+    assert resolved_relative(datetime_path().field, "-P1Y2M3W4DT5H6M7.5S", month_back) == (
+        "2025-01-06T06:53:52.500000+00:00"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("-P7X", "is not a relative date"),
+        ("P", "is not a relative date"),
+        ("PT", "is not a relative date"),
+        ("P1DT", "is not a relative date"),
+        ("P1.5D", "is not a relative date"),
+        ("-p7d", "is not a relative date"),
+        ("Now", "is not a relative date"),
+        ("-P9999Y", "reaches outside the calendar"),
+        ("P999999999D", "reaches outside the calendar"),
+    ],
+)
+def test_malformed_relative_values_say_which_forms_are_accepted(value, message):
+    clock = Clock(now=at(2026, 1, 1, 12, 0))
+    with pytest.raises(ConditionError) as raised:
+        leaf_test(Operator.LESS_THAN, datetime_path(), value, clock)
+    assert message in str(raised.value)
+    if message == "is not a relative date":
+        assert '"-P7D" (7 days ago)' in str(raised.value)

@@ -6,8 +6,12 @@ import pytest
 
 from automation.context import RunContext
 from automation.templates import (
+    ROOT_VARIABLES,
+    RULE_KEYS,
+    SINGLE_VALUES,
     RenderBudget,
     TemplateError,
+    TemplateScope,
     placeholder_errors,
     render,
     render_text,
@@ -128,3 +132,67 @@ def test_a_runaway_template_stops_at_its_budget_before_its_text_exists():
     with pytest.raises(TemplateError, match="the template renders too much"):
         render_text("{{ results.0.body }}" * 10_000, variables, budget)
     assert budget.used == 300_000  # three substitutions counted, the fourth never made
+
+
+# --- Save-time check against what the action's runs will have ----------------------------------
+
+PRODUCT_SCOPE = TemplateScope(
+    fields=frozenset({"id", "name", "status", "price", "stock", "category"}),
+    label="catalog.product",
+    action_order=2,
+)
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ object.name }} at {{ now }} by {{ rule.name }} #{{ rule.id }} ({{ event }}, {{ trigger }})",
+        "{{ object }}",
+        "{{ changes }}",
+        "{{ changes.status }}",
+        "{{ changes.status.old }} -> {{ changes.status.new }}",
+        "{{ results.0.id }} {{ results.1 }}",
+        "{{ results.1.record.tags.0 }}",  # what a result holds is only known at run time
+        "{{ results }}",
+    ],
+)
+def test_placeholders_a_run_can_resolve_pass_the_save_time_check(template):
+    assert placeholder_errors(template, PRODUCT_SCOPE) == []
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        (
+            "{{ object.nam }}",
+            "Template variable 'object.nam' does not resolve: catalog.product has no readable "
+            "field 'nam'. Did you mean 'name'?",
+        ),
+        ("{{ changes.stok.new }}", "has no readable field 'stok'. Did you mean 'stock'?"),
+        ("{{ object.zzz }}", "has no readable field 'zzz'."),
+        ("{{ changes.status.before }}", "a change has 'old' and 'new'."),
+        ("{{ object.category.name }}", "'category' is a single value."),
+        ("{{ rule.owner }}", "'rule' has 'id' and 'name'."),
+        ("{{ now.year }}", "'now' is a single value"),
+        ("{{ results.2.id }}", "(here results.0 to results.1)"),
+        ("{{ results.first }}", "(here results.0 to results.1)"),
+    ],
+)
+def test_placeholders_no_run_can_resolve_are_refused_at_save_time(template, message):
+    (error,) = placeholder_errors(template, PRODUCT_SCOPE)
+    assert message in error
+
+
+def test_the_first_action_has_no_results_and_a_rule_without_a_model_no_record():
+    first = TemplateScope(fields=PRODUCT_SCOPE.fields, label="catalog.product", action_order=0)
+    assert "this is the rule's first action" in placeholder_errors("{{ results.0.id }}", first)[0]
+    no_model = TemplateScope(has_record=False, action_order=1)
+    assert "This rule has no model" in placeholder_errors("{{ object.name }}", no_model)[0]
+    assert "This rule has no model" in placeholder_errors("{{ changes.name.new }}", no_model)[0]
+    assert placeholder_errors("{{ changes }} {{ results.0.id }} {{ now }}", no_model) == []
+
+
+def test_the_save_time_roots_are_the_variables_a_run_provides(variables):
+    assert set(variables) == set(ROOT_VARIABLES)
+    assert set(variables["rule"]) == set(RULE_KEYS)
+    assert all(isinstance(variables[root], str) for root in SINGLE_VALUES)
