@@ -587,6 +587,7 @@ def _context(log: AutomationLog, rule: AutomationRule) -> RunContext:
         log_id=log.pk,
         dry_run=log.dry_run,
         now=timezone.now(),
+        timezone=rule.timezone,
     )
 
 

@@ -23,8 +23,10 @@ before it is added, so a runaway template stops before its text exists.
 import json
 import re
 
+from automation.context import TEMPLATE_VARIABLES
+
 # The variables RunContext.template_variables() provides; a placeholder must start with one.
-ROOT_VARIABLES = ("object", "changes", "event", "trigger", "rule", "now", "results")
+ROOT_VARIABLES = TEMPLATE_VARIABLES
 
 _PLACEHOLDER = re.compile(r"\{\{([^{}]*)\}\}")
 _PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_-]+)*")
