@@ -3,6 +3,7 @@
 from typing import Annotated
 
 import strawberry
+from django.conf import settings
 from django.contrib.auth import authenticate
 from django.db import transaction
 from django.utils import timezone
@@ -230,6 +231,26 @@ class Mutation:
             return run_rule(
                 rule, object_id=object_id, user=user, dry_run=True, changes=changes, record=record
             )
+
+    @strawberry.mutation(
+        description=(
+            "Fire a SCHEDULE rule now, as one of its slots would, without moving its schedule: "
+            "without a model one PENDING run; with a model a finished fan-out log (returned) "
+            "and one PENDING run per matching record. The runs' trigger is MANUAL, so a paused "
+            "rule runs too. Other rules: runRule."
+        )
+    )
+    def run_schedule(self, info: strawberry.Info, id: strawberry.ID) -> AutomationLogType:
+        from automation.schedules import fire_now, fires_by_hand
+
+        rule = perms.get_object(info, AutomationRule.objects.alive(), id, perms.WRITE)
+        user = info.context.request.user
+        fires_by_hand(rule)
+        if rule.content_type_id is None:
+            return fire_now(rule, user=user)
+        # Its records are evaluated here, in this request: bounded like a dry run.
+        with dry_run_slot(rule.organization_id):
+            return fire_now(rule, user=user, budget=settings.AUTOMATION_DRY_RUN_BUDGET_SECONDS)
 
     @strawberry.mutation(description="A new run with the same context, retryOf set.")
     def retry_run(self, info: strawberry.Info, log_id: strawberry.ID) -> AutomationLogType:

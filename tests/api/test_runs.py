@@ -15,6 +15,7 @@ from tests.factories import (
     AutomationRuleFactory,
     CategoryFactory,
     ProductFactory,
+    content_type_of,
 )
 
 pytestmark = pytest.mark.django_db
@@ -503,3 +504,107 @@ def test_run_rule_says_it_queues_real_runs_and_executes_dry_runs(gql, editor):
     assert "A real run is queued and returned PENDING" in description
     assert "dryRun: true" in description
     assert not description.startswith("Dry run")
+
+
+# --- runSchedule: fire a schedule now, by hand ------------------------------------------------------
+
+RUN_SCHEDULE = """mutation($id: ID!) {
+  runSchedule(id: $id) {
+    id status trigger scheduledFor objectId context error triggeredBy { username }
+  }
+}"""
+
+
+def product_schedule(organization):
+    return AutomationRuleFactory(
+        organization=organization,
+        schedule_rule=True,
+        content_type=content_type_of("catalog.product"),
+        conditions=[{"field_name": "status", "operator": "EQUALS", "value": "ACTIVE"}],
+    )
+
+
+def test_run_schedule_fires_a_schedule_now_without_moving_it(gql, editor, organization):
+    modelless = AutomationRuleFactory(organization=organization, schedule_rule=True)
+    next_run_at = modelless.next_run_at
+    log = gql(RUN_SCHEDULE, {"id": str(modelless.pk)}, token=editor).ok()["runSchedule"]
+    assert (log["status"], log["trigger"], log["scheduledFor"]) == ("PENDING", "MANUAL", None)
+    assert log["triggeredBy"] == {"username": editor.username}
+    modelless.refresh_from_db()
+    assert modelless.next_run_at == next_run_at
+
+    active = ProductFactory(organization=organization, status="ACTIVE")
+    ProductFactory(organization=organization, status="DRAFT")
+    rule = product_schedule(organization)
+    fan_out = gql(RUN_SCHEDULE, {"id": str(rule.pk)}, token=editor).ok()["runSchedule"]
+    assert (fan_out["status"], fan_out["trigger"]) == ("SUCCEEDED", "MANUAL")
+    assert fan_out["context"]["records_matched"] == 1
+    (child,) = AutomationLog.objects.filter(parent_log_id=fan_out["id"])
+    assert (child.status, child.object_id) == (RunStatus.PENDING, str(active.pk))
+
+
+def test_run_schedule_is_for_editors_and_schedule_rules(gql, editor, viewer, organization):
+    schedule = AutomationRuleFactory(organization=organization, schedule_rule=True)
+    assert gql(RUN_SCHEDULE, {"id": str(schedule.pk)}, token=viewer).codes == ["PERMISSION_DENIED"]
+    for rule in (
+        AutomationRuleFactory(organization=organization),
+        AutomationRuleFactory(organization=organization, manual_rule=True),
+    ):
+        refused = gql(RUN_SCHEDULE, {"id": str(rule.pk)}, token=editor).error()
+        assert refused["extensions"]["code"] == "VALIDATION_ERROR"
+        assert refused["extensions"]["fields"] == {
+            "id": [
+                f"This is a {rule.trigger_type} rule: runSchedule fires SCHEDULE rules. "
+                "Run it with runRule."
+            ]
+        }
+    assert not AutomationLog.objects.exists()
+
+
+def test_run_schedule_evaluates_its_records_within_the_dry_run_bounds(
+    gql, editor, organization, settings
+):
+    from graphql_api import ratelimit
+
+    ProductFactory(organization=organization, status="ACTIVE")
+    rule = product_schedule(organization)
+    settings.AUTOMATION_DRY_RUN_BUDGET_SECONDS = 0
+    cut = gql(RUN_SCHEDULE, {"id": str(rule.pk)}, token=editor).ok()["runSchedule"]
+    assert cut["status"] == "SKIPPED"
+    assert "AUTOMATION_DRY_RUN_BUDGET_SECONDS" in cut["error"]
+
+    settings.AUTOMATION_DRY_RUN_BUDGET_SECONDS = 5
+    settings.AUTOMATION_DRY_RUNS_PER_ORGANIZATION = 1
+    with ratelimit.dry_run_slot(organization.pk):  # a dry run in progress
+        assert gql(RUN_SCHEDULE, {"id": str(rule.pk)}, token=editor).codes == ["RATE_LIMITED"]
+        # Without a model nothing is evaluated in the request: no slot needed.
+        modelless = AutomationRuleFactory(organization=organization, schedule_rule=True)
+        assert gql(RUN_SCHEDULE, {"id": str(modelless.pk)}, token=editor).ok()
+
+
+def test_a_run_renders_now_local_in_its_rules_time_zone(gql, editor, organization):
+    import datetime
+
+    import time_machine
+
+    rule = AutomationRuleFactory(
+        organization=organization,
+        manual_rule=True,
+        content_type=None,
+        timezone="Europe/Paris",
+        actions=[
+            {
+                "action_type": ActionType.CREATE_RECORD,
+                "parameters": {
+                    "model": "catalog.category",
+                    "fields": {"name": "{{ now }} / {{ now_local }}"},
+                },
+            }
+        ],
+    )
+    summer = datetime.datetime(2026, 7, 1, 10, 0, tzinfo=datetime.UTC)
+    with time_machine.travel(summer, tick=False):
+        log = simulate(gql, editor, rule).ok()["runRule"]
+    assert log["actionLogs"][0]["result"]["fields"] == {
+        "name": "2026-07-01T10:00:00Z / 2026-07-01T12:00:00+02:00"
+    }
