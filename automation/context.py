@@ -1,8 +1,37 @@
 """What a run knows: the JSON world its conditions and action templates are evaluated in."""
 
 import datetime
+import zoneinfo
 from dataclasses import dataclass, field
 from typing import Any
+
+# The variables template_variables() provides, the one list of them: a placeholder must start
+# with one (automation/templates.py checks rules against it when they are saved).
+TEMPLATE_VARIABLES = (
+    "object",
+    "changes",
+    "event",
+    "trigger",
+    "rule",
+    "now",
+    "now_local",
+    "results",
+)
+
+
+def zone_of(name: str | None) -> datetime.tzinfo:
+    """A rule's time zone; UTC when it has none or it is not one (a rule is validated when
+    saved, so only a row written around that check, and shown times must not fail over it)."""
+    try:
+        return zoneinfo.ZoneInfo(name) if name else datetime.UTC
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError, OSError):
+        return datetime.UTC
+
+
+def local_isoformat(moment: datetime.datetime, zone_name: str | None) -> str:
+    """An instant as ISO 8601 in a rule's time zone, with that zone's UTC offset then
+    ("2026-12-02T09:00:00+01:00")."""
+    return moment.astimezone(zone_of(zone_name)).isoformat()
 
 
 @dataclass
@@ -20,6 +49,7 @@ class RunContext:
     log_id: int | None = None
     dry_run: bool = False
     now: datetime.datetime | None = None
+    timezone: str = "UTC"  # the rule's, for now_local
     # Results of earlier actions in this run, by action order.
     results: dict[int, Any] = field(default_factory=dict)
     # Order of the action being run (set by the run before each action): the webhook's
@@ -38,5 +68,6 @@ class RunContext:
             "trigger": self.trigger,
             "rule": {"id": self.rule_id, "name": self.rule_name},
             "now": now.astimezone(datetime.UTC).isoformat().replace("+00:00", "Z"),
+            "now_local": local_isoformat(now, self.timezone),
             "results": {str(order): result for order, result in self.results.items()},
         }

@@ -265,6 +265,7 @@ def publish_action(log, entry: dict) -> None:
         "log_id": log.pk,
         "rule_id": log.rule_id,
         "seq": log.seq,
+        "dry_run": log.dry_run,  # subscriptions leave dry runs out unless asked for
         "action": dict(entry),
     }
     _publish(

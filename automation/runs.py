@@ -55,27 +55,48 @@ class LostClaim(Exception):
 # --- Starting runs by hand ----------------------------------------------------------------------
 
 
-def run_rule(rule: AutomationRule, *, object_id=None, user=None, dry_run=False) -> AutomationLog:
+def run_rule(
+    rule: AutomationRule,
+    *,
+    object_id=None,
+    user=None,
+    dry_run=False,
+    changes=None,
+    record=None,
+) -> AutomationLog:
     """Run `rule` now (MANUAL trigger), on `object_id` when the rule has a model.
 
     A real run is queued and returned PENDING. A dry run is executed here, synchronously: its
     conditions are evaluated and every action's parameters rendered and validated, recording what
-    each action would do; it writes nothing but its own log.
+    each action would do; it writes nothing but its own log. A dry run stands for the rule's
+    event and may be given simulated `changes` and a `record` (automation/simulation.py); with a
+    `record`, `object_id` may be left out.
     """
+    from automation.simulation import refuse_on_a_real_run, simulate
+
+    if not dry_run:
+        refuse_on_a_real_run(changes, record)
     content_type = rule.content_type
     object_snapshot = None
     if content_type is not None:
-        if object_id in (None, ""):
-            raise ValidationError({"objectId": ["This rule has a model: give the record's id."]})
-        instance = _find_object(rule, object_id)
-        from automation.snapshots import snapshot
+        if object_id not in (None, ""):
+            instance = _find_object(rule, object_id)
+            from automation.snapshots import snapshot
 
-        object_snapshot = snapshot(instance)
-        object_id = instance.pk
+            object_snapshot = snapshot(instance)
+            object_id = instance.pk
+        elif dry_run and record is not None:
+            object_id = None  # the whole record is simulated
+        else:
+            raise ValidationError({"objectId": [_object_needed(dry_run)]})
     elif object_id not in (None, ""):
         raise ValidationError({"objectId": ["This rule has no model, so it takes no record."]})
     else:
         object_id = None
+    simulation = None
+    if dry_run:
+        simulation = simulate(rule, object_snapshot, changes=changes, record=record)
+        object_snapshot = simulation.object_snapshot
     with transaction.atomic():
         log = create_run(
             rule,
@@ -85,11 +106,29 @@ def run_rule(rule: AutomationRule, *, object_id=None, user=None, dry_run=False) 
             object_snapshot=object_snapshot,
             user_id=user.pk if user is not None and user.is_authenticated else None,
             dry_run=dry_run,
+            **(_simulated(simulation) if simulation is not None else {}),
         )
-    if dry_run:
+    if dry_run and log.status == RunStatus.PENDING:
         execute_dry_run(log)
         log.refresh_from_db()
     return log
+
+
+def _object_needed(dry_run: bool) -> str:
+    if dry_run:
+        return "This rule has a model: give the record's id, or a simulated record (record)."
+    return "This rule has a model: give the record's id."
+
+
+def _simulated(simulation) -> dict:
+    """create_run's arguments for a dry run's simulated event; a dry run whose simulated event
+    would not fire the rule is written SKIPPED, saying why."""
+    arguments = {"event": simulation.event, "changes": simulation.changes}
+    if simulation.given:
+        arguments["extra_context"] = {"simulated": simulation.given}
+    if simulation.refusal:
+        arguments.update(status=RunStatus.SKIPPED, error=simulation.refusal)
+    return arguments
 
 
 def _find_object(rule, object_id):
@@ -617,6 +656,7 @@ def _context(log: AutomationLog, rule: AutomationRule) -> RunContext:
         log_id=log.pk,
         dry_run=log.dry_run,
         now=timezone.now(),
+        timezone=rule.timezone,
     )
 
 

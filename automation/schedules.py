@@ -27,15 +27,24 @@ SKIPPED when no record matched) carrying scheduled_for and counts, and each reco
 PENDING child log (parent_log and root_log = the fan-out log, scheduled_for in its context).
 Records are examined in primary-key order in chunks, at most AUTOMATION_SCHEDULE_MAX_RECORDS per
 slot; when that bound cuts the slot short, the fan-out log says so in its error and context.
+
+A SCHEDULE rule can also be fired by hand (`fire_now`, the API's runSchedule) through the same
+code as a slot (`_fire`): the same run, or the same fan-out, but with the MANUAL trigger (so a
+paused rule runs, as with runRule), the user who asked, and no `scheduled_for`, so it takes no
+slot (nothing for the unique constraint to refuse) and moves neither next_run_at nor last_run_at.
+Its records are examined inside the request that asked, so within a time budget.
 """
 
 import datetime
 import logging
+import time
 import zoneinfo
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from croniter import CroniterBadCronError, CroniterBadDateError, croniter
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -346,69 +355,90 @@ def _fire_slot(rule: AutomationRule, slot, matches) -> int | None:
 
     `matches`: for a rule with a model, what _matching_records found (the same for every slot
     of this tick: they are evaluated at the same `now`)."""
-    from automation.outbox import create_run
-
     try:
         with transaction.atomic():  # a savepoint: a duplicate slot undoes only itself
-            if rule.content_type_id is None:
-                create_run(
-                    rule,
-                    trigger=TriggerType.SCHEDULE,
-                    scheduled_for=slot,
-                    extra_context={"scheduled_for": slot.isoformat()},
-                )
-                return 1
-            return _fan_out(rule, slot, matches)
+            _fire(rule, slot, matches)
     except IntegrityError:
         logger.info("rule %s slot %s was already fired by another scheduler", rule.pk, slot)
         return None
+    return 1 if matches is None else len(matches.matched)
 
 
-def _fan_out(rule: AutomationRule, slot, matches) -> int:
-    """One PENDING child run per record meeting the conditions, under a finished slot log."""
+def _fire(rule: AutomationRule, slot, matches, *, trigger=TriggerType.SCHEDULE, user_id=None):
+    """The runs of one firing (a slot, or `slot` None for a firing by hand): the log returned.
+
+    Without a model, one PENDING run. With a model, `_fan_out`. Call inside a transaction.
+    """
     from automation.outbox import create_run
 
-    matched, examined, truncated = matches
-    limit = settings.AUTOMATION_SCHEDULE_MAX_RECORDS
-    summary = {
-        "scheduled_for": slot.isoformat(),
-        "records_examined": examined,
-        "records_matched": len(matched),
-        "truncated": truncated,
-    }
-    messages = []
-    if truncated:
-        messages.append(
-            f"Stopped after {limit} records (AUTOMATION_SCHEDULE_MAX_RECORDS); "
-            "the records after them were not examined."
+    if rule.content_type_id is None:
+        return create_run(
+            rule,
+            trigger=trigger,
+            scheduled_for=slot,
+            user_id=user_id,
+            extra_context={"scheduled_for": _iso(slot)},
         )
-    if not matched:
+    return _fan_out(rule, slot, matches, trigger=trigger, user_id=user_id)
+
+
+def _iso(slot) -> str | None:
+    return slot.isoformat() if slot is not None else None
+
+
+def _fan_out(rule: AutomationRule, slot, matches, *, trigger, user_id):
+    """One PENDING child run per record meeting the conditions, under a finished slot log,
+    which is returned."""
+    from automation.outbox import create_run
+
+    summary = {
+        "scheduled_for": _iso(slot),
+        "records_examined": matches.examined,
+        "records_matched": len(matches.matched),
+        "truncated": matches.cut is not None,
+    }
+    messages = [matches.cut] if matches.cut else []
+    if not matches.matched and (matches.examined or not matches.cut):
         messages.append("No record met the conditions.")
     parent = create_run(
         rule,
-        trigger=TriggerType.SCHEDULE,
+        trigger=trigger,
         content_type=rule.content_type,
         scheduled_for=slot,
-        status=RunStatus.SUCCEEDED if matched else RunStatus.SKIPPED,
+        status=RunStatus.SUCCEEDED if matches.matched else RunStatus.SKIPPED,
         error=" ".join(messages),
+        user_id=user_id,
         extra_context=summary,
     )
-    for object_id, object_snapshot in matched:
+    for object_id, object_snapshot in matches.matched:
         create_run(
             rule,
-            trigger=TriggerType.SCHEDULE,
+            trigger=trigger,
             content_type=rule.content_type,
             object_id=object_id,
             object_snapshot=object_snapshot,
             parent_log_id=parent.pk,
             root_log_id=parent.pk,
-            extra_context={"scheduled_for": slot.isoformat()},
+            user_id=user_id,
+            extra_context={"scheduled_for": _iso(slot)},
         )
-    return len(matched)
+    return parent
 
 
-def _matching_records(rule: AutomationRule, now) -> tuple[list, int, bool]:
-    """[(pk, snapshot)] of the organization's records meeting the rule's conditions."""
+@dataclass
+class Matches:
+    """The records of a fan-out: [(pk, snapshot)] meeting the conditions, how many were
+    examined, and why the examination stopped short (None when every record was examined)."""
+
+    matched: list
+    examined: int
+    cut: str | None = None
+
+
+def _matching_records(rule: AutomationRule, now, deadline: float | None = None) -> Matches:
+    """The organization's records meeting the rule's conditions, in primary-key order, at most
+    AUTOMATION_SCHEDULE_MAX_RECORDS; with a `deadline` (time.monotonic()), only those examined
+    before it (a firing by hand, evaluated inside a request)."""
     from automation.conditions import evaluate_conditions, load_condition_tree
     from automation.context import RunContext
     from automation.snapshots import snapshot
@@ -418,15 +448,22 @@ def _matching_records(rule: AutomationRule, now) -> tuple[list, int, bool]:
     tree = load_condition_tree(rule)
     limit = settings.AUTOMATION_SCHEDULE_MAX_RECORDS
     records = model._base_manager.filter(organization_id=rule.organization_id).order_by("pk")
-    matched = []
-    examined = 0
+    found = Matches(matched=[], examined=0)
     last_pk = None
-    while examined < limit:
+    while found.examined < limit:
         chunk = records if last_pk is None else records.filter(pk__gt=last_pk)
-        batch = list(chunk[: min(FANOUT_CHUNK, limit - examined)])
+        batch = list(chunk[: min(FANOUT_CHUNK, limit - found.examined)])
         if not batch:
-            return matched, examined, False
+            return found
         for instance in batch:
+            budget = None
+            if deadline is not None:
+                budget = min(
+                    settings.AUTOMATION_CONDITIONS_BUDGET_SECONDS, deadline - time.monotonic()
+                )
+            if budget is not None and budget <= 0:
+                found.cut = _out_of_time(found.examined)
+                return found
             object_snapshot = snapshot(instance)
             ctx = RunContext(
                 organization_id=rule.organization_id,
@@ -437,10 +474,64 @@ def _matching_records(rule: AutomationRule, now) -> tuple[list, int, bool]:
                 object_id=str(instance.pk),
                 object=object_snapshot,
                 now=now,
+                timezone=rule.timezone,
             )
-            if evaluate_conditions(rule, ctx, tree).met:
-                matched.append((instance.pk, object_snapshot))
-        examined += len(batch)
+            result = evaluate_conditions(rule, ctx, tree, budget=budget)
+            if result.budget_error and deadline is not None and time.monotonic() >= deadline:
+                # Cut by the firing's deadline, not judged: this record was not examined.
+                found.cut = _out_of_time(found.examined)
+                return found
+            if result.met:
+                found.matched.append((instance.pk, object_snapshot))
+            found.examined += 1
         last_pk = batch[-1].pk
-    truncated = records.filter(pk__gt=last_pk).exists()
-    return matched, examined, truncated
+    rest = records if last_pk is None else records.filter(pk__gt=last_pk)
+    if rest.exists():
+        found.cut = (
+            f"Stopped after {limit} records (AUTOMATION_SCHEDULE_MAX_RECORDS); "
+            "the records after them were not examined."
+        )
+    return found
+
+
+def _out_of_time(examined: int) -> str:
+    return (
+        f"Stopped after {examined} records: a firing by hand examines records inside its request "
+        f"for at most {settings.AUTOMATION_DRY_RUN_BUDGET_SECONDS:g} s "
+        "(AUTOMATION_DRY_RUN_BUDGET_SECONDS); the records after them were not examined."
+    )
+
+
+# --- Firing by hand ------------------------------------------------------------------------------
+
+
+def fires_by_hand(rule: AutomationRule) -> None:
+    """Only a SCHEDULE rule has slots to fire; others are run with runRule (ValidationError)."""
+    if rule.trigger_type != TriggerType.SCHEDULE:
+        raise ValidationError(
+            {
+                "id": [
+                    f"This is a {rule.trigger_type} rule: runSchedule fires SCHEDULE rules. "
+                    "Run it with runRule."
+                ]
+            }
+        )
+
+
+def fire_now(rule: AutomationRule, *, user=None, budget: float | None = None):
+    """Fire a SCHEDULE rule now, by hand, as one of its slots would (the tick's `_fire`).
+
+    Its runs have the MANUAL trigger, so a paused rule runs too (like runRule), and no
+    `scheduled_for`: the unique (rule, scheduled_for) constraint is the tick's, and a firing by
+    hand neither takes a slot nor moves next_run_at / last_run_at. With a model, the records are
+    found before the write's transaction opens (see _fire_due_rule), within `budget` seconds
+    when given. Returns the run (without a model) or the finished fan-out log.
+    """
+    fires_by_hand(rule)
+    user_id = user.pk if user is not None and user.is_authenticated else None
+    matches = None
+    if rule.content_type_id is not None:
+        deadline = None if budget is None else time.monotonic() + budget
+        matches = _matching_records(rule, timezone.now(), deadline=deadline)
+    with transaction.atomic():
+        return _fire(rule, None, matches, trigger=TriggerType.MANUAL, user_id=user_id)

@@ -25,11 +25,14 @@ import json
 import re
 from dataclasses import dataclass
 
+from automation.context import TEMPLATE_VARIABLES
+
 # The variables RunContext.template_variables() provides; a placeholder must start with one.
-ROOT_VARIABLES = ("object", "changes", "event", "trigger", "rule", "now", "results")
-# What a placeholder may read below `rule`; `event`, `trigger` and `now` are single values.
+ROOT_VARIABLES = TEMPLATE_VARIABLES
+# What a placeholder may read below `rule`; `event`, `trigger`, `now` and `now_local` are single
+# values.
 RULE_KEYS = ("id", "name")
-SINGLE_VALUES = ("event", "trigger", "now")
+SINGLE_VALUES = ("event", "trigger", "now", "now_local")
 # A change is {"old": .., "new": ..}.
 CHANGE_SIDES = ("old", "new")
 

@@ -72,6 +72,7 @@ SIZES = {
     ("Query", "actionTypes"): Size(5),
     ("AutomatableModel", "fields"): Size(100),
     ("Rule", "upcomingRuns"): Size(50, argument="count"),
+    ("Rule", "upcomingRunsLocal"): Size(50, argument="count"),
     ("Rule", "watchedFields"): Size(20),
     ("Rule", "actions"): Size(MAX_ACTIONS),
     # One trace entry per leaf of the condition tree, one action log per action.

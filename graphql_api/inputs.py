@@ -161,6 +161,10 @@ class LogFilter:
     object_id: strawberry.ID | None = strawberry.UNSET
     created_after: datetime.datetime | None = strawberry.UNSET
     created_before: datetime.datetime | None = strawberry.UNSET
+    dry_run: bool | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="true: dry runs only; false: real runs only; null or left out: both.",
+    )
 
 
 # --- Catalog -------------------------------------------------------------------------------------

@@ -1,9 +1,13 @@
 """The contract's mutations: check access (permissions), convert input, call one service."""
 
+from typing import Annotated
+
 import strawberry
+from django.conf import settings
 from django.contrib.auth import authenticate
 from django.db import transaction
 from django.utils import timezone
+from strawberry.scalars import JSON
 
 from accounts import invitations as invitation_services
 from accounts.choices import Role as RoleChoice
@@ -182,23 +186,71 @@ class Mutation:
         rule_services.delete_rule(rule)
         return strawberry.ID(str(rule.pk))
 
-    @strawberry.mutation(description="Dry run: conditions and rendered actions, no side effects.")
+    @strawberry.mutation(
+        description=(
+            "Run the rule now, by hand (trigger MANUAL), on objectId when the rule has a model. "
+            "A real run is queued and returned PENDING. With dryRun: true the conditions are "
+            "evaluated and the actions rendered now, and nothing is written but the run's log "
+            "(dryRun true): a dry run of an EVENT rule stands for its event, and may be given "
+            "simulated changes and a record."
+        )
+    )
     def run_rule(
         self,
         info: strawberry.Info,
         id: strawberry.ID,
         object_id: strawberry.ID | None = None,
         dry_run: bool | None = False,
+        changes: Annotated[
+            JSON | None,
+            strawberry.argument(
+                description=(
+                    'Dry runs only: {"field": {"old": .., "new": ..}} as an update would '
+                    "record it (UPDATED rules); the record holds the new values."
+                )
+            ),
+        ] = None,
+        record: Annotated[
+            JSON | None,
+            strawberry.argument(
+                description=(
+                    'Dry runs only: {"field": value} over the record of objectId, or without '
+                    "objectId the whole simulated record."
+                )
+            ),
+        ] = None,
     ) -> AutomationLogType:
         from automation.runs import run_rule
 
         rule = perms.get_object(info, AutomationRule.objects.alive(), id, perms.WRITE)
         user = info.context.request.user
         if not dry_run:
-            return run_rule(rule, object_id=object_id, user=user)
+            return run_rule(rule, object_id=object_id, user=user, changes=changes, record=record)
         # Executed here, in this request: at most a few at once per organization.
         with dry_run_slot(rule.organization_id):
-            return run_rule(rule, object_id=object_id, user=user, dry_run=True)
+            return run_rule(
+                rule, object_id=object_id, user=user, dry_run=True, changes=changes, record=record
+            )
+
+    @strawberry.mutation(
+        description=(
+            "Fire a SCHEDULE rule now, as one of its slots would, without moving its schedule: "
+            "without a model one PENDING run; with a model a finished fan-out log (returned) "
+            "and one PENDING run per matching record. The runs' trigger is MANUAL, so a paused "
+            "rule runs too. Other rules: runRule."
+        )
+    )
+    def run_schedule(self, info: strawberry.Info, id: strawberry.ID) -> AutomationLogType:
+        from automation.schedules import fire_now, fires_by_hand
+
+        rule = perms.get_object(info, AutomationRule.objects.alive(), id, perms.WRITE)
+        user = info.context.request.user
+        fires_by_hand(rule)
+        if rule.content_type_id is None:
+            return fire_now(rule, user=user)
+        # Its records are evaluated here, in this request: bounded like a dry run.
+        with dry_run_slot(rule.organization_id):
+            return fire_now(rule, user=user, budget=settings.AUTOMATION_DRY_RUN_BUDGET_SECONDS)
 
     @strawberry.mutation(description="A new run with the same context, retryOf set.")
     def retry_run(self, info: strawberry.Info, log_id: strawberry.ID) -> AutomationLogType:

@@ -189,6 +189,8 @@ def _filter_logs(info, queryset, log_filter: LogFilter):
         queryset = queryset.filter(created_at__gt=log_filter.created_after)
     if given(log_filter.created_before):
         queryset = queryset.filter(created_at__lt=log_filter.created_before)
+    if given(log_filter.dry_run):
+        queryset = queryset.filter(dry_run=log_filter.dry_run)
     return queryset
 
 

@@ -4,7 +4,9 @@ accounts/ratelimit.py, which the admin login shares) and slots for dry runs.
 A dry run (runRule(dryRun: true)) is executed inside its HTTP request, on one of the server's
 request threads, for up to AUTOMATION_DRY_RUN_BUDGET_SECONDS: an organization may have
 AUTOMATION_DRY_RUNS_PER_ORGANIZATION of them at once (eight at once used to take every request
-thread of a server, failing other organizations' requests). See `dry_run_slot`.
+thread of a server, failing other organizations' requests). See `dry_run_slot`. runSchedule on
+a rule with a model evaluates the records it fans out to inside its request too, and takes the
+same slots and budget.
 """
 
 import contextlib
@@ -57,8 +59,9 @@ def dry_run_slot(organization_id):
         raise RateLimited(
             retry_after=max(1, math.ceil(budget)),
             message=(
-                f"This organization already has {limit} dry runs in progress "
-                "(AUTOMATION_DRY_RUNS_PER_ORGANIZATION). Try again when one has finished."
+                f"This organization already has {limit} runs being evaluated inside requests "
+                "(dry runs and runSchedule fan-outs; AUTOMATION_DRY_RUNS_PER_ORGANIZATION). "
+                "Try again when one has finished."
             ),
         )
     try:

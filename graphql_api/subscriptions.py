@@ -21,6 +21,7 @@ import datetime
 import logging
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
+from typing import Annotated
 
 import strawberry
 from django.db import DEFAULT_DB_ALIAS
@@ -36,6 +37,12 @@ from graphql_api.shared_render import shareable
 from graphql_api.types import ActionLogEntry, AutomationLogType, NotificationType, RunStatus
 
 logger = logging.getLogger("graphql_api.subscriptions")
+
+# Dry runs are tests of a rule: a live dashboard does not show them unless it asks.
+INCLUDE_DRY_RUNS = Annotated[
+    bool | None,
+    strawberry.argument(description="Deliver dry runs too (runRule(dryRun: true)); default false."),
+]
 
 DATETIME_FIELDS = {"created_at", "started_at", "finished_at", "scheduled_for", "read_at"}
 
@@ -141,6 +148,7 @@ async def stream_logs(
     organization: strawberry.ID,
     rule: strawberry.ID | None = None,
     statuses: list[RunStatus] | None = None,
+    include_dry_runs: bool = False,
 ) -> AsyncGenerator[AutomationLogType, None]:
     organization_id = await _member_organization(info, organization)
     rule_id = None
@@ -164,6 +172,8 @@ async def stream_logs(
                 continue
             if wanted is not None and payload["status"] not in wanted:
                 continue
+            if payload["dry_run"] and not include_dry_runs:
+                continue
             await _still_member(info, organization_id)
             yield event.built(log_of)
 
@@ -173,6 +183,7 @@ async def stream_action_updates(
     organization: strawberry.ID,
     rule: strawberry.ID | None = None,
     log: strawberry.ID | None = None,
+    include_dry_runs: bool = False,
 ) -> AsyncGenerator[ActionUpdate, None]:
     organization_id = await _member_organization(info, organization)
     rule_id = parse_id(rule) if rule is not None else None
@@ -200,6 +211,9 @@ async def stream_action_updates(
             if rule_id is not None and message["rule_id"] != rule_id:
                 continue
             if log_id is not None and message["log_id"] != log_id:
+                continue
+            # A message published before dry runs were marked on it is a real run's.
+            if message.get("dry_run", False) and not include_dry_runs:
                 continue
             await _still_member(info, organization_id)
             yield event.built(action_update_of)
@@ -231,26 +245,39 @@ async def guarded(info: strawberry.Info, stream: AsyncGenerator) -> AsyncGenerat
 
 @strawberry.type
 class Subscription:
-    @strawberry.subscription(description="Every creation and status change of a run in scope.")
+    @strawberry.subscription(
+        description=(
+            "Every creation and status change of a run in scope; dry runs only with "
+            "includeDryRuns: true."
+        )
+    )
     async def automation_logs(
         self,
         info: strawberry.Info,
         organization: strawberry.ID,
         rule: strawberry.ID | None = None,
         statuses: list[RunStatus] | None = None,
+        include_dry_runs: INCLUDE_DRY_RUNS = False,
     ) -> AsyncGenerator[AutomationLogType, None]:
-        async for log in guarded(info, stream_logs(info, organization, rule, statuses)):
+        stream = stream_logs(info, organization, rule, statuses, bool(include_dry_runs))
+        async for log in guarded(info, stream):
             yield log
 
-    @strawberry.subscription(description="Every action status change as it executes.")
+    @strawberry.subscription(
+        description=(
+            "Every action status change as it executes; dry runs' only with includeDryRuns: true."
+        )
+    )
     async def action_updates(
         self,
         info: strawberry.Info,
         organization: strawberry.ID,
         rule: strawberry.ID | None = None,
         log: strawberry.ID | None = None,
+        include_dry_runs: INCLUDE_DRY_RUNS = False,
     ) -> AsyncGenerator[ActionUpdate, None]:
-        async for update in guarded(info, stream_action_updates(info, organization, rule, log)):
+        stream = stream_action_updates(info, organization, rule, log, bool(include_dry_runs))
+        async for update in guarded(info, stream):
             yield update
 
     @strawberry.subscription(description="The viewer's own notifications as they are created.")

@@ -23,6 +23,7 @@ from accounts import models as accounts_models
 from accounts.choices import Role as RoleChoice
 from automation import choices
 from automation import models as automation_models
+from automation.context import local_isoformat
 from automation.registry import model_label
 from catalog import models as catalog_models
 from catalog.choices import ProductStatus as ProductStatusChoice
@@ -272,13 +273,34 @@ class RuleType:
         ]
     )
     def upcoming_runs(self, count: int | None = 5) -> list[datetime.datetime]:
-        from automation.schedules import upcoming_runs
-        from graphql_api.permissions import check_limit
+        return _upcoming_runs(self, count)
 
-        count = check_limit("count", 5 if count is None else count, 50)
-        if self.trigger_type != choices.TriggerType.SCHEDULE:
-            return []
-        return upcoming_runs(self, count)
+    @strawberry_django.field(
+        only=["next_run_at", "timezone"],
+        description=(
+            "nextRunAt in the rule's time zone: ISO 8601 with the zone's UTC offset at that "
+            'instant, e.g. "2026-12-02T09:00:00+01:00".'
+        ),
+    )
+    def next_run_at_local(self) -> str | None:
+        if self.next_run_at is None:
+            return None
+        return local_isoformat(self.next_run_at, self.timezone)
+
+    @strawberry_django.field(
+        only=[
+            "trigger_type",
+            "schedule",
+            "timezone",
+            "next_run_at",
+            "last_run_at",
+            "is_active",
+            "deleted_at",
+        ],
+        description="upcomingRuns in the rule's time zone (ISO 8601 with each one's UTC offset).",
+    )
+    def upcoming_runs_local(self, count: int | None = 5) -> list[str]:
+        return [local_isoformat(moment, self.timezone) for moment in _upcoming_runs(self, count)]
 
     @strawberry_django.field(
         prefetch_related=["condition_groups"], description="The root group's logic."
@@ -295,6 +317,17 @@ class RuleType:
         if tree is None:  # pragma: no cover - every rule is created with its root group
             raise RuntimeError(f"Rule {self.pk} has no root condition group.")
         return tree
+
+
+def _upcoming_runs(rule, count: int | None) -> list[datetime.datetime]:
+    """The rule's next fire times (UTC); count checked (1..50, else VALIDATION_ERROR)."""
+    from automation.schedules import upcoming_runs
+    from graphql_api.permissions import check_limit
+
+    count = check_limit("count", 5 if count is None else count, 50)
+    if count == 0 or rule.trigger_type != choices.TriggerType.SCHEDULE:
+        return []
+    return upcoming_runs(rule, count)
 
 
 def condition_tree_of(rule) -> ConditionGroupNode | None:

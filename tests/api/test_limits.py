@@ -197,6 +197,9 @@ def test_list_sizes_come_from_literals_defaults_and_the_table(settings):
     leaves = settings.AUTOMATION_CONDITIONS_MAX_LEAVES
     # rules: the default limit (50); upcomingRuns: count as written; actions: the engine's cap.
     assert operation_cost_of("{ rules { id upcomingRuns(count: 3) } }") == 1 + 50 * (1 + 1 + 4)
+    # upcomingRunsLocal: its default count (5), or as written up to the same cap (50).
+    assert operation_cost_of("{ rules { id upcomingRunsLocal } }") == 1 + 50 * (1 + 1 + 6)
+    assert operation_cost_of("{ rule(id: 1) { upcomingRunsLocal(count: 99) } }") == 1 + 1 + 50
     assert operation_cost_of("{ rules(limit: 2) { actions { order } } }") == 1 + 2 * (
         1 + 1 + 50 * 2
     )

@@ -97,6 +97,45 @@ def test_log_filter(gql, editor, organization):
     )
 
 
+def test_dry_runs_are_filtered_and_paged_with_stable_cursors(gql, editor, organization):
+    rule = AutomationRuleFactory(organization=organization)
+    base = timezone.now() - datetime.timedelta(hours=1)
+    # Real and dry runs interleaved, some sharing a created_at, so cursors cross both kinds.
+    logs = [
+        AutomationLogFactory(
+            rule=rule,
+            dry_run=index % 3 == 0,
+            created_at=base + datetime.timedelta(seconds=index // 2),
+        )
+        for index in range(12)
+    ]
+
+    def newest_first(kept):
+        return [
+            str(log.pk)
+            for log in sorted(kept, key=lambda log: (log.created_at, log.pk), reverse=True)
+        ]
+
+    def walk(log_filter):
+        seen, after = [], None
+        while True:
+            variables = {"first": 2, "after": after, "filter": log_filter}
+            page = gql(PAGE, variables, token=editor).ok()["logs"]
+            seen.extend(edge["node"]["id"] for edge in page["edges"])
+            total = page["totalCount"]
+            if not page["pageInfo"]["hasNextPage"]:
+                return seen, total
+            after = page["pageInfo"]["endCursor"]
+
+    dry = [log for log in logs if log.dry_run]
+    real = [log for log in logs if not log.dry_run]
+    assert walk({"dryRun": True}) == (newest_first(dry), 4)
+    assert walk({"dryRun": False}) == (newest_first(real), 8)
+    assert walk({"dryRun": None}) == (newest_first(logs), 12)
+    assert walk({}) == (newest_first(logs), 12)
+    assert walk({"dryRun": True, "rule": str(rule.pk)}) == (newest_first(dry), 4)
+
+
 def test_trace_and_action_logs_are_typed(gql, editor, organization):
     rule = AutomationRuleFactory(organization=organization)
     parent = AutomationLogFactory(rule=rule)

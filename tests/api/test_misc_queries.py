@@ -4,6 +4,7 @@ import datetime
 from pathlib import Path
 
 import pytest
+import time_machine
 from django.conf import settings
 from django.utils import timezone
 
@@ -98,7 +99,46 @@ def test_upcoming_runs(gql, editor, organization):
         gql(query, {"id": str(event_rule.pk), "n": 3}, token=editor).ok()["rule"]["upcomingRuns"]
         == []
     )
+    # count 0 is within the bounds: no fire times (was an internal error).
+    assert gql(query, {"id": str(rule.pk), "n": 0}, token=editor).ok()["rule"]["upcomingRuns"] == []
     too_many = gql(query, {"id": str(rule.pk), "n": 51}, token=editor).error()
+    assert too_many["extensions"] == {
+        "code": "VALIDATION_ERROR",
+        "fields": {"count": ["Must be between 0 and 50."]},
+    }
+
+
+def test_schedule_times_in_the_rules_time_zone_across_dst(gql, editor, organization):
+    # Paris moves from CET (+01:00) to CEST (+02:00) on 2026-03-29 at 02:00.
+    query = """query($id: ID!, $n: Int) { rule(id: $id) {
+        nextRunAt nextRunAtLocal upcomingRuns(count: $n) upcomingRunsLocal(count: $n) } }"""
+    with time_machine.travel(datetime.datetime(2026, 3, 27, 12, 0, tzinfo=datetime.UTC)):
+        rule = AutomationRuleFactory(
+            organization=organization,
+            schedule_rule=True,
+            schedule="0 9 * * *",
+            timezone="Europe/Paris",
+        )
+        data = gql(query, {"id": str(rule.pk), "n": 3}, token=editor).ok()["rule"]
+    assert data["nextRunAtLocal"] == "2026-03-28T09:00:00+01:00"
+    assert data["upcomingRunsLocal"] == [
+        "2026-03-28T09:00:00+01:00",
+        "2026-03-29T09:00:00+02:00",
+        "2026-03-30T09:00:00+02:00",
+    ]
+    # The same instants as the UTC fields.
+    assert [datetime.datetime.fromisoformat(t) for t in data["upcomingRunsLocal"]] == [
+        datetime.datetime.fromisoformat(t) for t in data["upcomingRuns"]
+    ]
+    assert datetime.datetime.fromisoformat(
+        data["nextRunAtLocal"]
+    ) == datetime.datetime.fromisoformat(data["nextRunAt"])
+
+    event_rule = AutomationRuleFactory(organization=organization, timezone="Europe/Paris")
+    data = gql(query, {"id": str(event_rule.pk), "n": 3}, token=editor).ok()["rule"]
+    assert (data["nextRunAtLocal"], data["upcomingRunsLocal"]) == (None, [])
+    local_only = "query($id: ID!) { rule(id: $id) { upcomingRunsLocal(count: 51) } }"
+    too_many = gql(local_only, {"id": str(rule.pk)}, token=editor).error()
     assert too_many["extensions"] == {
         "code": "VALIDATION_ERROR",
         "fields": {"count": ["Must be between 0 and 50."]},

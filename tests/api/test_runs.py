@@ -10,7 +10,13 @@ from automation.choices import ActionType, RunStatus, TriggerType
 from automation.models import AutomationLog
 from catalog.models import Product
 from tests import blocking
-from tests.factories import AutomationLogFactory, AutomationRuleFactory, ProductFactory
+from tests.factories import (
+    AutomationLogFactory,
+    AutomationRuleFactory,
+    CategoryFactory,
+    ProductFactory,
+    content_type_of,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -272,3 +278,333 @@ def test_a_dry_run_that_raises_gives_its_slot_back(
         patch.setattr(runs, "execute_dry_run", lambda log: 1 / 0)
         assert gql(RUN, variables, token=editor).codes == ["INTERNAL_SERVER_ERROR"]
     assert gql(RUN, variables, token=editor).ok()["runRule"]["dryRun"] is True
+
+
+# --- Dry runs that simulate an event: changes and a record -------------------------------------------
+
+SIMULATE = """mutation($id: ID!, $obj: ID, $dry: Boolean, $changes: JSON, $record: JSON) {
+  runRule(id: $id, objectId: $obj, dryRun: $dry, changes: $changes, record: $record) {
+    id status dryRun trigger event objectType objectId conditionsMet changes context error
+    conditionTrace { field operator expected actual passed error }
+    actionLogs { status result error }
+  }
+}"""
+
+
+def simulate(gql, token, rule, product=None, **variables):
+    variables = {"id": str(rule.pk), "dry": True, **variables}
+    if product is not None:
+        variables["obj"] = str(product.pk)
+    return gql(SIMULATE, variables, token=token)
+
+
+def changed_to_active_rule(organization, **kwargs):
+    """An UPDATED rule on products that fires when the status becomes ACTIVE."""
+    return AutomationRuleFactory(
+        organization=organization,
+        conditions=[{"field_name": "status", "operator": "CHANGED_TO", "value": "ACTIVE"}],
+        actions=[
+            {
+                "action_type": ActionType.UPDATE_RECORD,
+                "parameters": {"fields": {"description": "Now {{ changes.status.new }}"}},
+            }
+        ],
+        **kwargs,
+    )
+
+
+def test_a_dry_run_of_an_updated_rule_judges_simulated_changes_as_an_update_would(
+    gql, editor, organization
+):
+    rule = changed_to_active_rule(organization)
+    product = ProductFactory(organization=organization, status="DRAFT", description="before")
+    change = {"status": {"old": "DRAFT", "new": "ACTIVE"}}
+    log = simulate(gql, editor, rule, product, changes=change).ok()["runRule"]
+    assert (log["status"], log["conditionsMet"], log["dryRun"]) == ("SUCCEEDED", True, True)
+    assert (log["trigger"], log["event"]) == ("MANUAL", "UPDATED")
+    assert log["changes"] == change
+    (leaf,) = log["conditionTrace"]
+    assert (leaf["operator"], leaf["actual"], leaf["passed"]) == (
+        "CHANGED_TO",
+        change["status"],
+        True,
+    )
+    # The record holds the new value, as it would after the save; the stored one is untouched.
+    assert log["context"]["object"]["status"] == "ACTIVE"
+    assert log["context"]["object"]["name"] == product.name
+    assert log["context"]["simulated"] == ["changes"]
+    assert log["actionLogs"][0]["result"]["fields"] == {"description": "Now ACTIVE"}
+    product.refresh_from_db()
+    assert (product.status, product.description) == ("DRAFT", "before")
+
+    # The same rule, changes from elsewhere: not met, and the trace says why.
+    other = {"status": {"old": "ACTIVE", "new": "DISCONTINUED"}}
+    log = simulate(gql, editor, rule, product, changes=other).ok()["runRule"]
+    assert (log["status"], log["conditionsMet"]) == ("SKIPPED", False)
+    assert log["conditionTrace"][0]["actual"] == other["status"]
+    # No changes given: an update that changed nothing this rule looks at.
+    log = simulate(gql, editor, rule, product).ok()["runRule"]
+    assert (log["status"], log["event"], log["changes"]) == ("SKIPPED", "UPDATED", None)
+
+
+def test_a_dry_run_of_a_created_rule_sees_every_field_changed_from_null(gql, editor, organization):
+    rule = AutomationRuleFactory(
+        organization=organization,
+        trigger_event="CREATED",
+        conditions=[{"field_name": "name", "operator": "CHANGED"}],
+    )
+    product = ProductFactory(organization=organization, name="Fresh")
+    log = simulate(gql, editor, rule, product).ok()["runRule"]
+    assert (log["status"], log["event"]) == ("SUCCEEDED", "CREATED")
+    assert log["changes"]["name"] == {"old": None, "new": "Fresh"}
+    assert log["conditionTrace"][0]["passed"] is True
+
+
+def test_a_dry_run_on_a_simulated_record_needs_no_stored_record(gql, editor, organization):
+    category = CategoryFactory(organization=organization, name="Lamps")
+    rule = AutomationRuleFactory(
+        organization=organization,
+        manual_rule=True,
+        conditions=[
+            {"field_name": "status", "operator": "EQUALS", "value": "ACTIVE"},
+            {"field_name": "price", "operator": "LESS_THAN", "value": 10},
+            {"field_name": "category__name", "operator": "EQUALS", "value": "Lamps"},
+        ],
+        actions=[
+            {
+                "action_type": ActionType.CREATE_RECORD,
+                "parameters": {
+                    "model": "catalog.category",
+                    "fields": {"name": "For {{ object.name }} at {{ object.price }}"},
+                },
+            }
+        ],
+    )
+    record = {"name": "Ghost", "status": "ACTIVE", "price": 9.5, "category": str(category.pk)}
+    log = simulate(gql, editor, rule, record=record).ok()["runRule"]
+    assert (log["status"], log["conditionsMet"]) == ("SUCCEEDED", True), log["conditionTrace"]
+    assert (log["objectType"], log["objectId"]) == ("catalog.product", None)
+    # Stored as a snapshot holds values: the price as text, the category as its id.
+    assert log["context"]["object"] == {
+        "id": None,
+        "name": "Ghost",
+        "status": "ACTIVE",
+        "price": "9.5",
+        "category": category.pk,
+    }
+    assert log["actionLogs"][0]["result"]["fields"] == {"name": "For Ghost at 9.5"}
+    assert not Product.objects.exists()
+
+
+def test_a_record_overrides_fields_of_the_stored_record(gql, editor, organization):
+    rule = conditional_rule(organization)
+    product = ProductFactory(organization=organization, status="DRAFT", name="Lamp")
+    log = simulate(gql, editor, rule, product, record={"status": "ACTIVE"}).ok()["runRule"]
+    assert (log["status"], log["conditionsMet"]) == ("SUCCEEDED", True)
+    assert log["context"]["object"]["status"] == "ACTIVE"
+    assert log["context"]["object"]["id"] == product.pk
+    assert log["actionLogs"][0]["result"]["fields"] == {"description": "Ran on Lamp"}
+    assert Product.objects.get(pk=product.pk).status == "DRAFT"
+
+
+def test_simulated_changes_that_touch_no_watched_field_say_the_rule_would_not_fire(
+    gql, editor, organization
+):
+    rule = changed_to_active_rule(organization, watched_fields=["price"])
+    product = ProductFactory(organization=organization)
+    change = {"status": {"old": "DRAFT", "new": "ACTIVE"}}
+    log = simulate(gql, editor, rule, product, changes=change).ok()["runRule"]
+    assert log["status"] == "SKIPPED"
+    assert log["error"].startswith("Not fired: the rule watches price")
+    assert log["actionLogs"] == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "variables", "field", "message"),
+    [
+        ("event", {"dry": False, "changes": {}}, "changes", "Only a dry run"),
+        ("manual", {"dry": False, "record": {"stock": 1}}, "record", "Only a dry run"),
+        ("event", {"changes": {"nope": {"old": 1, "new": 2}}}, "changes.nope", "not a field"),
+        (
+            "event",
+            {"changes": {"category__name": {"old": "a", "new": "b"}}},
+            "changes.category__name",
+            "not a field",
+        ),
+        (
+            "event",
+            {"changes": {"price": {"old": "1", "new": "x"}}},
+            "changes.price.new",
+            "cannot be compared",
+        ),
+        (
+            "event",
+            {"changes": {"status": {"old": "GONE", "new": "ACTIVE"}}},
+            "changes.status.old",
+            "not a choice",
+        ),
+        (
+            "event",
+            {"changes": {"name": {"old": "a", "new": None}}},
+            "changes.name.new",
+            "cannot be null",
+        ),
+        ("event", {"changes": {"stock": {"old": 1, "new": "1"}}}, "changes.stock", "equal"),
+        ("event", {"changes": {"stock": {"new": 2}}}, "changes.stock", "both given"),
+        ("event", {"changes": [1]}, "changes", "Expected an object"),
+        ("created", {"changes": {"stock": {"old": 1, "new": 2}}}, "changes", "give them in record"),
+        ("deleted", {"changes": {"stock": {"old": 1, "new": 2}}}, "changes", "no changes"),
+        ("manual", {"changes": {"stock": {"old": 1, "new": 2}}}, "changes", "Only EVENT rules"),
+        ("manual", {"record": {"id": 5}}, "record.id", "give objectId"),
+        ("manual", {"record": {"stock": "many"}}, "record.stock", "cannot be compared"),
+        ("manual", {"record": "x"}, "record", "Expected an object"),
+        (
+            "event",
+            {"changes": {"stock": {"old": 1, "new": 2}}, "record": {"stock": 3}},
+            "record.stock",
+            "changes.stock.new is 2",
+        ),
+        ("modelless", {"record": {"stock": 1}}, "record", "no model"),
+    ],
+)
+def test_simulated_inputs_are_checked_before_anything_is_written(
+    gql, editor, organization, kind, variables, field, message
+):
+    specs = {
+        "event": {},
+        "created": {"trigger_event": "CREATED"},
+        "deleted": {"trigger_event": "DELETED"},
+        "manual": {"manual_rule": True},
+        "modelless": {"manual_rule": True, "content_type": None},
+    }
+    product = ProductFactory(organization=organization) if kind != "modelless" else None
+    rule = AutomationRuleFactory(organization=organization, **specs[kind])
+    error = simulate(gql, editor, rule, product, **variables).error()
+    assert error["extensions"]["code"] == "VALIDATION_ERROR"
+    fields = error["extensions"]["fields"]
+    assert list(fields) == [field], fields
+    assert message in fields[field][0], fields
+    assert not AutomationLog.objects.exists()
+
+
+def test_a_model_rule_needs_an_object_id_or_in_a_dry_run_a_record(gql, editor, organization):
+    rule = conditional_rule(organization)
+    dry = simulate(gql, editor, rule).error()
+    assert "record" in dry["extensions"]["fields"]["objectId"][0]
+    real = simulate(gql, editor, rule, dry=False).error()
+    assert real["extensions"]["fields"] == {
+        "objectId": ["This rule has a model: give the record's id."]
+    }
+
+
+def test_run_rule_says_it_queues_real_runs_and_executes_dry_runs(gql, editor):
+    query = '{ __type(name: "Mutation") { fields { name description } } }'
+    fields = gql(query, token=editor).ok()["__type"]["fields"]
+    (description,) = [f["description"] for f in fields if f["name"] == "runRule"]
+    assert "A real run is queued and returned PENDING" in description
+    assert "dryRun: true" in description
+    assert not description.startswith("Dry run")
+
+
+# --- runSchedule: fire a schedule now, by hand ------------------------------------------------------
+
+RUN_SCHEDULE = """mutation($id: ID!) {
+  runSchedule(id: $id) {
+    id status trigger scheduledFor objectId context error triggeredBy { username }
+  }
+}"""
+
+
+def product_schedule(organization):
+    return AutomationRuleFactory(
+        organization=organization,
+        schedule_rule=True,
+        content_type=content_type_of("catalog.product"),
+        conditions=[{"field_name": "status", "operator": "EQUALS", "value": "ACTIVE"}],
+    )
+
+
+def test_run_schedule_fires_a_schedule_now_without_moving_it(gql, editor, organization):
+    modelless = AutomationRuleFactory(organization=organization, schedule_rule=True)
+    next_run_at = modelless.next_run_at
+    log = gql(RUN_SCHEDULE, {"id": str(modelless.pk)}, token=editor).ok()["runSchedule"]
+    assert (log["status"], log["trigger"], log["scheduledFor"]) == ("PENDING", "MANUAL", None)
+    assert log["triggeredBy"] == {"username": editor.username}
+    modelless.refresh_from_db()
+    assert modelless.next_run_at == next_run_at
+
+    active = ProductFactory(organization=organization, status="ACTIVE")
+    ProductFactory(organization=organization, status="DRAFT")
+    rule = product_schedule(organization)
+    fan_out = gql(RUN_SCHEDULE, {"id": str(rule.pk)}, token=editor).ok()["runSchedule"]
+    assert (fan_out["status"], fan_out["trigger"]) == ("SUCCEEDED", "MANUAL")
+    assert fan_out["context"]["records_matched"] == 1
+    (child,) = AutomationLog.objects.filter(parent_log_id=fan_out["id"])
+    assert (child.status, child.object_id) == (RunStatus.PENDING, str(active.pk))
+
+
+def test_run_schedule_is_for_editors_and_schedule_rules(gql, editor, viewer, organization):
+    schedule = AutomationRuleFactory(organization=organization, schedule_rule=True)
+    assert gql(RUN_SCHEDULE, {"id": str(schedule.pk)}, token=viewer).codes == ["PERMISSION_DENIED"]
+    for rule in (
+        AutomationRuleFactory(organization=organization),
+        AutomationRuleFactory(organization=organization, manual_rule=True),
+    ):
+        refused = gql(RUN_SCHEDULE, {"id": str(rule.pk)}, token=editor).error()
+        assert refused["extensions"]["code"] == "VALIDATION_ERROR"
+        assert refused["extensions"]["fields"] == {
+            "id": [
+                f"This is a {rule.trigger_type} rule: runSchedule fires SCHEDULE rules. "
+                "Run it with runRule."
+            ]
+        }
+    assert not AutomationLog.objects.exists()
+
+
+def test_run_schedule_evaluates_its_records_within_the_dry_run_bounds(
+    gql, editor, organization, settings
+):
+    from graphql_api import ratelimit
+
+    ProductFactory(organization=organization, status="ACTIVE")
+    rule = product_schedule(organization)
+    settings.AUTOMATION_DRY_RUN_BUDGET_SECONDS = 0
+    cut = gql(RUN_SCHEDULE, {"id": str(rule.pk)}, token=editor).ok()["runSchedule"]
+    assert cut["status"] == "SKIPPED"
+    assert "AUTOMATION_DRY_RUN_BUDGET_SECONDS" in cut["error"]
+
+    settings.AUTOMATION_DRY_RUN_BUDGET_SECONDS = 5
+    settings.AUTOMATION_DRY_RUNS_PER_ORGANIZATION = 1
+    with ratelimit.dry_run_slot(organization.pk):  # a dry run in progress
+        assert gql(RUN_SCHEDULE, {"id": str(rule.pk)}, token=editor).codes == ["RATE_LIMITED"]
+        # Without a model nothing is evaluated in the request: no slot needed.
+        modelless = AutomationRuleFactory(organization=organization, schedule_rule=True)
+        assert gql(RUN_SCHEDULE, {"id": str(modelless.pk)}, token=editor).ok()
+
+
+def test_a_run_renders_now_local_in_its_rules_time_zone(gql, editor, organization):
+    import datetime
+
+    import time_machine
+
+    rule = AutomationRuleFactory(
+        organization=organization,
+        manual_rule=True,
+        content_type=None,
+        timezone="Europe/Paris",
+        actions=[
+            {
+                "action_type": ActionType.CREATE_RECORD,
+                "parameters": {
+                    "model": "catalog.category",
+                    "fields": {"name": "{{ now }} / {{ now_local }}"},
+                },
+            }
+        ],
+    )
+    summer = datetime.datetime(2026, 7, 1, 10, 0, tzinfo=datetime.UTC)
+    with time_machine.travel(summer, tick=False):
+        log = simulate(gql, editor, rule).ok()["runRule"]
+    assert log["actionLogs"][0]["result"]["fields"] == {
+        "name": "2026-07-01T10:00:00Z / 2026-07-01T12:00:00+02:00"
+    }

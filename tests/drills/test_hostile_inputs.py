@@ -703,6 +703,48 @@ def test_records_of_another_organization_are_not_found(
     assert row_counts() == before
 
 
+SIMULATE = """mutation($id: ID!, $obj: ID, $changes: JSON, $record: JSON) {
+  runRule(id: $id, objectId: $obj, dryRun: true, changes: $changes, record: $record) { id }
+}"""
+HOSTILE_SIMULATIONS = {
+    "ten thousand changed fields": (
+        {"changes": {f"f{n}": {"old": 1, "new": 2} for n in range(10_000)}},
+        "changes",
+    ),
+    "ten thousand record fields": ({"record": {f"f{n}": n for n in range(10_000)}}, "record"),
+    "a record value 900 levels deep": ({"record": {"name": nested_json(900)}}, "record.name"),
+    "a change 900 levels deep": (
+        {"changes": {"stock": {"old": 1, "new": nested_json(900)}}},
+        "changes.stock.new",
+    ),
+    "a list for a number": ({"record": {"stock": list(range(1000))}}, "record.stock"),
+    "a name of 900 KB": ({"record": {"name": "x" * 900_000}}, "record.name"),
+    "a price that is not finite": ({"record": {"price": "NaN"}}, "record.price"),
+    "a huge number": ({"record": {"stock": "9" * 5000}}, "record.stock"),
+    "another organization's field": ({"record": {"organization": 1}}, "record.organization"),
+    "a private attribute": ({"record": {"_state": 1}}, "record._state"),
+    "changes of a stored id": ({"changes": {"id": {"old": 1, "new": 2}}}, "changes.id"),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE_SIMULATIONS)
+def test_hostile_simulated_changes_and_records(post, organization, case):
+    from tests.factories import AutomationRuleFactory
+
+    product = ProductFactory(organization=organization)
+    rule = AutomationRuleFactory(organization=organization)
+    variables, field = HOSTILE_SIMULATIONS[case]
+    before = row_counts()
+    started = time.monotonic()
+    answer = post(SIMULATE, {"id": str(rule.pk), "obj": str(product.pk), **variables})
+    (error,) = refused(answer)
+    assert time.monotonic() - started < 10
+    assert error["extensions"]["code"] == "VALIDATION_ERROR", error
+    assert list(error["extensions"]["fields"]) == [field], error
+    assert len(answer.content) < 20_000, "the refusal echoes what it was sent"
+    assert row_counts() == before
+
+
 HOSTILE_USERNAMES = [
     "",
     " ",

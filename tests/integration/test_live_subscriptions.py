@@ -23,7 +23,7 @@ from automation.choices import ActionType
 from automation.live import LOG_MESSAGE, organization_group, serialize_log
 from automation.models import AutomationLog
 from automation.outbox import emit_event
-from automation.runs import execute_run
+from automation.runs import execute_run, run_rule
 from config.asgi import application
 from graphql_api import live_auth
 from tests.factories import (
@@ -215,6 +215,69 @@ async def test_statuses_filter(organization, editor):
     assert event["status"] == "SUCCEEDED"
     assert await client.ws.receive_nothing(0.5)
     await client.close()
+
+
+DRY_LOGS = """subscription DryLogs($org: ID!, $dry: Boolean) {
+  automationLogs(organization: $org, includeDryRuns: $dry) { id status dryRun }
+}"""
+DRY_ACTIONS = """subscription DryActions($org: ID!, $dry: Boolean) {
+  actionUpdates(organization: $org, includeDryRuns: $dry) { logId action { status } }
+}"""
+
+
+async def drain(client, op_ids, until):
+    """Messages of `client`, by operation id, until `until(by_op)` holds."""
+    by_op = {op_id: [] for op_id in op_ids}
+    while not until(by_op):
+        message = await client.receive()
+        by_op[message["id"]].append(message["payload"]["data"])
+    return by_op
+
+
+async def test_dry_runs_reach_only_subscriptions_that_ask_for_them(organization, editor):
+    """Subscriptions of one connection and of another, with and without includeDryRuns, share
+    groups and renders: one subscription's choice must not leak into another's."""
+    rule, log = await make_run(organization)
+    both, plain = Client(editor.raw_token), Client(editor.raw_token)
+    await both.connect()
+    await plain.connect()
+    org = str(organization.pk)
+    await subscribed(both, "logs", DRY_LOGS, {"org": org})
+    await subscribed(both, "dry-logs", DRY_LOGS, {"org": org, "dry": True})
+    await subscribed(both, "dry-actions", DRY_ACTIONS, {"org": org, "dry": True})
+    await subscribed(plain, "logs", DRY_LOGS, {"org": org, "dry": False})
+    await subscribed(plain, "actions", DRY_ACTIONS, {"org": org})
+
+    product_id = int(log.object_id)
+    dry = await sync_to_async(run_rule)(rule, object_id=product_id, user=editor, dry_run=True)
+    assert dry.status == "SUCCEEDED"
+    seen = await drain(
+        both,
+        ["logs", "dry-logs", "dry-actions"],
+        lambda by_op: (
+            len(by_op["dry-actions"]) == 4
+            and any(e["automationLogs"]["status"] == "SUCCEEDED" for e in by_op["dry-logs"])
+        ),
+    )
+    assert seen["logs"] == []
+    assert {e["automationLogs"]["id"] for e in seen["dry-logs"]} == {str(dry.pk)}
+    assert {e["automationLogs"]["dryRun"] for e in seen["dry-logs"]} == {True}
+    assert {e["actionUpdates"]["logId"] for e in seen["dry-actions"]} == {str(dry.pk)}
+    assert await both.ws.receive_nothing(0.3)
+    assert await plain.ws.receive_nothing(0.3)
+
+    # A real run reaches every one of them.
+    await sync_to_async(execute_run)(log.pk)
+    finished = lambda by_op: any(  # noqa: E731
+        e["automationLogs"]["status"] == "SUCCEEDED" for e in by_op["logs"]
+    )
+    seen = await drain(both, ["logs", "dry-logs", "dry-actions"], finished)
+    assert {e["automationLogs"]["id"] for e in seen["logs"]} == {str(log.pk)}
+    seen = await drain(plain, ["logs", "actions"], finished)
+    assert {e["automationLogs"]["dryRun"] for e in seen["logs"]} == {False}
+    assert {e["actionUpdates"]["logId"] for e in seen["actions"]} == {str(log.pk)}
+    await both.close()
+    await plain.close()
 
 
 async def test_removed_member_stops_receiving(organization, editor, monkeypatch):

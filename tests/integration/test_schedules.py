@@ -11,7 +11,7 @@ from automation import services
 from automation.choices import ActionType, MissedRunPolicy, RunStatus, TriggerType
 from automation.models import AutomationLog, AutomationRule
 from automation.runs import execute_run
-from automation.schedules import tick, upcoming_runs
+from automation.schedules import fire_now, tick, upcoming_runs
 from tests import blocking
 from tests.factories import (
     AutomationRuleFactory,
@@ -377,6 +377,92 @@ def test_a_rule_edited_while_its_slot_was_prepared_is_prepared_again(organizatio
     assert found == [rule.revision, rule.revision + 1]
     (child,) = AutomationLog.objects.filter(rule=rule, parent_log__isnull=False)
     assert child.object_id == str(draft.pk)
+
+
+# --- Firing a schedule by hand ------------------------------------------------------------------
+
+
+def test_firing_by_hand_takes_no_slot_and_leaves_the_schedule_alone(organization, editor):
+    with travel(at(2026, 1, 5, 10, 7)):
+        rule = schedule_rule(organization)
+    with travel(at(2026, 1, 5, 10, 30)):
+        first = fire_now(rule, user=editor)
+        second = fire_now(rule, user=editor)  # again: no slot to collide on
+    for log in (first, second):
+        assert (log.status, log.trigger, log.scheduled_for) == (
+            RunStatus.PENDING,
+            TriggerType.MANUAL,
+            None,
+        )
+        assert log.triggered_by_id == editor.pk
+        assert log.context["scheduled_for"] is None
+    rule = stored(rule)
+    assert (rule.next_run_at, rule.last_run_at) == (at(2026, 1, 5, 11, 0), None)
+
+    # The slot of 11:00 still fires, once, from the tick.
+    with travel(at(2026, 1, 5, 11, 0, 2)):
+        assert tick() == {"rules": 1, "runs": 1}
+    assert slots_of(rule) == [at(2026, 1, 5, 11, 0)]
+    execute_run(first.pk)
+    first.refresh_from_db()
+    assert first.status == RunStatus.SUCCEEDED
+
+
+def test_firing_a_rule_with_a_model_by_hand_fans_out_as_a_slot_does(
+    organization, other_organization, editor, settings
+):
+    settings.AUTOMATION_SCHEDULE_MAX_RECORDS = 3
+    active = [ProductFactory(organization=organization, status="ACTIVE") for _ in range(4)]
+    ProductFactory(organization=organization, status="DRAFT")
+    ProductFactory(organization=other_organization, status="ACTIVE")
+    with travel(at(2026, 1, 5, 7, 0)):
+        rule = product_schedule(organization)
+    services.update_rule(rule, {"is_active": False})  # paused: fired by hand all the same
+    with travel(at(2026, 1, 5, 7, 30)):
+        fan_out = fire_now(rule, user=editor)
+    assert (fan_out.status, fan_out.trigger, fan_out.scheduled_for) == (
+        RunStatus.SUCCEEDED,
+        TriggerType.MANUAL,
+        None,
+    )
+    assert fan_out.context["records_examined"] == 3
+    assert fan_out.context["records_matched"] == 3
+    assert fan_out.context["truncated"] is True
+    assert "Stopped after 3 records (AUTOMATION_SCHEDULE_MAX_RECORDS)" in fan_out.error
+    children = list(AutomationLog.objects.filter(parent_log=fan_out).order_by("pk"))
+    assert [int(log.object_id) for log in children] == [p.pk for p in active[:3]]
+    assert {(log.status, log.trigger, log.root_log_id) for log in children} == {
+        (RunStatus.PENDING, TriggerType.MANUAL, fan_out.pk)
+    }
+    assert {log.triggered_by_id for log in children} == {editor.pk}
+    for log in children:
+        execute_run(log.pk)
+        log.refresh_from_db()
+        assert log.status == RunStatus.SUCCEEDED, log.error
+    rule = stored(rule)
+    assert (rule.next_run_at, rule.last_run_at) == (None, None)  # paused, and still paused
+    assert slots_of(rule) == []
+
+
+def test_firing_by_hand_within_a_budget_stops_where_the_time_ran_out(organization):
+    ProductFactory(organization=organization, status="ACTIVE")
+    rule = product_schedule(organization)
+    fan_out = fire_now(rule, budget=0)
+    assert (fan_out.status, fan_out.context["records_examined"]) == (RunStatus.SKIPPED, 0)
+    assert fan_out.context["truncated"] is True
+    assert fan_out.error.startswith("Stopped after 0 records: a firing by hand")
+    assert "AUTOMATION_DRY_RUN_BUDGET_SECONDS" in fan_out.error
+    assert not AutomationLog.objects.filter(parent_log=fan_out).exists()
+
+
+def test_only_schedule_rules_are_fired_by_hand(organization):
+    from django.core.exceptions import ValidationError
+
+    rule = AutomationRuleFactory(organization=organization, manual_rule=True)
+    with pytest.raises(ValidationError) as refused:
+        fire_now(rule)
+    assert "Run it with runRule" in refused.value.message_dict["id"][0]
+    assert not AutomationLog.objects.exists()
 
 
 def test_the_tick_runs_every_minute_and_retention_every_hour():

@@ -193,6 +193,26 @@ def test_the_first_action_has_no_results_and_a_rule_without_a_model_no_record():
 
 
 def test_the_save_time_roots_are_the_variables_a_run_provides(variables):
-    assert set(variables) == set(ROOT_VARIABLES)
+    assert tuple(variables) == ROOT_VARIABLES
     assert set(variables["rule"]) == set(RULE_KEYS)
     assert all(isinstance(variables[root], str) for root in SINGLE_VALUES)
+    assert placeholder_errors("{{ now_local }}") == []
+
+
+def test_now_local_is_the_same_instant_in_the_rules_time_zone_across_dst():
+    def local(moment, zone):
+        ctx = RunContext(organization_id=1, rule_id=7, rule_name="r", trigger="MANUAL", now=moment)
+        if zone is not None:
+            ctx.timezone = zone
+        return render("{{ now }} is {{ now_local }}", ctx.template_variables())
+
+    # New York: EST (-05:00) until 2026-03-08 07:00 UTC, EDT (-04:00) after.
+    before = datetime.datetime(2026, 3, 8, 6, 59, 30, tzinfo=datetime.UTC)
+    after = datetime.datetime(2026, 3, 8, 7, 0, 30, tzinfo=datetime.UTC)
+    assert local(before, "America/New_York") == (
+        "2026-03-08T06:59:30Z is 2026-03-08T01:59:30-05:00"
+    )
+    assert local(after, "America/New_York") == "2026-03-08T07:00:30Z is 2026-03-08T03:00:30-04:00"
+    # A rule's zone defaults to UTC, and one that is not a zone reads as UTC.
+    assert local(after, None) == "2026-03-08T07:00:30Z is 2026-03-08T07:00:30+00:00"
+    assert local(after, "Not/AZone") == "2026-03-08T07:00:30Z is 2026-03-08T07:00:30+00:00"
