@@ -163,6 +163,10 @@ WEBSOCKET_ALLOWED_ORIGINS = env.list("WEBSOCKET_ALLOWED_ORIGINS", default=[])
 # Days an invitation to join an organization (addMember) stays open before it must be renewed.
 ACCOUNTS_INVITATION_DAYS = env.int("ACCOUNTS_INVITATION_DAYS", default=14)
 
+# The plain login page (/accounts/login/) is for any user, staff or not; it leads to GraphiQL.
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/graphql/"
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
