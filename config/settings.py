@@ -277,5 +277,6 @@ GRAPHQL_MAX_SUBSCRIPTIONS_PER_CONNECTION = env.int(
     "GRAPHQL_MAX_SUBSCRIPTIONS_PER_CONNECTION", default=50
 )
 DATA_UPLOAD_MAX_MEMORY_SIZE = GRAPHQL_MAX_BODY_BYTES
-# Password attempts per username and per client address, obtainToken and /admin/login/ together.
+# Password attempts per username and per client address: obtainToken, /accounts/login/ and
+# /admin/login/ together (accounts/ratelimit.py).
 LOGIN_RATE_LIMIT = {"attempts": 5, "window_seconds": 60}
