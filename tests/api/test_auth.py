@@ -317,6 +317,8 @@ def test_logging_out_ends_the_session_and_needs_a_post():
     log_in(browser, user.username, password)
     assert session_me(browser)["data"]["me"] == {"username": user.username}
 
+    page = browser.get("/accounts/login/").content  # signed in: the page offers to log out
+    assert b'<form method="post" action="/accounts/logout/">' in page
     assert browser.get("/accounts/logout/").status_code == 405  # a link cannot log anyone out
     assert session_me(browser)["data"]["me"] == {"username": user.username}
     answer = browser.post(

@@ -38,6 +38,7 @@ import os
 import pty
 import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -451,10 +452,11 @@ def normalized(value, key: str | None = None):
 def run_in_terminal(script: str, env: dict) -> tuple[int, str]:
     """Run bash in a pseudo-terminal (`createsuperuser` and `create_user` ask for a password at
     the terminal), answering each password prompt; (exit status, output)."""
+    bash = shutil.which("bash")
     pid, terminal = pty.fork()
     if pid == 0:  # the child: exec at once
         os.chdir(REPO_ROOT)
-        os.execve("/bin/bash", ["bash", "-c", script], env)
+        os.execve(bash, ["bash", "-c", script], env)
     output, answered = bytearray(), 0
     deadline = time.monotonic() + BLOCK_TIMEOUT
     try:
