@@ -7,31 +7,15 @@ at issue time, and the admin shows neither it nor an editable hash.
 Staff add members directly (the organization's member inline): an operator's act. Invitations
 come from the API's addMember; here they are listed and can be revoked, not made.
 
-The admin login counts every attempt against the same limits as obtainToken (accounts/ratelimit.py)
+The admin login counts every attempt against the same limits as obtainToken (accounts/forms.py)
 before the password is checked: otherwise it was a door for unlimited password guessing.
 """
 
 from django.contrib import admin, messages
-from django.contrib.admin.forms import AdminAuthenticationForm
-from django.core.exceptions import ValidationError
 from django.utils import timezone
 
+from accounts.forms import RateLimitedAdminLoginForm
 from accounts.models import ApiToken, Invitation, Membership, Notification, Organization
-from accounts.ratelimit import count_login_attempt
-
-
-class RateLimitedAdminLoginForm(AdminAuthenticationForm):
-    def clean(self):
-        address = self.request.META.get("REMOTE_ADDR", "") if self.request else ""
-        retry_after = count_login_attempt(self.data.get("username") or "", address)
-        if retry_after is not None:
-            raise ValidationError(
-                "Too many login attempts. Try again in %(seconds)s seconds.",
-                code="rate_limited",
-                params={"seconds": retry_after},
-            )
-        return super().clean()
-
 
 admin.site.login_form = RateLimitedAdminLoginForm
 

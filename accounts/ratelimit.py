@@ -1,7 +1,9 @@
-"""Password attempt counters, kept in Django's cache: one budget for obtainToken and /admin/login/.
+"""Password attempt counters, kept in Django's cache: one budget for every door that checks a
+password (obtainToken, and the login pages through accounts/forms.py: /accounts/login/ and
+/admin/login/).
 
-Both doors check a password, so both count against the same counters, per username and per
-client address (LOGIN_RATE_LIMIT): a guesser gains nothing by alternating between them. Each
+They all count against the same counters, per username and per client address
+(LOGIN_RATE_LIMIT): a guesser gains nothing by alternating between them. Each
 counter's window starts at its first attempt (not at a clock-aligned boundary, which would let a
 guesser spend the limit just before the boundary and again just after it). The cache is Redis in
 distributed mode, so every server process shares the counters; in embedded mode (one process) the

@@ -11,7 +11,8 @@ Connected by AutomationConfig.ready():
   next_run_at right (automation.schedules).
 
 Not seen by signals: QuerySet.update(), bulk_create(), bulk_update(), and rows changed by database
-cascades (on_delete=SET_NULL); code that writes that way calls `emit_event` itself (README).
+cascades (on_delete=SET_NULL); code that writes that way calls `emit_event` itself
+(docs/design.md, "Triggers").
 Fixture loading (raw=True) fires nothing.
 """
 

@@ -173,6 +173,10 @@ WEBSOCKET_ALLOWED_ORIGINS = env.list("WEBSOCKET_ALLOWED_ORIGINS", default=[])
 # Days an invitation to join an organization (addMember) stays open before it must be renewed.
 ACCOUNTS_INVITATION_DAYS = env.int("ACCOUNTS_INVITATION_DAYS", default=14)
 
+# The plain login page (/accounts/login/) is for any user, staff or not; it leads to GraphiQL.
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/graphql/"
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -283,5 +287,6 @@ GRAPHQL_MAX_SUBSCRIPTIONS_PER_CONNECTION = env.int(
     "GRAPHQL_MAX_SUBSCRIPTIONS_PER_CONNECTION", default=50
 )
 DATA_UPLOAD_MAX_MEMORY_SIZE = GRAPHQL_MAX_BODY_BYTES
-# Password attempts per username and per client address, obtainToken and /admin/login/ together.
+# Password attempts per username and per client address: obtainToken, /accounts/login/ and
+# /admin/login/ together (accounts/ratelimit.py).
 LOGIN_RATE_LIMIT = {"attempts": 5, "window_seconds": 60}

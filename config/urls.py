@@ -1,11 +1,21 @@
 from django.contrib import admin
+from django.contrib.auth.views import LoginView, LogoutView
 from django.urls import path
 
+from accounts.forms import RateLimitedLoginForm
 from automation.health import healthz
 from graphql_api.views import graphql_view
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    # Any user's browser session (GraphiQL, session subscriptions); /admin/ admits staff only.
+    # Logout is POST-only (Django's LogoutView) and leads back here; the admin's keeps its page.
+    path(
+        "accounts/login/",
+        LoginView.as_view(authentication_form=RateLimitedLoginForm),
+        name="login",
+    ),
+    path("accounts/logout/", LogoutView.as_view(next_page="login"), name="logout"),
     path("graphql/", graphql_view, name="graphql"),
     path("healthz", healthz, name="healthz"),
 ]

@@ -219,3 +219,112 @@ def test_a_session_still_works_beside_an_authorization_header_of_another_scheme(
         HTTP_X_CSRFTOKEN=browser.cookies["csrftoken"].value,
     )
     assert json.loads(answer.content) == {"data": {"me": {"username": editor.username}}}
+
+
+# --- The login page for any user (/accounts/login/) ----------------------------------------------
+
+ME = json.dumps({"query": "{ me { username } }"})
+
+
+def login_page_user(username="bob-browser", password="bob-pass-w0rd-long"):
+    user = UserFactory(username=username, is_staff=False)
+    user.set_password(password)
+    user.save()
+    return user, password
+
+
+def log_in(browser, username, password, address="10.6.0.1"):
+    """What a browser does: GET the form (CSRF cookie), POST it with the token."""
+    browser.get("/accounts/login/", REMOTE_ADDR=address)
+    return browser.post(
+        "/accounts/login/",
+        {
+            "username": username,
+            "password": password,
+            "csrfmiddlewaretoken": browser.cookies["csrftoken"].value,
+        },
+        REMOTE_ADDR=address,
+    )
+
+
+def session_me(browser):
+    answer = browser.post(
+        "/graphql/",
+        data=ME,
+        content_type="application/json",
+        HTTP_X_CSRFTOKEN=browser.cookies["csrftoken"].value,
+    )
+    return json.loads(answer.content)
+
+
+def test_a_user_who_is_not_staff_logs_in_and_uses_graphql_with_the_session():
+    user, password = login_page_user()
+    browser = Client(enforce_csrf_checks=True)
+    assert b"Log in" in browser.get("/accounts/login/").content
+
+    answer = log_in(browser, user.username, password)
+
+    assert answer.status_code == 302
+    assert answer["Location"] == "/graphql/"  # LOGIN_REDIRECT_URL: GraphiQL
+    assert browser.get("/graphql/", HTTP_ACCEPT="text/html").status_code == 200
+    assert session_me(browser) == {"data": {"me": {"username": user.username}}}
+    # The admin still admits staff only.
+    assert browser.get("/admin/").status_code == 302
+
+
+def test_the_login_page_refuses_a_wrong_password_and_logs_nobody_in():
+    user, _password = login_page_user()
+    browser = Client(enforce_csrf_checks=True)
+
+    answer = log_in(browser, user.username, "wrong-password")
+
+    assert answer.status_code == 200
+    assert b"Please enter a correct username and password" in answer.content
+    assert "_auth_user_id" not in browser.session
+
+
+def test_the_login_page_shares_the_login_rate_limit(monkeypatch):
+    """The 6th attempt is refused before the password is checked, even the right one; the
+    attempts count against obtainToken's budget too."""
+    from django.contrib.auth import forms
+
+    user, password = login_page_user()
+    browser = Client(enforce_csrf_checks=True)
+    for _ in range(5):
+        assert log_in(browser, user.username, "wrong-password").status_code == 200
+    checked = []
+    real = forms.authenticate
+    monkeypatch.setattr(forms, "authenticate", lambda *a, **k: checked.append(1) or real(*a, **k))
+
+    refused = log_in(browser, user.username, password)
+
+    assert refused.status_code == 200
+    assert b"Too many login attempts" in refused.content
+    assert "_auth_user_id" not in browser.session
+    assert checked == []
+    api = Client().post(
+        "/graphql/",
+        data=json.dumps({"query": OBTAIN, "variables": {"u": user.username, "p": password}}),
+        content_type="application/json",
+        REMOTE_ADDR="10.6.0.9",
+    )
+    assert json.loads(api.content)["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
+
+
+def test_logging_out_ends_the_session_and_needs_a_post():
+    user, password = login_page_user()
+    browser = Client(enforce_csrf_checks=True)
+    log_in(browser, user.username, password)
+    assert session_me(browser)["data"]["me"] == {"username": user.username}
+
+    page = browser.get("/accounts/login/").content  # signed in: the page offers to log out
+    assert b'<form method="post" action="/accounts/logout/">' in page
+    assert browser.get("/accounts/logout/").status_code == 405  # a link cannot log anyone out
+    assert session_me(browser)["data"]["me"] == {"username": user.username}
+    answer = browser.post(
+        "/accounts/logout/", {"csrfmiddlewaretoken": browser.cookies["csrftoken"].value}
+    )
+
+    assert answer.status_code == 302
+    assert answer["Location"] == "/accounts/login/"
+    assert session_me(browser) == {"data": {"me": None}}

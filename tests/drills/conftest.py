@@ -1,7 +1,7 @@
 """Reliability drills: short versions run with the suite; `DRILLS=full` runs the full sizes.
 
-The sizes live here so the README's full command and CI's short run use the same tests:
-`DRILLS=full .venv/bin/pytest tests/drills -s` (see the README, "Reliability drills").
+The sizes live here so the full command (docs/drills.md) and CI's short run use the same tests:
+`DRILLS=full .venv/bin/pytest tests/drills -s`.
 Drills that need PostgreSQL and Redis run when DATABASE_URL / REDIS_URL are set (CI's distributed
 pass) and are skipped otherwise, like tests/integration/test_redis_worker.py.
 """

@@ -2,8 +2,9 @@
 
 Runs bench/drills/burst.py (its docstring explains the rules and checks) at the suite's size:
 300 writes, one SIGKILL of a worker and one Redis restart; `DRILLS=full` runs 10,000 writes and
-two kills, as the README's command does. The drill brings its own redis-server (a free port, so
-restarting it disturbs nobody) and its own database on the PostgreSQL server DATABASE_URL names.
+two kills, as the command in docs/drills.md does. The drill brings its own redis-server (a free
+port, so restarting it disturbs nobody) and its own database on the PostgreSQL server DATABASE_URL
+names.
 """
 
 import json

@@ -1,11 +1,13 @@
 """Tenancy and accounts: tokens, memberships, the acting user, notifications."""
 
 import hashlib
+import io
 from datetime import timedelta
 
 import pytest
 import time_machine
 from asgiref.sync import async_to_sync, sync_to_async
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
@@ -135,7 +137,7 @@ def test_bearer_token_header_parsing(header, expected):
     assert bearer_token(header) == expected
 
 
-# --- create_token / create_organization commands -----------------------------------------------
+# --- create_token / create_organization / create_user commands ---------------------------------
 
 
 def test_create_token_command_prints_a_token_that_authenticates(capsys):
@@ -173,6 +175,71 @@ def test_create_organization_command_refuses_a_taken_or_bad_slug():
     with pytest.raises(CommandError, match="slug"):
         call_command("create_organization", "not a slug!", "Other", "--admin", "bob")
     assert Organization.objects.filter(name="Other").count() == 0
+
+
+class Terminal(io.StringIO):
+    """Standard input that says it is a terminal (getpass itself is patched)."""
+
+    def isatty(self):
+        return True
+
+
+def test_create_user_command_reads_the_password_from_stdin_and_makes_no_staff(capsys):
+    call_command(
+        "create_user",
+        "bob",
+        "--email",
+        "bob@example.com",
+        "--password-stdin",
+        stdin=io.StringIO("bob-pass-w0rd-long\n"),
+    )
+
+    user = get_user_model().objects.get(username="bob")
+    assert user.check_password("bob-pass-w0rd-long")
+    assert user.email == "bob@example.com"
+    assert user.is_active and not user.is_staff and not user.is_superuser
+    assert not Membership.objects.filter(user=user).exists()
+    assert 'Created user "bob"' in capsys.readouterr().out
+
+
+def test_create_user_command_asks_the_password_twice_at_a_terminal(monkeypatch):
+    answers = iter(["carol-pass-w0rd-long", "carol-pass-w0rd-long"])
+    monkeypatch.setattr("getpass.getpass", lambda prompt: next(answers))
+
+    call_command("create_user", "carol", stdin=Terminal())
+
+    assert get_user_model().objects.get(username="carol").check_password("carol-pass-w0rd-long")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "stdin", "typed", "message"),
+    [
+        (["--password-stdin"], io.StringIO("short\n"), [], "too short"),
+        (["--password-stdin"], io.StringIO(""), [], "holds no password"),
+        ([], io.StringIO("ignored\n"), [], "use --password-stdin"),
+        ([], Terminal(), ["dave-pass-w0rd-1", "dave-pass-w0rd-2"], "differ"),
+    ],
+    ids=["weak", "empty-stdin", "no-terminal", "mismatch"],
+)
+def test_create_user_command_refuses_bad_passwords_and_creates_nobody(
+    monkeypatch, arguments, stdin, typed, message
+):
+    answers = iter(typed)
+    monkeypatch.setattr("getpass.getpass", lambda prompt: next(answers))
+
+    with pytest.raises(CommandError, match=message):
+        call_command("create_user", "dave", *arguments, stdin=stdin)
+    assert not get_user_model().objects.filter(username="dave").exists()
+
+
+def test_create_user_command_refuses_a_taken_or_bad_username():
+    UserFactory(username="erin")
+
+    with pytest.raises(CommandError, match="already exists"):
+        call_command("create_user", "erin", "--password-stdin", stdin=io.StringIO("x" * 12))
+    with pytest.raises(CommandError, match="username"):
+        call_command("create_user", "not ok!", "--password-stdin", stdin=io.StringIO("x" * 12))
+    assert get_user_model().objects.count() == 1
 
 
 # --- Organizations and memberships --------------------------------------------------------------
