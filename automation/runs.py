@@ -143,11 +143,15 @@ def _find_object(rule, object_id):
 
 
 def retry_run(log: AutomationLog, *, user=None) -> AutomationLog:
-    """A new run with the same context as `log`, linked through retry_of. Not for live runs."""
+    """A new run with the same context as `log`, linked through retry_of. Not for live runs.
+
+    The retry of a real run is queued and returned PENDING; the retry of a dry run is a dry run,
+    executed here like runRule's (no worker ever takes a dry run).
+    """
     if log.status in (RunStatus.PENDING, RunStatus.RUNNING):
         raise RunConflict(f"Run {log.pk} is still {log.status}; retry it once it has finished.")
     with transaction.atomic():
-        return create_run(
+        retry = create_run(
             log.rule,
             trigger=log.trigger,
             event=log.event,
@@ -159,6 +163,10 @@ def retry_run(log: AutomationLog, *, user=None) -> AutomationLog:
             retry_of=log,
             dry_run=log.dry_run,
         )
+    if retry.dry_run:
+        execute_dry_run(retry)
+        retry.refresh_from_db()
+    return retry
 
 
 # --- Executing a run ----------------------------------------------------------------------------

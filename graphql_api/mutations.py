@@ -252,12 +252,21 @@ class Mutation:
         with dry_run_slot(rule.organization_id):
             return fire_now(rule, user=user, budget=settings.AUTOMATION_DRY_RUN_BUDGET_SECONDS)
 
-    @strawberry.mutation(description="A new run with the same context, retryOf set.")
+    @strawberry.mutation(
+        description=(
+            "A new run with the same context, retryOf set: queued and returned PENDING, or, "
+            "for a dry run, a dry run executed now."
+        )
+    )
     def retry_run(self, info: strawberry.Info, log_id: strawberry.ID) -> AutomationLogType:
         from automation.runs import retry_run
 
         log = perms.get_object(info, AutomationLog.objects.all(), log_id, perms.WRITE)
-        return retry_run(log, user=info.context.request.user)
+        if not log.dry_run:
+            return retry_run(log, user=info.context.request.user)
+        # The retry of a dry run is a dry run, executed in this request like runRule's.
+        with dry_run_slot(log.organization_id):
+            return retry_run(log, user=info.context.request.user)
 
     @strawberry.mutation
     def mark_notification_read(self, info: strawberry.Info, id: strawberry.ID) -> NotificationType:

@@ -102,6 +102,26 @@ def test_retry_run(gql, editor, organization, manual_rule):
     assert AutomationLog.objects.filter(retry_of=running).count() == 0
 
 
+def test_the_retry_of_a_dry_run_is_a_dry_run_executed_at_once(
+    gql, editor, organization, manual_rule
+):
+    # No worker ever takes a dry run: a retry queued PENDING would stay PENDING for ever.
+    product = ProductFactory(organization=organization, name="Lamp", description="as it was")
+    dry = gql(RUN, {"id": str(manual_rule.pk), "obj": str(product.pk), "dry": True}, token=editor)
+    first = dry.ok()["runRule"]
+    assert first["status"] == "SUCCEEDED"
+
+    retry = gql(RETRY, {"id": first["id"]}, token=editor).ok()["retryRun"]
+
+    assert retry["retryOf"] == {"id": first["id"]}
+    assert retry["status"] == "SUCCEEDED"
+    stored = AutomationLog.objects.get(pk=retry["id"])
+    assert stored.dry_run is True
+    assert stored.action_logs[0]["result"]["would"] == "update"
+    product.refresh_from_db()
+    assert product.description == "as it was", "a dry run writes nothing but its log"
+
+
 # --- Dry runs inside the request: no database held, a time budget, a few at once -------------------
 
 
