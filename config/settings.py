@@ -249,6 +249,7 @@ AUTOMATION_TEMPLATE_MAX_RUN_BYTES = env.int(
 # have this many at once (counted in the cache, so across processes in distributed mode).
 AUTOMATION_DRY_RUN_BUDGET_SECONDS = env.float("AUTOMATION_DRY_RUN_BUDGET_SECONDS", default=5.0)
 AUTOMATION_DRY_RUNS_PER_ORGANIZATION = env.int("AUTOMATION_DRY_RUNS_PER_ORGANIZATION", default=2)
+AUTOMATION_DRY_RUNS_PER_USER = env.int("AUTOMATION_DRY_RUNS_PER_USER", default=2)
 # Bounds of a rule's condition tree, checked when it is saved: groups (the top-level one
 # included), leaves in all, and levels of groups below the top-level one.
 AUTOMATION_CONDITIONS_MAX_GROUPS = env.int("AUTOMATION_CONDITIONS_MAX_GROUPS", default=100)

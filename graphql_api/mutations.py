@@ -227,7 +227,7 @@ class Mutation:
         if not dry_run:
             return run_rule(rule, object_id=object_id, user=user, changes=changes, record=record)
         # Executed here, in this request: at most a few at once per organization.
-        with dry_run_slot(rule.organization_id):
+        with dry_run_slot(rule.organization_id, user.pk):
             return run_rule(
                 rule, object_id=object_id, user=user, dry_run=True, changes=changes, record=record
             )
@@ -249,7 +249,7 @@ class Mutation:
         if rule.content_type_id is None:
             return fire_now(rule, user=user)
         # Its records are evaluated here, in this request: bounded like a dry run.
-        with dry_run_slot(rule.organization_id):
+        with dry_run_slot(rule.organization_id, user.pk):
             return fire_now(rule, user=user, budget=settings.AUTOMATION_DRY_RUN_BUDGET_SECONDS)
 
     @strawberry.mutation(
@@ -265,7 +265,7 @@ class Mutation:
         if not log.dry_run:
             return retry_run(log, user=info.context.request.user)
         # The retry of a dry run is a dry run, executed in this request like runRule's.
-        with dry_run_slot(log.organization_id):
+        with dry_run_slot(log.organization_id, info.context.request.user.pk):
             return retry_run(log, user=info.context.request.user)
 
     @strawberry.mutation

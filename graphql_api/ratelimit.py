@@ -34,14 +34,35 @@ def check_obtain_token(username: str, client_address: str) -> None:
 DRY_RUN_SLOT_MARGIN_SECONDS = 30
 
 
-def _dry_run_slot_key(organization_id, index: int) -> str:
-    return f"ratelimit:dry_run:{organization_id}:{index}"
+@contextlib.contextmanager
+def dry_run_slot(organization_id, user_id):
+    """Hold one of the organization's and one of the user's dry-run slots while the block runs;
+    RATE_LIMITED (retry after the dry-run budget) when either has none left.
+
+    Per organization alone was not enough: anyone may create organizations, so one user could
+    hold every request thread through a few organizations of their own; users are created by
+    operators only, so a cap per user closes that.
+    """
+    with (
+        _slot(
+            f"org:{organization_id}",
+            settings.AUTOMATION_DRY_RUNS_PER_ORGANIZATION,
+            "This organization already has {limit} runs being evaluated inside requests (dry "
+            "runs and runSchedule fan-outs; AUTOMATION_DRY_RUNS_PER_ORGANIZATION).",
+        ),
+        _slot(
+            f"user:{user_id}",
+            settings.AUTOMATION_DRY_RUNS_PER_USER,
+            "You already have {limit} runs being evaluated inside requests (dry runs and "
+            "runSchedule fan-outs, in any organization; AUTOMATION_DRY_RUNS_PER_USER).",
+        ),
+    ):
+        yield
 
 
 @contextlib.contextmanager
-def dry_run_slot(organization_id):
-    """Hold one of the organization's dry-run slots while the block runs; RATE_LIMITED (retry
-    after the dry-run budget) when every slot is taken.
+def _slot(scope: str, limit: int, refusal: str):
+    """Hold one of `limit` slots of `scope`, or raise RATE_LIMITED with `refusal`.
 
     Each slot is a cache key taken with add(), atomic in Redis and in locmem, so the slots are
     shared by every server process in distributed mode. It is given back when the block ends,
@@ -50,19 +71,14 @@ def dry_run_slot(organization_id):
     budget = settings.AUTOMATION_DRY_RUN_BUDGET_SECONDS
     expiry = max(1, math.ceil(budget + DRY_RUN_SLOT_MARGIN_SECONDS))
     token = uuid.uuid4().hex
-    for index in range(settings.AUTOMATION_DRY_RUNS_PER_ORGANIZATION):
-        key = _dry_run_slot_key(organization_id, index)
+    for index in range(limit):
+        key = f"ratelimit:dry_run:{scope}:{index}"
         if cache.add(key, token, timeout=expiry):
             break
     else:
-        limit = settings.AUTOMATION_DRY_RUNS_PER_ORGANIZATION
         raise RateLimited(
             retry_after=max(1, math.ceil(budget)),
-            message=(
-                f"This organization already has {limit} runs being evaluated inside requests "
-                "(dry runs and runSchedule fan-outs; AUTOMATION_DRY_RUNS_PER_ORGANIZATION). "
-                "Try again when one has finished."
-            ),
+            message=refusal.format(limit=limit) + " Try again when one has finished.",
         )
     try:
         yield

@@ -277,11 +277,34 @@ def test_a_slot_a_killed_process_never_gave_back_frees_itself(
     monkeypatch.setattr(ratelimit, "DRY_RUN_SLOT_MARGIN_SECONDS", 0.5)  # a 1 s slot
     rule = conditional_rule(organization)
     product = ProductFactory(organization=organization, status="ACTIVE")
-    killed = ratelimit.dry_run_slot(organization.pk)
+    killed = ratelimit.dry_run_slot(organization.pk, user_id=-1)  # another member's
     killed.__enter__()  # a dry run whose process was killed: never exited
     variables = {"id": str(rule.pk), "obj": str(product.pk), "dry": True}
     assert gql(RUN, variables, token=editor).codes == ["RATE_LIMITED"]
     time.sleep(2.1)  # past the slot's expiry (whole seconds in Redis)
+    assert gql(RUN, variables, token=editor).ok()["runRule"]["dryRun"] is True
+
+
+def test_one_user_gets_a_few_dry_runs_at_once_whatever_their_organizations(
+    gql, editor, organization, other_organization, make_member, settings
+):
+    # Anyone may create organizations: a cap per organization alone let one user hold every
+    # request thread through organizations of their own.
+    from accounts.choices import Role
+    from accounts.models import Membership
+    from graphql_api import ratelimit
+
+    settings.AUTOMATION_DRY_RUNS_PER_USER = 1
+    Membership.objects.create(user=editor, organization=other_organization, role=Role.EDITOR)
+    rule = conditional_rule(other_organization)
+    product = ProductFactory(organization=other_organization, status="ACTIVE")
+    variables = {"id": str(rule.pk), "obj": str(product.pk), "dry": True}
+    with ratelimit.dry_run_slot(organization.pk, editor.pk):  # their dry run elsewhere
+        refused = gql(RUN, variables, token=editor)
+        assert refused.codes == ["RATE_LIMITED"]
+        assert "AUTOMATION_DRY_RUNS_PER_USER" in refused.errors[0]["message"]
+        colleague = make_member(other_organization, Role.EDITOR)
+        assert gql(RUN, variables, token=colleague).ok()["runRule"]["dryRun"] is True
     assert gql(RUN, variables, token=editor).ok()["runRule"]["dryRun"] is True
 
 
@@ -595,7 +618,7 @@ def test_run_schedule_evaluates_its_records_within_the_dry_run_bounds(
 
     settings.AUTOMATION_DRY_RUN_BUDGET_SECONDS = 5
     settings.AUTOMATION_DRY_RUNS_PER_ORGANIZATION = 1
-    with ratelimit.dry_run_slot(organization.pk):  # a dry run in progress
+    with ratelimit.dry_run_slot(organization.pk, user_id=-1):  # another member's dry run
         assert gql(RUN_SCHEDULE, {"id": str(rule.pk)}, token=editor).codes == ["RATE_LIMITED"]
         # Without a model nothing is evaluated in the request: no slot needed.
         modelless = AutomationRuleFactory(organization=organization, schedule_rule=True)
