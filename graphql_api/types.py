@@ -221,6 +221,18 @@ class ActionNode:
         return mask_parameters(self.action_type, self.parameters)
 
 
+# The rule's fields automation.schedules.upcoming_runs reads (the optimizer loads only these).
+UPCOMING_RUNS_READS = [
+    "trigger_type",
+    "schedule",
+    "timezone",
+    "next_run_at",
+    "last_run_at",
+    "is_active",
+    "deleted_at",
+]
+
+
 @strawberry_django.type(automation_models.AutomationRule, name="Rule")
 class RuleType:
     id: strawberry.ID
@@ -261,17 +273,7 @@ class RuleType:
     def schedule(self) -> str | None:
         return self.schedule or None
 
-    @strawberry_django.field(
-        only=[
-            "trigger_type",
-            "schedule",
-            "timezone",
-            "next_run_at",
-            "last_run_at",
-            "is_active",
-            "deleted_at",
-        ]
-    )
+    @strawberry_django.field(only=UPCOMING_RUNS_READS)
     def upcoming_runs(self, count: int | None = 5) -> list[datetime.datetime]:
         return _upcoming_runs(self, count)
 
@@ -288,15 +290,7 @@ class RuleType:
         return local_isoformat(self.next_run_at, self.timezone)
 
     @strawberry_django.field(
-        only=[
-            "trigger_type",
-            "schedule",
-            "timezone",
-            "next_run_at",
-            "last_run_at",
-            "is_active",
-            "deleted_at",
-        ],
+        only=UPCOMING_RUNS_READS,
         description="upcomingRuns in the rule's time zone (ISO 8601 with each one's UTC offset).",
     )
     def upcoming_runs_local(self, count: int | None = 5) -> list[str]:
