@@ -25,7 +25,6 @@ print(json.dumps({
     "db_name": str(db["NAME"]),
     "db_host": db.get("HOST"),
     "db_options": db.get("OPTIONS", {}),
-    "db_conn_max_age": db.get("CONN_MAX_AGE", 0),  # Django's default: close after each request
     "huey_class": type(HUEY).__name__,
     "huey_consumer": settings.HUEY["consumer"],
     "huey_blocking": HUEY.storage.blocking,
@@ -70,7 +69,7 @@ def test_no_urls_means_embedded_sqlite_huey_on_sqlite_and_in_memory_layer(tmp_pa
     loaded = load_settings(tmp_path)
 
     assert loaded["embedded"] is True
-    assert loaded["db_engine"] == "django.db.backends.sqlite3"
+    assert loaded["db_engine"] == "config.sqlite"
     assert loaded["db_name"] == str(tmp_path / "db.sqlite3")
     assert "journal_mode=WAL" in loaded["db_options"]["init_command"]
     assert loaded["db_options"]["transaction_mode"] == "IMMEDIATE"
@@ -109,14 +108,6 @@ def test_urls_mean_distributed_postgres_redis_huey_and_redis_layer(tmp_path):
     assert loaded["db_options"]["pool"]["max_size"] == 10, "a connection pool per process"
 
 
-def test_sqlite_connections_are_kept_by_their_thread(tmp_path):
-    """Opening a SQLite connection (file, pragmas, Django's SQL functions) was about 1 ms of
-    every request and every run: each thread keeps its own."""
-    loaded = load_settings(tmp_path)
-    assert loaded["db_engine"] == "django.db.backends.sqlite3"
-    assert loaded["db_conn_max_age"] is None
-
-
 def test_persistent_connections_replace_the_pool(tmp_path):
     loaded = load_settings(tmp_path, DATABASE_URL="postgres://h/db", CONN_MAX_AGE="60")
     assert "pool" not in loaded["db_options"], "Django refuses a pool with CONN_MAX_AGE"
@@ -131,7 +122,7 @@ def test_persistent_connections_replace_the_pool(tmp_path):
             "django.db.backends.postgresql",
             "WakeableSqliteHuey",
         ),
-        ({"REDIS_URL": "redis://h:6379/0"}, False, "django.db.backends.sqlite3", "RedisHuey"),
+        ({"REDIS_URL": "redis://h:6379/0"}, False, "config.sqlite", "RedisHuey"),
     ],
     ids=["database-only", "redis-only"],
 )
