@@ -362,18 +362,21 @@ def _claim_and_execute(prepared: "_Prepared") -> bool:
 # A burst of triggering writes (a bulk edit) queues many runs at once. A worker takes the runs
 # queued behind the one it was handed (automation/tasks.py) and executes those whose actions all
 # write the database in one transaction: each run is evaluated beforehand as alone, claimed with
-# the others (one SELECT ... FOR UPDATE SKIP LOCKED by primary keys), its actions run in their
-# own savepoints as alone, and every log is written with its guarded UPDATE before the one
-# commit; what they published leaves after it. A run is exactly as it would be alone: the batch
-# only shares the claim, the commit and the publication. Any other run (a webhook, a run that
-# changed since it was read, a batch that failed as a whole) is executed alone.
+# the others (one SELECT ... FOR UPDATE SKIP LOCKED by primary keys), its actions run as alone
+# but without savepoints, and every log is written with its guarded UPDATE before the one
+# commit; what they published leaves after it. The first action that fails (RedoAlone) rolls
+# the whole batch back, and its runs are executed alone, the careful way (the budget counters
+# then count their writes twice: they count attempts). A run ends exactly as it would alone:
+# the batch only shares the claim, the commit and the publication. Any other run (a webhook, a
+# run that changed since it was read, a batch that failed) is executed alone.
 
 
 def execute_runs(log_ids: list[int]) -> None:
-    """Execute the given runs: the database-only ones together, the others one by one."""
-    if len(log_ids) == 1:
-        execute_run(log_ids[0])
-        return
+    """Execute the given runs: the database-only ones together, the others one by one.
+
+    A single database-only run is a batch of one: its actions take no savepoint (two round
+    trips on PostgreSQL), and only a failure executes it again the careful way.
+    """
     alone: list[int] = []
     together: list[_Prepared] = []
     for log in _read_pending(log_ids):

@@ -947,3 +947,23 @@ def test_runs_with_a_webhook_are_not_batched(organization, monkeypatch):
     assert alone == [hook_logs[0].pk]
     logs = AutomationLog.objects.filter(pk__in=[log.pk for log in (*database_logs, *hook_logs)])
     assert set(logs.values_list("status", flat=True)) == {RunStatus.SUCCEEDED}
+
+
+def test_a_single_database_run_is_a_batch_of_one(organization, product):
+    """What a worker executes alone when nothing is queued behind it: no savepoint for its
+    actions either, and a failure still ends it FAILED as alone."""
+    rule = AutomationRuleFactory(organization=organization, actions=[update_description()])
+    log = pending_run(rule, product)
+    with CaptureQueriesContext(connection) as captured:
+        runs.execute_runs([log.pk])
+    savepoints = [q for q in captured.captured_queries if q["sql"].startswith("SAVEPOINT")]
+    assert len(savepoints) == 1, savepoints  # the batch's, nested in the test's transaction
+    log.refresh_from_db()
+    assert log.status == RunStatus.SUCCEEDED
+
+    failing = pending_run(rule, product)
+    product.delete()
+    runs.execute_runs([failing.pk])
+    failing.refresh_from_db()
+    assert failing.status == RunStatus.FAILED
+    assert "No record matched" in failing.action_logs[0]["error"]
