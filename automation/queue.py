@@ -9,15 +9,14 @@ processes (a separate `run_huey`, the shell). A new run starts without a polling
 idle worker costs one cheap indexed SELECT per POLL_SECONDS, as it did with the polling backoff.
 """
 
-import logging
 import threading
 import time
 from collections.abc import Callable
 
+import redis
 from huey import SqliteHuey
 from huey.storage import RedisStorage, SqliteStorage
 
-logger = logging.getLogger("automation.queue")
 
 # How often an idle worker looks at the table for tasks that other processes enqueued.
 POLL_SECONDS = 0.05
@@ -124,7 +123,10 @@ def take_queued(huey, task, limit: int) -> list[tuple]:
 def _take_from_redis(storage: RedisStorage, accept, limit: int) -> list[tuple]:
     # RedisHuey pushes on the left and pops on the right: RPOP with a count (Redis 6.2+) takes
     # the next `limit` at once, and what is not ours goes back on the right, in its order.
-    found = storage.conn.rpop(storage.queue_key, limit) or []
+    try:
+        found = storage.conn.rpop(storage.queue_key, limit) or []
+    except redis.ResponseError:  # an older Redis: no batches, each run is its own task
+        return []
     taken, others = [], []
     for data in found:
         value = accept(data)

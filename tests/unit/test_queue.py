@@ -111,3 +111,19 @@ def test_a_worker_takes_the_queued_calls_of_its_task_from_redis():
         check_take_queued(huey)
     finally:
         huey.storage.flush_queue()
+
+
+def test_a_redis_without_rpop_count_gives_no_batch_instead_of_failing_the_run():
+    """RPOP with a count needs Redis 6.2: on an older one each run stays its own task."""
+    import redis
+    from huey.storage import RedisStorage
+
+    from automation.queue import _take_from_redis
+
+    class OldRedis:
+        def rpop(self, key, count=None):
+            raise redis.ResponseError("wrong number of arguments for 'rpop' command")
+
+    storage = RedisStorage.__new__(RedisStorage)
+    storage.conn, storage.queue_key = OldRedis(), "huey.redis.old"
+    assert _take_from_redis(storage, lambda data: (data,), 10) == []
