@@ -17,7 +17,6 @@ import redis
 from huey import SqliteHuey
 from huey.storage import RedisStorage, SqliteStorage
 
-
 # How often an idle worker looks at the table for tasks that other processes enqueued.
 POLL_SECONDS = 0.05
 # How long one dequeue() waits before returning None, so the worker's loop can see a stop.
