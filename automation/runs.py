@@ -377,21 +377,22 @@ def execute_runs(log_ids: list[int]) -> None:
     A single database-only run is a batch of one: its actions take no savepoint (two round
     trips on PostgreSQL), and only a failure executes it again the careful way.
     """
-    alone: list[int] = []
+    again: list[int] = []  # to read and evaluate again, alone
     together: list[_Prepared] = []
+    alone: list[_Prepared] = []
     for log in _read_pending(log_ids):
         try:
             prepared = _prepare(log)
         except Exception:
-            alone.append(log.pk)  # execute_run evaluates again, and records the failure
+            again.append(log.pk)  # execute_run evaluates again, and records the failure
             continue
-        if _database_only(prepared):
-            together.append(prepared)
-        else:
-            alone.append(log.pk)
+        (together if _database_only(prepared) else alone).append(prepared)
     if together:
-        alone += _execute_together(together)
-    for log_id in sorted(alone):
+        again += _execute_together(together)
+    for prepared in alone:
+        if not _claim_and_execute(prepared):
+            again.append(prepared.log.pk)
+    for log_id in sorted(again):
         execute_run(log_id)
 
 

@@ -938,15 +938,31 @@ def test_runs_with_a_webhook_are_not_batched(organization, monkeypatch):
         "get_handler",
         lambda kind: Answers() if kind == ActionType.CALL_WEBHOOK else real_get_handler(kind),
     )
-    alone = []
-    real_execute_run = runs.execute_run
-    monkeypatch.setattr(
-        runs, "execute_run", lambda log_id: (alone.append(log_id), real_execute_run(log_id))
-    )
+    batched = []
+    real_execute_together = runs._execute_together
+
+    def execute_together(batch):
+        batched.append([prepared.log.pk for prepared in batch])
+        return real_execute_together(batch)
+
+    monkeypatch.setattr(runs, "_execute_together", execute_together)
+    from automation import conditions
+
+    evaluated = []
+    real_evaluate = conditions.evaluate_conditions
+
+    def evaluate(rule, ctx, tree=None, **options):
+        evaluated.append(ctx.log_id)
+        return real_evaluate(rule, ctx, tree, **options)
+
+    monkeypatch.setattr(conditions, "evaluate_conditions", evaluate)
     runs.execute_runs([log.pk for log in (*database_logs, *hook_logs)])
-    assert alone == [hook_logs[0].pk]
+    assert batched == [[log.pk for log in database_logs]]
+    assert evaluated.count(hook_logs[0].pk) == 1, "evaluated once, not again to run alone"
     logs = AutomationLog.objects.filter(pk__in=[log.pk for log in (*database_logs, *hook_logs)])
     assert set(logs.values_list("status", flat=True)) == {RunStatus.SUCCEEDED}
+    hook = AutomationLog.objects.get(pk=hook_logs[0].pk)
+    assert hook.action_logs[0]["result"] == {"status_code": 200}
 
 
 def test_a_single_database_run_is_a_batch_of_one(organization, product):
