@@ -7,6 +7,10 @@ storage here reports itself as blocking, and `dequeue()` waits on a condition va
 `enqueue()` notifies, checking the table again every POLL_SECONDS for tasks written by other
 processes (a separate `run_huey`, the shell). A new run starts without a polling delay; an
 idle worker costs one cheap indexed SELECT per POLL_SECONDS, as it did with the polling backoff.
+
+Both queues (this one and RedisHuey's) also let a worker take the queued calls of its task off
+the queue at once (`take_queued`): a worker executes the runs queued behind the one it was
+handed together (automation/runs.py, "Executing runs in batches").
 """
 
 import threading
