@@ -1,10 +1,13 @@
 """Tenancy (organizations, memberships), API tokens, notifications and the shared mixins."""
 
+import datetime
+import functools
 import hashlib
 import secrets
 
 from django.conf import settings
-from django.db import models
+from django.contrib.auth import get_user_model
+from django.db import connections, models, router
 from django.db.models.functions import Lower
 from django.utils import timezone
 
@@ -160,6 +163,28 @@ class Invitation(models.Model):
         return f"{self.username} to {self.organization} ({self.role})"
 
 
+# A token's last use is written at most this often (every request would be a write).
+TOKEN_USE_RECORDED_EVERY = datetime.timedelta(seconds=60)
+
+
+@functools.cache
+def _authenticate_sql() -> str:
+    """The user of an active token by hash (params: the stale-use bound, the hash), with the
+    token's id and whether its recorded last use is older than the bound."""
+    user_model = get_user_model()
+    quote = connections[router.db_for_read(ApiToken)].ops.quote_name
+    user_columns = ", ".join(f"u.{quote(f.column)}" for f in user_model._meta.concrete_fields)
+    used = f"t.{quote('last_used_at')}"
+    return (
+        f"SELECT {user_columns}, t.{quote('id')} AS token_id, "
+        f"CASE WHEN {used} IS NULL OR {used} < %s THEN 1 ELSE 0 END AS token_stale "
+        f"FROM {quote(ApiToken._meta.db_table)} t "
+        f"INNER JOIN {quote(user_model._meta.db_table)} u "
+        f"ON u.{quote(user_model._meta.pk.column)} = t.{quote('user_id')} "
+        f"WHERE t.{quote('token_hash')} = %s AND t.{quote('revoked_at')} IS NULL"
+    )
+
+
 def hash_token(raw_token: str) -> str:
     # Tokens carry 256 bits of randomness, so a fast hash is enough (no password stretching).
     return hashlib.sha256(raw_token.encode()).hexdigest()
@@ -202,21 +227,29 @@ class ApiToken(models.Model):
 
     @classmethod
     def authenticate(cls, raw_token: str):
-        """The user behind an active token, or None. Records the last use (at most once a minute)."""
+        """The user behind an active token, or None. Records the last use (at most once a minute).
+
+        Every token request asks this first. One hand-written query (the token joined to its
+        user, with whether its last use is over a minute old): built by the ORM, the same query
+        took 0.8 ms of CPU to compile and load (about a third of an updateProduct mutation's
+        view), as raw SQL 0.1 ms.
+        """
         if not raw_token or not raw_token.startswith(cls.PREFIX) or len(raw_token) > 200:
             return None
-        token = (
-            cls.objects.active()
-            .select_related("user")
-            .filter(token_hash=hash_token(raw_token))
-            .first()
-        )
-        if token is None or not token.user.is_active:
-            return None
         now = timezone.now()
-        if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
-            cls.objects.filter(pk=token.pk).update(last_used_at=now)
-        return token.user
+        connection = connections[router.db_for_read(cls)]
+        stale_before = connection.ops.adapt_datetimefield_value(now - TOKEN_USE_RECORDED_EVERY)
+        user_model = get_user_model()
+        found = list(
+            user_model.objects.raw(_authenticate_sql(), [stale_before, hash_token(raw_token)])
+        )
+        if not found or not found[0].is_active:
+            return None
+        user = found[0]
+        token_id, use_unrecorded = user.__dict__.pop("token_id"), user.__dict__.pop("token_stale")
+        if use_unrecorded:
+            cls.objects.filter(pk=token_id).update(last_used_at=now)
+        return user
 
     @classmethod
     def refusal_reason(cls, raw_token: str) -> str:

@@ -7,13 +7,19 @@ storage here reports itself as blocking, and `dequeue()` waits on a condition va
 `enqueue()` notifies, checking the table again every POLL_SECONDS for tasks written by other
 processes (a separate `run_huey`, the shell). A new run starts without a polling delay; an
 idle worker costs one cheap indexed SELECT per POLL_SECONDS, as it did with the polling backoff.
+
+Both queues (this one and RedisHuey's) also let a worker take the queued calls of its task off
+the queue at once (`take_queued`): a worker executes the runs queued behind the one it was
+handed together (automation/runs.py, "Executing runs in batches").
 """
 
 import threading
 import time
+from collections.abc import Callable
 
+import redis
 from huey import SqliteHuey
-from huey.storage import SqliteStorage
+from huey.storage import RedisStorage, SqliteStorage
 
 # How often an idle worker looks at the table for tasks that other processes enqueued.
 POLL_SECONDS = 0.05
@@ -30,6 +36,14 @@ class WakeableSqliteStorage(SqliteStorage):
         self.poll = poll
         self._enqueued = threading.Condition()
         self._generation = 0  # +1 per enqueue in this process; a waiter compares it
+
+    def _create_connection(self):
+        conn = super()._create_connection()
+        # WAL without an fsync per commit, as the main database: an enqueue was ~1.5 ms of
+        # every triggering write. A task lost with the last moments before a power cut loses
+        # no run: its PENDING log is in the main database, and the sweeper enqueues it again.
+        conn.execute("pragma synchronous=NORMAL")
+        return conn
 
     def enqueue(self, data, priority=None):
         super().enqueue(data, priority)
@@ -52,6 +66,77 @@ class WakeableSqliteStorage(SqliteStorage):
                 if self._generation == generation:
                     self._enqueued.wait(min(self.poll, remaining))
 
+    def take(self, accept: Callable[[bytes], object], limit: int) -> list:
+        """Remove up to `limit` of the next queued tasks that `accept` takes (its non-None
+        answers, in queue order); the others stay where they are."""
+        # A look without the write lock first, as dequeue() does: usually nothing is queued.
+        if not self.sql("select 1 from task where queue = ? limit 1", (self.name,), results=True):
+            return []
+        taken, ids = [], []
+        with self.db(commit=True) as cursor:
+            cursor.execute(
+                "select id, data from task where queue = ? order by priority desc, id limit ?",
+                (self.name, limit),
+            )
+            for task_id, data in cursor.fetchall():
+                value = accept(data)
+                if value is not None:
+                    taken.append(value)
+                    ids.append(task_id)
+            if ids:
+                marks = ",".join("?" * len(ids))
+                cursor.execute(f"delete from task where id in ({marks})", ids)
+        return taken
+
 
 class WakeableSqliteHuey(SqliteHuey):
     storage_class = WakeableSqliteStorage
+
+
+def take_queued(huey, task, limit: int) -> list[tuple]:
+    """The arguments of up to `limit` queued calls of `task`, taken off the queue: the caller
+    executes them now, together with the call it was handed (automation/tasks.py).
+
+    Other tasks met on the way stay queued, in their order. Taken calls are in this process's
+    memory only: if it dies before executing them they are lost, as the task a worker is
+    executing is; a run lost so stays PENDING in the database, and the sweeper enqueues it again.
+    Queues of other kinds (Huey's memory queue in tests) give nothing.
+    """
+    if limit <= 0:
+        return []
+    name = huey._registry.task_to_string(task.task_class)
+
+    def accept(data):
+        try:
+            message = huey.serializer.deserialize(data)
+        except Exception:
+            return None
+        if message.name != name or message.eta is not None or message.kwargs:
+            return None
+        return tuple(message.args)
+
+    storage = huey.storage
+    if isinstance(storage, WakeableSqliteStorage):
+        return storage.take(accept, limit)
+    if isinstance(storage, RedisStorage):
+        return _take_from_redis(storage, accept, limit)
+    return []
+
+
+def _take_from_redis(storage: RedisStorage, accept, limit: int) -> list[tuple]:
+    # RedisHuey pushes on the left and pops on the right: RPOP with a count (Redis 6.2+) takes
+    # the next `limit` at once, and what is not ours goes back on the right, in its order.
+    try:
+        found = storage.conn.rpop(storage.queue_key, limit) or []
+    except redis.ResponseError:  # an older Redis: no batches, each run is its own task
+        return []
+    taken, others = [], []
+    for data in found:
+        value = accept(data)
+        if value is None:
+            others.append(data)
+        else:
+            taken.append(value)
+    if others:
+        storage.conn.rpush(storage.queue_key, *reversed(others))
+    return taken

@@ -9,6 +9,7 @@ transaction as its SUCCEEDED entry, so a run that is resumed after its worker di
 it twice. No exception leaves a log RUNNING.
 """
 
+import collections
 import contextlib
 import datetime
 import logging
@@ -50,6 +51,11 @@ class RunObjectNotFound(Exception):
 
 class LostClaim(Exception):
     """Another worker owns the run now (the sweeper judged this one dead)."""
+
+
+class RedoAlone(Exception):
+    """An action of a run executed in a batch failed: the batch rolls back, and its runs are
+    executed one by one (see "Executing runs in batches")."""
 
 
 # --- Starting runs by hand ----------------------------------------------------------------------
@@ -199,10 +205,12 @@ class RunWriter:
     index over every PENDING run instead (6 ms a claim with 19,000 queued, growing with the queue).
     """
 
-    def __init__(self, log: AutomationLog):
+    def __init__(self, log: AutomationLog, *, together: bool = False):
         self.log = log
         self.fields: set[str] = set()
         self.stored_seq = log.seq
+        # Executed in a batch: its database actions take no savepoint (RedoAlone on a failure).
+        self.together = together
 
     def change(self, *fields: str) -> None:
         self.fields.update(fields)
@@ -240,6 +248,49 @@ class RunWriter:
         self.stored_seq = log.seq
         self.fields.clear()
 
+    @staticmethod
+    def flush_many(writers: list["RunWriter"]) -> None:
+        """`flush()` for the runs of a batch, in its transaction: each run's guarded UPDATE as
+        alone, sent together for the runs that changed the same fields (one executemany: one
+        round trip on PostgreSQL, whose driver pipelines it)."""
+        groups = collections.defaultdict(list)
+        for writer in writers:
+            if writer.fields:
+                groups[tuple(sorted(writer.fields))].append(writer)
+        for names, group in groups.items():
+            _guarded_update(names, group)
+            for writer in group:
+                writer.stored_seq = writer.log.seq
+                writer.fields.clear()
+
+
+def _guarded_update(names: tuple[str, ...], writers: list[RunWriter]) -> None:
+    """UPDATE each writer's log (seq, heartbeat and `names`) where its seq is still the stored
+    one; LostClaim unless every row matched (a batch's runs are real runs, always guarded)."""
+    connection = transaction.get_connection()
+    quote = connection.ops.quote_name
+    meta = AutomationLog._meta
+    fields = [meta.get_field(name) for name in ("seq", "heartbeat_at", *names)]
+    seq_column = quote(meta.get_field("seq").column)
+    sql = (
+        f"UPDATE {quote(meta.db_table)} SET "
+        + ", ".join(f"{quote(field.column)} = %s" for field in fields)
+        + f" WHERE {quote(meta.pk.column)} = %s AND {seq_column} = %s"
+    )
+    now = timezone.now()
+    rows = []
+    for writer in writers:
+        log = writer.log
+        log.heartbeat_at = now
+        values = [
+            field.get_db_prep_save(getattr(log, field.attname), connection) for field in fields
+        ]
+        rows.append([*values, log.pk, writer.stored_seq])
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, rows)
+        if cursor.rowcount != len(rows):
+            raise LostClaim([writer.log.pk for writer in writers])
+
 
 def claim(log_id: int) -> AutomationLog | None:
     """The PENDING run, locked for this transaction (None when someone else has it or had it)."""
@@ -268,42 +319,68 @@ def execute_run(log_id: int) -> None:
     it meanwhile), the evaluation is dropped and done again.
     """
     for _attempt in range(EVALUATION_ATTEMPTS):
-        log = _read_pending(log_id)
-        if log is None:
+        logs = _read_pending([log_id])
+        if not logs:
             logger.debug("run %s already claimed or finished", log_id)
             return
         try:
-            prepared = _prepare(log)
+            prepared = _prepare(logs[0])
         except Exception as exc:
             _record_failure(log_id, exc)
             return
-        if _claim_and_execute(log_id, prepared):
+        if _claim_and_execute(prepared):
             return
     logger.warning("run %s kept changing while it was evaluated; the sweeper retries it", log_id)
 
 
-def _read_pending(log_id: int) -> AutomationLog | None:
-    """The run as it is now, without a lock (None unless it is a PENDING real run)."""
-    found = AutomationLog.objects.filter(pk=log_id).order_by()[:1]  # by primary key, see claim
-    log = found[0] if found else None
-    if log is None or log.status != RunStatus.PENDING or log.dry_run:
+def _read_pending(log_ids) -> list[AutomationLog]:
+    """The PENDING real runs among `log_ids` as they are now, without a lock, in id order."""
+    found = (
+        AutomationLog.objects.select_related("triggered_by")
+        .filter(pk__in=log_ids)  # by primary key, see claim
+        .order_by("pk")
+    )
+    return [log for log in found if log.status == RunStatus.PENDING and not log.dry_run]
+
+
+def _lock(log_ids) -> dict[int, tuple[str, int]]:
+    """Lock the runs nobody else has locked, for this transaction: {id: (status, seq)}.
+
+    Only the state is read: a run whose seq is still the one its evaluation read is exactly the
+    row read then (every writer of a run's state bumps seq). By primary key only (see claim).
+    """
+    rows = (
+        AutomationLog.objects.select_for_update(skip_locked=True)
+        .filter(pk__in=log_ids)
+        .order_by()
+        .values_list("pk", "status", "seq")
+    )
+    return {pk: (status, seq) for pk, status, seq in rows}
+
+
+def _claimable(prepared: "_Prepared", locked: dict) -> bool | None:
+    """True when the locked run is still the one `prepared` evaluated; None when there is
+    nothing to do (another worker has it or had it); False when it changed since it was read."""
+    state = locked.get(prepared.log.pk)
+    if state is None or state[0] != RunStatus.PENDING:
         return None
-    return log
+    return state[1] == prepared.seq
 
 
-def _claim_and_execute(log_id: int, prepared: "_Prepared") -> bool:
+def _claim_and_execute(prepared: "_Prepared") -> bool:
     """Claim the run and execute it with what `prepared` worked out; False when the run changed
     since it was read, so that work is stale and nothing was done."""
+    log_id = prepared.log.pk
     writer = None
     try:
         with transaction.atomic():
-            log = claim(log_id)
-            if log is None:
+            claimable = _claimable(prepared, _lock([log_id]))
+            if claimable is None:
                 logger.debug("run %s already claimed or finished", log_id)
                 return True
-            if log.seq != prepared.seq:
+            if not claimable:
                 return False
-            writer = RunWriter(log)
+            writer = RunWriter(prepared.log)
             plan = _start(writer, prepared)
             if plan is not None:
                 plan.run_database_actions()
@@ -325,6 +402,84 @@ def _claim_and_execute(log_id: int, prepared: "_Prepared") -> bool:
     except Exception as exc:
         _fail(writer, exc)
     return True
+
+
+# --- Executing runs in batches -----------------------------------------------------------------
+#
+# A burst of triggering writes (a bulk edit) queues many runs at once. A worker takes the runs
+# queued behind the one it was handed (automation/tasks.py) and executes those whose actions all
+# write the database in one transaction: each run is evaluated beforehand as alone, claimed with
+# the others (one SELECT ... FOR UPDATE SKIP LOCKED by primary keys), its actions run as alone
+# but without savepoints, and every log is written with its guarded UPDATE before the one
+# commit; what they published leaves after it. The first action that fails (RedoAlone) rolls
+# the whole batch back, and its runs are executed alone, the careful way (the budget counters
+# then count their writes twice: they count attempts). A run ends exactly as it would alone:
+# the batch only shares the claim, the commit and the publication. Any other run (a webhook, a
+# run that changed since it was read, a batch that failed) is executed alone.
+
+
+def execute_runs(log_ids: list[int]) -> None:
+    """Execute the given runs: the database-only ones together, the others one by one.
+
+    A single database-only run is a batch of one: its actions take no savepoint (two round
+    trips on PostgreSQL), and only a failure executes it again the careful way.
+    """
+    again: list[int] = []  # to read and evaluate again, alone
+    together: list[_Prepared] = []
+    alone: list[_Prepared] = []
+    for log in _read_pending(log_ids):
+        try:
+            prepared = _prepare(log)
+        except Exception:
+            again.append(log.pk)  # execute_run evaluates again, and records the failure
+            continue
+        (together if _database_only(prepared) else alone).append(prepared)
+    if together:
+        again += _execute_together(together)
+    for prepared in alone:
+        if not _claim_and_execute(prepared):
+            again.append(prepared.log.pk)
+    for log_id in sorted(again):
+        execute_run(log_id)
+
+
+def _database_only(prepared: "_Prepared") -> bool:
+    """Do all the run's actions write only the database (no webhook to commit before)?"""
+    from automation.actions import get_handler
+
+    return all(
+        get_handler(action.action_type).writes_database for action in prepared.definition.actions
+    )
+
+
+def _execute_together(batch: list["_Prepared"]) -> list[int]:
+    """Claim and execute `batch` in one transaction; returns the runs left to execute alone
+    (those that changed since they were read, or all of them if the batch failed)."""
+    stale = []
+    try:
+        with transaction.atomic():
+            locked = _lock([prepared.log.pk for prepared in batch])
+            writers = []
+            for prepared in batch:
+                claimable = _claimable(prepared, locked)
+                if claimable is None:
+                    continue
+                if not claimable:
+                    stale.append(prepared.log.pk)
+                    continue
+                writer = RunWriter(prepared.log, together=True)
+                plan = _start(writer, prepared)
+                if plan is not None:
+                    plan.run_database_actions()
+                writers.append(writer)
+            RunWriter.flush_many(writers)
+    except RedoAlone as exc:
+        logger.debug("a batch of %s runs met a failed action (%s): one by one", len(batch), exc)
+        return [prepared.log.pk for prepared in batch]
+    except Exception:
+        logger.exception("a batch of %s runs failed; executing them one by one", len(batch))
+        return [prepared.log.pk for prepared in batch]
+    return stale
 
 
 def _record_failure(log_id: int, exc: Exception, writer: RunWriter | None = None) -> None:
@@ -383,6 +538,7 @@ def _fail(writer: RunWriter, exc: Exception) -> None:
 class _Prepared:
     """What a run works out before its claim, for the log as it was read (`seq`)."""
 
+    log: AutomationLog
     seq: int
     definition: RuleDefinition
     ctx: RunContext
@@ -401,7 +557,7 @@ def _prepare(log: AutomationLog, budget: float | None = None) -> _Prepared:
     result = None
     if _evaluates(log, rule):
         result = evaluate_conditions(rule, ctx, definition.tree, budget=budget)
-    return _Prepared(seq=log.seq, definition=definition, ctx=ctx, result=result)
+    return _Prepared(log=log, seq=log.seq, definition=definition, ctx=ctx, result=result)
 
 
 def _evaluates(log: AutomationLog, rule: AutomationRule) -> bool:
@@ -576,7 +732,9 @@ def _begin(writer: RunWriter, ctx: RunContext, index: int) -> float:
 def _call(writer: RunWriter, ctx: RunContext, action, index: int, handler) -> tuple:
     """Execute (or dry-run) one action: (status, result, error).
 
-    A database action runs in a savepoint, so a failure leaves none of its writes behind.
+    A database action runs in a savepoint, so a failure leaves none of its writes behind; in a
+    batch it takes none (two round trips per run on PostgreSQL) and a failure raises RedoAlone
+    instead: the whole batch rolls back, and each run is executed again alone.
     """
     from automation.actions import ActionError
 
@@ -602,15 +760,17 @@ def _call(writer: RunWriter, ctx: RunContext, action, index: int, handler) -> tu
         )
         with running(chain), acting_as(log.triggered_by):
             if handler.writes_database:
-                with transaction.atomic():
+                with transaction.atomic(savepoint=not writer.together):
                     return ActionStatus.SUCCEEDED, handler.execute(action.parameters, ctx), None
             result = handler.execute(action.parameters, ctx, on_attempt=on_attempt)
             return ActionStatus.SUCCEEDED, result, None
     except LostClaim:
         raise
-    except ActionError as exc:
-        return ActionStatus.FAILED, exc.result, str(exc)
     except Exception as exc:
+        if writer.together:
+            raise RedoAlone(f"action {index} of run {log.pk}: {type(exc).__name__}") from exc
+        if isinstance(exc, ActionError):
+            return ActionStatus.FAILED, exc.result, str(exc)
         logger.exception("action %s of run %s failed unexpectedly", index, log.pk)
         return ActionStatus.FAILED, None, f"Internal error: {type(exc).__name__}: {exc}"
 

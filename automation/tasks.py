@@ -2,10 +2,12 @@
 
 import logging
 
+from django.conf import settings
 from huey import crontab
 from huey.contrib.djhuey import HUEY, db_periodic_task, db_task
 
 from automation import runs
+from automation.queue import take_queued
 
 logger = logging.getLogger("automation.tasks")
 
@@ -20,8 +22,11 @@ def load_the_engine() -> None:
 
 @db_task()
 def execute_run_task(log_id: int) -> None:
-    """Execute one PENDING run. A duplicate delivery finds nothing to claim and does nothing."""
-    runs.execute_run(log_id)
+    """Execute one PENDING run, with the runs queued right behind it (up to
+    AUTOMATION_RUN_BATCH_SIZE in all; see runs.execute_runs). A duplicate delivery finds nothing
+    to claim and does nothing."""
+    queued = take_queued(HUEY, execute_run_task, settings.AUTOMATION_RUN_BATCH_SIZE - 1)
+    runs.execute_runs([log_id, *(args[0] for args in queued)])
 
 
 @db_periodic_task(crontab(minute="*"))

@@ -59,6 +59,10 @@ def test_every_embedded_benchmark_runs_and_its_invariants_hold(tmp_path):
     one, many = (int(part.split()[0]) for part in listing["detail"].split(", "))
     assert one == many == listing["value"] <= 6
 
+    engine = next(row for row in rows if row["name"].startswith("engine latency"))
+    assert engine["unit"] == "ms" and engine["goal"] == "<= 5 ms"  # final p50 - floor p50
+    assert engine["ok"] is (engine["value"] <= 5)
+
     delivered = next(row for row in rows if row["bench"] == 6 and row["unit"] == "%")
     assert delivered["value"] == 100.0 and delivered["ok"] is True
 
@@ -74,5 +78,10 @@ def test_throughput_benchmark_runs_on_redis_and_postgresql(tmp_path):
     result = run_suite(tmp_path, bench_env.REDIS, only=[7])
     rows = result["rows"]
     assert [row["name"] for row in rows if row["name"] == "benchmark failed"] == []
-    assert len(rows) == 2 and all(row["value"] > 0 for row in rows)
+    assert len(rows) == 4 and all(row["value"] > 0 for row in rows)
+    judged = [row for row in rows if row["goal"]]
+    assert [row["name"] for row in judged] == [
+        "throughput, 2 worker(s): rule runs/s vs hand-written update tasks/s"
+    ]
+    assert judged[0]["ok"] is (judged[0]["value"] >= 0.5)
     assert result["machine"]["database"].startswith("postgresql")

@@ -8,6 +8,8 @@ server's loop. Processes and real network clients: tests/e2e/test_subscriptions*
 import asyncio
 import gc
 import json
+import os
+import uuid
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -475,3 +477,30 @@ async def test_a_subscriber_listening_for_days_still_gets_events():
         assert message["n"] == 1
     finally:
         await layer.group_discard("automation.test.long-lived", channel)
+
+
+@pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs REDIS_URL")
+async def test_a_batch_of_publications_goes_to_redis_in_one_pipeline_in_order(monkeypatch):
+    """A batch of runs commits hundreds of state changes: they leave as one pipeline of
+    PUBLISH commands per shard (not one awaited group_send each), still in order."""
+    from channels_redis.pubsub import RedisPubSubChannelLayer
+
+    layer = RedisPubSubChannelLayer(hosts=[os.environ["REDIS_URL"]])
+    channel = await layer.new_channel()
+    groups = [f"automation.test.{uuid.uuid4().hex}", f"automation.test.{uuid.uuid4().hex}"]
+    for group in groups:
+        await layer.group_add(group, channel)
+
+    async def no_group_send(group, message):
+        raise AssertionError("sent one by one")
+
+    monkeypatch.setattr(layer, "group_send", no_group_send, raising=False)
+    sends = [(groups[n % 2], {"type": "automation.log", "n": n}) for n in range(200)]
+    try:
+        await live._send_all(layer, sends)
+        received = [(await asyncio.wait_for(layer.receive(channel), 5))["n"] for _ in sends]
+    finally:
+        for group in groups:
+            await layer.group_discard(group, channel)
+        await layer.flush()
+    assert received == list(range(200))

@@ -903,3 +903,190 @@ def test_the_claim_and_the_guard_use_the_primary_key_with_statistics_from_before
             plan = "\n".join(row[0] for row in cursor.fetchall())
             assert "automation_automationlog_pkey" in plan, plan
             assert "log_status_idx" not in plan, plan
+
+
+# --- Runs executed in batches ---------------------------------------------------------------------
+
+
+def batch_of_runs(organization, count, actions=None):
+    """`count` products and a PENDING run of one rule for each (the rule updates the product)."""
+    rule = AutomationRuleFactory(
+        organization=organization,
+        conditions=[status_is("ACTIVE")],
+        actions=actions or [update_description("batch {{ object.name }}")],
+    )
+    products = [
+        ProductFactory(organization=organization, status="ACTIVE", name=f"P{index}")
+        for index in range(count)
+    ]
+    return rule, products, [pending_run(rule, product) for product in products]
+
+
+def log_statements(captured) -> list[str]:
+    return [q["sql"] for q in captured.captured_queries if "automation_automationlog" in q["sql"]]
+
+
+def test_a_batch_of_database_runs_is_read_claimed_and_written_together(
+    organization, django_capture_on_commit_callbacks, in_memory_layer
+):
+    """Every run of the batch ends as alone (SUCCEEDED, its update applied once, seq and events
+    in order), but the batch reads, locks and writes the run logs with one statement each."""
+    _rule, products, logs = batch_of_runs(organization, 5)
+    listener = Listener(organization.pk)
+    with (
+        django_capture_on_commit_callbacks(execute=True),
+        CaptureQueriesContext(connection) as captured,
+    ):
+        runs.execute_runs([log.pk for log in logs])
+
+    statements = log_statements(captured)
+    assert len(statements) == 3, statements  # read, lock (SELECT ... WHERE id IN), one UPDATE
+    # The actions take no savepoint (the one left is the batch's transaction, nested in the test's).
+    savepoints = [q for q in captured.captured_queries if q["sql"].startswith("SAVEPOINT")]
+    assert len(savepoints) == 1, savepoints
+    assert statements[-1].startswith("5 times: UPDATE")
+    for log, product in zip(logs, products, strict=True):
+        log.refresh_from_db()
+        product.refresh_from_db()
+        assert log.status == RunStatus.SUCCEEDED
+        assert [entry["status"] for entry in log.action_logs] == [ActionStatus.SUCCEEDED]
+        assert product.description == f"batch {product.name}"
+    messages = [m for m in listener.messages() if m["type"] == "automation.log"]
+    for log in logs:
+        seqs = [m["log"]["seq"] for m in messages if m["log"]["id"] == log.pk]
+        assert seqs == sorted(set(seqs)) and seqs[-1] == log.seq
+        assert [m["log"]["status"] for m in messages if m["log"]["id"] == log.pk][-1] == (
+            RunStatus.SUCCEEDED
+        )
+
+
+def test_a_failed_action_in_a_batch_reruns_the_batch_one_by_one(organization, product):
+    """A failure rolls the batch back (its actions take no savepoint there); each run is then
+    executed alone, so the others succeed once and the failing one is FAILED as alone."""
+    _rule, products, logs = batch_of_runs(organization, 3)
+    missing = logs[1]
+    products[1].delete()  # its UPDATE_RECORD finds no record
+    runs.execute_runs([log.pk for log in logs])
+    statuses = dict(
+        AutomationLog.objects.filter(pk__in=[log.pk for log in logs]).values_list("pk", "status")
+    )
+    assert statuses == {
+        logs[0].pk: RunStatus.SUCCEEDED,
+        missing.pk: RunStatus.FAILED,
+        logs[2].pk: RunStatus.SUCCEEDED,
+    }
+    failed = AutomationLog.objects.get(pk=missing.pk)
+    assert "No record matched" in failed.action_logs[0]["error"]
+    assert failed.action_logs[0]["attempt"] == 1
+
+
+def test_a_batch_run_changed_since_it_was_read_is_executed_alone(organization, monkeypatch):
+    _rule, _products, logs = batch_of_runs(organization, 3)
+    real_prepare = runs._prepare
+
+    revived = []
+
+    def prepare(log, budget=None):
+        prepared = real_prepare(log, budget=budget)
+        if log.pk == logs[1].pk and not revived:  # revived by the sweeper meanwhile
+            revived.append(AutomationLog.objects.filter(pk=log.pk).update(seq=F("seq") + 2))
+        return prepared
+
+    monkeypatch.setattr(runs, "_prepare", prepare)
+    alone = []
+    real_execute_run = runs.execute_run
+    monkeypatch.setattr(
+        runs, "execute_run", lambda log_id: (alone.append(log_id), real_execute_run(log_id))
+    )
+    runs.execute_runs([log.pk for log in logs])
+    assert alone == [logs[1].pk]
+    assert set(
+        AutomationLog.objects.filter(pk__in=[log.pk for log in logs]).values_list(
+            "status", flat=True
+        )
+    ) == {RunStatus.SUCCEEDED}
+
+
+def test_a_batch_that_fails_as_a_whole_leaves_each_run_to_execute_alone(organization, monkeypatch):
+    _rule, products, logs = batch_of_runs(organization, 3)
+
+    def broken(writers):
+        raise RuntimeError("the batch's log write failed")
+
+    monkeypatch.setattr(runs.RunWriter, "flush_many", staticmethod(broken))
+    runs.execute_runs([log.pk for log in logs])
+    for log, product in zip(logs, products, strict=True):
+        log.refresh_from_db()
+        product.refresh_from_db()
+        assert log.status == RunStatus.SUCCEEDED and log.action_logs[0]["attempt"] == 1
+        assert product.description == f"batch {product.name}"
+
+
+def test_runs_with_a_webhook_are_not_batched(organization, monkeypatch):
+    """A webhook's RUNNING entry commits before the call goes out: such a run runs alone."""
+    from automation import actions
+
+    webhook = {
+        "action_type": ActionType.CALL_WEBHOOK,
+        "parameters": {"url": "https://example.com/"},
+    }
+    _rule, _products, database_logs = batch_of_runs(organization, 2)
+    _hook_rule, _hook_products, hook_logs = batch_of_runs(organization, 1, actions=[webhook])
+    real_get_handler = actions.get_handler
+
+    class Answers:
+        writes_database = False
+
+        def execute(self, parameters, ctx, **kwargs):
+            return {"status_code": 200}
+
+    monkeypatch.setattr(
+        actions,
+        "get_handler",
+        lambda kind: Answers() if kind == ActionType.CALL_WEBHOOK else real_get_handler(kind),
+    )
+    batched = []
+    real_execute_together = runs._execute_together
+
+    def execute_together(batch):
+        batched.append([prepared.log.pk for prepared in batch])
+        return real_execute_together(batch)
+
+    monkeypatch.setattr(runs, "_execute_together", execute_together)
+    from automation import conditions
+
+    evaluated = []
+    real_evaluate = conditions.evaluate_conditions
+
+    def evaluate(rule, ctx, tree=None, **options):
+        evaluated.append(ctx.log_id)
+        return real_evaluate(rule, ctx, tree, **options)
+
+    monkeypatch.setattr(conditions, "evaluate_conditions", evaluate)
+    runs.execute_runs([log.pk for log in (*database_logs, *hook_logs)])
+    assert batched == [[log.pk for log in database_logs]]
+    assert evaluated.count(hook_logs[0].pk) == 1, "evaluated once, not again to run alone"
+    logs = AutomationLog.objects.filter(pk__in=[log.pk for log in (*database_logs, *hook_logs)])
+    assert set(logs.values_list("status", flat=True)) == {RunStatus.SUCCEEDED}
+    hook = AutomationLog.objects.get(pk=hook_logs[0].pk)
+    assert hook.action_logs[0]["result"] == {"status_code": 200}
+
+
+def test_a_single_database_run_is_a_batch_of_one(organization, product):
+    """What a worker executes alone when nothing is queued behind it: no savepoint for its
+    actions either, and a failure still ends it FAILED as alone."""
+    rule = AutomationRuleFactory(organization=organization, actions=[update_description()])
+    log = pending_run(rule, product)
+    with CaptureQueriesContext(connection) as captured:
+        runs.execute_runs([log.pk])
+    savepoints = [q for q in captured.captured_queries if q["sql"].startswith("SAVEPOINT")]
+    assert len(savepoints) == 1, savepoints  # the batch's, nested in the test's transaction
+    log.refresh_from_db()
+    assert log.status == RunStatus.SUCCEEDED
+
+    failing = pending_run(rule, product)
+    product.delete()
+    runs.execute_runs([failing.pk])
+    failing.refresh_from_db()
+    assert failing.status == RunStatus.FAILED
+    assert "No record matched" in failing.action_logs[0]["error"]

@@ -70,7 +70,7 @@ def test_no_urls_means_embedded_sqlite_huey_on_sqlite_and_in_memory_layer(tmp_pa
     loaded = load_settings(tmp_path)
 
     assert loaded["embedded"] is True
-    assert loaded["db_engine"] == "django.db.backends.sqlite3"
+    assert loaded["db_engine"] == "config.sqlite"
     assert loaded["db_name"] == str(tmp_path / "db.sqlite3")
     assert "journal_mode=WAL" in loaded["db_options"]["init_command"]
     assert loaded["db_options"]["transaction_mode"] == "IMMEDIATE"
@@ -125,7 +125,7 @@ def test_persistent_connections_replace_the_pool(tmp_path):
             "django.db.backends.postgresql",
             "WakeableSqliteHuey",
         ),
-        ({"REDIS_URL": "redis://h:6379/0"}, False, "django.db.backends.sqlite3", "RedisHuey"),
+        ({"REDIS_URL": "redis://h:6379/0"}, False, "config.sqlite", "RedisHuey"),
     ],
     ids=["database-only", "redis-only"],
 )
