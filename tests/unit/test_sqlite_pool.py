@@ -5,15 +5,29 @@ a SQLite connection (about 1 ms).
 """
 
 import pytest
-from django.db import connections
+from django.db.utils import ConnectionHandler
 
 from config.sqlite.base import DatabaseWrapper, forget_pools
 
 
 @pytest.fixture
 def database(tmp_path, django_db_blocker):
-    """Settings of a database file of this test's own (not the test database)."""
-    settings = dict(connections["default"].settings_dict, NAME=str(tmp_path / "pool.sqlite3"))
+    """Settings of a database file of this test's own (not the test database, which is
+    PostgreSQL in distributed mode), with the embedded mode's options."""
+    handler = ConnectionHandler(
+        {
+            "default": {},
+            "pool-test": {
+                "ENGINE": "config.sqlite",
+                "NAME": str(tmp_path / "pool.sqlite3"),
+                "OPTIONS": {
+                    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                    "transaction_mode": "IMMEDIATE",
+                },
+            },
+        }
+    )
+    settings = handler.settings["pool-test"]
     with django_db_blocker.unblock():
         yield settings
     forget_pools()
