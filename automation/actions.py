@@ -429,7 +429,10 @@ class RecordHandler(ActionHandler):
             else:
                 if not _is_json_field(field) and not _is_scalar(value):
                     raise ActionError(f'{path}: "{name}" takes a single value, got {value!r}.')
-                setattr(instance, field.attname, _field_input(field, value))
+                try:
+                    setattr(instance, field.attname, _field_input(field, value))
+                except ValidationError as exc:
+                    raise ActionError(f"{path}: {' '.join(exc.messages)}") from None
         try:
             full_clean_changes(instance, fields)
         except ValidationError as exc:
@@ -549,9 +552,17 @@ def literal_value_errors(field, value) -> list[str]:
 def _field_input(field, value):
     """A JSON value as a field takes it. A JSON number for a decimal field goes through its short
     text (9.99, not the float's 9.9900000000000002131...), which the field's decimal places would
-    refuse: the contract's decimals travel as numbers too."""
+    refuse: the contract's decimals travel as numbers too. An integer field refuses true/false
+    and a number with a fraction (ValidationError), which Django would store as 1 and 2 for
+    `true` and `2.5`: conditions refuse them too (automation.conditions.coerce_value)."""
     if isinstance(field, models.DecimalField) and isinstance(value, float):
         return str(value)
+    if isinstance(field, models.IntegerField) and (
+        isinstance(value, bool) or (isinstance(value, float) and not value.is_integer())
+    ):
+        raise ValidationError(
+            field.error_messages["invalid"], code="invalid", params={"value": value}
+        )
     return value
 
 

@@ -148,6 +148,9 @@ def test_a_literal_foreign_key_of_another_organization_is_refused_at_save_time(
 UNWRITABLE_LITERALS = [
     ({"stock": "lots"}, "stock"),
     ({"stock": "5.5"}, "stock"),
+    # Django's IntegerField would store these as 2 and 1; conditions refuse them too.
+    ({"stock": 2.5}, "stock"),
+    ({"stock": True}, "stock"),
     ({"status": "SOLD_OUT"}, "status"),
     ({"price": "cheap"}, "price"),
     ({"price": "-1"}, "price"),
@@ -185,6 +188,7 @@ def test_legitimate_literal_values_and_templates_are_accepted(rule):
     }
     assert parameter_errors(ActionType.UPDATE_RECORD, {"fields": fields}, rule) == {}
     assert parameter_errors(ActionType.UPDATE_RECORD, {"fields": {"price": "12.50"}}, rule) == {}
+    assert parameter_errors(ActionType.UPDATE_RECORD, {"fields": {"stock": 7.0}}, rule) == {}
     # What a placeholder gives is checked when the run renders it.
     templated = {"stock": "{{ object.stock }}", "price": "{{ changes.price.old }}"}
     assert parameter_errors(ActionType.UPDATE_RECORD, {"fields": templated}, rule) == {}
