@@ -494,6 +494,9 @@ _TEXT = {
 }
 
 
+VALUELESS_OPERATORS = {Operator.IS_NULL, Operator.IS_NOT_NULL, Operator.CHANGED}
+
+
 def leaf_test(operator: Operator, path: ResolvedPath, expected, clock: Clock):
     """The test of one leaf (a function of the actual value, or of the field's change for the
     CHANGED operators), its rule side checked first: ConditionError (OperatorError when the
@@ -533,6 +536,10 @@ def leaf_errors(rule, field_path, operator, value) -> dict[str, list[str]]:
         errors["field_name"] = [str(exc)]
         return errors
     if "operator" in errors:
+        return errors
+    if operator in VALUELESS_OPERATORS and value is not None:
+        # A run ignores it; an author who gave one meant something else (EQUALS, CHANGED_TO).
+        errors["value"] = [f"{operator} takes no value: leave it out (or null)."]
         return errors
     try:
         leaf_test(operator, path, value, Clock.of(rule))

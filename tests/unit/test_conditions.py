@@ -783,6 +783,17 @@ def test_legitimate_leaves_pass_the_save_time_check(organization, field_name, op
     assert leaf_errors(rule, field_name, operator, value) == {}
 
 
+@pytest.mark.parametrize("operator", [Operator.IS_NULL, Operator.IS_NOT_NULL, Operator.CHANGED])
+def test_a_value_given_to_an_operator_that_takes_none_is_refused_at_save(organization, operator):
+    # A run would ignore it: whoever wrote {"operator": "CHANGED", "value": "ACTIVE"} meant
+    # CHANGED_TO, and must hear so when saving.
+    rule = AutomationRuleFactory(organization=organization)
+    assert leaf_errors(rule, "status", operator, "ACTIVE") == {
+        "value": [f"{operator} takes no value: leave it out (or null)."]
+    }
+    assert leaf_errors(rule, "status", operator, None) == {}
+
+
 # --- Relative dates ------------------------------------------------------------------------------
 
 
