@@ -14,8 +14,6 @@ hand-written tasks (bench/tasks.py: check the condition, update the description;
 descriptions they wrote).
 """
 
-import subprocess
-import sys
 import time
 
 from django.db import transaction
@@ -24,41 +22,16 @@ from huey.contrib.djhuey import HUEY
 from automation.choices import RunStatus
 from automation.models import AutomationLog
 from bench import data
-from bench.env import REPO_ROOT
 from bench.stats import Row
+from bench.worker import start_workers, stop_workers
 
 FINISHED = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.PARTIAL, RunStatus.SKIPPED)
-
-
-def _start_workers(env, count: int) -> list[subprocess.Popen]:
-    return [
-        subprocess.Popen(
-            [sys.executable, "-m", "bench.worker", "--workers", "1"],
-            cwd=REPO_ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for _ in range(count)
-    ]
-
-
-def _stop(workers) -> None:
-    for process in workers:
-        process.terminate()  # Huey: SIGTERM stops at once
-    for process in workers:
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _rate(env, workers: int, total: int, progress, timeout: float = 600) -> float:
     """Items per second between 10 % and 90 % finished; `progress()` counts finished items."""
     low, high = max(1, total // 10), max(2, total * 9 // 10)
-    processes = _start_workers(env, workers)
+    processes = start_workers(env, workers)
     started = time.perf_counter()
     try:
         deadline = time.monotonic() + timeout
@@ -76,7 +49,7 @@ def _rate(env, workers: int, total: int, progress, timeout: float = 600) -> floa
                 raise RuntimeError("a worker process exited")
             time.sleep(0.02)
     finally:
-        _stop(processes)
+        stop_workers(processes)
     if t_high - t_low < 0.1:
         # Too few items to see a window between two polls (tiny sizes): count from the start.
         return at_high / (t_high - started)

@@ -1,4 +1,4 @@
-"""A Huey worker process for benchmark 7: `python -m bench.worker --workers N`.
+"""A Huey worker process for benchmarks 5 (redis) and 7: `python -m bench.worker --workers N`.
 
 `manage.py run_huey` with the bench's tasks registered too (run_huey only discovers the
 installed apps' tasks modules). Runs in the environment its parent gives it; never resets data.
@@ -6,6 +6,36 @@ installed apps' tasks modules). Runs in the environment its parent gives it; nev
 
 import argparse
 import os
+import subprocess
+import sys
+
+from bench.env import REPO_ROOT
+
+
+def start_workers(env: dict, count: int) -> list[subprocess.Popen]:
+    """`count` worker processes of one thread each (what `run_huey -w 1` is)."""
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "bench.worker", "--workers", "1"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(count)
+    ]
+
+
+def stop_workers(processes: list[subprocess.Popen]) -> None:
+    for process in processes:
+        process.terminate()  # Huey: SIGTERM stops at once
+    for process in processes:
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def main() -> None:

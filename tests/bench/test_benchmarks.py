@@ -74,14 +74,26 @@ def test_every_embedded_benchmark_runs_and_its_invariants_hold(tmp_path):
     not (os.environ.get("DATABASE_URL") and os.environ.get("REDIS_URL")),
     reason="needs DATABASE_URL (PostgreSQL) and REDIS_URL",
 )
-def test_throughput_benchmark_runs_on_redis_and_postgresql(tmp_path):
-    result = run_suite(tmp_path, bench_env.REDIS, only=[7])
+def test_latency_and_throughput_benchmarks_run_on_redis_and_postgresql(tmp_path):
+    result = run_suite(tmp_path, bench_env.REDIS, only=[5, 7])
     rows = result["rows"]
     assert [row["name"] for row in rows if row["name"] == "benchmark failed"] == []
-    assert len(rows) == 4 and all(row["value"] > 0 for row in rows)
-    judged = [row for row in rows if row["goal"]]
+    assert result["machine"]["database"].startswith("postgresql")
+
+    # 5 runs serve --no-worker beside a worker process: the final event crossed from that
+    # process through Redis to the server's subscriber.
+    latency = [row for row in rows if row["bench"] == 5]
+    assert len(latency) == 4 and all(row["value"] > 0 for row in latency)
+    assert all(
+        "a worker process beside `serve --no-worker`" in row["detail"] for row in latency[:3]
+    )
+    engine = next(row for row in latency if row["name"].startswith("engine latency"))
+    assert engine["goal"] == "<= 3x" and engine["ok"] is (engine["value"] <= 3)
+
+    throughput = [row for row in rows if row["bench"] == 7]
+    assert len(throughput) == 4 and all(row["value"] > 0 for row in throughput)
+    judged = [row for row in throughput if row["goal"]]
     assert [row["name"] for row in judged] == [
         "throughput, 2 worker(s): rule runs/s vs hand-written update tasks/s"
     ]
     assert judged[0]["ok"] is (judged[0]["value"] >= 0.5)
-    assert result["machine"]["database"].startswith("postgresql")
