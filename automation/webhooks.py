@@ -264,7 +264,7 @@ def send(request: WebhookRequest, on_attempt: Callable[[int], None] | None = Non
             error = redact(f"network error: {exc or type(exc).__name__}", request)
             retryable = True
         else:
-            result.update(status_code=response_status, body=redact(body_text, request))
+            result.update(status_code=response_status, body=_kept(redact(body_text, request)))
             if 200 <= response_status < 300:
                 result.pop("error", None)
                 return result
@@ -289,15 +289,29 @@ def redact(text: str, request: WebhookRequest) -> str:
 
     Shorter values are left alone: they would mask ordinary words of the answer.
     """
-    secrets = [request.secret or "", *request.headers.values()]
-    for secret in sorted(secrets, key=len, reverse=True):
+    for secret in sorted(_secrets(request), key=len, reverse=True):
         if len(secret) >= REDACT_MIN_LENGTH:
             text = text.replace(secret, REDACTED)
     return text
 
 
+def _secrets(request: WebhookRequest) -> list[str]:
+    return [request.secret or "", *request.headers.values()]
+
+
+def _read_limit(request: WebhookRequest) -> int:
+    """Bytes of an answer to read: the kept length, and enough beyond it that a secret the cut
+    falls inside is read whole, so redact() can mask it before _kept() cuts."""
+    return RESPONSE_BODY_LIMIT + max(len(secret.encode()) for secret in _secrets(request))
+
+
+def _kept(text: str) -> str:
+    """The first RESPONSE_BODY_LIMIT bytes of `text` (a character the cut splits is dropped)."""
+    return text.encode()[:RESPONSE_BODY_LIMIT].decode("utf-8", errors="ignore")
+
+
 def _attempt(request: WebhookRequest) -> tuple[int, str]:
-    """One attempt, bounded as a whole by `request.timeout`: (status, truncated body).
+    """One attempt, bounded as a whole by `request.timeout`: (status, body up to _read_limit).
 
     httpx's timeouts bound each network operation alone, so a server that trickles its status
     line, headers or body a byte at a time never trips them (one kept a worker for minutes). The
@@ -326,7 +340,9 @@ async def _attempt_within_deadline(request: WebhookRequest) -> tuple[int, str]:
             }
             if secret:
                 headers["X-Automation-Signature"] = sign(secret, timestamp, body)
-            status, location, text = await _send_to(url, ip, method, headers, body, request.timeout)
+            status, location, text = await _send_to(
+                url, ip, method, headers, body, request.timeout, _read_limit(request)
+            )
             if status not in _REDIRECT_STATUS or not location:
                 return status, text
             next_url = check_url_syntax(urljoin(str(url), location))
@@ -341,9 +357,10 @@ async def _attempt_within_deadline(request: WebhookRequest) -> tuple[int, str]:
 
 
 async def _send_to(
-    url: httpx.URL, ip, method, headers, body, timeout
+    url: httpx.URL, ip, method, headers, body, timeout, read_limit: int
 ) -> tuple[int, str | None, str]:
-    """Send to the checked `ip`, with the URL's own host in Host and SNI. Reads a bounded body."""
+    """Send to the checked `ip`, with the URL's own host in Host and SNI. Reads at most
+    `read_limit` bytes of the body."""
     pinned_url = url.copy_with(host=str(ip))
     host_name = url.raw_host.decode("ascii")
     extensions = {"sni_hostname": host_name} if url.scheme == "https" else {}
@@ -365,11 +382,11 @@ async def _send_to(
             collected = bytearray()
             async for chunk in response.aiter_bytes():
                 collected.extend(chunk)
-                if len(collected) > RESPONSE_BODY_LIMIT:
+                if len(collected) > read_limit:
                     break  # keep a bounded prefix; never load a huge answer
         finally:
             await response.aclose()
-        text = bytes(collected[:RESPONSE_BODY_LIMIT]).decode("utf-8", errors="replace")
+        text = bytes(collected[:read_limit]).decode("utf-8", errors="replace")
         return response.status_code, response.headers.get("location"), text
 
 

@@ -519,6 +519,20 @@ def test_secrets_echoed_by_the_server_are_masked_in_the_result(server, allow_onl
     assert raised.value.result["body"] == f"got {MASK}, key {MASK}, short abc"
 
 
+@pytest.mark.parametrize("cut_after", [1, 8, 16])
+def test_a_secret_echoed_across_the_kept_length_is_masked_too(server, allow_only, cut_after):
+    """The body is kept up to RESPONSE_BODY_LIMIT bytes: a secret the limit cuts through must not
+    be shown up to the cut."""
+    allow_only(server)
+    secret = "signing-key-value-0123456789"
+    padding = b"x" * (webhooks.RESPONSE_BODY_LIMIT - cut_after)
+    server.respond({"status": 200, "body": padding + secret.encode() + b" and more"})
+    body = call({"url": server.url(), "secret": secret})["body"]
+    assert secret[:cut_after] not in body[len(padding) :]
+    assert body.startswith(padding.decode())
+    assert len(body.encode()) <= webhooks.RESPONSE_BODY_LIMIT
+
+
 def test_too_many_redirects(server, allow_only):
     allow_only(server)
     server.respond({"status": 302, "headers": {"Location": "/again"}})
