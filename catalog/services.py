@@ -38,10 +38,16 @@ def create_product(organization, data: dict, *, user=None) -> Product:
         return product
 
 
-def update_product(product: Product, data: dict, *, user=None) -> Product:
-    """Change the given fields; `category: None` clears the category."""
-    with _acting(user), transaction.atomic():
-        product = Product.objects.select_for_update().get(pk=product.pk)
+def update_product(product: Product, data: dict, *, user=None, locked: bool = False) -> Product:
+    """Change the given fields; `category: None` clears the category.
+
+    `locked`: the caller read `product` with select_for_update() in the transaction it is in
+    (the API does, so that its permission check's read is also the lock), so it is not read
+    again. No savepoint when called inside a transaction: an error fails the caller's too.
+    """
+    with _acting(user), transaction.atomic(savepoint=False):
+        if not locked:
+            product = Product.objects.select_for_update().get(pk=product.pk)
         remember_stored_row(product)  # the model signals need not read it again
         _apply(product, data)
         full_clean_changes(product, data)

@@ -296,8 +296,10 @@ class Mutation:
     def update_product(
         self, info: strawberry.Info, id: strawberry.ID, input: ProductUpdateInput
     ) -> ProductType:
-        product = perms.get_object(info, Product.objects.all(), id, perms.WRITE)
-        return catalog_services.update_product(product, input.to_data())
+        with transaction.atomic():
+            # The scoped read is the row lock too: one read of the product, not two.
+            product = perms.get_object(info, Product.objects.select_for_update(), id, perms.WRITE)
+            return catalog_services.update_product(product, input.to_data(), locked=True)
 
     @strawberry.mutation
     def delete_product(self, info: strawberry.Info, id: strawberry.ID) -> strawberry.ID:
