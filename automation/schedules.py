@@ -343,9 +343,7 @@ def _slots_to_fire(rule: AutomationRule, now) -> list:
         return slots
     slots, _ = _fires_since(rule, start, now, 1)
     if rule.missed_run_policy == MissedRunPolicy.SKIP:
-        grace = datetime.timedelta(
-            seconds=getattr(settings, "AUTOMATION_SCHEDULE_GRACE_SECONDS", 120)
-        )
+        grace = datetime.timedelta(seconds=settings.AUTOMATION_SCHEDULE_GRACE_SECONDS)
         return [slot for slot in slots if now - slot <= grace]
     return slots  # LATEST
 

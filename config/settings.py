@@ -281,6 +281,8 @@ AUTOMATION_HEARTBEAT_STALE_SECONDS = env.int("AUTOMATION_HEARTBEAT_STALE_SECONDS
 AUTOMATION_RUN_BATCH_SIZE = env.int("AUTOMATION_RUN_BATCH_SIZE", default=50)
 AUTOMATION_SCHEDULE_MAX_RECORDS = env.int("AUTOMATION_SCHEDULE_MAX_RECORDS", default=1000)
 AUTOMATION_MISSED_RUNS_MAX = env.int("AUTOMATION_MISSED_RUNS_MAX", default=100)
+# The SKIP missed-run policy runs a slot only when the tick is at most this late for it.
+AUTOMATION_SCHEDULE_GRACE_SECONDS = env.int("AUTOMATION_SCHEDULE_GRACE_SECONDS", default=120)
 AUTOMATION_LOG_RETENTION_DAYS = {"SKIPPED": 7, "SUCCEEDED": 30, "PARTIAL": 90, "FAILED": 90}
 
 # --- GraphQL ----------------------------------------------------------------------------------

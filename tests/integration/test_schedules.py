@@ -223,6 +223,15 @@ def test_skip_policy_still_runs_an_on_time_slot(organization):
     assert slots_of(rule) == [at(2026, 1, 5, 10, 0)]
 
 
+def test_skip_policy_grace_is_a_setting(organization, settings):
+    settings.AUTOMATION_SCHEDULE_GRACE_SECONDS = 3600
+    with travel(at(2026, 1, 5, 9, 7)):
+        rule = schedule_rule(organization, missed_run_policy=MissedRunPolicy.SKIP)
+    with travel(at(2026, 1, 5, 10, 30)):  # 30 minutes late: within an hour's grace
+        tick()
+    assert slots_of(rule) == [at(2026, 1, 5, 10, 0)]
+
+
 def test_all_policy_is_bounded_to_the_latest_slots(organization, settings):
     settings.AUTOMATION_MISSED_RUNS_MAX = 2
     with travel(at(2026, 1, 5, 9, 7)):

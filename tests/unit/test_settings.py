@@ -39,6 +39,7 @@ print(json.dumps({
     "allowed_hosts": settings.ALLOWED_HOSTS,
     "data_dir": str(settings.DATA_DIR),
     "invitation_days": settings.ACCOUNTS_INVITATION_DAYS,
+    "schedule_grace_seconds": settings.AUTOMATION_SCHEDULE_GRACE_SECONDS,
 }))
 """
 
@@ -154,3 +155,9 @@ def test_debug_is_off_by_default(tmp_path):
 def test_invitations_stay_open_14_days_unless_the_environment_says_otherwise(tmp_path):
     assert load_settings(tmp_path)["invitation_days"] == 14
     assert load_settings(tmp_path, ACCOUNTS_INVITATION_DAYS="3")["invitation_days"] == 3
+
+
+def test_the_skip_policys_grace_is_120_seconds_unless_the_environment_says_otherwise(tmp_path):
+    assert load_settings(tmp_path)["schedule_grace_seconds"] == 120
+    loaded = load_settings(tmp_path, AUTOMATION_SCHEDULE_GRACE_SECONDS="600")
+    assert loaded["schedule_grace_seconds"] == 600
