@@ -14,6 +14,12 @@ The floor: the same mutation over HTTP with the rule switched off (no run, no ev
 its response. No engine can deliver an event sooner than the write that causes it, so the goal
 is on what the engine adds: final p50 minus floor p50.
 
+The hand-written pipeline (bench/handwritten.py, no goal): the same mutation, with the rule off,
+on a product whose update a hand-written receiver turns into a hand-written Huey task that
+checks the condition, updates the description and publishes one log-shaped event, delivered by
+the same subscription. Its final p50 minus the floor is what any automation of this write pays;
+the engine's share is printed against it.
+
 - redis: at most 3x the raw round trips, a raw channel-layer round trip (group_send -> receive)
   plus a raw Huey round trip (enqueue -> the task runs, idle consumer with serve's settings),
   both measured in the same run before the server starts (its consumer would take the probes);
@@ -27,12 +33,14 @@ import time
 
 import httpx
 
+from bench.data import HANDWRITTEN_PREFIX
 from bench.env import EMBEDDED
 from bench.live import FINAL, LOGS, baseline, setup_data, update_stock
-from bench.server import Server
+from bench.server import SERVE_WITH_HANDWRITTEN, Server
 from bench.stats import Row, median, percentile
 from bench.worker import start_workers, stop_workers
 from bench.wsclient import Subscriber
+from catalog.models import Product
 
 
 async def _rounds(server, org, token, product, rounds: int):
@@ -102,15 +110,24 @@ def run(ctx) -> list[Row]:
     org, token, product, rule = setup_data("b5")
     channel, queue = baseline(probes)
     base = channel + queue
+    by_hand = Product.objects.create(
+        organization=org, name=f"{HANDWRITTEN_PREFIX} 1", status="ACTIVE", price="9.99", stock=1
+    )
     separate_worker = ctx.mode != EMBEDDED
-    with Server(ctx.env, ctx.mode, ["--no-worker"] if separate_worker else []) as server:
-        workers = start_workers(ctx.env, 1) if separate_worker else []
+    with Server(
+        ctx.env,
+        ctx.mode,
+        ["--no-worker"] if separate_worker else [],
+        command=SERVE_WITH_HANDWRITTEN,
+    ) as server:
+        workers = start_workers(ctx.env, 1, handwritten=True) if separate_worker else []
         try:
             firsts, finals = asyncio.run(_rounds(server, org, token, product, rounds))
+            rule.is_active = False
+            rule.save()
+            _, handwritten = asyncio.run(_rounds(server, org, token, by_hand, rounds))
         finally:
             stop_workers(workers)
-        rule.is_active = False
-        rule.save()
         floors = asyncio.run(_floor(server, token, product, rounds))
     floor = median(floors)
     raw = f"raw: channel {channel * 1000:.2f} ms + queue {queue * 1000:.2f} ms"
@@ -129,6 +146,7 @@ def run(ctx) -> list[Row]:
             )
         )
     rows.append(_engine_row(ctx.mode, median(finals), floor, base, raw, rounds))
+    rows.append(_handwritten_row(median(finals), median(handwritten), floor, rounds))
     rows.append(
         Row(
             bench=5,
@@ -170,5 +188,20 @@ def _engine_row(mode: str, final: float, floor: float, base: float, raw: str, ro
         detail=(
             f"{added * 1000:.1f} ms = {detail}; goal {REDIS_GOAL_FACTOR * base * 1000:.1f} ms; "
             f"{raw} ({rounds} rounds)"
+        ),
+    )
+
+
+def _handwritten_row(final: float, handwritten: float, floor: float, rounds: int) -> Row:
+    """What the engine adds against what the hand-written pipeline adds (both minus the floor)."""
+    engine, by_hand = final - floor, handwritten - floor
+    return Row(
+        bench=5,
+        name="hand-written pipeline: engine latency vs its own (each final p50 - floor p50)",
+        value=round(engine / by_hand, 3) if by_hand > 0 else 0.0,
+        unit="x",
+        detail=(
+            f"engine {engine * 1000:.1f} ms, hand-written {by_hand * 1000:.1f} ms (its final p50 "
+            f"{handwritten * 1000:.1f} ms - floor p50 {floor * 1000:.1f} ms; {rounds} rounds)"
         ),
     )

@@ -20,15 +20,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+SERVE = ("manage.py", "serve")
+# serve with benchmark 5's hand-written pipeline connected (bench/handwritten.py)
+SERVE_WITH_HANDWRITTEN = ("-m", "bench.serve")
+
+
 class Server:
-    def __init__(self, env: dict, mode: str, extra_args=()):
+    def __init__(self, env: dict, mode: str, extra_args=(), command=SERVE):
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}/graphql/"
         self.log_path = data_dir(mode) / f"serve-{self.port}.log"
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "serve", "--port", str(self.port), *extra_args],
+            [sys.executable, *command, "--port", str(self.port), *extra_args],
             cwd=REPO_ROOT,
             env=env,
             stdin=subprocess.DEVNULL,

@@ -12,11 +12,13 @@ import sys
 from bench.env import REPO_ROOT
 
 
-def start_workers(env: dict, count: int) -> list[subprocess.Popen]:
-    """`count` worker processes of one thread each (what `run_huey -w 1` is)."""
+def start_workers(env: dict, count: int, handwritten: bool = False) -> list[subprocess.Popen]:
+    """`count` worker processes of one thread each (what `run_huey -w 1` is); `handwritten`:
+    with benchmark 5's hand-written pipeline (bench/handwritten.py) registered."""
+    extra = ["--handwritten"] if handwritten else []
     return [
         subprocess.Popen(
-            [sys.executable, "-m", "bench.worker", "--workers", "1"],
+            [sys.executable, "-m", "bench.worker", "--workers", "1", *extra],
             cwd=REPO_ROOT,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -41,6 +43,7 @@ def stop_workers(processes: list[subprocess.Popen]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.worker")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--handwritten", action="store_true")
     args = parser.parse_args()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     import django
@@ -51,6 +54,9 @@ def main() -> None:
 
     import automation.tasks  # noqa: F401
     import bench.tasks  # noqa: F401
+
+    if args.handwritten:
+        import bench.handwritten  # noqa: F401
 
     Consumer(HUEY, workers=args.workers, worker_type="thread", periodic=False).run()
 

@@ -1,0 +1,24 @@
+"""`manage.py serve` with benchmark 5's hand-written pipeline connected:
+`python -m bench.serve [serve's options]`.
+
+Runs in the environment its parent gives it (bench/server.py); never resets data.
+"""
+
+import os
+import sys
+
+
+def main() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    import django
+
+    django.setup()
+    from django.core.management import execute_from_command_line
+
+    import bench.handwritten  # noqa: F401 - connects the receiver, registers the task
+
+    execute_from_command_line(["manage.py", "serve", *sys.argv[1:]])
+
+
+if __name__ == "__main__":
+    main()
