@@ -581,6 +581,16 @@ REFUSED_AT_SAVE = [
         "'cheap' cannot be compared with price (DecimalField).",
     ),
     (
+        {"conditions": only_leaf("status", "CHANGED", "ACTIVE")},
+        "conditions.conditions.0.value",
+        "CHANGED takes no value: leave it out (or null).",
+    ),
+    (
+        {"conditions": only_leaf("description", "IS_NULL", "")},
+        "conditions.conditions.0.value",
+        "IS_NULL takes no value: leave it out (or null).",
+    ),
+    (
         {**CREATED_RULE, "conditions": only_leaf("status", "CHANGED")},
         "conditions.conditions.0.operator",
         "CHANGED is true of every field set on a CREATED rule (on CREATED every set field counts "
