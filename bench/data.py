@@ -27,9 +27,10 @@ from catalog.models import Product
 
 _counter = itertools.count(1)
 
-# The rule most benchmarks run: product UPDATED (stock watched), 1 condition, 1 UPDATE_RECORD.
 # Products whose updates benchmark 5's hand-written pipeline (bench/handwritten.py) automates.
 HANDWRITTEN_PREFIX = "bench-handwritten"
+
+# The rule most benchmarks run: product UPDATED (stock watched), 1 condition, 1 UPDATE_RECORD.
 STATUS_ACTIVE = {"field": "status", "operator": Operator.EQUALS, "value": "ACTIVE"}
 UPDATE_DESCRIPTION = {
     "action_type": ActionType.UPDATE_RECORD,

@@ -1,15 +1,18 @@
 """Benchmark 5's hand-written pipeline: the benchmark rule's work wired by hand, no engine.
 
-An update of a product whose name starts with HANDWRITTEN_PREFIX enqueues, after its commit, a hand-written
-Huey task that checks the rule's condition, updates the description (as the benchmark rule and
-`bench.tasks.update_product_by_hand` do) and publishes one event shaped like a finished run's log
-to the organization's group, through the engine's own publication path. A subscriber's
-`automationLogs` subscription delivers it like any run event. So the pipeline pays what any
-rule-like automation must: a receiver, the queue, the update, one event delivered; the engine
-adds its log, its claim, its conditions' trace and three more events.
+An update of a product whose name starts with HANDWRITTEN_PREFIX enqueues, after its commit, a
+hand-written Huey task that checks the rule's condition, updates the description (as the
+benchmark rule and `bench.tasks.update_product_by_hand` do) and publishes one event shaped like a
+finished run's log (SUCCEEDED, or SKIPPED when the condition is not met) to the organization's
+group, through the engine's own publication path. A subscriber's `automationLogs` subscription
+delivers it like any run event. So the pipeline pays what any rule-like automation must: a
+receiver, the queue, the update, one event delivered; the engine adds its record of the run (the
+PENDING log, the claim, its state changes, the condition trace), two more log events (PENDING,
+RUNNING) and its action events.
 
-Imported only by the bench's server (`python -m bench.serve`) and workers (`python -m bench.worker`),
-never by the bench process: benchmark 1 counts the receivers of a product save.
+Imported only by the bench's server (`python -m bench.serve`) and workers (`python -m
+bench.worker --handwritten`), never by the bench process: benchmark 1 counts the receivers of a
+product save.
 """
 
 import itertools
@@ -36,17 +39,17 @@ def handwritten_run(product_id: int, organization_id: int, event_id: int) -> Non
     """Check, update, publish one event (after the commit)."""
     with transaction.atomic():
         product = Product.objects.select_for_update().get(pk=product_id)
-        if product.status != "ACTIVE":
-            return
-        product.description = f"restocked to {product.stock}"
-        product.save(update_fields=["description", "updated_at", "updated_by"])
+        met = product.status == "ACTIVE"
+        if met:
+            product.description = f"restocked to {product.stock}"
+            product.save(update_fields=["description", "updated_at", "updated_by"])
         rule = AutomationRule(id=0, name=RULE_NAME, organization_id=organization_id)
         live.publish_log(
             AutomationLog(
                 id=event_id,
                 rule=rule,
                 organization_id=organization_id,
-                status=RunStatus.SUCCEEDED,
+                status=RunStatus.SUCCEEDED if met else RunStatus.SKIPPED,
                 seq=1,
                 object_id=product_id,
             )
