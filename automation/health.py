@@ -8,6 +8,7 @@ from django.utils import timezone
 from huey.contrib.djhuey import HUEY
 
 from automation.choices import RunStatus
+from automation.queue import fair_queues
 
 logger = logging.getLogger("automation.health")
 
@@ -27,6 +28,7 @@ def healthz(request):
             "ok": True,
             "kind": type(HUEY).__name__,
             "queue_depth": HUEY.pending_count(),
+            "runs_queued": fair_queues(HUEY).size(),
         }
     except Exception as exc:
         logger.warning("healthz: broker check failed: %s", exc)

@@ -85,19 +85,20 @@ def create_run(
     )
     publish_log(log)
     if status == RunStatus.PENDING and not dry_run:
-        log_id = log.pk
-        transaction.on_commit(lambda: enqueue_run(log_id))
+        log_id, organization_id = log.pk, log.organization_id
+        transaction.on_commit(lambda: enqueue_runs(organization_id, [log_id]))
     return log
 
 
-def enqueue_run(log_id: int) -> None:
-    """Hand a PENDING run to the queue. A failure here loses nothing: the sweeper retries."""
-    from automation.tasks import execute_run_task
+def enqueue_runs(organization_id: int, log_ids: list[int]) -> None:
+    """Hand PENDING runs of one organization to its queue. A failure here loses nothing: the
+    sweeper queues them again."""
+    from automation.tasks import enqueue_runs as enqueue
 
     try:
-        execute_run_task(log_id)
+        enqueue(organization_id, log_ids)
     except Exception:
-        logger.exception("could not enqueue run %s; the sweeper will pick it up", log_id)
+        logger.exception("could not enqueue runs %s; the sweeper will pick them up", log_ids)
 
 
 def _fires_on(rule: AutomationRule, event: str, changes: dict | None) -> bool:

@@ -8,9 +8,9 @@ storage here reports itself as blocking, and `dequeue()` waits on a condition va
 processes (a separate `run_huey`, the shell). A new run starts without a polling delay; an
 idle worker costs one cheap indexed SELECT per POLL_SECONDS, as it did with the polling backoff.
 
-Both queues (this one and RedisHuey's) also let a worker take the queued calls of its task off
-the queue at once (`take_queued`): a worker executes the runs queued behind the one it was
-handed together (automation/runs.py, "Executing runs in batches").
+Both storages (this one and the Redis one) also hold the organizations' run queues
+(automation/fair_queue.py): Huey's queue carries only wake-ups, and `take_queued` lets a worker
+take the wake-ups its batch made surplus off the queue at once.
 """
 
 import threading
@@ -18,8 +18,10 @@ import time
 from collections.abc import Callable
 
 import redis
-from huey import SqliteHuey
+from huey import RedisHuey, SqliteHuey
 from huey.storage import RedisStorage, SqliteStorage
+
+from automation.fair_queue import SQLITE_DDL, MemoryFairQueues, RedisFairQueues, SqliteFairQueues
 
 # How often an idle worker looks at the table for tasks that other processes enqueued.
 POLL_SECONDS = 0.05
@@ -29,6 +31,7 @@ READ_TIMEOUT_SECONDS = 1.0
 
 class WakeableSqliteStorage(SqliteStorage):
     blocking = True  # the consumer's workers call dequeue() back to back, without sleeping
+    ddl = [*SqliteStorage.ddl, *SQLITE_DDL]
 
     def __init__(self, *args, read_timeout=READ_TIMEOUT_SECONDS, poll=POLL_SECONDS, **kwargs):
         super().__init__(*args, **kwargs)
@@ -36,6 +39,11 @@ class WakeableSqliteStorage(SqliteStorage):
         self.poll = poll
         self._enqueued = threading.Condition()
         self._generation = 0  # +1 per enqueue in this process; a waiter compares it
+        self.fair = SqliteFairQueues(self)
+
+    def flush_all(self):
+        super().flush_all()
+        self.fair.flush()
 
     def _create_connection(self):
         conn = super()._create_connection()
@@ -91,6 +99,35 @@ class WakeableSqliteStorage(SqliteStorage):
 
 class WakeableSqliteHuey(SqliteHuey):
     storage_class = WakeableSqliteStorage
+
+
+class FairRedisStorage(RedisStorage):
+    """Huey's Redis storage, with the organizations' run queues beside its own."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fair = RedisFairQueues(self.conn, self.name)
+
+    def flush_all(self):
+        super().flush_all()
+        self.fair.flush()
+
+
+class FairRedisHuey(RedisHuey):
+    storage_class = FairRedisStorage
+
+
+_memory_queues: dict[int, MemoryFairQueues] = {}
+
+
+def fair_queues(huey):
+    """The organizations' run queues kept with `huey`'s storage (in memory for a storage of
+    another kind, such as Huey's memory storage)."""
+    storage = huey.storage
+    queues = getattr(storage, "fair", None)
+    if queues is None:
+        queues = _memory_queues.setdefault(id(storage), MemoryFairQueues())
+    return queues
 
 
 def take_queued(huey, task, limit: int) -> list[tuple]:

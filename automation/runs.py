@@ -30,7 +30,7 @@ from automation.conditions import ConditionResult
 from automation.context import RunContext
 from automation.live import publish_action, publish_log
 from automation.models import AutomationLog, AutomationRule
-from automation.outbox import create_run, enqueue_run
+from automation.outbox import create_run, enqueue_runs
 from automation.rule_definitions import RuleDefinition, rule_definition
 
 logger = logging.getLogger("automation.runs")
@@ -887,10 +887,13 @@ def sweep(batch_size: int = 500) -> dict:
             status=RunStatus.PENDING, dry_run=False, created_at__lt=waiting
         )
         .order_by("created_at")
-        .values_list("pk", flat=True)[: _queue_room(batch_size)]
+        .values_list("organization_id", "pk")[: _queue_room(batch_size)]
     )
-    for log_id in pending:
-        enqueue_run(log_id)
+    by_organization = collections.defaultdict(list)
+    for organization_id, log_id in pending:
+        by_organization[organization_id].append(log_id)
+    for organization_id, log_ids in by_organization.items():
+        enqueue_runs(organization_id, log_ids)
     if revived or pending:
         logger.info(
             "sweeper: %s stalled runs revived, %s pending runs re-enqueued", revived, len(pending)
@@ -909,8 +912,10 @@ def _queue_room(limit: int) -> int:
     """
     from huey.contrib.djhuey import HUEY
 
+    from automation.queue import fair_queues
+
     try:
-        queued = HUEY.pending_count()
+        queued = fair_queues(HUEY).size()
     except Exception:
         logger.warning("sweeper: the queue does not answer; nothing re-enqueued this time")
         return 0

@@ -2,12 +2,11 @@
 
 import logging
 
-from django.conf import settings
 from huey import crontab
 from huey.contrib.djhuey import HUEY, db_periodic_task, db_task
 
-from automation import runs
-from automation.queue import take_queued
+from automation import fair_queue, runs
+from automation.queue import fair_queues, take_queued
 
 logger = logging.getLogger("automation.tasks")
 
@@ -20,13 +19,29 @@ def load_the_engine() -> None:
     import automation.conditions  # noqa: F401
 
 
+def enqueue_runs(organization_id: int, log_ids: list[int]) -> None:
+    """Queue PENDING runs of one organization (automation/fair_queue.py), and one wake-up each."""
+    fair_queues(HUEY).push(organization_id, log_ids)
+    for _ in log_ids:
+        execute_queued_runs_task()
+
+
 @db_task()
-def execute_run_task(log_id: int) -> None:
-    """Execute one PENDING run, with the runs queued right behind it (up to
-    AUTOMATION_RUN_BATCH_SIZE in all; see runs.execute_runs). A duplicate delivery finds nothing
-    to claim and does nothing."""
-    queued = take_queued(HUEY, execute_run_task, settings.AUTOMATION_RUN_BATCH_SIZE - 1)
-    runs.execute_runs([log_id, *(args[0] for args in queued)])
+def execute_queued_runs_task() -> None:
+    """Execute the next batch of runs, chosen fairly across organizations (fair_queue.py).
+
+    Every queued run brought a wake-up: a batch of n runs takes the n - 1 wake-ups it made
+    surplus off the queue, so idle workers are woken as long as runs wait, and no more.
+    A duplicate delivery of a run finds nothing to claim and does nothing."""
+    queues = fair_queues(HUEY)
+    batch = queues.pop(fair_queue.Policy.from_settings())
+    if batch is None:
+        return
+    try:
+        take_queued(HUEY, execute_queued_runs_task, len(batch.log_ids) - 1)
+        runs.execute_runs(batch.log_ids)
+    finally:
+        queues.release(batch)
 
 
 @db_periodic_task(crontab(minute="*"))

@@ -123,7 +123,7 @@ else:
 # --- Task queue -------------------------------------------------------------------------------
 if REDIS_URL:
     HUEY = {
-        "huey_class": "huey.RedisHuey",
+        "huey_class": "automation.queue.FairRedisHuey",
         "name": env("HUEY_NAME", default="automation"),
         "immediate": False,
         "connection": {"url": REDIS_URL},
@@ -279,6 +279,11 @@ AUTOMATION_HEARTBEAT_STALE_SECONDS = env.int("AUTOMATION_HEARTBEAT_STALE_SECONDS
 # Most runs a worker takes off the queue at once and executes in one transaction when all their
 # actions write the database (a burst of triggering writes); 1 executes every run alone.
 AUTOMATION_RUN_BATCH_SIZE = env.int("AUTOMATION_RUN_BATCH_SIZE", default=50)
+# Fair sharing between organizations (automation/fair_queue.py): while another organization's
+# runs wait, a worker takes at most this many runs of one organization at once...
+AUTOMATION_FAIR_BATCH_SIZE = env.int("AUTOMATION_FAIR_BATCH_SIZE", default=5)
+# ...and an organization with this many batches in progress is passed over for one under it.
+AUTOMATION_WORKERS_PER_ORGANIZATION = env.int("AUTOMATION_WORKERS_PER_ORGANIZATION", default=1)
 AUTOMATION_SCHEDULE_MAX_RECORDS = env.int("AUTOMATION_SCHEDULE_MAX_RECORDS", default=1000)
 AUTOMATION_MISSED_RUNS_MAX = env.int("AUTOMATION_MISSED_RUNS_MAX", default=100)
 # The SKIP missed-run policy runs a slot only when the tick is at most this late for it.

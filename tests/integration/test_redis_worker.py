@@ -43,7 +43,7 @@ test_database_url.__test__ = False  # a helper, not a test
 def worker(transactional_db, tmp_path):
     from huey.contrib.djhuey import HUEY
 
-    assert type(HUEY).__name__ == "RedisHuey"
+    assert type(HUEY).__name__ == "FairRedisHuey"
     HUEY.flush()
     output = tmp_path / "run_huey.log"
     env = {**os.environ, "DATABASE_URL": test_database_url(), "LOG_LEVEL": "INFO"}

@@ -102,7 +102,7 @@ def test_urls_mean_distributed_postgres_redis_huey_and_redis_layer(tmp_path):
     assert loaded["db_engine"] == "django.db.backends.postgresql"
     assert loaded["db_name"] == "automation"
     assert loaded["db_host"] == "db.internal"
-    assert loaded["huey_class"] == "RedisHuey"
+    assert loaded["huey_class"] == "FairRedisHuey"
     assert loaded["huey_immediate"] is False
     assert loaded["channel_layer"] == "channels_redis.pubsub.RedisPubSubChannelLayer"
     assert loaded["channel_hosts"] == ["redis://cache.internal:6380/2"]
@@ -126,7 +126,7 @@ def test_persistent_connections_replace_the_pool(tmp_path):
             "django.db.backends.postgresql",
             "WakeableSqliteHuey",
         ),
-        ({"REDIS_URL": "redis://h:6379/0"}, False, "config.sqlite", "RedisHuey"),
+        ({"REDIS_URL": "redis://h:6379/0"}, False, "config.sqlite", "FairRedisHuey"),
     ],
     ids=["database-only", "redis-only"],
 )
