@@ -9,9 +9,11 @@ Which batch a worker takes:
 - **round robin over organizations with runs waiting**: an organization that was served goes to
   the back of the line; one that just started waiting goes in front of the one served last, so a
   newcomer never waits behind more than one batch of each organization already waiting;
-- **small batches under contention**: an organization alone takes up to
-  AUTOMATION_RUN_BATCH_SIZE runs at once (throughput); while another organization's runs wait, at
-  most AUTOMATION_FAIR_BATCH_SIZE, so a batch holds a worker briefly;
+- **small batches while others are about**: an organization alone takes up to
+  AUTOMATION_RUN_BATCH_SIZE runs at once (throughput: one transaction, one commit); while
+  another organization has runs waiting, or had a batch in the last RECENT_SECONDS, at most
+  AUTOMATION_FAIR_BATCH_SIZE, so a batch holds a worker (and on SQLite the write lock) briefly
+  when another tenant's next run may arrive any moment;
 - **a cap on workers per organization**: an organization with AUTOMATION_WORKERS_PER_ORGANIZATION
   batches in progress is passed over while another organization under its cap has runs waiting,
   so slow runs (webhooks) of one tenant cannot hold every worker. The cap never leaves a worker
@@ -32,6 +34,9 @@ import uuid
 from dataclasses import dataclass, field
 
 from django.conf import settings
+
+# How long an organization served counts as "about" (see the module's docstring).
+RECENT_SECONDS = 10
 
 
 @dataclass(frozen=True)
@@ -78,8 +83,8 @@ end
 return 1
 """
 
-# ARGV: prefix, now, workers per organization, batch size, fair batch size, lease seconds, lease.
-# Returns false, or {organization id, {log ids}}.
+# ARGV: prefix, now, workers per organization, batch size, fair batch size, lease seconds, lease,
+# recent seconds. Returns false, or {organization id, {log ids}}.
 _REDIS_POP = """
 local prefix, now, cap = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local ready = prefix .. 'ready'
@@ -91,8 +96,12 @@ for _, org in ipairs(candidates) do
   redis.call('ZREMRANGEBYSCORE', leases, '-inf', now)
   if redis.call('ZCARD', leases) < cap then chosen = org break end
 end
+local recent = prefix .. 'recent'
+redis.call('ZREMRANGEBYSCORE', recent, '-inf', now - tonumber(ARGV[8]))
+redis.call('ZADD', recent, now, chosen)
+redis.call('EXPIRE', recent, 2 * tonumber(ARGV[8]))
 local limit = tonumber(ARGV[4])
-if #candidates > 1 then limit = tonumber(ARGV[5]) end
+if #candidates > 1 or redis.call('ZCARD', recent) > 1 then limit = tonumber(ARGV[5]) end
 local runs = prefix .. 'runs:' .. chosen
 local ids = redis.call('LPOP', runs, limit) or {}
 redis.call('DECRBY', prefix .. 'size', #ids)
@@ -131,6 +140,7 @@ class RedisFairQueues:
                 policy.fair_batch_size,
                 policy.lease_seconds,
                 lease,
+                RECENT_SECONDS,
             ]
         )
         if not found:
@@ -162,6 +172,8 @@ SQLITE_DDL = [
     "create table if not exists fair_lease (lease text primary key, queue text not null, "
     "org integer not null, expires real not null)",
     "create index if not exists fair_lease_org on fair_lease (queue, org)",
+    "create table if not exists fair_recent (queue text not null, org integer not null, "
+    "served real not null, primary key (queue, org))",
 ]
 _TURN_KEY = "fair_turn"
 
@@ -219,7 +231,17 @@ class SqliteFairQueues:
                 if cursor.fetchone()[0] < policy.workers_per_organization:
                     chosen = org
                     break
-            limit = policy.fair_batch_size if len(candidates) > 1 else policy.batch_size
+            cursor.execute(
+                "delete from fair_recent where queue = ? and served < ?",
+                (self.name, now - RECENT_SECONDS),
+            )
+            cursor.execute(
+                "insert or replace into fair_recent (queue, org, served) values (?, ?, ?)",
+                (self.name, chosen, now),
+            )
+            cursor.execute("select count(*) from fair_recent where queue = ?", (self.name,))
+            contended = len(candidates) > 1 or cursor.fetchone()[0] > 1
+            limit = policy.fair_batch_size if contended else policy.batch_size
             cursor.execute(
                 "select id, log_id from fair_run where queue = ? and org = ? order by id limit ?",
                 (self.name, chosen, limit + 1),
@@ -263,7 +285,7 @@ class SqliteFairQueues:
 
     def flush(self) -> None:
         with self.storage.db(commit=True) as cursor:
-            for table in ("fair_run", "fair_ready", "fair_lease"):
+            for table in ("fair_run", "fair_ready", "fair_lease", "fair_recent"):
                 cursor.execute(f"delete from {table} where queue = ?", (self.name,))  # noqa: S608
             cursor.execute(
                 "delete from counter where queue = ? and key = ?", (self.name, _TURN_KEY)
@@ -281,6 +303,7 @@ class MemoryFairQueues:
         self.runs: dict[int, list[int]] = {}
         self.ready: dict[int, float] = {}
         self.leases: dict[str, tuple[int, float]] = {}
+        self.recent: dict[int, float] = {}
         self.turn = 0
 
     def push(self, organization_id: int, log_ids: list[int]) -> None:
@@ -302,7 +325,10 @@ class MemoryFairQueues:
                 (org for org in candidates if busy.get(org, 0) < policy.workers_per_organization),
                 candidates[0],
             )
-            limit = policy.fair_batch_size if len(candidates) > 1 else policy.batch_size
+            self.recent = {k: v for k, v in self.recent.items() if v >= now - RECENT_SECONDS}
+            self.recent[chosen] = now
+            contended = len(candidates) > 1 or len(self.recent) > 1
+            limit = policy.fair_batch_size if contended else policy.batch_size
             queue = self.runs[chosen]
             taken, self.runs[chosen] = queue[:limit], queue[limit:]
             if self.runs[chosen]:
@@ -324,4 +350,4 @@ class MemoryFairQueues:
 
     def flush(self) -> None:
         with self.lock:
-            self.runs, self.ready, self.leases, self.turn = {}, {}, {}, 0
+            self.runs, self.ready, self.leases, self.recent, self.turn = {}, {}, {}, {}, 0

@@ -25,6 +25,7 @@ BENCHMARKS = {
     5: "bench.b5_live_latency",
     6: "bench.b6_subscribers",
     7: "bench.b7_throughput",
+    8: "bench.b8_fairness",
 }
 # Benchmarks that only mean something on Redis + PostgreSQL.
 REDIS_ONLY = {7}

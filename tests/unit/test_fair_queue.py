@@ -8,7 +8,7 @@ import uuid
 import pytest
 import time_machine
 
-from automation.fair_queue import MemoryFairQueues, Policy
+from automation.fair_queue import RECENT_SECONDS, MemoryFairQueues, Policy
 from automation.queue import FairRedisHuey, WakeableSqliteHuey, fair_queues
 
 POLICY = Policy(batch_size=4, fair_batch_size=2, workers_per_organization=1, lease_seconds=60)
@@ -38,6 +38,15 @@ def drain(queues, policy=POLICY) -> list[tuple[int, list[int]]]:
     return taken
 
 
+def drain_some(queues, count: int) -> list[tuple[int, list[int]]]:
+    taken = []
+    for _ in range(count):
+        batch = queues.pop(POLICY)
+        taken.append((batch.organization_id, batch.log_ids))
+        queues.release(batch)
+    return taken
+
+
 def test_an_organization_alone_takes_full_batches_in_order(queues):
     queues.push(A, list(range(1, 11)))
     assert queues.size() == 10
@@ -47,16 +56,17 @@ def test_an_organization_alone_takes_full_batches_in_order(queues):
 
 
 def test_a_newcomer_waits_for_at_most_one_batch_of_a_backlog(queues):
-    queues.push(A, list(range(1, 101)))
-    first = queues.pop(POLICY)  # A alone: a full batch
-    assert (first.organization_id, first.log_ids) == (A, [1, 2, 3, 4])
-    queues.release(first)
-    queues.push(B, [1001])
-    # B is served next, then the two alternate in small batches while both wait.
-    taken = drain(queues)
-    assert taken[0] == (B, [1001])
-    assert taken[1] == (A, [5, 6, 7, 8]), "alone again: full batches"
-    assert sum(len(ids) for _, ids in taken) == 97
+    with time_machine.travel("2026-01-01 00:00:00", tick=False) as traveller:
+        queues.push(A, list(range(1, 101)))
+        first = queues.pop(POLICY)  # A alone: a full batch
+        assert (first.organization_id, first.log_ids) == (A, [1, 2, 3, 4])
+        queues.release(first)
+        queues.push(B, [1001])
+        taken = drain_some(queues, 3)
+        assert taken[0] == (B, [1001]), "the newcomer is served next"
+        assert taken[1:] == [(A, [5, 6]), (A, [7, 8])], "B was about lately: small batches"
+        traveller.shift(RECENT_SECONDS + 1)
+        assert drain_some(queues, 1) == [(A, [9, 10, 11, 12])], "alone again: full batches"
 
 
 def test_organizations_with_work_waiting_take_turns_in_small_batches(queues):
