@@ -14,10 +14,11 @@ Which batch a worker takes:
   another organization has runs waiting, or had a batch in the last RECENT_SECONDS, at most
   AUTOMATION_FAIR_BATCH_SIZE, so a batch holds a worker (and on SQLite the write lock) briefly
   when another tenant's next run may arrive any moment;
-- **a cap on workers per organization**: an organization with AUTOMATION_WORKERS_PER_ORGANIZATION
-  batches in progress is passed over while another organization under its cap has runs waiting,
-  so slow runs (webhooks) of one tenant cannot hold every worker. The cap never leaves a worker
-  idle: when everyone waiting is at the cap, the next in line is served anyway.
+- **a cap on workers per organization while others are about**: an organization with
+  AUTOMATION_WORKERS_PER_ORGANIZATION batches in progress is passed over for the next one under
+  its cap; when everyone waiting is at the cap, the worker takes nothing, so a worker stays free
+  for another tenant's next run, and slow runs (webhooks) of one tenant cannot hold every
+  worker. An organization alone (nobody else waiting or served lately) may use every worker.
 
 A batch in progress holds a lease that expires after AUTOMATION_HEARTBEAT_STALE_SECONDS, so a
 worker that dies without releasing it frees its organization's slot by itself.
@@ -84,24 +85,32 @@ return 1
 """
 
 # ARGV: prefix, now, workers per organization, batch size, fair batch size, lease seconds, lease,
-# recent seconds. Returns false, or {organization id, {log ids}}.
+# recent seconds. Returns false, or {organization id, {log ids}}. The choice is `choose` below.
 _REDIS_POP = """
 local prefix, now, cap = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local ready = prefix .. 'ready'
+local ready, recent = prefix .. 'ready', prefix .. 'recent'
 local candidates = redis.call('ZRANGE', ready, 0, 63)
 if #candidates == 0 then return false end
-local chosen = candidates[1]
+redis.call('ZREMRANGEBYSCORE', recent, '-inf', now - tonumber(ARGV[8]))
+local function others_about(org)
+  local about = redis.call('ZCARD', recent)
+  if redis.call('ZSCORE', recent, org) then about = about - 1 end
+  return #candidates > 1 or about > 0
+end
+local chosen = nil
 for _, org in ipairs(candidates) do
   local leases = prefix .. 'leases:' .. org
   redis.call('ZREMRANGEBYSCORE', leases, '-inf', now)
   if redis.call('ZCARD', leases) < cap then chosen = org break end
 end
-local recent = prefix .. 'recent'
-redis.call('ZREMRANGEBYSCORE', recent, '-inf', now - tonumber(ARGV[8]))
+if chosen == nil then
+  if others_about(candidates[1]) then return false end
+  chosen = candidates[1]
+end
+local limit = tonumber(ARGV[4])
+if others_about(chosen) then limit = tonumber(ARGV[5]) end
 redis.call('ZADD', recent, now, chosen)
 redis.call('EXPIRE', recent, 2 * tonumber(ARGV[8]))
-local limit = tonumber(ARGV[4])
-if #candidates > 1 or redis.call('ZCARD', recent) > 1 then limit = tonumber(ARGV[5]) end
 local runs = prefix .. 'runs:' .. chosen
 local ids = redis.call('LPOP', runs, limit) or {}
 redis.call('DECRBY', prefix .. 'size', #ids)
@@ -116,6 +125,33 @@ redis.call('EXPIRE', leases, math.ceil(tonumber(ARGV[6])) + 1)
 return {chosen, ids}
 """
 
+# ARGV: prefix, organization id, lease. Returns how many runs still wait.
+_REDIS_RELEASE = """
+redis.call('ZREM', ARGV[1] .. 'leases:' .. ARGV[2], ARGV[3])
+return tonumber(redis.call('GET', ARGV[1] .. 'size') or '0')
+"""
+
+
+def choose(candidates: list[int], busy: dict[int, int], recent: set[int], policy: Policy):
+    """(organization, batch size) to serve next, or None to leave the worker for others.
+
+    `candidates`: organizations with runs waiting, in turn order; `busy`: batches in progress
+    per organization; `recent`: organizations served in the last RECENT_SECONDS.
+    """
+
+    def others_about(org: int) -> bool:
+        return len(candidates) > 1 or bool(recent - {org})
+
+    chosen = next(
+        (org for org in candidates if busy.get(org, 0) < policy.workers_per_organization), None
+    )
+    if chosen is None:
+        if others_about(candidates[0]):
+            return None  # everyone waiting is at its cap: keep this worker for the others
+        chosen = candidates[0]  # alone: an organization may use every worker
+    size = policy.fair_batch_size if others_about(chosen) else policy.batch_size
+    return chosen, size
+
 
 class RedisFairQueues:
     """The organizations' queues in Redis, under `automation:fair:<huey name>:`."""
@@ -125,6 +161,7 @@ class RedisFairQueues:
         self.prefix = f"automation:fair:{name}:"
         self._push = conn.register_script(_REDIS_PUSH)
         self._pop = conn.register_script(_REDIS_POP)
+        self._release = conn.register_script(_REDIS_RELEASE)
 
     def push(self, organization_id: int, log_ids: list[int]) -> None:
         self._push(args=[self.prefix, organization_id, *log_ids])
@@ -148,8 +185,8 @@ class RedisFairQueues:
         organization, ids = found
         return Batch(int(organization), [int(i) for i in ids], lease)
 
-    def release(self, batch: Batch) -> None:
-        self.conn.zrem(f"{self.prefix}leases:{batch.organization_id}", batch.lease)
+    def release(self, batch: Batch) -> int:
+        return max(int(self._release(args=[self.prefix, batch.organization_id, batch.lease])), 0)
 
     def size(self) -> int:
         return max(int(self.conn.get(f"{self.prefix}size") or 0), 0)
@@ -211,7 +248,6 @@ class SqliteFairQueues:
         ):
             return None
         now = time.time()
-        batch = None
         with self.storage.db(commit=True) as cursor:
             cursor.execute(
                 "select org from fair_ready where queue = ? order by turn, org limit 64",
@@ -223,25 +259,24 @@ class SqliteFairQueues:
             cursor.execute(
                 "delete from fair_lease where queue = ? and expires < ?", (self.name, now)
             )
-            chosen = candidates[0]
-            for org in candidates:
-                cursor.execute(
-                    "select count(*) from fair_lease where queue = ? and org = ?", (self.name, org)
-                )
-                if cursor.fetchone()[0] < policy.workers_per_organization:
-                    chosen = org
-                    break
             cursor.execute(
                 "delete from fair_recent where queue = ? and served < ?",
                 (self.name, now - RECENT_SECONDS),
             )
             cursor.execute(
+                "select org, count(*) from fair_lease where queue = ? group by org", (self.name,)
+            )
+            busy = dict(cursor.fetchall())
+            cursor.execute("select org from fair_recent where queue = ?", (self.name,))
+            recent = {row[0] for row in cursor.fetchall()}
+            choice = choose(candidates, busy, recent, policy)
+            if choice is None:
+                return None
+            chosen, limit = choice
+            cursor.execute(
                 "insert or replace into fair_recent (queue, org, served) values (?, ?, ?)",
                 (self.name, chosen, now),
             )
-            cursor.execute("select count(*) from fair_recent where queue = ?", (self.name,))
-            contended = len(candidates) > 1 or cursor.fetchone()[0] > 1
-            limit = policy.fair_batch_size if contended else policy.batch_size
             cursor.execute(
                 "select id, log_id from fair_run where queue = ? and org = ? order by id limit ?",
                 (self.name, chosen, limit + 1),
@@ -274,8 +309,9 @@ class SqliteFairQueues:
             )
         return batch
 
-    def release(self, batch: Batch) -> None:
+    def release(self, batch: Batch) -> int:
         self.storage.sql("delete from fair_lease where lease = ?", (batch.lease,), commit=True)
+        return self.size()
 
     def size(self) -> int:
         rows = self.storage.sql(
@@ -317,18 +353,16 @@ class MemoryFairQueues:
             if not self.ready:
                 return None
             self.leases = {k: v for k, v in self.leases.items() if v[1] >= now}
+            self.recent = {k: v for k, v in self.recent.items() if v >= now - RECENT_SECONDS}
             candidates = sorted(self.ready, key=lambda org: (self.ready[org], org))[:64]
             busy = {}
             for org, _expires in self.leases.values():
                 busy[org] = busy.get(org, 0) + 1
-            chosen = next(
-                (org for org in candidates if busy.get(org, 0) < policy.workers_per_organization),
-                candidates[0],
-            )
-            self.recent = {k: v for k, v in self.recent.items() if v >= now - RECENT_SECONDS}
+            choice = choose(candidates, busy, set(self.recent), policy)
+            if choice is None:
+                return None
+            chosen, limit = choice
             self.recent[chosen] = now
-            contended = len(candidates) > 1 or len(self.recent) > 1
-            limit = policy.fair_batch_size if contended else policy.batch_size
             queue = self.runs[chosen]
             taken, self.runs[chosen] = queue[:limit], queue[limit:]
             if self.runs[chosen]:
@@ -340,9 +374,10 @@ class MemoryFairQueues:
             self.leases[batch.lease] = (chosen, now + policy.lease_seconds)
             return batch
 
-    def release(self, batch: Batch) -> None:
+    def release(self, batch: Batch) -> int:
         with self.lock:
             self.leases.pop(batch.lease, None)
+        return self.size()
 
     def size(self) -> int:
         with self.lock:

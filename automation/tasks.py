@@ -31,8 +31,9 @@ def execute_queued_runs_task() -> None:
     """Execute the next batch of runs, chosen fairly across organizations (fair_queue.py).
 
     Every queued run brought a wake-up: a batch of n runs takes the n - 1 wake-ups it made
-    surplus off the queue, so idle workers are woken as long as runs wait, and no more.
-    A duplicate delivery of a run finds nothing to claim and does nothing."""
+    surplus off the queue. A wake-up that finds only organizations at their worker cap takes
+    nothing; the batch that frees a cap wakes a worker again when runs still wait. A duplicate
+    delivery of a run finds nothing to claim and does nothing."""
     queues = fair_queues(HUEY)
     batch = queues.pop(fair_queue.Policy.from_settings())
     if batch is None:
@@ -41,7 +42,8 @@ def execute_queued_runs_task() -> None:
         take_queued(HUEY, execute_queued_runs_task, len(batch.log_ids) - 1)
         runs.execute_runs(batch.log_ids)
     finally:
-        queues.release(batch)
+        if queues.release(batch):
+            execute_queued_runs_task()
 
 
 @db_periodic_task(crontab(minute="*"))

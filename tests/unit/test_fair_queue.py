@@ -90,14 +90,26 @@ def test_an_organization_at_its_worker_cap_is_passed_over_for_one_under_it(queue
     assert {second.organization_id, third.organization_id} == {B, C}, "A's turn passed over"
 
 
-def test_the_cap_never_leaves_a_worker_idle(queues):
+def test_an_organization_alone_may_use_every_worker(queues):
     queues.push(A, list(range(1, 21)))
     held = queues.pop(POLICY)
-    second = queues.pop(POLICY)  # only A waits: served although at its cap
+    second = queues.pop(POLICY)  # only A is about: served although at its cap
     assert second.organization_id == A
     assert second.log_ids == [5, 6, 7, 8]
-    queues.release(held)
-    queues.release(second)
+    assert queues.release(held) == queues.release(second) == 12, "release: how many still wait"
+
+
+def test_while_another_is_about_a_worker_stays_free_for_it(queues):
+    queues.push(B, [1001])
+    queues.release(queues.pop(POLICY))  # B was served: it is about
+    queues.push(A, list(range(1, 21)))
+    held = queues.pop(POLICY)
+    assert (held.organization_id, held.log_ids) == (A, [1, 2]), "others about: a small batch"
+    assert queues.pop(POLICY) is None, "A is at its cap: the worker waits for B's next run"
+    queues.push(B, [1002])
+    assert queues.pop(POLICY).log_ids == [1002], "...and takes it at once"
+    assert queues.release(held) == 18
+    assert queues.pop(POLICY).organization_id == A
 
 
 def test_a_lease_a_dead_worker_never_released_expires(queues):
