@@ -412,7 +412,7 @@ class RecordHandler(ActionHandler):
         """Count the write about to happen against the run's fan-out budgets (budget.py); over
         one, the action fails with the reason before writing."""
         chain = current_chain()
-        refusal = budget.admit_write(ctx.organization_id, chain.budget_root if chain else None)
+        refusal = budget.admit_write(ctx.organization_id, chain.root_log_id if chain else None)
         if refusal:
             raise ActionError(refusal)
 

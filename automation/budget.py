@@ -14,20 +14,16 @@ counted, and what goes over a budget is recorded, never dropped silently:
 A run over a budget is still created, FAILED with the reason (outbox.create_run), like a chain cut
 by depth; a write over a budget fails its action with the reason, and nothing is written.
 
-The root of a tree is the run at depth 0: a run caused by a write outside any run, a manual run,
-a retry, and also each record's run of a schedule slot. A slot fans out to at most
-AUTOMATION_SCHEDULE_MAX_RECORDS (1,000) record runs under one finished slot log (their rootLog);
-counted as one tree, a slot of more records than AUTOMATION_MAX_RUNS_PER_ROOT would be cut. So
-each record's run starts a tree of its own, which the runs it causes carry in their context
-("budget_root"), since their rootLog is the slot's log.
-
-The counters live in Redis when REDIS_URL is set (shared by every process) and in this process's
-memory otherwise. One counting costs one round trip (INCR and EXPIRE of each counter in one
-MULTI), is made only when a run is created or a record action writes, never on a save no rule
-watches, and a counter store that does not answer counts nothing: the write goes on and a warning
-is logged. A tree's counters live an hour after its last count; a tree still growing after an
-hour of silence starts again from zero. Counts are attempts: a write that then fails or rolls back
-still counts.
+The root of a tree is the run at its rootLog, or the run itself when it has none: a run caused
+by a write outside any run, a manual run. A retry keeps its original's rootLog and depth, so it
+counts against the tree it retries (retrying cannot reset a budget). A schedule slot (or a
+runSchedule call) fans out to at most AUTOMATION_SCHEDULE_MAX_RECORDS (1,000) record runs under
+one finished slot log, their rootLog: the slot is one tree, its record runs and every run they
+cause counted together, against budgets of its own (AUTOMATION_MAX_RUNS_PER_SLOT,
+AUTOMATION_MAX_WRITES_PER_SLOT), larger than a single write's since a slot starts many runs at
+once, yet bounded: a `* * * * *` schedule over many records cannot multiply the per-root budget
+by its records. The slot opens its tree with those budgets (`open_tree`), which live with the
+counters.
 """
 
 import datetime
@@ -43,7 +39,6 @@ from redis.retry import Retry
 
 logger = logging.getLogger("automation.budget")
 
-CONTEXT_KEY = "budget_root"
 ROOT_TTL_SECONDS = 3600
 WINDOW_SECONDS = 60
 KEY_PREFIX = "automation:budget:"
@@ -51,9 +46,7 @@ KEY_PREFIX = "automation:budget:"
 
 def root_of(log) -> int:
     """The run whose tree `log` counts against (see the module's docstring)."""
-    if log.depth == 0:
-        return log.pk
-    return (log.context or {}).get(CONTEXT_KEY) or log.root_log_id
+    return log.root_log_id or log.pk
 
 
 @dataclass(frozen=True)
@@ -65,6 +58,7 @@ class _Kind:
     what: str
     outcome: str
     per_root: str
+    per_slot: str
     per_minute: str
 
 
@@ -74,6 +68,7 @@ RUNS = _Kind(
     "runs",
     "not run",
     "AUTOMATION_MAX_RUNS_PER_ROOT",
+    "AUTOMATION_MAX_RUNS_PER_SLOT",
     "AUTOMATION_MAX_RUNS_PER_MINUTE",
 )
 WRITES = _Kind(
@@ -82,6 +77,7 @@ WRITES = _Kind(
     "record writes",
     "nothing written",
     "AUTOMATION_MAX_WRITES_PER_ROOT",
+    "AUTOMATION_MAX_WRITES_PER_SLOT",
     "AUTOMATION_MAX_WRITES_PER_MINUTE",
 )
 
@@ -100,6 +96,21 @@ def admit_write(organization_id: int, root_id: int | None) -> str:
     return _admit(WRITES, organization_id, root_id)
 
 
+def open_tree(root_id: int) -> None:
+    """Give the tree of a schedule slot's log `root_id` the slot budgets (see the module's
+    docstring); without this, a tree has the per-root ones."""
+    _set_limits(
+        [
+            (_limit_key(root_id, RUNS), settings.AUTOMATION_MAX_RUNS_PER_SLOT),
+            (_limit_key(root_id, WRITES), settings.AUTOMATION_MAX_WRITES_PER_SLOT),
+        ]
+    )
+
+
+def _limit_key(root_id: int, kind: _Kind) -> str:
+    return f"{KEY_PREFIX}root:{root_id}:{kind.key}:limit"
+
+
 def _admit(kind: _Kind, organization_id: int, root_id: int | None, uncounted: int = 0) -> str:
     """Count one `kind` against the organization's minute and the tree; the refusal or ""."""
     window = int(time.time()) // WINDOW_SECONDS
@@ -107,15 +118,19 @@ def _admit(kind: _Kind, organization_id: int, root_id: int | None, uncounted: in
     counters = [(f"{KEY_PREFIX}org:{organization_id}:{window}:{kind.key}", 2 * WINDOW_SECONDS)]
     if root_id is not None:
         counters.append((f"{KEY_PREFIX}root:{root_id}:{kind.key}", ROOT_TTL_SECONDS))
-    counts = _count(counters)
-    if counts is None:
+    found = _count(counters, _limit_key(root_id, kind) if root_id is not None else None)
+    if found is None:
         return ""
+    counts, opened = found
     if root_id is not None:
-        limit = getattr(settings, kind.per_root)
+        slot = opened is not None
+        limit = opened if slot else getattr(settings, kind.per_root)
+        setting = kind.per_slot if slot else kind.per_root
         if counts[1] + uncounted > limit:
+            tree = "schedule slot" if slot else "root run"
             return (
-                f"{kind.title} budget of the root run {root_id} reached ({limit} {kind.what}, "
-                f"{kind.per_root}); {kind.outcome}."
+                f"{kind.title} budget of the {tree} {root_id} reached ({limit} {kind.what}, "
+                f"{setting}); {kind.outcome}."
             )
     limit = getattr(settings, kind.per_minute)
     if counts[0] > limit:
@@ -129,14 +144,22 @@ def _admit(kind: _Kind, organization_id: int, root_id: int | None, uncounted: in
     return ""
 
 
-def _count(counters: list[tuple[str, int]]) -> list[int] | None:
-    """Add one to each (key, ttl) counter; the new counts, or None when the store is down."""
+def _count(counters: list[tuple[str, int]], limit_key: str | None = None):
+    """Add one to each (key, ttl) counter and read `limit_key`: (the new counts, the limit or
+    None), or None when the store is down."""
     try:
-        return _store().add(counters)
+        return _store().add(counters, limit_key)
     except Exception as exc:
         # Never block a write for want of a counter: this count is lost, the write goes on.
         logger.warning("fan-out budget not counted: the counter store failed (%s)", exc)
         return None
+
+
+def _set_limits(limits: list[tuple[str, int]]) -> None:
+    try:
+        _store().set_limits(limits, ROOT_TTL_SECONDS)
+    except Exception as exc:
+        logger.warning("fan-out budget not opened: the counter store failed (%s)", exc)
 
 
 def clear() -> None:
@@ -166,12 +189,22 @@ class RedisCounters:
             retry=Retry(NoBackoff(), 1),
         )
 
-    def add(self, counters: list[tuple[str, int]]) -> list[int]:
+    def add(self, counters: list[tuple[str, int]], limit_key: str | None = None):
         pipe = self.client.pipeline(transaction=True)  # one round trip, applied as a whole
         for key, ttl in counters:
             pipe.incr(key)
             pipe.expire(key, ttl)
-        return pipe.execute()[::2]
+        if limit_key is not None:
+            pipe.get(limit_key)
+        answers = pipe.execute()
+        limit = answers[-1] if limit_key is not None else None
+        return answers[: 2 * len(counters) : 2], None if limit is None else int(limit)
+
+    def set_limits(self, limits: list[tuple[str, int]], ttl: int) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        for key, value in limits:
+            pipe.set(key, value, ex=ttl)
+        pipe.execute()
 
     def clear(self) -> None:
         keys = list(self.client.scan_iter(match=f"{KEY_PREFIX}*", count=1000))
@@ -191,7 +224,7 @@ class MemoryCounters:
         self.counts: dict[str, tuple[int, float]] = {}  # key -> (count, expires at, monotonic)
         self.next_prune = 0.0
 
-    def add(self, counters: list[tuple[str, int]]) -> list[int]:
+    def add(self, counters: list[tuple[str, int]], limit_key: str | None = None):
         now = time.monotonic()
         totals = []
         with self.lock:
@@ -203,7 +236,14 @@ class MemoryCounters:
                 count = count + 1 if expires > now else 1
                 self.counts[key] = (count, now + ttl)
                 totals.append(count)
-        return totals
+            limit, expires = self.counts.get(limit_key, (None, now))
+        return totals, limit if expires > now else None
+
+    def set_limits(self, limits: list[tuple[str, int]], ttl: int) -> None:
+        now = time.monotonic()
+        with self.lock:
+            for key, value in limits:
+                self.counts[key] = (value, now + ttl)
 
     def clear(self) -> None:
         with self.lock:

@@ -19,13 +19,6 @@ class Chain:
     rule_id: int
     rule_names: tuple[str, ...]  # the rules of the chain, root first, this run's rule last
     user_id: int | None
-    # The run whose tree the fan-out budget counts against: root_log_id, except below a schedule
-    # slot's record run, which starts a tree of its own (see automation/budget.py). None: root_log_id.
-    budget_root_id: int | None = None
-
-    @property
-    def budget_root(self) -> int:
-        return self.budget_root_id or self.root_log_id
 
 
 _current: ContextVar[Chain | None] = ContextVar("automation_chain", default=None)

@@ -156,37 +156,24 @@ def emit_event(instance, event: str, changes: dict | None = None) -> list[Automa
                 "parent_log_id": chain.log_id if chain else None,
                 "root_log_id": chain.root_log_id if chain else None,
                 "depth": depth,
-                "extra_context": _chain_context(chain),
-                "budget_root": chain.budget_root if chain else None,
+                "extra_context": {"chain": list(chain.rule_names)} if chain else None,
+                "budget_root": chain.root_log_id if chain else None,
             }
             if depth > settings.AUTOMATION_MAX_CHAIN_DEPTH:
-                names = " -> ".join((*chain.rule_names, rule.name))
-                logs.append(
-                    create_run(
-                        rule,
-                        **common,
-                        status=RunStatus.FAILED,
-                        error=(
-                            f"Chain depth limit ({settings.AUTOMATION_MAX_CHAIN_DEPTH}) reached; "
-                            f"not run. The chain: {names}."
-                        ),
-                    )
-                )
-                logger.warning("chain depth limit reached: %s", names)
+                error = depth_limit_error((*chain.rule_names, rule.name))
+                logs.append(create_run(rule, **common, status=RunStatus.FAILED, error=error))
+                logger.warning("chain depth limit reached: %s", error)
                 continue
             logs.append(create_run(rule, **common))
     return logs
 
 
-def _chain_context(chain) -> dict | None:
-    """What a caused run keeps of its chain: the rule names, and its budget's tree when that is
-    not its rootLog's (below a schedule slot's record run: budget.root_of reads it back)."""
-    if chain is None:
-        return None
-    context = {"chain": list(chain.rule_names)}
-    if chain.budget_root != chain.root_log_id:
-        context[budget.CONTEXT_KEY] = chain.budget_root
-    return context
+def depth_limit_error(rule_names) -> str:
+    """The error of a run cut by the chain depth limit; `rule_names`: its chain, root first."""
+    return (
+        f"Chain depth limit ({settings.AUTOMATION_MAX_CHAIN_DEPTH}) reached; not run. "
+        f"The chain: {' -> '.join(rule_names)}."
+    )
 
 
 def _acting_user_id(chain) -> int | None:

@@ -30,7 +30,7 @@ from automation.conditions import ConditionResult
 from automation.context import RunContext
 from automation.live import publish_action, publish_log
 from automation.models import AutomationLog, AutomationRule
-from automation.outbox import create_run, enqueue_runs
+from automation.outbox import create_run, depth_limit_error, enqueue_runs
 from automation.rule_definitions import RuleDefinition, rule_definition
 
 logger = logging.getLogger("automation.runs")
@@ -151,11 +151,20 @@ def _find_object(rule, object_id):
 def retry_run(log: AutomationLog, *, user=None) -> AutomationLog:
     """A new run with the same context as `log`, linked through retry_of. Not for live runs.
 
-    The retry of a real run is queued and returned PENDING; the retry of a dry run is a dry run,
-    executed here like runRule's (no worker ever takes a dry run).
+    The retry takes its original's place in its tree: the same parent, rootLog and depth, so it
+    counts against that tree's fan-out budget and chain depth (a retry of a run cut at the chain
+    depth is cut again). The retry of a real run is queued and returned PENDING; the retry of a
+    dry run is a dry run, executed here like runRule's (no worker ever takes a dry run).
     """
     if log.status in (RunStatus.PENDING, RunStatus.RUNNING):
         raise RunConflict(f"Run {log.pk} is still {log.status}; retry it once it has finished.")
+    chain = (log.context or {}).get("chain")
+    refusal = {}
+    if log.depth > settings.AUTOMATION_MAX_CHAIN_DEPTH:
+        refusal = {
+            "status": RunStatus.FAILED,
+            "error": depth_limit_error((*(chain or ()), log.rule.name)),
+        }
     with transaction.atomic():
         retry = create_run(
             log.rule,
@@ -166,8 +175,14 @@ def retry_run(log: AutomationLog, *, user=None) -> AutomationLog:
             object_snapshot=(log.context or {}).get("object"),
             changes=log.changes,
             user_id=user.pk if user is not None and user.is_authenticated else None,
+            parent_log_id=log.parent_log_id,
+            root_log_id=budget.root_of(log),
+            depth=log.depth,
             retry_of=log,
             dry_run=log.dry_run,
+            extra_context={"chain": chain} if chain else None,
+            budget_root=budget.root_of(log),
+            **refusal,
         )
     if retry.dry_run:
         execute_dry_run(retry)
@@ -751,12 +766,11 @@ def _call(writer: RunWriter, ctx: RunContext, action, index: int, handler) -> tu
             return ActionStatus.SUCCEEDED, handler.dry_run(action.parameters, ctx), None
         chain = Chain(
             log_id=log.pk,
-            root_log_id=log.root_log_id or log.pk,
+            root_log_id=budget.root_of(log),
             depth=log.depth,
             rule_id=log.rule_id,
             rule_names=(*(log.context or {}).get("chain", ()), log.rule.name),
             user_id=log.triggered_by_id,
-            budget_root_id=budget.root_of(log),
         )
         with running(chain), acting_as(log.triggered_by):
             if handler.writes_database:

@@ -24,7 +24,8 @@ ALL runs every due slot, at most AUTOMATION_MISSED_RUNS_MAX (the latest ones).
 A rule with a model runs once per record of its organization that meets its conditions. The unique
 constraint allows one log per slot, so the slot's log is a finished "fan-out" log (SUCCEEDED, or
 SKIPPED when no record matched) carrying scheduled_for and counts, and each record's run is a
-PENDING child log (parent_log and root_log = the fan-out log, scheduled_for in its context).
+PENDING child log (parent_log and root_log = the fan-out log, scheduled_for in its context); the
+slot is one fan-out budget tree, with the slot budgets (automation/budget.py).
 Records are examined in primary-key order in chunks, at most AUTOMATION_SCHEDULE_MAX_RECORDS per
 slot; when that bound cuts the slot short, the fan-out log says so in its error and context.
 
@@ -48,6 +49,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from automation import budget
 from automation.choices import MissedRunPolicy, RunStatus, TriggerType
 from automation.models import AutomationRule
 from automation.registry import model_label
@@ -408,6 +410,8 @@ def _fan_out(rule: AutomationRule, slot, matches, *, trigger, user_id):
         user_id=user_id,
         extra_context=summary,
     )
+    if matches.matched:
+        budget.open_tree(parent.pk)  # one tree for the whole slot (automation/budget.py)
     for object_id, object_snapshot in matches.matched:
         create_run(
             rule,
@@ -419,6 +423,7 @@ def _fan_out(rule: AutomationRule, slot, matches, *, trigger, user_id):
             root_log_id=parent.pk,
             user_id=user_id,
             extra_context={"scheduled_for": _iso(slot)},
+            budget_root=parent.pk,
         )
     return parent
 

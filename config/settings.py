@@ -234,6 +234,9 @@ AUTOMATION_MAX_CHAIN_DEPTH = env.int("AUTOMATION_MAX_CHAIN_DEPTH", default=5)
 # and per organization in a one-minute window; a run or write over one is FAILED with the reason.
 AUTOMATION_MAX_RUNS_PER_ROOT = env.int("AUTOMATION_MAX_RUNS_PER_ROOT", default=100)
 AUTOMATION_MAX_WRITES_PER_ROOT = env.int("AUTOMATION_MAX_WRITES_PER_ROOT", default=500)
+# A schedule slot or runSchedule call is one tree: its record runs and all they cause.
+AUTOMATION_MAX_RUNS_PER_SLOT = env.int("AUTOMATION_MAX_RUNS_PER_SLOT", default=2000)
+AUTOMATION_MAX_WRITES_PER_SLOT = env.int("AUTOMATION_MAX_WRITES_PER_SLOT", default=5000)
 AUTOMATION_MAX_RUNS_PER_MINUTE = env.int("AUTOMATION_MAX_RUNS_PER_MINUTE", default=60_000)
 AUTOMATION_MAX_WRITES_PER_MINUTE = env.int("AUTOMATION_MAX_WRITES_PER_MINUTE", default=60_000)
 AUTOMATION_WEBHOOK_ALLOW_PRIVATE_NETWORKS = env.bool(

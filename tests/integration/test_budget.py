@@ -14,9 +14,9 @@ import time_machine
 from automation import budget
 from automation.choices import ActionStatus, ActionType, RunStatus
 from automation.models import AutomationLog
-from automation.runs import execute_run, run_rule
+from automation.runs import execute_run, retry_run, run_rule
 from automation.schedules import tick
-from catalog.models import Category
+from catalog.models import Category, Product
 from tests.factories import AutomationRuleFactory, ProductFactory, content_type_of
 
 pytestmark = pytest.mark.django_db
@@ -121,12 +121,12 @@ def test_a_write_over_the_minute_budget_fails_its_action_and_writes_nothing(orga
     assert Category.objects.filter(organization=organization, name="made").count() == 2
 
 
-def test_each_record_run_of_a_schedule_slot_starts_a_tree_of_its_own(organization, settings):
-    """A slot fans out to its record runs under one slot log (their rootLog). Counted as one
-    tree, a slot of more records than AUTOMATION_MAX_RUNS_PER_ROOT would be cut; each record's run
-    is the root of its own budget, which the runs it causes count against too."""
-    settings.AUTOMATION_MAX_RUNS_PER_ROOT = 2  # a record run and the one run it causes
-    settings.AUTOMATION_MAX_WRITES_PER_ROOT = 2  # one write each
+def test_a_schedule_slot_is_one_tree_with_the_slot_budgets(organization, settings):
+    """A slot fans out to its record runs under one slot log (their rootLog): the slot is one
+    tree, which its record runs and every run they cause count against together, with the slot
+    budgets (not the per-root ones, which one record's run would otherwise get each)."""
+    settings.AUTOMATION_MAX_RUNS_PER_ROOT = 100
+    settings.AUTOMATION_MAX_RUNS_PER_SLOT = 6  # the slot log, 4 record runs, 1 caused run
     products = [ProductFactory(organization=organization, stock=1) for _ in range(4)]
     with travel(at(2026, 3, 2, 7, 0)):
         AutomationRuleFactory(
@@ -150,14 +150,46 @@ def test_each_record_run_of_a_schedule_slot_starts_a_tree_of_its_own(organizatio
         assert tick() == {"rules": 1, "runs": 4}
         run_pending()
 
-    assert set(AutomationLog.objects.values_list("status", flat=True)) == {RunStatus.SUCCEEDED}
-    caused = AutomationLog.objects.filter(rule=follower)
-    assert caused.count() == 4
-    for log in caused:
-        assert log.context[budget.CONTEXT_KEY] == log.parent_log_id != log.root_log_id
-    for product in products:
-        product.refresh_from_db()
-        assert (product.description, product.stock) == ("checked", 9)
+    slot = AutomationLog.objects.get(parent_log__isnull=True, scheduled_for__isnull=False)
+    caused = list(AutomationLog.objects.filter(rule=follower).order_by("id"))
+    assert len(caused) == 4
+    assert {log.root_log_id for log in caused} == {slot.pk}
+    assert [log.status for log in caused] == [RunStatus.SUCCEEDED] + [RunStatus.FAILED] * 3
+    for log in caused[1:]:
+        assert log.error == (
+            f"Run budget of the schedule slot {slot.pk} reached (6 runs, "
+            "AUTOMATION_MAX_RUNS_PER_SLOT); not run."
+        )
+    stocks = sorted(
+        Product.objects.filter(pk__in=[p.pk for p in products]).values_list("stock", flat=True)
+    )
+    assert stocks == [1, 1, 1, 9]
+
+
+def test_a_retry_counts_against_the_tree_it_retries_at_its_depth(organization, settings, editor):
+    """Retrying cannot reset a budget: the retry keeps its original's rootLog and depth."""
+    settings.AUTOMATION_MAX_RUNS_PER_ROOT = 2  # the root and one caused run
+    rule = AutomationRuleFactory(
+        organization=organization,
+        allow_self_trigger=True,
+        actions=[
+            {
+                "action_type": ActionType.UPDATE_RECORD,
+                "parameters": {"fields": {"stock": "{{ object.stock }}1"}},
+            }
+        ],
+    )
+    product = ProductFactory(organization=organization, stock=1)
+    update_product(product, 2)
+    run_pending()
+    root, caused, refused = AutomationLog.objects.filter(rule=rule).order_by("id")
+    assert (caused.depth, caused.root_log_id) == (1, root.pk)
+    assert refused.status == RunStatus.FAILED
+
+    retry = retry_run(caused, user=editor)
+    assert (retry.depth, retry.root_log_id, retry.parent_log_id) == (1, root.pk, root.pk)
+    assert retry.status == RunStatus.FAILED, "the tree's budget is spent"
+    assert "Run budget of the root run" in retry.error
 
 
 def closed_port() -> int:
@@ -195,7 +227,9 @@ def test_only_a_created_run_or_an_action_write_is_counted(organization, monkeypa
     counted = []
     real = budget._count
     monkeypatch.setattr(
-        budget, "_count", lambda counters: counted.append(counters) or real(counters)
+        budget,
+        "_count",
+        lambda counters, limit_key=None: counted.append(counters) or real(counters, limit_key),
     )
     AutomationRuleFactory(
         organization=organization,
