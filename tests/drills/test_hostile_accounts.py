@@ -179,6 +179,36 @@ def test_the_username_ceiling_stops_a_guesser_spread_over_many_addresses(alice):
     assert not ApiToken.objects.exists()
 
 
+@override_settings(
+    LOGIN_ATTEMPTS_PER_USERNAME_AND_ADDRESS=3,
+    LOGIN_ATTEMPTS_PER_ADDRESS=3,
+    LOGIN_ATTEMPTS_PER_USERNAME=100,
+)
+def test_a_flood_of_new_names_does_not_wash_a_lock_out_of_the_cache(alice):
+    """Attempts under 250 fresh names from 250 addresses make over a thousand counters: the
+    embedded mode's cache dropped its oldest keys at 300, alice's lock among them."""
+    for guess in range(3):
+        assert via_obtain_token("alice", f"guess-{guess}", ATTACKER) == "refused"
+    for n in range(250):
+        graphql(OBTAIN, {"u": f"flood{n}", "p": "x"}, address=f"10.19.{n // 200}.{n % 200}")
+
+    assert via_obtain_token("alice", PASSWORD, ATTACKER) == "limited"
+
+
+@override_settings(LOGIN_ATTEMPTS_PER_USERNAME_AND_ADDRESS=3, LOGIN_ATTEMPTS_PER_ADDRESS=4)
+def test_an_address_over_its_limit_waits_for_its_username_counter_too(alice):
+    """retryAfter is long enough to pass: when the address's window ends first, the
+    (username, address) counter still holds the next attempt back."""
+    with time_machine.travel("2026-03-01 09:00:00", tick=False) as clock:
+        graphql(OBTAIN, {"u": "someone-else", "p": "x"}, address=ATTACKER)
+        clock.shift(30)
+        for guess in range(3):
+            assert via_obtain_token("alice", f"guess-{guess}", ATTACKER) == "refused"
+        body = graphql(OBTAIN, {"u": "alice", "p": PASSWORD}, address=ATTACKER)
+    # The address's window ends in 30 s, alice's from this address in 60 s.
+    assert body["errors"][0]["extensions"] == {"code": "RATE_LIMITED", "retryAfter": 61}
+
+
 # --- Item 9: invitations and organizations -------------------------------------------------------
 
 CREATE_ORG = "mutation($n: String!, $s: String!) { createOrganization(name: $n, slug: $s) { id } }"
