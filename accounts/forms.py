@@ -14,8 +14,8 @@ from accounts.ratelimit import count_login_attempt
 
 
 class RateLimitedLoginForm(AuthenticationForm):
-    """Django's login form, refusing unchecked once the username or the address is over
-    LOGIN_RATE_LIMIT."""
+    """Django's login form, refusing unchecked once an attempt is over a LOGIN_ATTEMPTS_* limit
+    (counted for the username as the form resolves it: NFKC, see accounts/ratelimit.py)."""
 
     def clean(self):
         address = self.request.META.get("REMOTE_ADDR", "") if self.request else ""

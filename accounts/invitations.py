@@ -8,7 +8,9 @@ username, compared case-insensitively as Django's user creation form compares us
 
 Errors: Django's `ValidationError` keyed by argument name for a malformed username,
 `Invitation.DoesNotExist` for an invitation the caller cannot act on (not theirs, expired,
-revoked, declined, accepted: one answer for all), `AlreadyMember` when the user is a member.
+revoked, declined, accepted: one answer for all), `AlreadyMember` when the user is a member,
+`TooManyOpenInvitations` when the username holds ACCOUNTS_OPEN_INVITATIONS_PER_USERNAME open
+invitations (counted by name, like everything here, so it reveals no account either).
 """
 
 from datetime import timedelta
@@ -16,7 +18,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, router, transaction
 from django.db.models import Exists, OuterRef, Q, QuerySet, Value
 from django.db.models.functions import Lower
 from django.db.models.lookups import Exact
@@ -24,6 +26,21 @@ from django.utils import timezone
 
 from accounts.choices import Role
 from accounts.models import Invitation, Membership, Organization
+
+
+class TooManyOpenInvitations(Exception):
+    """The username already holds ACCOUNTS_OPEN_INVITATIONS_PER_USERNAME open invitations.
+
+    Counted among invitations by the name they address, never among users, so the refusal is
+    the same whether or not an account has that name.
+    """
+
+    def __init__(self, limit: int):
+        super().__init__(
+            f"This username already has {limit} open invitations "
+            "(ACCOUNTS_OPEN_INVITATIONS_PER_USERNAME): it can be invited again once it has "
+            "accepted or declined some, or they have expired."
+        )
 
 
 class AlreadyMember(Exception):
@@ -85,12 +102,39 @@ def _invite_once(organization, username, role, now, invited_by) -> Invitation:
             .filter(_same_username("username", Value(username)))
             .select_for_update()
             .first()
-        ) or Invitation(organization=organization, username=username, created_at=now)
+        )
+        if invitation is None or invitation.expires_at <= now:
+            # A new open invitation for this name (renewing an open one adds none).
+            _ensure_room_for_another(username, now)
+        invitation = invitation or Invitation(
+            organization=organization, username=username, created_at=now
+        )
         invitation.role = role
         invitation.expires_at = now + timedelta(days=settings.ACCOUNTS_INVITATION_DAYS)
         invitation.invited_by = invited_by
         invitation.save()
         return invitation
+
+
+def _ensure_room_for_another(username: str, now) -> None:
+    """TooManyOpenInvitations when `username` holds the most open invitations it may.
+
+    Without a cap anyone able to create organizations could bury a user's invitations under
+    theirs. Invitations to one name are serialized first (PostgreSQL: a transaction lock on the
+    name; SQLite's write transactions are serialized already), so two organizations inviting
+    at once cannot both take the last place.
+    """
+    limit = settings.ACCOUNTS_OPEN_INVITATIONS_PER_USERNAME
+    connection = transaction.get_connection(router.db_for_write(Invitation))
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended('invitation:' || LOWER(%s), 0))",
+                [username],
+            )
+    held = Invitation.objects.open(now).filter(_same_username("username", Value(username))).count()
+    if held >= limit:
+        raise TooManyOpenInvitations(limit)
 
 
 def invitations_for(user) -> QuerySet:

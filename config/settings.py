@@ -118,7 +118,14 @@ if REDIS_URL:
         "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
     }
 else:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    # The sign-in and invitation counters live here: at the default 300 keys, a flood of
+    # attempts under new names made the cache drop (reset) older counters.
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "OPTIONS": {"MAX_ENTRIES": 100_000},
+        }
+    }
 
 # --- Task queue -------------------------------------------------------------------------------
 if REDIS_URL:
@@ -175,6 +182,22 @@ WEBSOCKET_ALLOWED_ORIGINS = env.list("WEBSOCKET_ALLOWED_ORIGINS", default=[])
 
 # Days an invitation to join an organization (addMember) stays open before it must be renewed.
 ACCOUNTS_INVITATION_DAYS = env.int("ACCOUNTS_INVITATION_DAYS", default=14)
+# Invitations (addMember) an inviter, and an organization, may send in an hour (RATE_LIMITED
+# beyond), and open invitations one username may hold from all organizations (CONFLICT beyond,
+# until it answers some or they expire).
+ACCOUNTS_INVITATIONS_PER_INVITER_PER_HOUR = env.int(
+    "ACCOUNTS_INVITATIONS_PER_INVITER_PER_HOUR", default=50
+)
+ACCOUNTS_INVITATIONS_PER_ORGANIZATION_PER_HOUR = env.int(
+    "ACCOUNTS_INVITATIONS_PER_ORGANIZATION_PER_HOUR", default=100
+)
+ACCOUNTS_OPEN_INVITATIONS_PER_USERNAME = env.int(
+    "ACCOUNTS_OPEN_INVITATIONS_PER_USERNAME", default=20
+)
+# Organizations one user may create (createOrganization) in 24 hours (RATE_LIMITED beyond).
+ACCOUNTS_ORGANIZATIONS_PER_USER_PER_DAY = env.int(
+    "ACCOUNTS_ORGANIZATIONS_PER_USER_PER_DAY", default=10
+)
 
 # The plain login page (/accounts/login/) is for any user, staff or not; it leads to GraphiQL.
 LOGIN_URL = "/accounts/login/"
@@ -304,6 +327,14 @@ GRAPHQL_MAX_SUBSCRIPTIONS_PER_CONNECTION = env.int(
     "GRAPHQL_MAX_SUBSCRIPTIONS_PER_CONNECTION", default=50
 )
 DATA_UPLOAD_MAX_MEMORY_SIZE = GRAPHQL_MAX_BODY_BYTES
-# Password attempts per username and per client address: obtainToken, /accounts/login/ and
-# /admin/login/ together (accounts/ratelimit.py).
-LOGIN_RATE_LIMIT = {"attempts": 5, "window_seconds": 60}
+# Password attempts in a window (starting at the first attempt) for obtainToken, /accounts/login/
+# and /admin/login/ together (accounts/ratelimit.py): per username from one client address, per
+# address, and per username from all addresses (counting only the attempts the first two let
+# through: a ceiling against guessers spread over many addresses, high so that one address
+# cannot lock a user out).
+LOGIN_ATTEMPTS_WINDOW_SECONDS = env.int("LOGIN_ATTEMPTS_WINDOW_SECONDS", default=60)
+LOGIN_ATTEMPTS_PER_USERNAME_AND_ADDRESS = env.int(
+    "LOGIN_ATTEMPTS_PER_USERNAME_AND_ADDRESS", default=5
+)
+LOGIN_ATTEMPTS_PER_ADDRESS = env.int("LOGIN_ATTEMPTS_PER_ADDRESS", default=20)
+LOGIN_ATTEMPTS_PER_USERNAME = env.int("LOGIN_ATTEMPTS_PER_USERNAME", default=100)

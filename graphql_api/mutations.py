@@ -12,6 +12,7 @@ from strawberry.scalars import JSON
 from accounts import invitations as invitation_services
 from accounts.choices import Role as RoleChoice
 from accounts.models import ApiToken, Invitation, Membership, Organization
+from accounts.ratelimit import login_username
 from automation import services as rule_services
 from automation.models import AutomationLog, AutomationRule
 from catalog import services as catalog_services
@@ -19,7 +20,12 @@ from catalog.models import Product
 from graphql_api import permissions as perms
 from graphql_api.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from graphql_api.inputs import ProductInput, ProductUpdateInput, RuleInput, RuleUpdateInput
-from graphql_api.ratelimit import check_obtain_token, dry_run_slot
+from graphql_api.ratelimit import (
+    check_add_member,
+    check_create_organization,
+    check_obtain_token,
+    dry_run_slot,
+)
 from graphql_api.types import (
     ApiTokenType,
     AutomationLogType,
@@ -69,6 +75,8 @@ class Mutation:
         self, info: strawberry.Info, username: str, password: str, name: str | None = "api"
     ) -> TokenPayload:
         request = info.context.request
+        # Resolved as the login pages resolve it (NFKC), so every door finds the same user.
+        username = login_username(username)
         check_obtain_token(username, request.META.get("REMOTE_ADDR", ""))
         user = authenticate(request, username=username, password=password)
         if user is None or not user.is_active:
@@ -88,12 +96,17 @@ class Mutation:
         token.revoke()
         return token
 
-    @strawberry.mutation(description="The caller becomes its ADMIN.")
+    @strawberry.mutation(
+        description="The caller becomes its ADMIN. RATE_LIMITED beyond "
+        "ACCOUNTS_ORGANIZATIONS_PER_USER_PER_DAY."
+    )
     def create_organization(self, info: strawberry.Info, name: str, slug: str) -> OrganizationType:
         user = perms.require_user(info)
         with transaction.atomic():
             organization = Organization(name=name, slug=slug)
             organization.full_clean()
+            # Counted once the input is valid: a mistyped slug costs nothing.
+            check_create_organization(user.pk)
             organization.save()
             Membership.objects.create(user=user, organization=organization, role=RoleChoice.ADMIN)
         perms.forget_memberships(info)
@@ -101,15 +114,22 @@ class Mutation:
 
     @strawberry.mutation(
         description="Invites the user, who joins with acceptInvitation. The same answer whether "
-        "or not the username exists; CONFLICT for a member."
+        "or not the username exists; CONFLICT for a member, or for a username holding "
+        "ACCOUNTS_OPEN_INVITATIONS_PER_USERNAME open invitations; RATE_LIMITED beyond the "
+        "inviter's or the organization's invitations per hour."
     )
     def add_member(
         self, info: strawberry.Info, organization: strawberry.ID, username: str, role: Role
     ) -> OrganizationType:
         org = _organization(info, organization, perms.MANAGE)
+        inviter = perms.require_user(info)
+        check_add_member(inviter.pk, org.pk)
         try:
-            invitation_services.invite(org, username, role, invited_by=perms.require_user(info))
-        except invitation_services.AlreadyMember as exc:
+            invitation_services.invite(org, username, role, invited_by=inviter)
+        except (
+            invitation_services.AlreadyMember,
+            invitation_services.TooManyOpenInvitations,
+        ) as exc:
             raise Conflict(str(exc)) from None
         return org
 

@@ -1,5 +1,6 @@
 """Rate limits as the API's RATE_LIMITED error: obtainToken's password attempts (the counters in
-accounts/ratelimit.py, which the login pages share) and slots for dry runs.
+accounts/ratelimit.py, which the login pages share), invitations and new organizations per hour
+and per day, and slots for dry runs.
 
 A dry run (runRule(dryRun: true)) is executed inside its HTTP request, on one of the server's
 request threads, for up to AUTOMATION_DRY_RUN_BUDGET_SECONDS: an organization may have
@@ -16,7 +17,7 @@ import uuid
 from django.conf import settings
 from django.core.cache import cache
 
-from accounts.ratelimit import count_login_attempt
+from accounts.ratelimit import count, count_login_attempt
 from graphql_api.errors import RateLimited
 
 
@@ -25,6 +26,47 @@ def check_obtain_token(username: str, client_address: str) -> None:
     retry_after = count_login_attempt(username, client_address)
     if retry_after is not None:
         raise RateLimited(retry_after=retry_after)
+
+
+HOUR, DAY = 3600, 24 * 3600
+
+
+def check_add_member(inviter_id, organization_id) -> None:
+    """Count one invitation by this inviter and by this organization; RATE_LIMITED when either
+    is over its hourly limit. Counted before the username is looked at, so the answer is the
+    same whoever is invited (31 organizations of one user once invited a user in 5 seconds)."""
+    for kind, scope, limit, what in [
+        (
+            "invite:inviter",
+            inviter_id,
+            settings.ACCOUNTS_INVITATIONS_PER_INVITER_PER_HOUR,
+            "You have sent {limit} invitations this hour "
+            "(ACCOUNTS_INVITATIONS_PER_INVITER_PER_HOUR).",
+        ),
+        (
+            "invite:org",
+            organization_id,
+            settings.ACCOUNTS_INVITATIONS_PER_ORGANIZATION_PER_HOUR,
+            "This organization has sent {limit} invitations this hour "
+            "(ACCOUNTS_INVITATIONS_PER_ORGANIZATION_PER_HOUR).",
+        ),
+    ]:
+        retry_after = count(kind, str(scope), limit, HOUR)
+        if retry_after is not None:
+            raise RateLimited(retry_after, what.format(limit=limit) + " Try again later.")
+
+
+def check_create_organization(user_id) -> None:
+    """Count one new organization of this user; RATE_LIMITED when over the daily limit (each is
+    another place to invite from and to store rules in)."""
+    limit = settings.ACCOUNTS_ORGANIZATIONS_PER_USER_PER_DAY
+    retry_after = count("create-org:user", str(user_id), limit, DAY)
+    if retry_after is not None:
+        raise RateLimited(
+            retry_after,
+            f"You have created {limit} organizations in the last 24 hours "
+            "(ACCOUNTS_ORGANIZATIONS_PER_USER_PER_DAY). Try again later.",
+        )
 
 
 # --- Dry runs at once ----------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 import pytest
 
+from accounts import ratelimit
 from accounts.choices import Role
 from automation import budget
 from tests.factories import (
@@ -16,6 +17,13 @@ def fresh_budget_counters():
     those of rolled-back rows; a new test database restarts them), and a counter keyed by a
     root run or an organization id outlives the test in memory or in Redis."""
     budget.clear()
+
+
+@pytest.fixture(autouse=True)
+def fresh_rate_limits():
+    """Nor any invitation, organization or sign-in counter: they are keyed by ids that repeat,
+    and Redis keeps them between test runs for up to a day."""
+    ratelimit.clear()
 
 
 @pytest.fixture

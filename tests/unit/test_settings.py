@@ -161,3 +161,28 @@ def test_the_skip_policys_grace_is_120_seconds_unless_the_environment_says_other
     assert load_settings(tmp_path)["schedule_grace_seconds"] == 120
     loaded = load_settings(tmp_path, AUTOMATION_SCHEDULE_GRACE_SECONDS="600")
     assert loaded["schedule_grace_seconds"] == 600
+
+
+ACCOUNT_LIMITS = {
+    "LOGIN_ATTEMPTS_WINDOW_SECONDS": 60,
+    "LOGIN_ATTEMPTS_PER_USERNAME_AND_ADDRESS": 5,
+    "LOGIN_ATTEMPTS_PER_ADDRESS": 20,
+    "LOGIN_ATTEMPTS_PER_USERNAME": 100,
+    "ACCOUNTS_INVITATIONS_PER_INVITER_PER_HOUR": 50,
+    "ACCOUNTS_INVITATIONS_PER_ORGANIZATION_PER_HOUR": 100,
+    "ACCOUNTS_OPEN_INVITATIONS_PER_USERNAME": 20,
+    "ACCOUNTS_ORGANIZATIONS_PER_USER_PER_DAY": 10,
+}
+
+
+def test_sign_in_invitation_and_organization_limits_come_from_the_environment(
+    tmp_path, monkeypatch
+):
+    probe = (
+        "import json\nfrom django.conf import settings\n"
+        f"print(json.dumps({{name: getattr(settings, name) for name in {list(ACCOUNT_LIMITS)}}}))"
+    )
+    monkeypatch.setattr(sys.modules[__name__], "PROBE", probe)
+    assert load_settings(tmp_path) == ACCOUNT_LIMITS
+    changed = {name: value + 1 for name, value in ACCOUNT_LIMITS.items()}
+    assert load_settings(tmp_path, **{k: str(v) for k, v in changed.items()}) == changed
