@@ -260,6 +260,10 @@ AUTOMATION_MAX_WRITES_PER_ROOT = env.int("AUTOMATION_MAX_WRITES_PER_ROOT", defau
 # A schedule slot or runSchedule call is one tree: its record runs and all they cause.
 AUTOMATION_MAX_RUNS_PER_SLOT = env.int("AUTOMATION_MAX_RUNS_PER_SLOT", default=2000)
 AUTOMATION_MAX_WRITES_PER_SLOT = env.int("AUTOMATION_MAX_WRITES_PER_SLOT", default=5000)
+# retryRun calls per user per minute (each is a new run in its original's tree).
+AUTOMATION_RETRIES_PER_USER_PER_MINUTE = env.int(
+    "AUTOMATION_RETRIES_PER_USER_PER_MINUTE", default=30
+)
 AUTOMATION_MAX_RUNS_PER_MINUTE = env.int("AUTOMATION_MAX_RUNS_PER_MINUTE", default=60_000)
 AUTOMATION_MAX_WRITES_PER_MINUTE = env.int("AUTOMATION_MAX_WRITES_PER_MINUTE", default=60_000)
 AUTOMATION_WEBHOOK_ALLOW_PRIVATE_NETWORKS = env.bool(

@@ -24,6 +24,7 @@ from graphql_api.ratelimit import (
     check_add_member,
     check_create_organization,
     check_obtain_token,
+    check_retry,
     dry_run_slot,
 )
 from graphql_api.types import (
@@ -282,6 +283,7 @@ class Mutation:
         from automation.runs import retry_run
 
         log = perms.get_object(info, AutomationLog.objects.all(), log_id, perms.WRITE)
+        check_retry(info.context.request.user.pk)
         if not log.dry_run:
             return retry_run(log, user=info.context.request.user)
         # The retry of a dry run is a dry run, executed in this request like runRule's.

@@ -128,3 +128,16 @@ def _slot(scope: str, limit: int, refusal: str):
         # Only our own token: a slot that expired and was taken by another dry run stays theirs.
         if cache.get(key) == token:
             cache.delete(key)
+
+
+def check_retry(user_id) -> None:
+    """Count one retryRun of this user; RATE_LIMITED when over the per-minute limit (each retry
+    is a new run in its original's tree: 3 retries once made 903 runs in 7 seconds)."""
+    limit = settings.AUTOMATION_RETRIES_PER_USER_PER_MINUTE
+    retry_after = count("retry:user", str(user_id), limit, 60)
+    if retry_after is not None:
+        raise RateLimited(
+            retry_after,
+            f"You have retried {limit} runs in the last minute "
+            "(AUTOMATION_RETRIES_PER_USER_PER_MINUTE). Try again later.",
+        )

@@ -11,6 +11,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from tests.api.conftest import client, gql  # noqa: F401 - the API tests' fixtures, for drills
+
 FULL = os.environ.get("DRILLS", "").lower() == "full"
 
 # (short, full) sizes of each drill.
