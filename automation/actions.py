@@ -36,7 +36,7 @@ from automation.choices import ActionType
 from automation.live import publish_notification
 from automation.registry import PathError, get_automatable, resolve_path
 from automation.signals import remember_stored_row
-from automation.snapshots import json_value, local_fields, snapshot
+from automation.snapshots import json_value, local_fields, snapshot, without_nul
 from automation.templates import (
     RenderBudget,
     TemplateError,
@@ -206,7 +206,8 @@ def _render(value, ctx, what: str, *, as_text: bool = False):
     except TemplateError as exc:
         raise ActionError(f"{what}: {exc}") from None
     ctx.rendered_bytes += budget.used
-    return rendered
+    # Placeholders copy record values and earlier results: no U+0000 into a stored value.
+    return without_nul(rendered)
 
 
 def _render_budget(ctx) -> RenderBudget:

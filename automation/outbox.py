@@ -23,7 +23,7 @@ from automation.live import publish_log
 from automation.models import AutomationLog, AutomationRule
 from automation.registry import automatable_for
 from automation.rule_index import rules_watching
-from automation.snapshots import snapshot
+from automation.snapshots import snapshot, without_nul
 
 logger = logging.getLogger("automation.outbox")
 
@@ -71,8 +71,8 @@ def create_run(
         status=status,
         rule_revision=rule.revision,
         dry_run=dry_run,
-        changes=changes,
-        context={"object": object_snapshot, **(extra_context or {})},
+        changes=without_nul(changes),
+        context=without_nul({"object": object_snapshot, **(extra_context or {})}),
         error=error,
         triggered_by_id=user_id,
         scheduled_for=scheduled_for,

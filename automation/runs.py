@@ -14,6 +14,7 @@ import contextlib
 import datetime
 import logging
 import time
+import uuid
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -32,6 +33,7 @@ from automation.live import publish_action, publish_log
 from automation.models import AutomationLog, AutomationRule
 from automation.outbox import create_run, enqueue_run
 from automation.rule_definitions import RuleDefinition, rule_definition
+from automation.snapshots import without_nul
 
 logger = logging.getLogger("automation.runs")
 
@@ -528,10 +530,41 @@ def _mark_running(writer: RunWriter) -> None:
 
 
 def _fail(writer: RunWriter, exc: Exception) -> None:
-    """An unexpected error: the run ends FAILED with it (never left RUNNING)."""
-    logger.exception("run %s failed unexpectedly", writer.log.pk, exc_info=exc)
+    """An unexpected error: the run ends FAILED, and so do its unfinished actions (never left
+    RUNNING); its error is a reference to the server log, never the exception's text."""
+    error = _internal_error(f"run {writer.log.pk} failed unexpectedly", exc)
     with contextlib.suppress(LostClaim), writer.step():
-        _finish(writer, RunStatus.FAILED, error=f"Internal error: {type(exc).__name__}: {exc}")
+        _settle_actions(writer, error)
+        _finish(writer, RunStatus.FAILED, error=error)
+
+
+def _internal_error(what: str, exc: Exception) -> str:
+    """Log `exc` with a new reference; the error members see, naming only that reference.
+
+    An unexpected exception's text may be the database's (SQL, values of other rows, names of
+    tables): it belongs in the server log, which the reference finds.
+    """
+    reference = uuid.uuid4().hex[:12]
+    logger.error("%s (reference %s)", what, reference, exc_info=exc)
+    return f"Internal error (reference {reference})."
+
+
+def _settle_actions(writer: RunWriter, error: str) -> None:
+    """Bring every action entry of a failed run to a final state: RUNNING ones FAILED with
+    `error`, the ones not started SKIPPED.
+
+    From the entries as committed, not as in memory: those may hold what the failed transaction
+    could not write (a result the database refused, a database action rolled back).
+    """
+    log = writer.log
+    stored = AutomationLog.objects.filter(pk=log.pk).values_list("action_logs", flat=True)
+    log.action_logs = stored.first() or []
+    now = timezone.now().isoformat()
+    for entry in log.action_logs:
+        if entry["status"] == ActionStatus.RUNNING:
+            _set_entry(writer, entry, status=ActionStatus.FAILED, error=error, finished_at=now)
+        elif entry["status"] == ActionStatus.PENDING:
+            _set_entry(writer, entry, status=ActionStatus.SKIPPED, error="The run failed.")
 
 
 @dataclass
@@ -694,6 +727,7 @@ class _Plan:
 
     def _record(self, index: int, started: float, outcome: tuple) -> None:
         status, result, error = outcome
+        result, error = without_nul(result), without_nul(error)  # outside text, for PostgreSQL
         _set_entry(
             self.writer,
             self.writer.log.action_logs[index],
@@ -771,8 +805,11 @@ def _call(writer: RunWriter, ctx: RunContext, action, index: int, handler) -> tu
             raise RedoAlone(f"action {index} of run {log.pk}: {type(exc).__name__}") from exc
         if isinstance(exc, ActionError):
             return ActionStatus.FAILED, exc.result, str(exc)
-        logger.exception("action %s of run %s failed unexpectedly", index, log.pk)
-        return ActionStatus.FAILED, None, f"Internal error: {type(exc).__name__}: {exc}"
+        return (
+            ActionStatus.FAILED,
+            None,
+            _internal_error(f"action {index} of run {log.pk} failed unexpectedly", exc),
+        )
 
 
 def _conclude(writer: RunWriter, failures: int, stopped: bool) -> None:
