@@ -59,6 +59,12 @@ def create_run(
         if refusal:
             logger.warning("rule %s: %s", rule.pk, refusal)
             status, error = RunStatus.FAILED, refusal
+    context = without_nul({"object": object_snapshot, **(extra_context or {})})
+    changes = without_nul(changes)
+    if not dry_run:
+        status, error, context, changes = _spend_bytes(
+            rule, budget_root, status, error, context, changes
+        )
     finished = status != RunStatus.PENDING
     now = timezone.now()
     log = AutomationLog.objects.create(
@@ -71,8 +77,8 @@ def create_run(
         status=status,
         rule_revision=rule.revision,
         dry_run=dry_run,
-        changes=without_nul(changes),
-        context=without_nul({"object": object_snapshot, **(extra_context or {})}),
+        changes=changes,
+        context=context,
         error=error,
         triggered_by_id=user_id,
         scheduled_for=scheduled_for,
@@ -88,6 +94,30 @@ def create_run(
         log_id = log.pk
         transaction.on_commit(lambda: enqueue_run(log_id))
     return log
+
+
+def _spend_bytes(rule, budget_root, status, error, context, changes) -> tuple:
+    """Count the bytes the log will keep (its snapshot and changes) against the byte budgets
+    and the storage quota (budget.admit_bytes); over one, the run is FAILED with the reason and
+    keeps neither (the snapshot replaced by OMITTED_KEY). Returns (status, error, context,
+    changes) to write."""
+    refusal = budget.admit_bytes(
+        rule.organization_id,
+        budget_root,
+        budget.stored_size(context, changes),
+        kind=budget.RUN_BYTES,
+    )
+    if not refusal:
+        return status, error, context, changes
+    logger.warning("rule %s: %s", rule.pk, refusal)
+    context = {**context, "object": None, OMITTED_KEY: True}
+    if status == RunStatus.PENDING:
+        status, error = RunStatus.FAILED, refusal
+    return status, error or refusal, context, None
+
+
+# In a run log's context: its snapshot and changes were not stored (over a byte budget).
+OMITTED_KEY = "snapshot_omitted"
 
 
 def enqueue_run(log_id: int) -> None:

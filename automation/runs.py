@@ -31,7 +31,7 @@ from automation.conditions import ConditionResult
 from automation.context import RunContext
 from automation.live import publish_action, publish_log
 from automation.models import AutomationLog, AutomationRule
-from automation.outbox import create_run, enqueue_run
+from automation.outbox import OMITTED_KEY, create_run, enqueue_run
 from automation.rule_definitions import RuleDefinition, rule_definition
 from automation.snapshots import without_nul
 
@@ -158,6 +158,11 @@ def retry_run(log: AutomationLog, *, user=None) -> AutomationLog:
     """
     if log.status in (RunStatus.PENDING, RunStatus.RUNNING):
         raise RunConflict(f"Run {log.pk} is still {log.status}; retry it once it has finished.")
+    if (log.context or {}).get(OMITTED_KEY):
+        raise RunConflict(
+            f"Run {log.pk} kept no snapshot (over a byte budget): run the rule on the record "
+            "again instead (runRule)."
+        )
     with transaction.atomic():
         retry = create_run(
             log.rule,
