@@ -18,6 +18,7 @@ Rules of every handler:
   nothing; secrets are masked in what it returns.
 """
 
+import contextlib
 import copy
 import json
 import logging
@@ -36,7 +37,7 @@ from automation.choices import ActionType
 from automation.live import publish_notification
 from automation.registry import PathError, get_automatable, resolve_path
 from automation.signals import remember_stored_row
-from automation.snapshots import json_value, local_fields, snapshot
+from automation.snapshots import json_value, local_fields, snapshot, without_nul
 from automation.templates import (
     RenderBudget,
     TemplateError,
@@ -186,6 +187,24 @@ class ActionHandler:
         return masked
 
 
+def spend_bytes(ctx, size: int) -> None:
+    """Count `size` bytes an action is about to store against the run tree's and the
+    organization's byte budgets and the storage quota (budget.admit_bytes); over one, the action
+    fails with the reason before storing anything."""
+    chain = current_chain()
+    refusal = budget.admit_bytes(ctx.organization_id, chain.root_log_id if chain else None, size)
+    if refusal:
+        raise ActionError(refusal)
+
+
+def _count_bytes(ctx, result) -> None:
+    """Count a webhook's result (at most webhooks.RESPONSE_BODY_LIMIT of its answer) against
+    the byte budgets without refusing it: the call was made. What the run stores next is
+    refused once the budget is spent."""
+    with contextlib.suppress(ActionError):
+        spend_bytes(ctx, budget.stored_size(result))
+
+
 def _add(errors: dict, path: str, message: str) -> None:
     errors.setdefault(path, []).append(message)
 
@@ -206,7 +225,8 @@ def _render(value, ctx, what: str, *, as_text: bool = False):
     except TemplateError as exc:
         raise ActionError(f"{what}: {exc}") from None
     ctx.rendered_bytes += budget.used
-    return rendered
+    # Placeholders copy record values and earlier results: no U+0000 into a stored value.
+    return without_nul(rendered)
 
 
 def _render_budget(ctx) -> RenderBudget:
@@ -416,6 +436,11 @@ class RecordHandler(ActionHandler):
         if refusal:
             raise ActionError(refusal)
 
+    def spend_record_bytes(self, ctx, instance) -> None:
+        """Count the record about to be written, twice (the row, and its snapshot in the
+        action's result), against the byte budgets; over one, the action fails before writing."""
+        spend_bytes(ctx, 2 * budget.stored_size(snapshot(instance)))
+
     def assign_fields(self, entry, instance, fields: dict, ctx) -> None:
         """Set rendered field values on `instance` and validate it with the model's own rules."""
         for name, value in fields.items():
@@ -464,6 +489,7 @@ class UpdateRecordHandler(RecordHandler):
     def execute(self, parameters, ctx, *, on_attempt=None):
         entry, instance, fields = self._prepare(parameters, ctx, lock=True)
         self.spend_write(ctx)
+        self.spend_record_bytes(ctx, instance)
         instance.save()
         return {
             "model": entry.label,
@@ -505,6 +531,7 @@ class CreateRecordHandler(RecordHandler):
     def execute(self, parameters, ctx, *, on_attempt=None):
         entry, instance, _fields = self._prepare(parameters, ctx)
         self.spend_write(ctx)
+        self.spend_record_bytes(ctx, instance)
         instance.save()
         return {"model": entry.label, "id": json_value(instance.pk), "record": snapshot(instance)}
 
@@ -717,6 +744,7 @@ class SendNotificationHandler(ActionHandler):
 
     def execute(self, parameters, ctx, *, on_attempt=None):
         title, body, users, skipped = self._prepare(parameters, ctx)
+        spend_bytes(ctx, len(users) * budget.stored_size(title, body))
         ids = []
         for user in users:
             notification = Notification.objects.create(
@@ -838,9 +866,12 @@ class CallWebhookHandler(ActionHandler):
             raise ActionError("A webhook needs the run's log id and action order.")
         request, _body = self._prepare(parameters, ctx)
         try:
-            return webhooks.send(request, on_attempt=on_attempt)
+            result = webhooks.send(request, on_attempt=on_attempt)
         except webhooks.WebhookError as exc:
+            _count_bytes(ctx, exc.result)
             raise ActionError(str(exc), result=exc.result) from None
+        _count_bytes(ctx, result)
+        return result
 
     def dry_run(self, parameters, ctx):
         request, body = self._prepare(parameters, ctx)

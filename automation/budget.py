@@ -27,7 +27,9 @@ counters.
 """
 
 import datetime
+import json
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -42,6 +44,7 @@ logger = logging.getLogger("automation.budget")
 ROOT_TTL_SECONDS = 3600
 WINDOW_SECONDS = 60
 KEY_PREFIX = "automation:budget:"
+QUOTA_KEY_PREFIX = f"{KEY_PREFIX}stored:"
 
 
 def root_of(log) -> int:
@@ -109,6 +112,131 @@ def open_tree(root_id: int) -> None:
 
 def _limit_key(root_id: int, kind: _Kind) -> str:
     return f"{KEY_PREFIX}root:{root_id}:{kind.key}:limit"
+
+
+# --- Bytes stored ---------------------------------------------------------------------------------
+#
+# One 60 KB field value grew the database by megabytes: each run keeps the record's snapshot and
+# changes, record actions write it again and keep it in their result, notifications copy it. So
+# the bytes runs store are counted too, as JSON text, against AUTOMATION_MAX_BYTES_PER_ROOT (the
+# tree) and AUTOMATION_MAX_BYTES_PER_MINUTE (the organization), in the same store and the same
+# round trip as a storage quota: AUTOMATION_STORAGE_QUOTA_BYTES, the organization's run logs and
+# notifications in all. The quota's counter starts from a measure of what is stored (one SUM
+# over the organization's rows, made when the counter is missing: at most once an hour per
+# organization, QUOTA_TTL_SECONDS, and after retention deleted logs), and grows with every
+# count; it is approximate (it also counts records written, and counts attempts).
+
+RUN_BYTES = _Kind(
+    "bytes",
+    "Byte",
+    "bytes",
+    "not run, its snapshot not stored",
+    "AUTOMATION_MAX_BYTES_PER_ROOT",
+    "AUTOMATION_MAX_BYTES_PER_ROOT",  # a slot's tree too
+    "AUTOMATION_MAX_BYTES_PER_MINUTE",
+)
+ACTION_BYTES = _Kind(
+    "bytes",
+    "Byte",
+    "bytes",
+    "nothing written",
+    "AUTOMATION_MAX_BYTES_PER_ROOT",
+    "AUTOMATION_MAX_BYTES_PER_ROOT",  # a slot's tree too
+    "AUTOMATION_MAX_BYTES_PER_MINUTE",
+)
+QUOTA_TTL_SECONDS = 3600
+QUOTA_SETTING = "AUTOMATION_STORAGE_QUOTA_BYTES"
+
+
+def stored_size(*values) -> int:
+    """Bytes of `values` as the JSON text a log keeps (what the byte budgets count)."""
+    return sum(
+        len(json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str).encode())
+        for value in values
+        if value is not None
+    )
+
+
+def admit_bytes(
+    organization_id: int, root_id: int | None, size: int, *, kind: _Kind = ACTION_BYTES
+) -> str:
+    """Count `size` bytes about to be stored; "" when they may be, else the reason not.
+
+    `kind` words the refusal: RUN_BYTES for a run's log (the run is not run), ACTION_BYTES for
+    what an action writes (nothing is). A store that does not answer counts nothing.
+    """
+    window = int(time.time()) // WINDOW_SECONDS
+    counters = [(f"{KEY_PREFIX}org:{organization_id}:{window}:{kind.key}", 2 * WINDOW_SECONDS)]
+    if root_id is not None:
+        counters.append((f"{KEY_PREFIX}root:{root_id}:{kind.key}", ROOT_TTL_SECONDS))
+    quota = settings.AUTOMATION_STORAGE_QUOTA_BYTES
+    quota_key = f"{QUOTA_KEY_PREFIX}{organization_id}" if quota > 0 else None
+    try:
+        counts, stored = _store().add_bytes(counters, size, quota_key)
+        if quota_key is not None and stored is None:  # not measured yet: measure it now
+            stored = measure_stored(organization_id) + size
+            _store().set(quota_key, stored, QUOTA_TTL_SECONDS)
+    except Exception as exc:
+        logger.warning("byte budget not counted: the counter store failed (%s)", exc)
+        return ""
+    if root_id is not None:
+        limit = getattr(settings, kind.per_root)
+        if counts[1] > limit:
+            return (
+                f"{kind.title} budget of the root run {root_id} reached ({limit} {kind.what}, "
+                f"{kind.per_root}); {kind.outcome}."
+            )
+    limit = getattr(settings, kind.per_minute)
+    if counts[0] > limit:
+        start = datetime.datetime.fromtimestamp(window * WINDOW_SECONDS, datetime.UTC)
+        end = start + datetime.timedelta(seconds=WINDOW_SECONDS)
+        return (
+            f"{kind.title} budget of the organization reached ({limit} {kind.what} in the minute "
+            f"from {start:%H:%M} UTC, {kind.per_minute}); {kind.outcome}. "
+            f"It resets at {end:%H:%M:%S} UTC."
+        )
+    if quota_key is not None and stored > quota:
+        return (
+            f"Storage quota of the organization reached (about {stored} of {quota} bytes of run "
+            f"logs and notifications, {QUOTA_SETTING}); {kind.outcome}. Retention frees room "
+            "as old logs are deleted."
+        )
+    return ""
+
+
+def measure_stored(organization_id: int) -> int:
+    """What the organization's run logs and notifications hold, as text (one SUM each)."""
+    from django.db.models import Sum, TextField, Value
+    from django.db.models.functions import Cast, Coalesce, Length
+
+    from accounts.models import Notification
+    from automation.models import AutomationLog
+
+    def length(name):
+        return Coalesce(Length(Cast(name, TextField())), Value(0))
+
+    logs = AutomationLog.objects.filter(organization_id=organization_id).aggregate(
+        total=Sum(
+            length("context")
+            + length("changes")
+            + length("action_logs")
+            + length("condition_trace")
+            + length("error")
+        )
+    )["total"]
+    notifications = Notification.objects.filter(organization_id=organization_id).aggregate(
+        total=Sum(length("title") + length("body"))
+    )["total"]
+    return (logs or 0) + (notifications or 0)
+
+
+def forget_stored() -> None:
+    """Drop every organization's quota counter, to be measured again on its next count (after
+    retention deleted logs: the counter only ever grows)."""
+    try:
+        _store().clear(QUOTA_KEY_PREFIX)
+    except Exception as exc:
+        logger.warning("storage quota counters not reset: the counter store failed (%s)", exc)
 
 
 def _admit(kind: _Kind, organization_id: int, root_id: int | None, uncounted: int = 0) -> str:
@@ -206,8 +334,29 @@ class RedisCounters:
             pipe.set(key, value, ex=ttl)
         pipe.execute()
 
-    def clear(self) -> None:
-        keys = list(self.client.scan_iter(match=f"{KEY_PREFIX}*", count=1000))
+    def add_bytes(
+        self, counters: list[tuple[str, int]], amount: int, quota_key: str | None
+    ) -> tuple[list[int], int | None]:
+        """Add `amount` to each counter, and to the quota's: (new counts, the quota's total, or
+        None when it was never measured: it has no expiry then). One round trip."""
+        pipe = self.client.pipeline(transaction=True)
+        for key, ttl in counters:
+            pipe.incrby(key, amount)
+            pipe.expire(key, ttl)
+        if quota_key is not None:
+            pipe.incrby(quota_key, amount)
+            pipe.ttl(quota_key)
+        results = pipe.execute()
+        if quota_key is None:
+            return results[::2], None
+        total, ttl = results[-2:]
+        return results[:-2:2], total if ttl >= 0 else None
+
+    def set(self, key: str, value: int, ttl: int) -> None:
+        self.client.set(key, value, ex=ttl)
+
+    def clear(self, prefix: str = KEY_PREFIX) -> None:
+        keys = list(self.client.scan_iter(match=f"{prefix}*", count=1000))
         if keys:
             self.client.delete(*keys)
 
@@ -245,9 +394,33 @@ class MemoryCounters:
             for key, value in limits:
                 self.counts[key] = (value, now + ttl)
 
-    def clear(self) -> None:
+    def add_bytes(
+        self, counters: list[tuple[str, int]], amount: int, quota_key: str | None
+    ) -> tuple[list[int], int | None]:
+        """As RedisCounters.add_bytes: a quota counter never measured has no expiry (inf)."""
+        now = time.monotonic()
+        totals = []
         with self.lock:
-            self.counts = {}
+            for key, ttl in counters:
+                count, expires = self.counts.get(key, (0, now))
+                count = count + amount if expires > now else amount
+                self.counts[key] = (count, now + ttl)
+                totals.append(count)
+            if quota_key is None:
+                return totals, None
+            total, expires = self.counts.get(quota_key, (0, now))
+            if expires <= now:
+                total, expires = 0, math.inf
+            self.counts[quota_key] = (total + amount, expires)
+        return totals, None if expires == math.inf else total + amount
+
+    def set(self, key: str, value: int, ttl: int) -> None:
+        with self.lock:
+            self.counts[key] = (value, time.monotonic() + ttl)
+
+    def clear(self, prefix: str = KEY_PREFIX) -> None:
+        with self.lock:
+            self.counts = {k: v for k, v in self.counts.items() if not k.startswith(prefix)}
 
 
 _stores: dict[str, RedisCounters | MemoryCounters] = {}

@@ -23,7 +23,7 @@ from automation.live import publish_log
 from automation.models import AutomationLog, AutomationRule
 from automation.registry import automatable_for
 from automation.rule_index import rules_watching
-from automation.snapshots import snapshot
+from automation.snapshots import snapshot, without_nul
 
 logger = logging.getLogger("automation.outbox")
 
@@ -59,6 +59,12 @@ def create_run(
         if refusal:
             logger.warning("rule %s: %s", rule.pk, refusal)
             status, error = RunStatus.FAILED, refusal
+    context = without_nul({"object": object_snapshot, **(extra_context or {})})
+    changes = without_nul(changes)
+    if not dry_run:
+        status, error, context, changes = _spend_bytes(
+            rule, budget_root, status, error, context, changes
+        )
     finished = status != RunStatus.PENDING
     now = timezone.now()
     log = AutomationLog.objects.create(
@@ -72,7 +78,7 @@ def create_run(
         rule_revision=rule.revision,
         dry_run=dry_run,
         changes=changes,
-        context={"object": object_snapshot, **(extra_context or {})},
+        context=context,
         error=error,
         triggered_by_id=user_id,
         scheduled_for=scheduled_for,
@@ -88,6 +94,30 @@ def create_run(
         log_id, organization_id = log.pk, log.organization_id
         transaction.on_commit(lambda: enqueue_runs(organization_id, [log_id]))
     return log
+
+
+def _spend_bytes(rule, budget_root, status, error, context, changes) -> tuple:
+    """Count the bytes the log will keep (its snapshot and changes) against the byte budgets
+    and the storage quota (budget.admit_bytes); over one, the run is FAILED with the reason and
+    keeps neither (the snapshot replaced by OMITTED_KEY). Returns (status, error, context,
+    changes) to write."""
+    refusal = budget.admit_bytes(
+        rule.organization_id,
+        budget_root,
+        budget.stored_size(context, changes),
+        kind=budget.RUN_BYTES,
+    )
+    if not refusal:
+        return status, error, context, changes
+    logger.warning("rule %s: %s", rule.pk, refusal)
+    context = {**context, "object": None, OMITTED_KEY: True}
+    if status == RunStatus.PENDING:
+        status, error = RunStatus.FAILED, refusal
+    return status, error or refusal, context, None
+
+
+# In a run log's context: its snapshot and changes were not stored (over a byte budget).
+OMITTED_KEY = "snapshot_omitted"
 
 
 def enqueue_runs(organization_id: int, log_ids: list[int]) -> None:

@@ -19,6 +19,7 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
+from automation import budget
 from automation.choices import FINISHED_RUN_STATUSES
 from automation.models import AutomationLog
 
@@ -67,6 +68,7 @@ def purge_logs(now=None, *, dry_run: bool = False, batch_size: int = BATCH_SIZE)
             deleted[status] = deleted.get(status, 0) + 1
     if deleted:
         logger.info("retention: deleted %s logs %s", sum(deleted.values()), deleted)
+        budget.forget_stored()  # the storage quota's counters are measured again
     return deleted
 
 

@@ -14,6 +14,7 @@ import contextlib
 import datetime
 import logging
 import time
+import uuid
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -30,8 +31,9 @@ from automation.conditions import ConditionResult
 from automation.context import RunContext
 from automation.live import publish_action, publish_log
 from automation.models import AutomationLog, AutomationRule
-from automation.outbox import create_run, depth_limit_error, enqueue_runs
+from automation.outbox import OMITTED_KEY, create_run, depth_limit_error, enqueue_runs
 from automation.rule_definitions import RuleDefinition, rule_definition
+from automation.snapshots import without_nul
 
 logger = logging.getLogger("automation.runs")
 
@@ -158,6 +160,11 @@ def retry_run(log: AutomationLog, *, user=None) -> AutomationLog:
     """
     if log.status in (RunStatus.PENDING, RunStatus.RUNNING):
         raise RunConflict(f"Run {log.pk} is still {log.status}; retry it once it has finished.")
+    if (log.context or {}).get(OMITTED_KEY):
+        raise RunConflict(
+            f"Run {log.pk} kept no snapshot (over a byte budget): run the rule on the record "
+            "again instead (runRule)."
+        )
     chain = (log.context or {}).get("chain")
     refusal = {}
     if log.depth > settings.AUTOMATION_MAX_CHAIN_DEPTH:
@@ -543,10 +550,41 @@ def _mark_running(writer: RunWriter) -> None:
 
 
 def _fail(writer: RunWriter, exc: Exception) -> None:
-    """An unexpected error: the run ends FAILED with it (never left RUNNING)."""
-    logger.exception("run %s failed unexpectedly", writer.log.pk, exc_info=exc)
+    """An unexpected error: the run ends FAILED, and so do its unfinished actions (never left
+    RUNNING); its error is a reference to the server log, never the exception's text."""
+    error = _internal_error(f"run {writer.log.pk} failed unexpectedly", exc)
     with contextlib.suppress(LostClaim), writer.step():
-        _finish(writer, RunStatus.FAILED, error=f"Internal error: {type(exc).__name__}: {exc}")
+        _settle_actions(writer, error)
+        _finish(writer, RunStatus.FAILED, error=error)
+
+
+def _internal_error(what: str, exc: Exception) -> str:
+    """Log `exc` with a new reference; the error members see, naming only that reference.
+
+    An unexpected exception's text may be the database's (SQL, values of other rows, names of
+    tables): it belongs in the server log, which the reference finds.
+    """
+    reference = uuid.uuid4().hex[:12]
+    logger.error("%s (reference %s)", what, reference, exc_info=exc)
+    return f"Internal error (reference {reference})."
+
+
+def _settle_actions(writer: RunWriter, error: str) -> None:
+    """Bring every action entry of a failed run to a final state: RUNNING ones FAILED with
+    `error`, the ones not started SKIPPED.
+
+    From the entries as committed, not as in memory: those may hold what the failed transaction
+    could not write (a result the database refused, a database action rolled back).
+    """
+    log = writer.log
+    stored = AutomationLog.objects.filter(pk=log.pk).values_list("action_logs", flat=True)
+    log.action_logs = stored.first() or []
+    now = timezone.now().isoformat()
+    for entry in log.action_logs:
+        if entry["status"] == ActionStatus.RUNNING:
+            _set_entry(writer, entry, status=ActionStatus.FAILED, error=error, finished_at=now)
+        elif entry["status"] == ActionStatus.PENDING:
+            _set_entry(writer, entry, status=ActionStatus.SKIPPED, error="The run failed.")
 
 
 @dataclass
@@ -709,6 +747,7 @@ class _Plan:
 
     def _record(self, index: int, started: float, outcome: tuple) -> None:
         status, result, error = outcome
+        result, error = without_nul(result), without_nul(error)  # outside text, for PostgreSQL
         _set_entry(
             self.writer,
             self.writer.log.action_logs[index],
@@ -785,8 +824,11 @@ def _call(writer: RunWriter, ctx: RunContext, action, index: int, handler) -> tu
             raise RedoAlone(f"action {index} of run {log.pk}: {type(exc).__name__}") from exc
         if isinstance(exc, ActionError):
             return ActionStatus.FAILED, exc.result, str(exc)
-        logger.exception("action %s of run %s failed unexpectedly", index, log.pk)
-        return ActionStatus.FAILED, None, f"Internal error: {type(exc).__name__}: {exc}"
+        return (
+            ActionStatus.FAILED,
+            None,
+            _internal_error(f"action {index} of run {log.pk} failed unexpectedly", exc),
+        )
 
 
 def _conclude(writer: RunWriter, failures: int, stopped: bool) -> None:

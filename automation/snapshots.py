@@ -58,3 +58,20 @@ def diff(old: dict | None, new: dict | None) -> dict:
         for name in sorted(set(old) | set(new))
         if old.get(name) != new.get(name)
     }
+
+
+def without_nul(value):
+    """`value` with U+0000 removed from every string, dict keys included (containers are
+    copied).
+
+    PostgreSQL's text and jsonb refuse the character, so outside text that carries one (a
+    webhook's answer, a record value read on SQLite, template output) would fail the write of a
+    run's state. What a run stores from outside goes through here first.
+    """
+    if isinstance(value, str):
+        return value.replace("\x00", "") if "\x00" in value else value
+    if isinstance(value, dict):
+        return {without_nul(key): without_nul(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [without_nul(item) for item in value]
+    return value

@@ -306,7 +306,9 @@ def _read_limit(request: WebhookRequest) -> int:
 
 
 def _kept(text: str) -> str:
-    """The first RESPONSE_BODY_LIMIT bytes of `text` (a character the cut splits is dropped)."""
+    """The first RESPONSE_BODY_LIMIT bytes of `text` (a character the cut splits is dropped),
+    without U+0000, which PostgreSQL cannot store (it failed the whole run)."""
+    text = text.replace("\x00", "")
     return text.encode()[:RESPONSE_BODY_LIMIT].decode("utf-8", errors="ignore")
 
 

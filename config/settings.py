@@ -266,6 +266,16 @@ AUTOMATION_RETRIES_PER_USER_PER_MINUTE = env.int(
 )
 AUTOMATION_MAX_RUNS_PER_MINUTE = env.int("AUTOMATION_MAX_RUNS_PER_MINUTE", default=60_000)
 AUTOMATION_MAX_WRITES_PER_MINUTE = env.int("AUTOMATION_MAX_WRITES_PER_MINUTE", default=60_000)
+# Byte budgets (automation/budget.py, admit_bytes): bytes runs store (their snapshot and changes,
+# records their actions write, action results, notifications) per run tree and per organization
+# and minute; and the organization's stored run logs and notifications in all (0: no quota).
+AUTOMATION_MAX_BYTES_PER_ROOT = env.int("AUTOMATION_MAX_BYTES_PER_ROOT", default=4 * 1024 * 1024)
+AUTOMATION_MAX_BYTES_PER_MINUTE = env.int(
+    "AUTOMATION_MAX_BYTES_PER_MINUTE", default=512 * 1024 * 1024
+)
+AUTOMATION_STORAGE_QUOTA_BYTES = env.int(
+    "AUTOMATION_STORAGE_QUOTA_BYTES", default=10 * 1024 * 1024 * 1024
+)
 AUTOMATION_WEBHOOK_ALLOW_PRIVATE_NETWORKS = env.bool(
     "AUTOMATION_WEBHOOK_ALLOW_PRIVATE_NETWORKS", default=False
 )

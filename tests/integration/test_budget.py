@@ -217,8 +217,10 @@ def test_writes_go_on_while_the_budget_counters_cannot_be_reached(organization, 
     product.refresh_from_db()
     assert product.stock == 7
     warnings = [r.getMessage() for r in caplog.records if r.name == "automation.budget"]
-    assert len(warnings) == 2, warnings  # the run, then its write
-    assert all("fan-out budget not counted" in message for message in warnings)
+    # The run, its bytes, then its write and its bytes (automation/budget.py, admit_bytes).
+    assert len(warnings) == 4, warnings
+    assert sum("fan-out budget not counted" in message for message in warnings) == 2
+    assert sum("byte budget not counted" in message for message in warnings) == 2
 
 
 def test_only_a_created_run_or_an_action_write_is_counted(organization, monkeypatch):
