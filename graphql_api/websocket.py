@@ -10,7 +10,14 @@
   raised RecursionError), or a message that is not an object or whose id, type or payload has
   the wrong type. Strawberry does not catch those errors, and the socket hung;
 - at most GRAPHQL_MAX_SUBSCRIPTIONS_PER_CONNECTION operations at once on a connection: one more
-  gets an error with GRAPHQL_VALIDATION_FAILED saying so, and the others go on.
+  gets an error with GRAPHQL_VALIDATION_FAILED saying so, and the others go on;
+- queries and mutations (both protocols allow them) run as over HTTP: in Channels' sync thread
+  with `execute_sync`, the same schema extensions (depth, aliases, tokens, cost), the same
+  resolvers and permission checks, acting as the connection's user, whose credential is checked
+  again first (a revoked token gets UNAUTHENTICATED, as over HTTP). Strawberry ran them on the
+  event loop, where the first database read raised SynchronousOnlyOperation (graphql-transport-ws)
+  or refused them (graphql-ws). One result (`next` / `data`, then `complete`), shaped like the
+  HTTP answer: data, and errors with their codes.
 
 Browser origins: a same-origin page (GraphiQL served by this server) and non-browser clients
 (no Origin header) are always let through by Strawberry; other origins must be listed in the
@@ -23,11 +30,13 @@ import json
 import logging
 
 from channels.auth import AuthMiddlewareStack
+from channels.db import database_sync_to_async
 from channels.routing import URLRouter
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
 from django.urls import re_path
-from graphql import GraphQLError
+from graphql import GraphQLError, OperationType
 from strawberry.channels import GraphQLWSConsumer
 from strawberry.channels.handlers.ws_handler import ChannelsWebSocketAdapter
 from strawberry.exceptions import ConnectionRejectionError
@@ -35,8 +44,12 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
 )
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
+from strawberry.types import ExecutionResult
+from strawberry.types.graphql import OperationType as StrawberryOperationType
 
+from accounts.current import acting_as
 from automation.live import attach_event_loop
+from graphql_api.documents import operation_type
 from graphql_api.errors import GRAPHQL_VALIDATION_FAILED, UNAUTHENTICATED
 from graphql_api.live_auth import Refused, authenticate
 from graphql_api.schema import schema
@@ -47,6 +60,9 @@ REFUSED_CLOSE_CODE = 4403
 INVALID_MESSAGE_CLOSE_CODE = 4400
 TOO_DEEP = "WebSocket message nests too deeply"
 OPERATION_TYPES = ("subscribe", "start")
+ONE_RESULT = (OperationType.QUERY, OperationType.MUTATION)
+# The same two as Strawberry names them (execute_sync's allowed_operation_types).
+ONE_RESULT_TYPES = (StrawberryOperationType.QUERY, StrawberryOperationType.MUTATION)
 
 
 class InvalidFrame(Exception):
@@ -90,6 +106,33 @@ class ConnectionContext(dict):
     def __setattr__(self, name, value):
         if not name.startswith("_"):
             self[name] = value
+
+
+class OperationContext(ConnectionContext):
+    """The context of one query or mutation: like an HTTP request's, it keeps request-scoped
+    caches (`_memberships`), which live only as long as the operation."""
+
+    def __setattr__(self, name, value):
+        self[name] = value
+
+
+class OperationRequest:
+    """What the resolvers read of `context.request` (see graphql_api/permissions.py and
+    obtainToken), for an operation over WebSocket: the user, and the client's address."""
+
+    token_authenticated = False
+    authorization_problem = None
+
+    def __init__(self, user, client_address: str):
+        self.user = user
+        self.META = {"REMOTE_ADDR": client_address}
+        self.headers = {}
+
+
+def runs_once(query: str | None, operation_name: str | None) -> bool:
+    """Is this a query or a mutation (one result), rather than a subscription? Text that does
+    not parse is left to Strawberry, which answers it with its own error."""
+    return operation_type(query, operation_name, settings.GRAPHQL_MAX_TOKENS) in ONE_RESULT
 
 
 def too_many_operations(limit: int) -> GraphQLError:
@@ -136,6 +179,19 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler):
             return
         await super().handle_subscribe(message)
 
+    async def run_operation(self, operation) -> None:
+        if not runs_once(operation.query, operation.operation_name):
+            await super().run_operation(operation)
+            return
+        try:
+            result = await self.view.execute_once(
+                operation.query, operation.variables, operation.operation_name
+            )
+            await operation.send_next(result)
+        except Exception as error:  # outside execution (the credential's read): as Strawberry
+            await self.handle_task_exception(error)
+        await operation.send_operation_message({"id": operation.id, "type": "complete"})
+
 
 class LegacyWSHandler(BaseGraphQLWSHandler):
     """graphql-ws, with the frame checks and a coded operation limit."""
@@ -166,6 +222,19 @@ class LegacyWSHandler(BaseGraphQLWSHandler):
             )
             return
         await super().handle_start(message)
+
+    async def handle_async_results(self, operation_id, query, operation_name, variables) -> None:
+        if not runs_once(query, operation_name):
+            await super().handle_async_results(operation_id, query, operation_name, variables)
+            return
+        try:
+            result = await self.view.execute_once(query, variables, operation_name)
+            await self.send_data_message(result, operation_id)
+            await self.send_message({"type": "complete", "id": operation_id})
+        except asyncio.CancelledError:  # stopped by the client, as Strawberry answers it
+            await self.send_message({"type": "complete", "id": operation_id})
+        finally:
+            self.tasks.pop(operation_id, None)
 
 
 class ApiWebSocketConsumer(GraphQLWSConsumer):
@@ -207,6 +276,28 @@ class ApiWebSocketConsumer(GraphQLWSConsumer):
         self.user = access.user
         self.scope["user"] = access.user
         return await super().on_ws_connect(context)
+
+    async def execute_once(self, query: str, variables, operation_name) -> ExecutionResult:
+        """Run a query or mutation as the HTTP view does (see the module's docstring)."""
+        return await database_sync_to_async(self._execute_once)(query, variables, operation_name)
+
+    def _execute_once(self, query: str, variables, operation_name) -> ExecutionResult:
+        refusal = self.access.credential_refusal()
+        if refusal is not None:
+            error = GraphQLError(refusal, extensions={"code": UNAUTHENTICATED})
+            return ExecutionResult(data=None, errors=[error])
+        # Read again, as an HTTP request would: the connection's copy may be hours old.
+        user = get_user_model().objects.get(pk=self.access.user.pk)
+        client = self.scope.get("client") or ("", 0)
+        context = OperationContext(request=OperationRequest(user, client[0]), ws=self)
+        with acting_as(user):
+            return self.schema.execute_sync(
+                query,
+                variable_values=variables,
+                context_value=context,
+                operation_name=operation_name,
+                allowed_operation_types=ONE_RESULT_TYPES,
+            )
 
 
 def websocket_application():
