@@ -17,7 +17,11 @@
   again first (a revoked token gets UNAUTHENTICATED, as over HTTP). Strawberry ran them on the
   event loop, where the first database read raised SynchronousOnlyOperation (graphql-transport-ws)
   or refused them (graphql-ws). One result (`next` / `data`, then `complete`), shaped like the
-  HTTP answer: data, and errors with their codes.
+  HTTP answer: data, and errors with their codes;
+- at most GRAPHQL_MAX_WEBSOCKETS_PER_USER connections per user, across every server process, and
+  GRAPHQL_MAX_UNAUTHENTICATED_WEBSOCKETS_PER_ADDRESS per client address while they have not
+  authenticated (graphql_api/websocket_slots.py). One more is closed with 4429 and the reason
+  (graphql-ws: after a connection_error with code RATE_LIMITED, when at connection_init).
 
 Browser origins: a same-origin page (GraphiQL served by this server) and non-browser clients
 (no Origin header) are always let through by Strawberry; other origins must be listed in the
@@ -46,17 +50,29 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType as StrawberryOperationType
+from strawberry.types.unset import UNSET
 
 from accounts.current import acting_as
 from automation.live import attach_event_loop
 from graphql_api.documents import operation_type
-from graphql_api.errors import GRAPHQL_VALIDATION_FAILED, UNAUTHENTICATED
+from graphql_api.errors import GRAPHQL_VALIDATION_FAILED, RATE_LIMITED, UNAUTHENTICATED
 from graphql_api.live_auth import Refused, authenticate
 from graphql_api.schema import schema
+from graphql_api.websocket_slots import ConnectionSlots
 
 logger = logging.getLogger("graphql_api.websocket")
 
 REFUSED_CLOSE_CODE = 4403
+LEGACY_REFUSED_CLOSE_CODE = 1011  # Strawberry's close after a graphql-ws connection_error
+TOO_MANY_CLOSE_CODE = 4429
+# Close reasons hold at most 123 bytes.
+TOO_MANY_FOR_USER = (
+    "Too many connections: you already have {limit} open (GRAPHQL_MAX_WEBSOCKETS_PER_USER)."
+)
+TOO_MANY_FOR_ADDRESS = (
+    "Too many unauthenticated connections from your address "
+    "(GRAPHQL_MAX_UNAUTHENTICATED_WEBSOCKETS_PER_ADDRESS)."
+)
 INVALID_MESSAGE_CLOSE_CODE = 4400
 TOO_DEEP = "WebSocket message nests too deeply"
 OPERATION_TYPES = ("subscribe", "start")
@@ -145,9 +161,17 @@ def too_many_operations(limit: int) -> GraphQLError:
 
 class ApiWebSocketAdapter(ChannelsWebSocketAdapter):
     async def close(self, code: int, reason: str) -> None:
-        refusal = self.ws_consumer.refusal
-        if code == REFUSED_CLOSE_CODE and refusal is not None:
-            reason = refusal
+        """Strawberry closes a refused connection_init with 4403 "Forbidden" (graphql-ws: 1011
+        and no reason): give the client our reason, and 4429 for a connection over the cap."""
+        consumer = self.ws_consumer
+        if consumer.refusal is not None:
+            if code == REFUSED_CLOSE_CODE:
+                reason = consumer.refusal
+            if consumer.refusal_code is not None and code in (
+                REFUSED_CLOSE_CODE,
+                LEGACY_REFUSED_CLOSE_CODE,
+            ):
+                code, reason = consumer.refusal_code, consumer.refusal
         await super().close(code, reason)
 
 
@@ -246,6 +270,7 @@ class ApiWebSocketConsumer(GraphQLWSConsumer):
     graphql_ws_handler_class = LegacyWSHandler
     access = None
     refusal = None
+    refusal_code = None
     token_authenticated = False
 
     async def connect(self) -> None:
@@ -253,7 +278,27 @@ class ApiWebSocketConsumer(GraphQLWSConsumer):
         attach_event_loop(asyncio.get_running_loop())
         self.max_subscriptions_per_connection = settings.GRAPHQL_MAX_SUBSCRIPTIONS_PER_CONNECTION
         self.user = AnonymousUser()
+        self.slots = ConnectionSlots()
+        client = self.scope.get("client") or ("unknown", 0)
+        self.address_key = f"address:{client[0]}"
         await super().connect()
+
+    async def run(self, request, context=UNSET, root_value=UNSET):
+        """The connection's whole life: it holds a slot of its address until it authenticates
+        (then one of its user), and gives its slots back when it ends, however it ends."""
+        try:
+            limit = settings.GRAPHQL_MAX_UNAUTHENTICATED_WEBSOCKETS_PER_ADDRESS
+            if not await self.slots.take(self.address_key, limit):
+                await self.refuse_at_open(TOO_MANY_FOR_ADDRESS)
+                return self
+            return await super().run(request, context, root_value)
+        finally:
+            await self.slots.give_back_all()
+
+    async def refuse_at_open(self, reason: str) -> None:
+        """Accept (a close before accepting is an HTTP 403 without a reason), then close."""
+        await self.accept(subprotocol=await self.pick_websocket_subprotocol(self))
+        await self.close(code=TOO_MANY_CLOSE_CODE, reason=reason)
 
     async def get_context(self, request, response) -> ConnectionContext:
         return ConnectionContext(request=request, ws=request)
@@ -272,6 +317,12 @@ class ApiWebSocketConsumer(GraphQLWSConsumer):
             raise ConnectionRejectionError(
                 {"message": self.refusal, "code": UNAUTHENTICATED}
             ) from None
+        limit = settings.GRAPHQL_MAX_WEBSOCKETS_PER_USER
+        if not await self.slots.take(f"user:{access.user.pk}", limit):
+            self.refusal = TOO_MANY_FOR_USER.format(limit=limit)
+            self.refusal_code = TOO_MANY_CLOSE_CODE
+            raise ConnectionRejectionError({"message": self.refusal, "code": RATE_LIMITED})
+        await self.slots.give_back(self.address_key)
         self.access = access
         self.user = access.user
         self.scope["user"] = access.user

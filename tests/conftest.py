@@ -2,6 +2,7 @@ import pytest
 
 from accounts.choices import Role
 from automation import budget
+from graphql_api import websocket_slots
 from tests.factories import (
     ApiTokenFactory,
     MembershipFactory,
@@ -16,6 +17,13 @@ def fresh_budget_counters():
     those of rolled-back rows; a new test database restarts them), and a counter keyed by a
     root run or an organization id outlives the test in memory or in Redis."""
     budget.clear()
+
+
+@pytest.fixture(autouse=True)
+def fresh_websocket_slots():
+    """Every test starts with no WebSocket connection counted: a user id of an earlier test may
+    come again, and its leases outlive the test in memory or in Redis."""
+    websocket_slots.clear()
 
 
 @pytest.fixture
