@@ -132,3 +132,12 @@ async def test_a_token_revoked_after_connecting_is_refused(
     ]
     await ws.disconnect()
     assert server_errors() == []
+
+
+@pytest.mark.django_db
+def test_a_subscription_over_http_is_refused(gql, organization, editor):
+    """The other direction, through the same operation_type() check: HTTP cannot stream."""
+    query = "subscription($org: ID!) { automationLogs(organization: $org) { id } }"
+    answer = gql(query, {"org": str(organization.pk)}, token=editor)
+    assert answer.codes == ["GRAPHQL_VALIDATION_FAILED"]
+    assert "served over WebSocket" in answer.error()["message"]
