@@ -292,6 +292,9 @@ class ApiWebSocketConsumer(GraphQLWSConsumer):
                 await self.refuse_at_open(TOO_MANY_FOR_ADDRESS)
                 return self
             return await super().run(request, context, root_value)
+        except GeneratorExit:  # dropped unfinished (a closing loop): nothing may be awaited
+            self.slots.abandon()
+            raise
         finally:
             await self.slots.give_back_all()
 

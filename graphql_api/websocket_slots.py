@@ -183,6 +183,13 @@ class ConnectionSlots:
         if keys:
             await self._give_back(keys)
 
+    def abandon(self) -> None:
+        """Stop renewing without giving back (nothing can be awaited): the leases run out."""
+        if self._renewal is not None:
+            self._renewal.cancel()
+            self._renewal = None
+        self.keys = []
+
     async def _give_back(self, keys: list[str]) -> None:
         try:
             await store().give_back(keys, self.holder)
