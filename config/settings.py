@@ -340,6 +340,12 @@ GRAPHQL_MAX_BODY_BYTES = env.int("GRAPHQL_MAX_BODY_BYTES", default=1_000_000)
 GRAPHQL_MAX_SUBSCRIPTIONS_PER_CONNECTION = env.int(
     "GRAPHQL_MAX_SUBSCRIPTIONS_PER_CONNECTION", default=50
 )
+# WebSocket connections at once per user (every server process together), and per client address
+# while they have not authenticated (graphql_api/websocket_slots.py).
+GRAPHQL_MAX_WEBSOCKETS_PER_USER = env.int("GRAPHQL_MAX_WEBSOCKETS_PER_USER", default=20)
+GRAPHQL_MAX_UNAUTHENTICATED_WEBSOCKETS_PER_ADDRESS = env.int(
+    "GRAPHQL_MAX_UNAUTHENTICATED_WEBSOCKETS_PER_ADDRESS", default=50
+)
 DATA_UPLOAD_MAX_MEMORY_SIZE = GRAPHQL_MAX_BODY_BYTES
 # Password attempts in a window (starting at the first attempt) for obtainToken, /accounts/login/
 # and /admin/login/ together (accounts/ratelimit.py): per username from one client address, per

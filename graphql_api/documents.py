@@ -1,6 +1,7 @@
 """Parsed GraphQL documents, once per distinct text: clients send the same few over and over.
 
-Used by the HTTP view's subscription check and by every operation (DocumentCache, a schema
+Used by the HTTP view's subscription check, by the WebSocket handlers (which run queries and
+mutations apart from subscriptions), and by every operation (DocumentCache, a schema
 extension). Both parse under the token limit (GRAPHQL_MAX_TOKENS), so a token bomb is cut short
 wherever it is parsed first. Only documents that parse are cached: a syntax error is raised
 again each time, and the DocumentCache then leaves parsing to Strawberry, whose own error (with
@@ -11,7 +12,7 @@ back without a code (tests/api/test_limits.py).
 import contextlib
 import functools
 
-from graphql import DocumentNode, GraphQLError, parse
+from graphql import DocumentNode, GraphQLError, get_operation_ast, parse
 from strawberry.extensions import SchemaExtension
 
 CACHED_DOCUMENTS = 256
@@ -25,6 +26,18 @@ def parse_document(query: str, max_tokens: int | None) -> DocumentNode:
     the same text.
     """
     return parse(query, max_tokens=max_tokens)
+
+
+def operation_type(query: str | None, operation_name: str | None, max_tokens: int | None):
+    """The OperationType the request selects, or None when the text does not parse or names no
+    operation of it (Strawberry then answers with its own error)."""
+    if not query:
+        return None
+    try:
+        operation = get_operation_ast(parse_document(query, max_tokens), operation_name)
+    except (GraphQLError, RecursionError):
+        return None
+    return operation.operation if operation is not None else None
 
 
 class DocumentCache(SchemaExtension):

@@ -115,13 +115,19 @@ class ConnectionAccess:
 
     def _read_roles(self) -> dict[int, str] | str:
         """{organization id: role}, or why the credential no longer authenticates."""
-        refusal = self._token_refusal() if self.token_hash is not None else None
-        if refusal is None and self.session_key is not None:
-            refusal = None if self._session_still_valid() else SESSION_ENDED
+        refusal = self.credential_refusal()
         if refusal is not None:
             return refusal
         memberships = Membership.objects.filter(user_id=self.user.pk, user__is_active=True)
         return dict(memberships.values_list("organization_id", "role"))
+
+    def credential_refusal(self) -> str | None:
+        """Why the connection's credential no longer authenticates (revoked token, deactivated
+        user, ended session), or None while it does. Reads the database: call it in a thread."""
+        refusal = self._token_refusal() if self.token_hash is not None else None
+        if refusal is None and self.session_key is not None:
+            refusal = None if self._session_still_valid() else SESSION_ENDED
+        return refusal
 
     def _token_refusal(self) -> str | None:
         state = (

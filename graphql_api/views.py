@@ -21,12 +21,11 @@ from django.conf import settings
 from django.http import HttpResponse, JsonResponse
 from django.middleware.csrf import get_token
 from django.template.loader import render_to_string
-from graphql import GraphQLError, OperationType, get_operation_ast
-from graphql.error import GraphQLSyntaxError
+from graphql import GraphQLError, OperationType
 from strawberry.django.views import GraphQLView
 from strawberry.types import ExecutionResult
 
-from graphql_api.documents import parse_document
+from graphql_api.documents import operation_type
 from graphql_api.errors import GRAPHQL_VALIDATION_FAILED
 from graphql_api.schema import schema
 
@@ -92,11 +91,5 @@ def refusal(status: int, message: str) -> JsonResponse:
 
 def _is_subscription(query: str | None, operation_name: str | None) -> bool:
     """Does the request select a subscription? Unparsable queries are left to Strawberry."""
-    if not query:
-        return False
-    try:
-        document = parse_document(query, settings.GRAPHQL_MAX_TOKENS)
-        operation = get_operation_ast(document, operation_name)
-    except (GraphQLSyntaxError, RecursionError):
-        return False
-    return operation is not None and operation.operation == OperationType.SUBSCRIPTION
+    kind = operation_type(query, operation_name, settings.GRAPHQL_MAX_TOKENS)
+    return kind == OperationType.SUBSCRIPTION

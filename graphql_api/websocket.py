@@ -10,7 +10,18 @@
   raised RecursionError), or a message that is not an object or whose id, type or payload has
   the wrong type. Strawberry does not catch those errors, and the socket hung;
 - at most GRAPHQL_MAX_SUBSCRIPTIONS_PER_CONNECTION operations at once on a connection: one more
-  gets an error with GRAPHQL_VALIDATION_FAILED saying so, and the others go on.
+  gets an error with GRAPHQL_VALIDATION_FAILED saying so, and the others go on;
+- queries and mutations (both protocols allow them) run as over HTTP: in Channels' sync thread
+  with `execute_sync`, the same schema extensions (depth, aliases, tokens, cost), the same
+  resolvers and permission checks, acting as the connection's user, whose credential is checked
+  again first (a revoked token gets UNAUTHENTICATED, as over HTTP). Strawberry ran them on the
+  event loop, where the first database read raised SynchronousOnlyOperation (graphql-transport-ws)
+  or refused them (graphql-ws). One result (`next` / `data`, then `complete`), shaped like the
+  HTTP answer: data, and errors with their codes;
+- at most GRAPHQL_MAX_WEBSOCKETS_PER_USER connections per user, across every server process, and
+  GRAPHQL_MAX_UNAUTHENTICATED_WEBSOCKETS_PER_ADDRESS per client address while they have not
+  authenticated (graphql_api/websocket_slots.py). One more is closed with 4429 and the reason
+  (graphql-ws: after a connection_error with code RATE_LIMITED, when at connection_init).
 
 Browser origins: a same-origin page (GraphiQL served by this server) and non-browser clients
 (no Origin header) are always let through by Strawberry; other origins must be listed in the
@@ -23,11 +34,13 @@ import json
 import logging
 
 from channels.auth import AuthMiddlewareStack
+from channels.db import database_sync_to_async
 from channels.routing import URLRouter
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
 from django.urls import re_path
-from graphql import GraphQLError
+from graphql import GraphQLError, OperationType
 from strawberry.channels import GraphQLWSConsumer
 from strawberry.channels.handlers.ws_handler import ChannelsWebSocketAdapter
 from strawberry.exceptions import ConnectionRejectionError
@@ -35,18 +48,37 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
 )
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
+from strawberry.types import ExecutionResult
+from strawberry.types.graphql import OperationType as StrawberryOperationType
+from strawberry.types.unset import UNSET
 
+from accounts.current import acting_as
 from automation.live import attach_event_loop
-from graphql_api.errors import GRAPHQL_VALIDATION_FAILED, UNAUTHENTICATED
+from graphql_api.documents import operation_type
+from graphql_api.errors import GRAPHQL_VALIDATION_FAILED, RATE_LIMITED, UNAUTHENTICATED
 from graphql_api.live_auth import Refused, authenticate
 from graphql_api.schema import schema
+from graphql_api.websocket_slots import ConnectionSlots
 
 logger = logging.getLogger("graphql_api.websocket")
 
 REFUSED_CLOSE_CODE = 4403
+LEGACY_REFUSED_CLOSE_CODE = 1011  # Strawberry's close after a graphql-ws connection_error
+TOO_MANY_CLOSE_CODE = 4429
+# Close reasons hold at most 123 bytes.
+TOO_MANY_FOR_USER = (
+    "Too many connections: you already have {limit} open (GRAPHQL_MAX_WEBSOCKETS_PER_USER)."
+)
+TOO_MANY_FOR_ADDRESS = (
+    "Too many unauthenticated connections from your address "
+    "(GRAPHQL_MAX_UNAUTHENTICATED_WEBSOCKETS_PER_ADDRESS)."
+)
 INVALID_MESSAGE_CLOSE_CODE = 4400
 TOO_DEEP = "WebSocket message nests too deeply"
 OPERATION_TYPES = ("subscribe", "start")
+ONE_RESULT = (OperationType.QUERY, OperationType.MUTATION)
+# The same two as Strawberry names them (execute_sync's allowed_operation_types).
+ONE_RESULT_TYPES = (StrawberryOperationType.QUERY, StrawberryOperationType.MUTATION)
 
 
 class InvalidFrame(Exception):
@@ -92,6 +124,33 @@ class ConnectionContext(dict):
             self[name] = value
 
 
+class OperationContext(ConnectionContext):
+    """The context of one query or mutation: like an HTTP request's, it keeps request-scoped
+    caches (`_memberships`), which live only as long as the operation."""
+
+    def __setattr__(self, name, value):
+        self[name] = value
+
+
+class OperationRequest:
+    """What the resolvers read of `context.request` (see graphql_api/permissions.py and
+    obtainToken), for an operation over WebSocket: the user, and the client's address."""
+
+    token_authenticated = False
+    authorization_problem = None
+
+    def __init__(self, user, client_address: str):
+        self.user = user
+        self.META = {"REMOTE_ADDR": client_address}
+        self.headers = {}
+
+
+def runs_once(query: str | None, operation_name: str | None) -> bool:
+    """Is this a query or a mutation (one result), rather than a subscription? Text that does
+    not parse is left to Strawberry, which answers it with its own error."""
+    return operation_type(query, operation_name, settings.GRAPHQL_MAX_TOKENS) in ONE_RESULT
+
+
 def too_many_operations(limit: int) -> GraphQLError:
     return GraphQLError(
         f"This connection already runs {limit} operations "
@@ -102,9 +161,17 @@ def too_many_operations(limit: int) -> GraphQLError:
 
 class ApiWebSocketAdapter(ChannelsWebSocketAdapter):
     async def close(self, code: int, reason: str) -> None:
-        refusal = self.ws_consumer.refusal
-        if code == REFUSED_CLOSE_CODE and refusal is not None:
-            reason = refusal
+        """Strawberry closes a refused connection_init with 4403 "Forbidden" (graphql-ws: 1011
+        and no reason): give the client our reason, and 4429 for a connection over the cap."""
+        consumer = self.ws_consumer
+        if consumer.refusal is not None:
+            if code == REFUSED_CLOSE_CODE:
+                reason = consumer.refusal
+            if consumer.refusal_code is not None and code in (
+                REFUSED_CLOSE_CODE,
+                LEGACY_REFUSED_CLOSE_CODE,
+            ):
+                code, reason = consumer.refusal_code, consumer.refusal
         await super().close(code, reason)
 
 
@@ -135,6 +202,19 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler):
             )
             return
         await super().handle_subscribe(message)
+
+    async def run_operation(self, operation) -> None:
+        if not runs_once(operation.query, operation.operation_name):
+            await super().run_operation(operation)
+            return
+        try:
+            result = await self.view.execute_once(
+                operation.query, operation.variables, operation.operation_name
+            )
+            await operation.send_next(result)
+        except Exception as error:  # outside execution (the credential's read): as Strawberry
+            await self.handle_task_exception(error)
+        await operation.send_operation_message({"id": operation.id, "type": "complete"})
 
 
 class LegacyWSHandler(BaseGraphQLWSHandler):
@@ -167,6 +247,19 @@ class LegacyWSHandler(BaseGraphQLWSHandler):
             return
         await super().handle_start(message)
 
+    async def handle_async_results(self, operation_id, query, operation_name, variables) -> None:
+        if not runs_once(query, operation_name):
+            await super().handle_async_results(operation_id, query, operation_name, variables)
+            return
+        try:
+            result = await self.view.execute_once(query, variables, operation_name)
+            await self.send_data_message(result, operation_id)
+            await self.send_message({"type": "complete", "id": operation_id})
+        except asyncio.CancelledError:  # stopped by the client, as Strawberry answers it
+            await self.send_message({"type": "complete", "id": operation_id})
+        finally:
+            self.tasks.pop(operation_id, None)
+
 
 class ApiWebSocketConsumer(GraphQLWSConsumer):
     """One WebSocket connection. `access` is None until connection_init authenticated it;
@@ -177,6 +270,7 @@ class ApiWebSocketConsumer(GraphQLWSConsumer):
     graphql_ws_handler_class = LegacyWSHandler
     access = None
     refusal = None
+    refusal_code = None
     token_authenticated = False
 
     async def connect(self) -> None:
@@ -184,7 +278,30 @@ class ApiWebSocketConsumer(GraphQLWSConsumer):
         attach_event_loop(asyncio.get_running_loop())
         self.max_subscriptions_per_connection = settings.GRAPHQL_MAX_SUBSCRIPTIONS_PER_CONNECTION
         self.user = AnonymousUser()
+        self.slots = ConnectionSlots()
+        client = self.scope.get("client") or ("unknown", 0)
+        self.address_key = f"address:{client[0]}"
         await super().connect()
+
+    async def run(self, request, context=UNSET, root_value=UNSET):
+        """The connection's whole life: it holds a slot of its address until it authenticates
+        (then one of its user), and gives its slots back when it ends, however it ends."""
+        try:
+            limit = settings.GRAPHQL_MAX_UNAUTHENTICATED_WEBSOCKETS_PER_ADDRESS
+            if not await self.slots.take(self.address_key, limit):
+                await self.refuse_at_open(TOO_MANY_FOR_ADDRESS)
+                return self
+            return await super().run(request, context, root_value)
+        except GeneratorExit:  # dropped unfinished (a closing loop): nothing may be awaited
+            self.slots.abandon()
+            raise
+        finally:
+            await self.slots.give_back_all()
+
+    async def refuse_at_open(self, reason: str) -> None:
+        """Accept (a close before accepting is an HTTP 403 without a reason), then close."""
+        await self.accept(subprotocol=await self.pick_websocket_subprotocol(self))
+        await self.close(code=TOO_MANY_CLOSE_CODE, reason=reason)
 
     async def get_context(self, request, response) -> ConnectionContext:
         return ConnectionContext(request=request, ws=request)
@@ -203,10 +320,38 @@ class ApiWebSocketConsumer(GraphQLWSConsumer):
             raise ConnectionRejectionError(
                 {"message": self.refusal, "code": UNAUTHENTICATED}
             ) from None
+        limit = settings.GRAPHQL_MAX_WEBSOCKETS_PER_USER
+        if not await self.slots.take(f"user:{access.user.pk}", limit):
+            self.refusal = TOO_MANY_FOR_USER.format(limit=limit)
+            self.refusal_code = TOO_MANY_CLOSE_CODE
+            raise ConnectionRejectionError({"message": self.refusal, "code": RATE_LIMITED})
+        await self.slots.give_back(self.address_key)
         self.access = access
         self.user = access.user
         self.scope["user"] = access.user
         return await super().on_ws_connect(context)
+
+    async def execute_once(self, query: str, variables, operation_name) -> ExecutionResult:
+        """Run a query or mutation as the HTTP view does (see the module's docstring)."""
+        return await database_sync_to_async(self._execute_once)(query, variables, operation_name)
+
+    def _execute_once(self, query: str, variables, operation_name) -> ExecutionResult:
+        refusal = self.access.credential_refusal()
+        if refusal is not None:
+            error = GraphQLError(refusal, extensions={"code": UNAUTHENTICATED})
+            return ExecutionResult(data=None, errors=[error])
+        # Read again, as an HTTP request would: the connection's copy may be hours old.
+        user = get_user_model().objects.get(pk=self.access.user.pk)
+        client = self.scope.get("client") or ("", 0)
+        context = OperationContext(request=OperationRequest(user, client[0]), ws=self)
+        with acting_as(user):
+            return self.schema.execute_sync(
+                query,
+                variable_values=variables,
+                context_value=context,
+                operation_name=operation_name,
+                allowed_operation_types=ONE_RESULT_TYPES,
+            )
 
 
 def websocket_application():

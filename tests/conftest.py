@@ -3,6 +3,7 @@ import pytest
 from accounts import ratelimit
 from accounts.choices import Role
 from automation import budget
+from graphql_api import websocket_slots
 from tests.factories import (
     ApiTokenFactory,
     MembershipFactory,
@@ -24,6 +25,13 @@ def fresh_rate_limits():
     """Nor any invitation, organization or sign-in counter: they are keyed by ids that repeat,
     and Redis keeps them between test runs for up to a day."""
     ratelimit.clear()
+
+
+@pytest.fixture(autouse=True)
+def fresh_websocket_slots():
+    """Every test starts with no WebSocket connection counted: a user id of an earlier test may
+    come again, and its leases outlive the test in memory or in Redis."""
+    websocket_slots.clear()
 
 
 @pytest.fixture

@@ -388,6 +388,34 @@ async def test_logging_out_ends_a_session_subscription(e2e_server):
         assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"id": "1", "type": "complete"}
 
 
+async def test_queries_and_mutations_run_over_websocket_with_gql(e2e_server):
+    """`gql` over graphql-transport-ws, as a client that sends every operation on its socket:
+    a mutation, a query, and a refused one, each with the HTTP answer's codes, and no
+    traceback in the server's log (they used to fail with SynchronousOnlyOperation)."""
+    dave = e2e_server.create_member("dave-ws", "ws-ops")
+    eve = e2e_server.create_member("eve-ws", "ws-ops-other")
+    async with gql_client(e2e_server, dave.token) as session:
+        created = await session.execute(
+            request(
+                CREATE_PRODUCT,
+                {"input": {"organization": dave.organization_id, "name": "Desk"}},
+            )
+        )
+        product_id = created["createProduct"]["id"]
+        read = await session.execute(request(PRODUCT, {"id": product_id}))
+        assert read == {"product": {"description": ""}}
+        with pytest.raises(TransportQueryError) as refused:
+            await session.execute(
+                request(
+                    CREATE_PRODUCT,
+                    {"input": {"organization": eve.organization_id, "name": "Chair"}},
+                )
+            )
+        assert refused.value.errors[0]["extensions"]["code"] == "NOT_FOUND"
+    assert "Traceback" not in e2e_server.log()
+    assert "SynchronousOnlyOperation" not in e2e_server.log()
+
+
 def admin_session(server, username: str, password: str) -> httpx.Client:
     """A browser logged in at /admin/login/ (with the CSRF cookie and token)."""
     browser = httpx.Client(base_url=server.base_url, timeout=30)
