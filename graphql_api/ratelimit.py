@@ -1,5 +1,6 @@
 """Rate limits as the API's RATE_LIMITED error: obtainToken's password attempts (the counters in
-accounts/ratelimit.py, which the login pages share) and slots for dry runs.
+accounts/ratelimit.py, which the login pages share), slots for dry runs, and leases for a user's
+costly operations (see `take_expensive_query_lease`).
 
 A dry run (runRule(dryRun: true)) is executed inside its HTTP request, on one of the server's
 request threads, for up to AUTOMATION_DRY_RUN_BUDGET_SECONDS: an organization may have
