@@ -1,6 +1,10 @@
 """Answers are bounded: every list has a capped size, an answer has a byte limit counted while it
 is built, and a user runs few costly operations at once (issue 17, item 4)."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 import time_machine
 from django.core.cache import cache
@@ -269,3 +273,24 @@ def test_a_lease_of_a_process_that_died_frees_itself(gql, editor, no_leases, set
             return
         traveller.shift(ratelimit.EXPENSIVE_QUERY_LEASE_SECONDS + 1)
         gql(COSTLY, token=editor).ok()
+
+
+@pytest.mark.skipif(
+    not os.environ.get("REDIS_URL"), reason="leases shared by processes need Redis (REDIS_URL)"
+)
+@override_settings(GRAPHQL_EXPENSIVE_QUERY_COST=1_000, GRAPHQL_EXPENSIVE_QUERIES_PER_USER=1)
+def test_another_process_lease_counts_and_expires_on_its_own(gql, editor, no_leases):
+    """A separate Python process (another server) takes the user's lease and exits without
+    giving it back, as a crashed one would: this process sees it, and Redis expires it."""
+    script = (
+        "import django; django.setup(); from graphql_api import ratelimit; "
+        f"print(ratelimit.take_expensive_query_lease({editor.pk})[0])"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    )
+    key = done.stdout.strip().splitlines()[-1]
+    assert gql(COSTLY, token=editor).codes == ["RATE_LIMITED"]
+    ttl = cache._cache.get_client(key).ttl(cache.make_and_validate_key(key))
+    assert 0 < ttl <= ratelimit.EXPENSIVE_QUERY_LEASE_SECONDS
