@@ -1,5 +1,7 @@
 """The engine's stored data: rules, their condition tree and actions, and run logs."""
 
+import collections
+
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
@@ -138,6 +140,10 @@ class AutomationRule(Timestamped, Auditable, OrganizationScoped):
         if label is None:
             return {}
         messages = []
+        # Each field once: the list stays as short as the model's fields (the API costs it so).
+        counts = collections.Counter(self.watched_fields)
+        duplicates = sorted(name for name, count in counts.items() if count > 1)
+        messages.extend(f'"{name}" is listed more than once.' for name in duplicates)
         for name in self.watched_fields:
             try:
                 if not resolve_path(label, name).is_local:

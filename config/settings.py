@@ -342,6 +342,13 @@ GRAPHQL_MAX_TOKENS = env.int("GRAPHQL_MAX_TOKENS", default=5000)
 # The most values an answer may hold, as graphql_api/cost.py counts them before execution.
 GRAPHQL_MAX_COST = env.int("GRAPHQL_MAX_COST", default=1_000_000)
 GRAPHQL_MAX_BODY_BYTES = env.int("GRAPHQL_MAX_BODY_BYTES", default=1_000_000)
+# The largest answer, counted while it is built (graphql_api/answer_size.py): JSON values such as
+# a run's context count by their size, which the cost cannot know before execution.
+GRAPHQL_MAX_RESPONSE_BYTES = env.int("GRAPHQL_MAX_RESPONSE_BYTES", default=10_000_000)
+# Operations costing at least GRAPHQL_EXPENSIVE_QUERY_COST take one of the user's
+# GRAPHQL_EXPENSIVE_QUERIES_PER_USER leases (shared by every process) while they run.
+GRAPHQL_EXPENSIVE_QUERY_COST = env.int("GRAPHQL_EXPENSIVE_QUERY_COST", default=20_000)
+GRAPHQL_EXPENSIVE_QUERIES_PER_USER = env.int("GRAPHQL_EXPENSIVE_QUERIES_PER_USER", default=2)
 GRAPHQL_MAX_SUBSCRIPTIONS_PER_CONNECTION = env.int(
     "GRAPHQL_MAX_SUBSCRIPTIONS_PER_CONNECTION", default=50
 )

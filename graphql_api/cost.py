@@ -18,6 +18,7 @@ Variables are known before execution, so `first: $n` is costed with the value se
 `@include` are ignored (an upper bound). The cost of a subscription is the cost of one event.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -38,9 +39,11 @@ from graphql import (
     value_from_ast,
 )
 
+from automation.choices import ActionType as ActionTypeChoice
+from automation.registry import automatable_models, readable_paths
 from automation.services import MAX_ACTIONS
 
-# A list the table does not know (members, products, categories... of one organization).
+# A list the table does not know: none should be (tests/api/test_limits.py checks every list).
 DEFAULT_LIST_SIZE = 50
 
 
@@ -50,12 +53,31 @@ class Size:
     sent (else the argument's default in the schema) up to `maximum`; without an argument,
     `maximum` is the size assumed."""
 
-    bound: int | str  # a number, or the name of the setting that holds it
+    bound: int | str | Callable[[], int]  # a number, a setting's name, or what computes it
     argument: str | None = None
 
     @property
     def maximum(self) -> int:
-        return getattr(settings, self.bound) if isinstance(self.bound, str) else self.bound
+        if isinstance(self.bound, str):
+            return getattr(settings, self.bound)
+        return self.bound() if callable(self.bound) else self.bound
+
+
+def _automatable_count() -> int:
+    return len(automatable_models())
+
+
+def _most_readable_paths() -> int:
+    return max((len(readable_paths(label)) for label in automatable_models()), default=0)
+
+
+def _most_readable_fields() -> int:
+    """A rule watches its model's own readable fields, each once (checked at save)."""
+    return max((len(entry.readable) for entry in automatable_models().values()), default=0)
+
+
+def _action_type_count() -> int:
+    return len(ActionTypeChoice)
 
 
 # (type, field) -> Size: the list sizes the cost assumes.
@@ -66,14 +88,21 @@ SIZES = {
     ("Query", "logs"): Size(200, argument="first"),
     ("LogConnection", "edges"): Size(1),
     ("Query", "notifications"): Size(200, argument="limit"),
-    ("Query", "organizations"): Size(20),
-    ("Query", "tokens"): Size(20),
-    ("Query", "availableModels"): Size(10),
-    ("Query", "actionTypes"): Size(5),
-    ("AutomatableModel", "fields"): Size(100),
+    # Pages of offset and limit (graphql_api/queries.py, `_page`).
+    ("Query", "organizations"): Size(200, argument="limit"),
+    ("Query", "members"): Size(200, argument="limit"),
+    ("Query", "invitations"): Size(200, argument="limit"),
+    ("Query", "organizationInvitations"): Size(200, argument="limit"),
+    ("Query", "tokens"): Size(200, argument="limit"),
+    ("Query", "products"): Size(200, argument="limit"),
+    ("Query", "categories"): Size(200, argument="limit"),
+    # Lists the server's configuration bounds (AUTOMATION_MODELS, the action types).
+    ("Query", "availableModels"): Size(_automatable_count),
+    ("Query", "actionTypes"): Size(_action_type_count),
+    ("AutomatableModel", "fields"): Size(_most_readable_paths),
     ("Rule", "upcomingRuns"): Size(50, argument="count"),
     ("Rule", "upcomingRunsLocal"): Size(50, argument="count"),
-    ("Rule", "watchedFields"): Size(20),
+    ("Rule", "watchedFields"): Size(_most_readable_fields),
     ("Rule", "actions"): Size(MAX_ACTIONS),
     # One trace entry per leaf of the condition tree, one action log per action.
     ("AutomationLog", "conditionTrace"): Size("AUTOMATION_CONDITIONS_MAX_LEAVES"),

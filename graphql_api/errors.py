@@ -23,6 +23,7 @@ NOT_FOUND = "NOT_FOUND"
 VALIDATION_ERROR = "VALIDATION_ERROR"
 CONFLICT = "CONFLICT"
 RATE_LIMITED = "RATE_LIMITED"
+RESPONSE_TOO_LARGE = "RESPONSE_TOO_LARGE"
 GRAPHQL_VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
 INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"
 
@@ -66,6 +67,22 @@ class RateLimited(ApiError):
 
     def __init__(self, retry_after: int, message: str | None = None):
         super().__init__(message, retryAfter=int(retry_after))
+
+
+class ResponseTooLarge(ApiError):
+    """An answer that grew over GRAPHQL_MAX_RESPONSE_BYTES while it was built (answer_size.py):
+    the whole operation is refused, with no data."""
+
+    code = RESPONSE_TOO_LARGE
+
+    @classmethod
+    def for_limit(cls, limit: int) -> "ResponseTooLarge":
+        return cls(
+            f"The answer would be larger than {limit:,} bytes (GRAPHQL_MAX_RESPONSE_BYTES). Ask "
+            "for fewer items (first, limit) or fewer fields, especially JSON ones (context, "
+            "changes, result, actual, expected).",
+            maximumBytes=limit,
+        )
 
 
 class InvalidInput(ApiError):
@@ -126,6 +143,9 @@ class ErrorCodes(MaskErrors):
 
     def normalize(self, error: GraphQLError) -> GraphQLError:
         original = error.original_error
+        if isinstance(original, ApiError) and error.path is None:
+            # Refused as a whole, not at a field: an answer too large, a busy user.
+            return self._rebuild(error, str(original), dict(original.extensions))
         if original is None or error.path is None:
             # Refused before execution, so nothing ran: syntax, unknown fields, bad variables
             # (even when a scalar's parser raised: those have no path), and Strawberry's depth,

@@ -2,6 +2,8 @@
 
 - **Cost** (graphql_api/cost.py): an operation whose answer could hold more than GRAPHQL_MAX_COST
   values is refused with GRAPHQL_VALIDATION_FAILED, naming its cost and the limit.
+- **Costly operations at once**: one costing GRAPHQL_EXPENSIVE_QUERY_COST or more takes one of
+  its user's GRAPHQL_EXPENSIVE_QUERIES_PER_USER leases until it ends, or is RATE_LIMITED.
 - **NUL characters**: PostgreSQL cannot store U+0000 in text or JSON, and no name, password or
   parameter needs it. Every string an operation sends (arguments written in the query, variables,
   JSON values and their keys) is checked here, once for every mutation and query, and one that
@@ -19,6 +21,7 @@ from graphql import (
     ListValueNode,
     ObjectValueNode,
     OperationDefinitionNode,
+    OperationType,
     StringValueNode,
     VariableNode,
     get_operation_ast,
@@ -27,14 +30,26 @@ from strawberry.extensions import SchemaExtension
 from strawberry.schema.schema import validate_document
 
 from graphql_api.cost import fields_of, fragments_of, operation_cost
-from graphql_api.errors import InvalidInput
+from graphql_api.errors import InvalidInput, RateLimited
+from graphql_api.ratelimit import give_back_lease, take_expensive_query_lease
 
 NUL = "\x00"
 NUL_MESSAGE = "Must not contain the NUL character (U+0000)."
 
 
 class PreExecutionChecks(SchemaExtension):
-    """Refuses a valid operation that costs too much or sends a NUL character."""
+    """Refuses a valid operation that costs too much or sends a NUL character, and holds one of
+    the user's expensive-query leases while a costly one runs."""
+
+    lease: tuple[str, str] | None = None
+
+    def on_operation(self):
+        try:
+            yield
+        finally:
+            if self.lease is not None:
+                give_back_lease(*self.lease)
+                self.lease = None
 
     def on_validate(self):
         context = self.execution_context
@@ -45,30 +60,51 @@ class PreExecutionChecks(SchemaExtension):
         if not context.pre_execution_errors:
             operation = get_operation_ast(context.graphql_document, context.operation_name)
             if operation is not None:
-                error = self.too_costly(operation) or nul_characters(
-                    operation, context.graphql_document, context.variables or {}
+                cost = operation_cost(
+                    context.schema._schema,
+                    context.graphql_document,
+                    context.operation_name,
+                    context.variables,
+                )
+                error = (
+                    too_costly(operation, cost)
+                    or nul_characters(operation, context.graphql_document, context.variables or {})
+                    or self.take_lease(operation, cost)
                 )
                 if error is not None:
                     context.pre_execution_errors = [error]
         yield
 
-    def too_costly(self, operation: OperationDefinitionNode) -> GraphQLError | None:
-        context = self.execution_context
-        limit = settings.GRAPHQL_MAX_COST
-        cost = operation_cost(
-            context.schema._schema,
-            context.graphql_document,
-            context.operation_name,
-            context.variables,
-        )
-        if cost <= limit:
+    def take_lease(self, operation: OperationDefinitionNode, cost: int) -> GraphQLError | None:
+        """An operation costing GRAPHQL_EXPENSIVE_QUERY_COST or more runs under one of its user's
+        leases (graphql_api/ratelimit.py), or is RATE_LIMITED. Subscriptions are bounded per
+        connection instead; anonymous callers can read nothing costly."""
+        if cost < settings.GRAPHQL_EXPENSIVE_QUERY_COST:
             return None
-        return GraphQLError(
-            f"Query cost {cost:,} is over the limit of {limit:,}: the answer could hold that "
-            "many values. Ask for fewer items (first, limit) or fewer nested lists.",
-            nodes=[operation],
-            extensions={"cost": cost, "maximumCost": limit},
-        )
+        if operation.operation == OperationType.SUBSCRIPTION:
+            return None
+        request = getattr(self.execution_context.context, "request", None)
+        user = getattr(request, "user", None)
+        if user is None or not user.is_authenticated:
+            return None
+        try:
+            self.lease = take_expensive_query_lease(user.pk)
+        except RateLimited as exc:
+            return GraphQLError(str(exc), nodes=[operation], original_error=exc)
+        return None
+
+
+def too_costly(operation: OperationDefinitionNode, cost: int) -> GraphQLError | None:
+    """GRAPHQL_VALIDATION_FAILED naming the cost, when it is over GRAPHQL_MAX_COST."""
+    limit = settings.GRAPHQL_MAX_COST
+    if cost <= limit:
+        return None
+    return GraphQLError(
+        f"Query cost {cost:,} is over the limit of {limit:,}: the answer could hold that "
+        "many values. Ask for fewer items (first, limit) or fewer nested lists.",
+        nodes=[operation],
+        extensions={"cost": cost, "maximumCost": limit},
+    )
 
 
 def nul_characters(operation, document, variables: dict) -> GraphQLError | None:

@@ -31,6 +31,7 @@ from graphql_api.types import (
 )
 
 MAX_PAGE = 200
+MAX_OFFSET = 10**9
 
 # Log relations read by almost every client: joined up front (the connection type is written by
 # hand, so the optimizer does not see through edges/node).
@@ -43,29 +44,52 @@ class Query:
     def me(self, info: strawberry.Info) -> UserType | None:
         return perms.current_user(info)
 
-    @strawberry_django.field(description="Organizations the caller is a member of.")
-    def organizations(self, info: strawberry.Info) -> list[OrganizationType]:
-        return Organization.objects.all()
+    @strawberry_django.field(description="Organizations the caller is a member of, by name.")
+    def organizations(
+        self, info: strawberry.Info, offset: int | None = 0, limit: int | None = MAX_PAGE
+    ) -> list[OrganizationType]:
+        queryset = perms.scope(info, Organization.objects.all(), organization_field="pk")
+        return _page(queryset, ("name", "id"), offset, limit)
 
-    @strawberry_django.field
-    def members(self, info: strawberry.Info, organization: strawberry.ID) -> list[MemberType]:
+    @strawberry_django.field(description="An organization's members, by username.")
+    def members(
+        self,
+        info: strawberry.Info,
+        organization: strawberry.ID,
+        offset: int | None = 0,
+        limit: int | None = MAX_PAGE,
+    ) -> list[MemberType]:
         org_id = perms.organization_id(info, organization)
-        return Membership.objects.filter(organization_id=org_id).order_by("user__username")
+        queryset = Membership.objects.filter(organization_id=org_id)
+        return _page(queryset, ("user__username", "id"), offset, limit)
 
     @strawberry_django.field(description="Open invitations to the caller, newest first.")
-    def invitations(self, info: strawberry.Info) -> list[InvitationType]:
-        return invitation_services.invitations_for(perms.require_user(info))
+    def invitations(
+        self, info: strawberry.Info, offset: int | None = 0, limit: int | None = MAX_PAGE
+    ) -> list[InvitationType]:
+        queryset = invitation_services.invitations_for(perms.require_user(info))
+        return _page(queryset, ("-created_at", "-id"), offset, limit)
 
-    @strawberry_django.field(description="An organization's open invitations (ADMIN).")
+    @strawberry_django.field(
+        description="An organization's open invitations (ADMIN), newest first."
+    )
     def organization_invitations(
-        self, info: strawberry.Info, organization: strawberry.ID
+        self,
+        info: strawberry.Info,
+        organization: strawberry.ID,
+        offset: int | None = 0,
+        limit: int | None = MAX_PAGE,
     ) -> list[InvitationType]:
         org_id = perms.organization_id(info, organization, perms.MANAGE)
-        return Invitation.objects.open().filter(organization_id=org_id)
+        queryset = Invitation.objects.open().filter(organization_id=org_id)
+        return _page(queryset, ("-created_at", "-id"), offset, limit)
 
-    @strawberry_django.field(description="The caller's own API tokens.")
-    def tokens(self, info: strawberry.Info) -> list[ApiTokenType]:
-        return ApiToken.objects.all()
+    @strawberry_django.field(description="The caller's own API tokens, newest first.")
+    def tokens(
+        self, info: strawberry.Info, offset: int | None = 0, limit: int | None = MAX_PAGE
+    ) -> list[ApiTokenType]:
+        queryset = ApiToken.objects.filter(user=perms.require_user(info))
+        return _page(queryset, ("-created_at", "-id"), offset, limit)
 
     @strawberry_django.field(description="Rules not deleted, sorted by name.")
     def rules(
@@ -77,7 +101,7 @@ class Query:
         offset: int | None = 0,
         limit: int | None = 50,
     ) -> list[RuleType]:
-        offset = perms.check_limit("offset", 0 if offset is None else offset, 10**9)
+        offset = perms.check_limit("offset", 0 if offset is None else offset, MAX_OFFSET)
         limit = perms.check_limit("limit", 50 if limit is None else limit, MAX_PAGE)
         queryset = AutomationRule.objects.alive()
         if organization is not None:
@@ -147,17 +171,42 @@ class Query:
             queryset = queryset.filter(read_at__isnull=True)
         return _window(queryset, ("-created_at", "-id"), 0, limit)
 
-    @strawberry_django.field
-    def products(self, info: strawberry.Info, organization: strawberry.ID) -> list[ProductType]:
-        return Product.objects.filter(organization_id=perms.organization_id(info, organization))
+    @strawberry_django.field(description="An organization's products, by name.")
+    def products(
+        self,
+        info: strawberry.Info,
+        organization: strawberry.ID,
+        offset: int | None = 0,
+        limit: int | None = MAX_PAGE,
+    ) -> list[ProductType]:
+        queryset = Product.objects.filter(organization_id=perms.organization_id(info, organization))
+        return _page(queryset, ("name", "id"), offset, limit)
 
     @strawberry_django.field
     def product(self, info: strawberry.Info, id: strawberry.ID) -> ProductType:
         return Product.objects.filter(pk=perms.parse_id(id))
 
-    @strawberry_django.field
-    def categories(self, info: strawberry.Info, organization: strawberry.ID) -> list[CategoryType]:
-        return Category.objects.filter(organization_id=perms.organization_id(info, organization))
+    @strawberry_django.field(description="An organization's categories, by name.")
+    def categories(
+        self,
+        info: strawberry.Info,
+        organization: strawberry.ID,
+        offset: int | None = 0,
+        limit: int | None = MAX_PAGE,
+    ) -> list[CategoryType]:
+        queryset = Category.objects.filter(
+            organization_id=perms.organization_id(info, organization)
+        )
+        return _page(queryset, ("name", "id"), offset, limit)
+
+
+def _page(queryset, ordering, offset: int | None, limit: int | None):
+    """One page of a list with `offset` and `limit` (default and cap MAX_PAGE): every list of
+    the API is bounded (an organization's 49,000 products used to come in one answer). A value
+    over the cap is a VALIDATION_ERROR, not clamped, like `rules(limit)`."""
+    offset = perms.check_limit("offset", 0 if offset is None else offset, MAX_OFFSET)
+    limit = perms.check_limit("limit", MAX_PAGE if limit is None else limit, MAX_PAGE)
+    return _window(queryset, ordering, offset, limit)
 
 
 def _window(queryset, ordering, offset: int, limit: int):

@@ -1,6 +1,7 @@
 """Rate limits as the API's RATE_LIMITED error: obtainToken's password attempts (the counters in
 accounts/ratelimit.py, which the login pages share), invitations and new organizations per hour
-and per day, and slots for dry runs.
+and per day, retries per minute, slots for dry runs, and leases for a user's costly operations
+(see `take_expensive_query_lease`).
 
 A dry run (runRule(dryRun: true)) is executed inside its HTTP request, on one of the server's
 request threads, for up to AUTOMATION_DRY_RUN_BUDGET_SECONDS: an organization may have
@@ -141,3 +142,42 @@ def check_retry(user_id) -> None:
             f"You have retried {limit} runs in the last minute "
             "(AUTOMATION_RETRIES_PER_USER_PER_MINUTE). Try again later.",
         )
+
+
+# --- Expensive queries at once -------------------------------------------------------------------
+
+# A lease outlives the longest query (the answer's byte limit stops it within seconds) and frees
+# itself when a process dies before giving it back.
+EXPENSIVE_QUERY_LEASE_SECONDS = 60
+# What RATE_LIMITED says to wait: a costly query of a user usually ends within that.
+EXPENSIVE_QUERY_RETRY_AFTER_SECONDS = 2
+
+
+def take_expensive_query_lease(user_id) -> tuple[str, str]:
+    """One of the user's GRAPHQL_EXPENSIVE_QUERIES_PER_USER leases: (key, token) to give back
+    with `give_back_lease`; RATE_LIMITED when the user holds them all.
+
+    Each bounded answer may still take the server a few seconds and megabytes; thirty at once of
+    one user took 2.4 GB. A lease is a cache key taken with add() (atomic in Redis and locmem), so
+    the count holds across every server process in distributed mode.
+    """
+    limit = settings.GRAPHQL_EXPENSIVE_QUERIES_PER_USER
+    token = uuid.uuid4().hex
+    for index in range(limit):
+        key = f"ratelimit:expensive_query:user:{user_id}:{index}"
+        if cache.add(key, token, timeout=EXPENSIVE_QUERY_LEASE_SECONDS):
+            return key, token
+    raise RateLimited(
+        retry_after=EXPENSIVE_QUERY_RETRY_AFTER_SECONDS,
+        message=(
+            f"You already have {limit} costly queries running (cost at least "
+            f"{settings.GRAPHQL_EXPENSIVE_QUERY_COST:,}; GRAPHQL_EXPENSIVE_QUERIES_PER_USER). "
+            "Try again when one has finished, or ask for fewer items or fields."
+        ),
+    )
+
+
+def give_back_lease(key: str, token: str) -> None:
+    """Free a lease, unless it expired and someone else's query holds it now."""
+    if cache.get(key) == token:
+        cache.delete(key)

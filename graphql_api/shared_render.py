@@ -17,6 +17,8 @@ import asyncio
 
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
+from graphql_api.answer_size import AnswerSizeLimit
+
 RENDERS = "_shared_renders"
 
 
@@ -38,8 +40,9 @@ def subscription_key(executor) -> tuple | None:
     return (location.source.body, name, variables, access.user.pk, access.token_hash)
 
 
-class SharedRenderExecutor(StrawberryGraphQLCoreExecutionContext):
-    """Strawberry's executor; a subscription event of a `shareable` object is rendered once."""
+class SharedRenderExecutor(AnswerSizeLimit, StrawberryGraphQLCoreExecutionContext):
+    """Strawberry's executor; a subscription event of a `shareable` object is rendered once.
+    Every answer is counted against GRAPHQL_MAX_RESPONSE_BYTES (graphql_api/answer_size.py)."""
 
     share_key: tuple | None = None
 

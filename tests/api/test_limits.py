@@ -189,7 +189,7 @@ def test_a_costly_query_is_refused_before_any_resolver_runs(gql, editor, organiz
             "{ logs(first: 200) { edges { node { conditionTrace { field } } } } }", token=editor
         )
     assert answer.codes == ["GRAPHQL_VALIDATION_FAILED"]
-    assert not [q for q in captured.captured_queries if "automation_log" in q["sql"]]
+    assert not [q for q in captured.captured_queries if "automation_automationlog" in q["sql"]]
 
 
 def test_list_sizes_come_from_literals_defaults_and_the_table(settings):

@@ -40,6 +40,7 @@ PUBLIC_CODES = {
     "VALIDATION_ERROR",
     "CONFLICT",
     "RATE_LIMITED",
+    "RESPONSE_TOO_LARGE",
     "GRAPHQL_VALIDATION_FAILED",
 }
 CREATE = "mutation($input: RuleInput!) { createRule(input: $input) { id } }"
