@@ -5,8 +5,9 @@ Organization B has the benchmark rule (1 condition, 1 UPDATE_RECORD) and updates
 stock with `updateProduct` over HTTP, one request at a time; its latency is measured alone (the
 baseline), then while organization A's writes keep firing a rule of 198 slow but legal REGEX
 conditions (99 OR groups of 2; each RE2 match costs about 80 million steps, under
-AUTOMATION_REGEX_MAX_STEPS, about 0.5 s here). A's writes are `updateProduct` requests too,
-paced so that a few of its runs are always waiting (the workers never idle). Prints B's p50 and
+AUTOMATION_REGEX_MAX_STEPS, about 0.5 s here). A's writes are `updateProduct` requests too, at
+a steady rate (--noisy-rate, 2 a second: more than the workers can evaluate without a CPU budget,
+so runs wait and the workers never idle; the same writes with the budget). Prints B's p50 and
 p95 in both phases, and what A's runs ended as.
 
 Its data lives in var/bench-noisy/embedded (wiped at the start), apart from the benchmarks'.
@@ -25,7 +26,6 @@ import httpx
 from bench import env as bench_env
 
 SLOW = {"field": "description", "operator": "REGEX", "value": "(?:[a-z]+ ?){1000}!"}
-BACKLOG = 4  # A's unfinished runs kept waiting while it is loud
 UNFINISHED = ("PENDING", "RUNNING")
 
 
@@ -78,17 +78,17 @@ def quiet_organization():
     return token, product
 
 
-def noisy_writer(base_url: str, token: str, products, org, stop: threading.Event, count: list):
-    """A's writes: one updateProduct whenever fewer than BACKLOG of its runs are unfinished."""
-    from automation.models import AutomationLog
+def noisy_writer(base_url: str, token: str, products, rate: float, stop: threading.Event, count):
+    """A's writes: `rate` updateProduct requests a second, until `stop`."""
     from bench.live import UPDATE_PRODUCT
 
-    unfinished = AutomationLog.objects.filter(rule__organization=org, status__in=UNFINISHED)
     headers = {"Authorization": f"Bearer {token}"}
+    started = time.monotonic()
     with httpx.Client(base_url=base_url, timeout=60) as client:
         while not stop.is_set():
-            if unfinished.count() >= BACKLOG:
-                time.sleep(0.05)
+            due = started + count[0] / rate
+            if time.monotonic() < due:
+                stop.wait(due - time.monotonic())
                 continue
             product = products[count[0] % len(products)]
             count[0] += 1
@@ -137,13 +137,16 @@ def outcomes(org) -> str:
         .exclude(status__in=UNFINISHED)
         .values_list("status", "error")
     )
-    return "\n".join(f"  {count} x {status}: {error}" for (status, error), count in seen.items())
+    waiting = AutomationLog.objects.filter(rule__organization=org, status__in=UNFINISHED).count()
+    lines = [f"  {count} x {status}: {error}" for (status, error), count in seen.items()]
+    return "\n".join([*lines, f"  {waiting} not finished"])
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.noisy_tenant")
     parser.add_argument("--seconds", type=float, default=60, help="each phase's length (60)")
     parser.add_argument("--pause", type=float, default=0.1, help="between B's requests (0.1)")
+    parser.add_argument("--noisy-rate", type=float, default=2, help="A's writes a second (2)")
     args = parser.parse_args(argv)
     environment = setup()
     from django.conf import settings
@@ -167,7 +170,7 @@ def main(argv=None) -> int:
         stop, count = threading.Event(), [0]
         writer = threading.Thread(
             target=noisy_writer,
-            args=(server.base_url, noisy_token, noisy_products, noisy, stop, count),
+            args=(server.base_url, noisy_token, noisy_products, args.noisy_rate, stop, count),
         )
         writer.start()
         cpu_before = _process_cpu(server.process.pid)
