@@ -64,34 +64,42 @@ def cpu(monkeypatch, settings):
     return clock
 
 
-def create_regex_rule(member, organization) -> None:
-    """Over the API: on a product's stock update, if its name matches two patterns, note it."""
+REGEX_LEAVES = [
+    {"field": "name", "operator": "REGEX", "value": "^Widget"},
+    {"field": "name", "operator": "REGEX", "value": "[0-9]+$"},
+]
+
+
+def create_regex_rule(member, organization, leaves=REGEX_LEAVES, **trigger) -> int:
+    """Over the API: on a product's stock update (or `trigger`), if its name matches the
+    patterns, note it."""
     rule = {
         "organization": str(organization.pk),
-        "name": "Two regexes",
-        "triggerType": "EVENT",
+        "name": "Regexes",
         "model": "catalog.product",
-        "triggerEvent": "UPDATED",
-        "watchedFields": ["stock"],
-        "conditions": {
-            "logic": "AND",
-            "conditions": [
-                {"field": "name", "operator": "REGEX", "value": "^Widget"},
-                {"field": "name", "operator": "REGEX", "value": "[0-9]+$"},
-            ],
-        },
+        "conditions": {"logic": "AND", "conditions": leaves},
         "actions": [
             {"actionType": "UPDATE_RECORD", "parameters": {"fields": {"description": "matched"}}}
         ],
+        **(
+            trigger
+            or {"triggerType": "EVENT", "triggerEvent": "UPDATED", "watchedFields": ["stock"]}
+        ),
     }
+    body = graphql(member, CREATE, {"input": rule})
+    return int(body["data"]["createRule"]["id"])
+
+
+def graphql(member, query, variables) -> dict:
     response = Client().post(
         "/graphql/",
-        data=json.dumps({"query": CREATE, "variables": {"input": rule}}),
+        data=json.dumps({"query": query, "variables": variables}),
         content_type="application/json",
         HTTP_AUTHORIZATION=f"Bearer {member.raw_token}",
     )
     body = json.loads(response.content)
     assert not body.get("errors"), body
+    return body
 
 
 def write_and_run(product) -> AutomationLog:
@@ -167,3 +175,29 @@ def test_no_budget_when_the_setting_is_zero(cpu, organization, make_member, sett
         statuses = [write_and_run(product).status for _ in range(4)]
     assert statuses == [RunStatus.SUCCEEDED] * 4
     assert cpu.matches == 8
+
+
+def test_a_scheduled_fan_out_stops_where_the_organization_s_cpu_ran_out(
+    cpu, organization, make_member, settings
+):
+    """A fan-out evaluates every record of the organization: past the budget the records left
+    are not examined (not silently "not met"), and the fan-out log says why."""
+    settings.AUTOMATION_CONDITIONS_CPU_SECONDS_PER_MINUTE = 2.0
+    member = make_member(organization)
+    schedule = {"triggerType": "SCHEDULE", "schedule": "0 8 * * *"}
+    rule_id = create_regex_rule(member, organization, REGEX_LEAVES[:1], **schedule)
+    products = [ProductFactory(organization=organization, name=f"Widget {n}") for n in range(4)]
+    with time_machine.travel("2026-03-02 09:15:10Z", tick=False):
+        body = graphql(
+            member, "mutation($id: ID!) { runSchedule(id: $id) { id } }", {"id": rule_id}
+        )
+    fan_out = AutomationLog.objects.get(pk=body["data"]["runSchedule"]["id"])
+    assert fan_out.context["records_examined"] == 2
+    assert fan_out.context["truncated"] is True
+    assert fan_out.error.startswith("Stopped after 2 records: this organization's conditions"), (
+        fan_out.error
+    )
+    assert SETTING in fan_out.error
+    children = AutomationLog.objects.filter(parent_log=fan_out).order_by("pk")
+    assert [int(log.object_id) for log in children] == [p.pk for p in products[:2]]
+    assert cpu.matches == 2
