@@ -5,8 +5,9 @@ Why: AUTOMATION_CONDITIONS_BUDGET_SECONDS bounds one evaluation, not an organiza
 keep firing slow conditions (198 slow but legal REGEX leaves, each RE2 match about 0.5 s): its
 runs kept every worker thread on a core, and in embedded mode the web threads of the same
 process, serving other organizations, waited for a core (RE2 releases the GIL while it matches:
-it is the cores, not the GIL, that are taken). Another organization's `updateProduct` p50 went
-from 18 to 84 ms on the 2-core bench machine.
+it is the cores, not the GIL, that are taken: bench/regex_gil.py). Another organization's
+`updateProduct` p50 went from 16 to 54 ms on the 2-core bench machine (bench/noisy_tenant.py),
+and to 19.5 ms against 18.8 with this budget.
 
 How:
 - An evaluation measures its own CPU with `cpu_clock` (time.thread_time: this thread only, so
