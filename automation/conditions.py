@@ -37,6 +37,10 @@ Semantics worth knowing:
   spent, every leaf not evaluated yet fails closed with an error saying so, and the result says
   how many were left (`budget_error`). A single database read or regex match is not interrupted;
   each is bounded on its own (one query per relation path, AUTOMATION_REGEX_MAX_STEPS).
+- CPU PER ORGANIZATION: every evaluation's CPU is charged to the rule's organization, which may
+  use AUTOMATION_CONDITIONS_CPU_SECONDS_PER_MINUTE (cpu_budget.py); once it is spent, the leaves
+  left fail closed the same way (`budget_error` names that setting, `cpu_budget_spent` is set)
+  until the minute ends. A tree without leaves evaluates nothing and is still met.
 - The trace is bounded: texts longer than TRACE_MAX_TEXT characters and lists longer than
   TRACE_MAX_VALUES are cut (saying how long they were), so a trace stays small whatever the
   rule's values or the record hold.
@@ -64,7 +68,7 @@ from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.db import models
 from django.utils import timezone
 
-from automation import relative_dates
+from automation import cpu_budget, relative_dates
 from automation.choices import (
     CHANGE_OPERATORS,
     ConditionLogic,
@@ -158,7 +162,9 @@ class ConditionResult:
     met: bool
     trace: list[dict]  # one entry per leaf evaluated
     error: str | None = None  # set when the tree itself could not be evaluated
-    budget_error: str | None = None  # set when the time budget ran out before every leaf
+    budget_error: str | None = None  # set when a budget ran out before every leaf
+    # True when that budget was the organization's condition CPU per minute (cpu_budget.py)
+    cpu_budget_spent: bool = False
 
 
 def load_condition_tree(rule) -> GroupNode:
@@ -211,20 +217,34 @@ def evaluate_conditions(
     """
     if budget is None:
         budget = settings.AUTOMATION_CONDITIONS_BUDGET_SECONDS
+    cpu_started = cpu_budget.cpu_clock()
     try:
         if tree is None:
             tree = load_condition_tree(rule)
-        evaluator = _Evaluator(rule, ctx, budget)
+        evaluator = _Evaluator(rule, ctx, budget, cpu_started)
         verdict = evaluator.group_verdict(tree)
         failed = any(entry["error"] for entry in evaluator.trace)
         return ConditionResult(
             met=verdict and not failed,
             trace=evaluator.trace,
             budget_error=evaluator.budget_error(),
+            cpu_budget_spent=evaluator.cpu_refused,
         )
     except Exception as exc:
         logger.exception("Conditions of rule %s could not be evaluated", getattr(rule, "pk", None))
         return ConditionResult(met=False, trace=[], error=_internal_error(exc))
+    finally:
+        _charge_cpu(rule, cpu_started)
+
+
+def _charge_cpu(rule, cpu_started: float) -> None:
+    """Charge the evaluation's CPU to the rule's organization (see cpu_budget.py); a failure to
+    count never changes the verdict."""
+    try:
+        if cpu_budget.limit() > 0 and rule.organization_id is not None:
+            cpu_budget.charge(rule.organization_id, cpu_budget.cpu_clock() - cpu_started)
+    except Exception:
+        logger.exception("condition CPU of rule %s not charged", getattr(rule, "pk", None))
 
 
 def _internal_error(exc: Exception) -> str:
@@ -286,12 +306,16 @@ def _cut(text: str, limit: int) -> str:
 class _Evaluator:
     """One evaluation: the rule, the run's context, the trace and the relation values read."""
 
-    def __init__(self, rule, ctx, budget: float):
+    def __init__(self, rule, ctx, budget: float, cpu_started: float):
         self.rule = rule
         self.ctx = ctx
         self.budget = budget
         self.deadline = time.monotonic() + budget
         self.unevaluated = 0  # leaves reached after the budget was spent
+        self.spent: str | None = None  # why the leaves left are not evaluated
+        self.cpu_started = cpu_started
+        self.cpu_allowance: float | None = None  # CPU seconds left to the organization
+        self.cpu_refused = False
         self.trace: list[dict] = []
         self._related: dict[str, list | ConditionError] = {}  # relation path -> values or error
         self.clock = Clock.of(rule, ctx.now)
@@ -320,21 +344,41 @@ class _Evaluator:
         return met != group.negate
 
     def check_budget(self) -> None:
-        """Raise BudgetSpent once the evaluation has used its time (checked before each leaf and
-        each value a to-many leaf compares)."""
-        if time.monotonic() >= self.deadline:
-            raise BudgetSpent(
-                f"Not evaluated: the time budget of {self.budget:g} s for evaluating the "
-                "conditions (AUTOMATION_CONDITIONS_BUDGET_SECONDS) was spent."
-            )
+        """Raise BudgetSpent once the evaluation has used its time, or its organization its
+        condition CPU of the minute (checked before each leaf and each value a to-many leaf
+        compares). Once one is spent, it stays the reason for every leaf left."""
+        if self.spent is None:
+            if time.monotonic() >= self.deadline:
+                self.spent = (
+                    f"Not evaluated: the time budget of {self.budget:g} s for evaluating the "
+                    "conditions (AUTOMATION_CONDITIONS_BUDGET_SECONDS) was spent."
+                )
+            elif self._cpu_spent():
+                self.cpu_refused = True
+                self.spent = f"Not evaluated: {cpu_budget.refusal(cpu_budget.current_window())}."
+        if self.spent is not None:
+            raise BudgetSpent(self.spent)
+
+    def _cpu_spent(self) -> bool:
+        """Has the organization used its condition CPU of the minute, this evaluation's so far
+        included? What it had spent before is read once, at the first leaf."""
+        limit = cpu_budget.limit()
+        if limit <= 0:
+            return False
+        if self.cpu_allowance is None:
+            self.cpu_allowance = limit - cpu_budget.spent(self.rule.organization_id)
+        return cpu_budget.cpu_clock() - self.cpu_started >= self.cpu_allowance
 
     def budget_error(self) -> str | None:
         if not self.unevaluated:
             return None
+        left = f"{self.unevaluated} of {len(self.trace)} conditions left, which count as failed"
+        if self.cpu_refused:
+            reason = cpu_budget.refusal(cpu_budget.current_window())
+            return f"Conditions not evaluated: {reason}; {left}."
         return (
             f"Conditions not evaluated in time: the budget of {self.budget:g} s "
-            f"(AUTOMATION_CONDITIONS_BUDGET_SECONDS) was spent with {self.unevaluated} of "
-            f"{len(self.trace)} conditions left, which count as failed."
+            f"(AUTOMATION_CONDITIONS_BUDGET_SECONDS) was spent with {left}."
         )
 
     def leaf_verdict(self, leaf: LeafNode) -> bool:

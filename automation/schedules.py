@@ -442,6 +442,7 @@ def _matching_records(rule: AutomationRule, now, deadline: float | None = None) 
     """The organization's records meeting the rule's conditions, in primary-key order, at most
     AUTOMATION_SCHEDULE_MAX_RECORDS; with a `deadline` (time.monotonic()), only those examined
     before it (a firing by hand, evaluated inside a request)."""
+    from automation import cpu_budget
     from automation.conditions import evaluate_conditions, load_condition_tree
     from automation.context import RunContext
     from automation.snapshots import snapshot
@@ -483,6 +484,14 @@ def _matching_records(rule: AutomationRule, now, deadline: float | None = None) 
             if result.budget_error and deadline is not None and time.monotonic() >= deadline:
                 # Cut by the firing's deadline, not judged: this record was not examined.
                 found.cut = _out_of_time(found.examined)
+                return found
+            if result.cpu_budget_spent:
+                # Not judged either: the organization's condition CPU of the minute is spent.
+                reason = cpu_budget.refusal(cpu_budget.current_window())
+                found.cut = (
+                    f"Stopped after {found.examined} records: {reason}. "
+                    "The records after them were not examined."
+                )
                 return found
             if result.met:
                 found.matched.append((instance.pk, object_snapshot))

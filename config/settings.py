@@ -303,6 +303,12 @@ AUTOMATION_CONDITIONS_MAX_DEPTH = env.int("AUTOMATION_CONDITIONS_MAX_DEPTH", def
 AUTOMATION_CONDITIONS_BUDGET_SECONDS = env.float(
     "AUTOMATION_CONDITIONS_BUDGET_SECONDS", default=2.0
 )
+# CPU seconds one organization's condition evaluations may use per minute (all its runs, dry
+# runs and scheduled fan-outs together); once spent, its conditions fail closed until the minute
+# ends. 0 turns it off.
+AUTOMATION_CONDITIONS_CPU_SECONDS_PER_MINUTE = env.float(
+    "AUTOMATION_CONDITIONS_CPU_SECONDS_PER_MINUTE", default=10.0
+)
 AUTOMATION_REGEX_MAX_LENGTH = 500
 # REGEX conditions run on RE2 (linear time). A pattern whose compiled program and matching cache
 # need more memory than this is refused when the rule is saved.

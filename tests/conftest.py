@@ -2,7 +2,7 @@ import pytest
 
 from accounts import ratelimit
 from accounts.choices import Role
-from automation import budget
+from automation import budget, cpu_budget
 from graphql_api import websocket_slots
 from tests.factories import (
     ApiTokenFactory,
@@ -63,3 +63,9 @@ def make_member(db):
 @pytest.fixture
 def editor(organization, make_member):
     return make_member(organization, Role.EDITOR)
+
+
+@pytest.fixture(autouse=True)
+def fresh_condition_cpu_counters():
+    """Every test starts with no condition CPU spent (organization ids repeat between tests)."""
+    cpu_budget.clear()
