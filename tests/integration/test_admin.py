@@ -204,9 +204,9 @@ def test_admin_login_is_rate_limited_before_the_password_is_checked(
     assert checked == []
 
 
-def test_admin_login_limits_each_address_across_usernames(fresh_login_limits):
+def test_admin_login_limits_each_address_across_usernames(fresh_login_limits, settings):
     client = Client()
-    for number in range(5):
+    for number in range(settings.LOGIN_ATTEMPTS_PER_ADDRESS):
         admin_login(client, f"guess{number}", "wrong", address="10.7.0.2")
     refused = admin_login(client, "someone-else", "wrong", address="10.7.0.2")
     assert b"Too many login attempts" in refused.content
