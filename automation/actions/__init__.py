@@ -1,0 +1,1 @@
+"""Actions: one handler per action type, their registry, templates, and the webhook client."""

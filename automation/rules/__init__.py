@@ -1,0 +1,1 @@
+"""Saving a rule: creating, updating and deleting definitions, validated as a whole."""
