@@ -14,14 +14,14 @@ from django.contrib import admin
 from django.contrib.contenttypes.models import ContentType
 from django.utils.html import format_html
 
-from automation.models import (
+from automation.core.models import (
     AutomationLog,
     AutomationRule,
     ConditionGroup,
     RuleAction,
     RuleCondition,
 )
-from automation.registry import automatable_models
+from automation.core.registry import automatable_models
 
 logger = logging.getLogger("automation.admin")
 
@@ -35,15 +35,15 @@ def pretty_json(value) -> str:
 
 
 def _masking():
-    """(mask_parameters, merge_masked_secrets) from automation.actions, or None if missing.
+    """(mask_parameters, merge_masked_secrets) from automation.actions.handlers, or None if missing.
 
     Imported lazily so the admin loads even while the actions module is being reworked; without
     it nothing about parameters is shown (fail closed).
     """
     try:
-        from automation.actions import mask_parameters, merge_masked_secrets
+        from automation.actions.handlers import mask_parameters, merge_masked_secrets
     except ImportError:
-        logger.warning("automation.actions has no masking helpers: parameters are hidden.")
+        logger.warning("automation.actions.handlers has no masking helpers: parameters are hidden.")
         return None
     return mask_parameters, merge_masked_secrets
 

@@ -7,6 +7,6 @@ class AutomationConfig(AppConfig):
 
     def ready(self):
         # Model-event triggers, the rule index's version bumps and next_run_at upkeep.
-        from automation import signals
+        from automation.triggers import signals
 
         signals.connect()

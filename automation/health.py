@@ -7,8 +7,8 @@ from django.http import JsonResponse
 from django.utils import timezone
 from huey.contrib.djhuey import HUEY
 
-from automation.choices import RunStatus
-from automation.queue import fair_queues
+from automation.core.choices import RunStatus
+from automation.runs.queue import fair_queues
 
 logger = logging.getLogger("automation.health")
 
@@ -35,7 +35,7 @@ def healthz(request):
         report["broker"] = {"ok": False, "error": str(exc)}
         report["status"] = "degraded"
     if report["database"]["ok"]:
-        from automation.models import AutomationLog
+        from automation.core.models import AutomationLog
 
         oldest = (
             AutomationLog.objects.filter(status=RunStatus.PENDING)

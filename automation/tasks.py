@@ -5,8 +5,9 @@ import logging
 from huey import crontab
 from huey.contrib.djhuey import HUEY, db_periodic_task, db_task
 
-from automation import fair_queue, runs
-from automation.queue import fair_queues, take_queued
+from automation.runs import execute as runs
+from automation.runs import fair_queue
+from automation.runs.queue import fair_queues, take_queued
 
 logger = logging.getLogger("automation.tasks")
 
@@ -15,8 +16,8 @@ logger = logging.getLogger("automation.tasks")
 def load_the_engine() -> None:
     """Import what a run needs as each worker starts. The action handlers pull in httpx: about
     130 ms that the first run of every worker would otherwise spend importing."""
-    import automation.actions  # noqa: F401
-    import automation.conditions  # noqa: F401
+    import automation.actions.handlers  # noqa: F401
+    import automation.conditions.evaluate  # noqa: F401
 
 
 def enqueue_runs(organization_id: int, log_ids: list[int]) -> None:
@@ -55,7 +56,7 @@ def sweep_runs_task() -> None:
 @db_periodic_task(crontab(minute="*"))
 def schedule_tick_task() -> None:
     """Every minute: fire the due slots of SCHEDULE rules (once per slot, however many workers)."""
-    from automation import schedules
+    from automation.triggers import schedules
 
     schedules.tick()
 
@@ -63,6 +64,6 @@ def schedule_tick_task() -> None:
 @db_periodic_task(crontab(minute="17"))
 def purge_logs_task() -> None:
     """Every hour: delete run logs past their retention age, in small batches."""
-    from automation import retention
+    from automation.runs import retention
 
     retention.purge_logs()

@@ -2,7 +2,7 @@
 
 The record's organization has no rules; another organization has a rule watching the same model
 and event (so the rule index is not empty). The baseline is the same save with the automation
-receivers disconnected (automation.signals.disconnect()).
+receivers disconnected (automation.triggers.signals.disconnect()).
 
 The receivers cost a few microseconds on a save of hundreds, less than this machine's drift from
 one run to the next, so the two sides are interleaved finely: many short rounds, alternating
@@ -16,7 +16,7 @@ is an outlier the median ignores. (The fastest round of each side, printed too, 
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from automation import signals
+from automation.triggers import signals
 from bench import data
 from bench.stats import Row, median, timed
 

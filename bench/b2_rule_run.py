@@ -16,8 +16,8 @@ import time
 
 from django.db import transaction
 
-from automation.choices import RunStatus
-from automation.models import AutomationLog
+from automation.core.choices import RunStatus
+from automation.core.models import AutomationLog
 from bench import data
 from bench.consumer import running_consumer
 from bench.stats import Row, median, wait_until

@@ -12,9 +12,9 @@ import time
 
 from huey.contrib.djhuey import HUEY
 
-from automation.choices import TriggerType
-from automation.models import AutomationRule
-from automation.schedules import tick
+from automation.core.choices import TriggerType
+from automation.core.models import AutomationRule
+from automation.triggers.schedules import tick
 from bench import data
 from bench.stats import Row, median
 

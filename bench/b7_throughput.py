@@ -19,8 +19,8 @@ import time
 from django.db import transaction
 from huey.contrib.djhuey import HUEY
 
-from automation.choices import RunStatus
-from automation.models import AutomationLog
+from automation.core.choices import RunStatus
+from automation.core.models import AutomationLog
 from bench import data
 from bench.stats import Row
 from bench.worker import start_workers, stop_workers

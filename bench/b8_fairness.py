@@ -21,8 +21,8 @@ import time
 import httpx
 from django.db import transaction
 
-from automation.choices import RunStatus
-from automation.models import AutomationLog
+from automation.core.choices import RunStatus
+from automation.core.models import AutomationLog
 from bench import data
 from bench.env import EMBEDDED
 from bench.live import UPDATE_PRODUCT
@@ -95,7 +95,7 @@ def _attack(server, token, org, stop: threading.Event, writes: list) -> None:
 
 
 def _multiplying_rule(org, user):
-    from automation.services import create_rule
+    from automation.rules.services import create_rule
 
     return create_rule(
         org,

@@ -12,17 +12,17 @@ from django.contrib.contenttypes.models import ContentType
 
 from accounts.choices import Role
 from accounts.models import ApiToken, Membership, Organization
-from automation.choices import ActionType, ConditionLogic, Operator, TriggerEvent, TriggerType
-from automation.models import (
+from automation.core.choices import ActionType, ConditionLogic, Operator, TriggerEvent, TriggerType
+from automation.core.models import (
     AutomationLog,
     AutomationRule,
     ConditionGroup,
     RuleAction,
     RuleCondition,
 )
-from automation.outbox import create_run
-from automation.rule_index import rules_changed
-from automation.snapshots import snapshot
+from automation.core.snapshots import snapshot
+from automation.index.watching import rules_changed
+from automation.triggers.outbox import create_run
 from catalog.models import Product
 
 _counter = itertools.count(1)
@@ -61,7 +61,7 @@ def products(org: Organization, count: int, status: str = "ACTIVE") -> list[Prod
 
 def event_rule(org: Organization, name: str = "Restock note", user=None) -> AutomationRule:
     """The benchmark rule, created through the one real write path (validation included)."""
-    from automation.services import create_rule
+    from automation.rules.services import create_rule
 
     return create_rule(
         org,

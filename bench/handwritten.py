@@ -22,9 +22,9 @@ from django.db import transaction
 from django.db.models.signals import post_save
 from huey.contrib.djhuey import db_task
 
-from automation import live
-from automation.choices import RunStatus
-from automation.models import AutomationLog, AutomationRule
+from automation.core.choices import RunStatus
+from automation.core.models import AutomationLog, AutomationRule
+from automation.live import events as live
 from bench.data import HANDWRITTEN_PREFIX
 from catalog.models import Product
 

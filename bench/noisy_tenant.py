@@ -47,7 +47,7 @@ def setup() -> dict:
 def noisy_organization():
     """(organization, token, products): A's rule of 198 slow REGEX leaves, products it matches
     slowly (20,000 characters of description)."""
-    from automation.services import create_rule
+    from automation.rules.services import create_rule
     from bench import data
     from catalog.models import Product
 
@@ -130,7 +130,7 @@ def summary(name: str, times: list[float]) -> str:
 
 def outcomes(org) -> str:
     """A's finished runs by status and the start of their error."""
-    from automation.models import AutomationLog
+    from automation.core.models import AutomationLog
 
     seen = collections.Counter(
         (status, (error or "")[:90])

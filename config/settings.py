@@ -130,7 +130,7 @@ else:
 # --- Task queue -------------------------------------------------------------------------------
 if REDIS_URL:
     HUEY = {
-        "huey_class": "automation.queue.FairRedisHuey",
+        "huey_class": "automation.runs.queue.FairRedisHuey",
         "name": env("HUEY_NAME", default="automation"),
         "immediate": False,
         "connection": {"url": REDIS_URL},
@@ -141,7 +141,7 @@ else:
         # Huey on SQLite whose workers an enqueue in this process wakes at once (SQLite cannot
         # block on a queue; see automation/queue.py); tasks other processes enqueue are seen
         # within 50 ms.
-        "huey_class": "automation.queue.WakeableSqliteHuey",
+        "huey_class": "automation.runs.queue.WakeableSqliteHuey",
         "name": "automation",
         "immediate": False,
         "filename": str(DATA_DIR / "huey.sqlite3"),

@@ -39,9 +39,9 @@ from graphql import (
     value_from_ast,
 )
 
-from automation.choices import ActionType as ActionTypeChoice
-from automation.registry import automatable_models, readable_paths
-from automation.services import MAX_ACTIONS
+from automation.core.choices import ActionType as ActionTypeChoice
+from automation.core.registry import automatable_models, readable_paths
+from automation.rules.services import MAX_ACTIONS
 
 # A list the table does not know: none should be (tests/api/test_limits.py checks every list).
 DEFAULT_LIST_SIZE = 50

@@ -1,6 +1,6 @@
 """GraphQL inputs of the contract, and their conversion to the services' plain dicts.
 
-The services (automation.services, catalog.services) take snake_case dicts and report errors keyed
+The services (automation.rules.services, catalog.services) take snake_case dicts and report errors keyed
 by the API's input paths, so resolvers only convert and call.
 """
 

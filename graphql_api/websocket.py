@@ -53,7 +53,7 @@ from strawberry.types.graphql import OperationType as StrawberryOperationType
 from strawberry.types.unset import UNSET
 
 from accounts.current import acting_as
-from automation.live import attach_event_loop
+from automation.live.events import attach_event_loop
 from graphql_api.documents import operation_type
 from graphql_api.errors import GRAPHQL_VALIDATION_FAILED, RATE_LIMITED, UNAUTHENTICATED
 from graphql_api.live_auth import Refused, authenticate

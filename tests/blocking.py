@@ -12,7 +12,7 @@ import time
 
 from django.db import connection
 
-from automation import conditions
+from automation.conditions import evaluate as conditions
 
 WAIT_SECONDS = 60  # a parked evaluation gives up after this, so a failing test cannot hang
 

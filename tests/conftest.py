@@ -2,7 +2,8 @@ import pytest
 
 from accounts import ratelimit
 from accounts.choices import Role
-from automation import budget, cpu_budget
+from automation.conditions import cpu_budget
+from automation.fanout import budget
 from graphql_api import websocket_slots
 from tests.factories import (
     ApiTokenFactory,

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from accounts.choices import Role
 from accounts.models import ApiToken, Invitation, Membership, Notification, Organization
-from automation.choices import (
+from automation.core.choices import (
     ActionType,
     ConditionLogic,
     Operator,
@@ -17,7 +17,7 @@ from automation.choices import (
     TriggerEvent,
     TriggerType,
 )
-from automation.models import (
+from automation.core.models import (
     AutomationLog,
     AutomationRule,
     ConditionGroup,

@@ -31,14 +31,8 @@ from jsonschema import Draft202012Validator
 from accounts.choices import Role
 from accounts.models import Membership, Notification
 from accounts.validation import full_clean_changes
-from automation import budget, webhooks
-from automation.chain import current_chain
-from automation.choices import ActionType
-from automation.live import publish_notification
-from automation.registry import PathError, get_automatable, resolve_path
-from automation.signals import remember_stored_row
-from automation.snapshots import json_value, local_fields, snapshot, without_nul
-from automation.templates import (
+from automation.actions import webhooks
+from automation.actions.templates import (
     RenderBudget,
     TemplateError,
     TemplateScope,
@@ -47,8 +41,15 @@ from automation.templates import (
     render,
     render_text,
 )
+from automation.core.choices import ActionType
+from automation.core.registry import PathError, get_automatable, resolve_path
+from automation.core.snapshots import json_value, local_fields, snapshot, without_nul
+from automation.fanout import budget
+from automation.fanout.chain import current_chain
+from automation.live.events import publish_notification
+from automation.triggers.signals import remember_stored_row
 
-logger = logging.getLogger("automation.actions")
+logger = logging.getLogger("automation.actions.handlers")
 
 MASK = "********"
 TRIGGER = "trigger"
@@ -581,7 +582,7 @@ def _field_input(field, value):
     text (9.99, not the float's 9.9900000000000002131...), which the field's decimal places would
     refuse: the contract's decimals travel as numbers too. An integer field refuses true/false
     and a number with a fraction (ValidationError), which Django would store as 1 and 2 for
-    `true` and `2.5`: conditions refuse them too (automation.conditions.coerce_value)."""
+    `true` and `2.5`: conditions refuse them too (automation.conditions.evaluate.coerce_value)."""
     if isinstance(field, models.DecimalField) and isinstance(value, float):
         return str(value)
     if isinstance(field, models.IntegerField) and (

@@ -25,7 +25,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from automation.context import TEMPLATE_VARIABLES
+from automation.core.context import TEMPLATE_VARIABLES
 
 # The variables RunContext.template_variables() provides; a placeholder must start with one.
 ROOT_VARIABLES = TEMPLATE_VARIABLES

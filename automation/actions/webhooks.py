@@ -40,7 +40,7 @@ import anyio.to_thread
 import httpx
 from django.conf import settings
 
-logger = logging.getLogger("automation.webhooks")
+logger = logging.getLogger("automation.actions.webhooks")
 
 MAX_REDIRECTS = 5
 RESPONSE_BODY_LIMIT = 4096  # bytes kept in the result

@@ -38,7 +38,7 @@ from django.conf import settings
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-logger = logging.getLogger("automation.cpu_budget")
+logger = logging.getLogger("automation.conditions.cpu_budget")
 
 SETTING = "AUTOMATION_CONDITIONS_CPU_SECONDS_PER_MINUTE"
 WINDOW_SECONDS = 60

@@ -68,20 +68,20 @@ from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.db import models
 from django.utils import timezone
 
-from automation import cpu_budget, relative_dates
-from automation.choices import (
+from automation.conditions import cpu_budget, relative_dates
+from automation.core.choices import (
     CHANGE_OPERATORS,
     ConditionLogic,
     Operator,
     TriggerEvent,
     TriggerType,
 )
-from automation.models import ConditionGroup, RuleCondition
-from automation.registry import PathError, ResolvedPath, model_label, resolve_path
-from automation.snapshots import diff, json_value
-from automation.validators import compile_regex
+from automation.core.models import ConditionGroup, RuleCondition
+from automation.core.registry import PathError, ResolvedPath, model_label, resolve_path
+from automation.core.snapshots import diff, json_value
+from automation.core.validators import compile_regex
 
-logger = logging.getLogger("automation.conditions")
+logger = logging.getLogger("automation.conditions.evaluate")
 
 ROOT_PATH = "conditions"
 # A trace entry shows at most this many values of a list (a to-many leaf's related values, an IN

@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from django.core.exceptions import ValidationError
 from django.db import models
 
-from automation.choices import TriggerEvent, TriggerType
-from automation.conditions import ConditionError, coerce_value
-from automation.snapshots import diff, json_value, local_fields
+from automation.conditions.evaluate import ConditionError, coerce_value
+from automation.core.choices import TriggerEvent, TriggerType
+from automation.core.snapshots import diff, json_value, local_fields
 
 CHANGE_SIDES = ("old", "new")
 # A simulated value of a JSON field nests at most this deep (as action parameters do).

@@ -9,7 +9,7 @@ from django.db import models
 from django.db.models import Q
 
 from accounts.models import Auditable, OrganizationScoped, Timestamped
-from automation.choices import (
+from automation.core.choices import (
     ActionType,
     ConditionLogic,
     MissedRunPolicy,
@@ -18,8 +18,8 @@ from automation.choices import (
     TriggerEvent,
     TriggerType,
 )
-from automation.registry import PathError, get_automatable, model_label, resolve_path
-from automation.validators import validate_cron, validate_timezone
+from automation.core.registry import PathError, get_automatable, model_label, resolve_path
+from automation.core.validators import validate_cron, validate_timezone
 
 
 class AutomationRuleQuerySet(models.QuerySet):
@@ -202,7 +202,7 @@ class RuleCondition(Timestamped, Auditable):
     def clean(self):
         # The evaluator's own check of a leaf, so a rule is refused at save with the message its
         # runs would fail with (automation/conditions.py, leaf_errors).
-        from automation.conditions import leaf_errors
+        from automation.conditions.evaluate import leaf_errors
 
         errors = leaf_errors(self.rule, self.field_name, self.operator, self.value)
         if errors:
@@ -223,7 +223,7 @@ class RuleAction(Timestamped, Auditable):
         return f"{self.order}: {self.action_type} ({self.rule})"
 
     def clean(self):
-        from automation.actions import parameter_errors
+        from automation.actions.handlers import parameter_errors
 
         errors = parameter_errors(self.action_type, self.parameters, self.rule, self.order)
         if errors:

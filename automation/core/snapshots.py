@@ -10,7 +10,7 @@ import decimal
 import enum
 import uuid
 
-from automation.registry import automatable_for
+from automation.core.registry import automatable_for
 
 
 def json_value(value):

@@ -39,7 +39,7 @@ from django.conf import settings
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-logger = logging.getLogger("automation.budget")
+logger = logging.getLogger("automation.fanout.budget")
 
 ROOT_TTL_SECONDS = 3600
 WINDOW_SECONDS = 60
@@ -210,7 +210,7 @@ def measure_stored(organization_id: int) -> int:
     from django.db.models.functions import Cast, Coalesce, Length
 
     from accounts.models import Notification
-    from automation.models import AutomationLog
+    from automation.core.models import AutomationLog
 
     def length(name):
         return Coalesce(Length(Cast(name, TextField())), Value(0))

@@ -13,10 +13,11 @@ The cached objects are shared by threads: callers read them and never modify the
 import threading
 from dataclasses import dataclass
 
-from automation import conditions, rule_index
-from automation.conditions import GroupNode
-from automation.models import AutomationRule
-from automation.rule_version import current_version
+from automation.conditions import evaluate as conditions
+from automation.conditions.evaluate import GroupNode
+from automation.core.models import AutomationRule
+from automation.index import watching as rule_index
+from automation.index.version import current_version
 
 
 @dataclass(frozen=True)

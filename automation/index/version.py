@@ -32,7 +32,7 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
-logger = logging.getLogger("automation.rule_index")
+logger = logging.getLogger("automation.index.watching")
 
 VERSION_KEY = "automation:rule-index-version"
 INVALIDATION_CHANNEL = "__redis__:invalidate"

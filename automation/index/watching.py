@@ -29,12 +29,12 @@ from dataclasses import dataclass
 
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 
-from automation import rule_version
-from automation.choices import TriggerType
-from automation.models import AutomationRule
-from automation.rule_version import bump_version, current_version
+from automation.core.choices import TriggerType
+from automation.core.models import AutomationRule
+from automation.index import version as rule_version
+from automation.index.version import bump_version, current_version
 
-logger = logging.getLogger("automation.rule_index")
+logger = logging.getLogger("automation.index.watching")
 
 
 @dataclass(frozen=True)
@@ -239,7 +239,7 @@ def rules_changed() -> None:
 
 def reset_local_state() -> None:
     """Forget this process's index (tests: behave like a process that just started)."""
-    from automation import rule_definitions
+    from automation.index import definitions as rule_definitions
 
     rule_version.reset()
     rule_definitions.forget()

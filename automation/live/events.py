@@ -36,9 +36,9 @@ from channels.layers import InMemoryChannelLayer, get_channel_layer
 from channels_redis.pubsub import RedisPubSubChannelLayer
 from django.db import transaction
 
-from automation.snapshots import json_value
+from automation.core.snapshots import json_value
 
-logger = logging.getLogger("automation.live")
+logger = logging.getLogger("automation.live.events")
 
 LOG_MESSAGE = "automation.log"
 LOG_BY_RULE_MESSAGE = "automation.log.rule"

@@ -19,10 +19,10 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.current import acting_as, get_current_user
-from automation.models import AutomationRule, ConditionGroup, RuleAction, RuleCondition
-from automation.registry import get_automatable
+from automation.core.models import AutomationRule, ConditionGroup, RuleAction, RuleCondition
+from automation.core.registry import get_automatable
 
-logger = logging.getLogger("automation.services")
+logger = logging.getLogger("automation.rules.services")
 
 ROOT_PATH = "conditions"  # the condition tree's input path
 
@@ -364,7 +364,7 @@ def _tree_data(rule) -> dict:
 
 
 def _build_actions(rule, specs, *, old_actions, errors) -> list[RuleAction]:
-    from automation.actions import merge_masked_secrets, parameters_bulk_errors
+    from automation.actions.handlers import merge_masked_secrets, parameters_bulk_errors
 
     if len(specs) > MAX_ACTIONS:
         errors.add("actions", [f"A rule has at most {MAX_ACTIONS} actions."])

@@ -24,18 +24,19 @@ from django.db.models import F
 from django.utils import timezone
 
 from accounts.current import acting_as
-from automation import budget, live
-from automation.chain import Chain, running
-from automation.choices import ActionStatus, RunStatus, TriggerType
-from automation.conditions import ConditionResult
-from automation.context import RunContext
-from automation.live import publish_action, publish_log
-from automation.models import AutomationLog, AutomationRule
-from automation.outbox import OMITTED_KEY, create_run, depth_limit_error, enqueue_runs
-from automation.rule_definitions import RuleDefinition, rule_definition
-from automation.snapshots import without_nul
+from automation.conditions.evaluate import ConditionResult
+from automation.core.choices import ActionStatus, RunStatus, TriggerType
+from automation.core.context import RunContext
+from automation.core.models import AutomationLog, AutomationRule
+from automation.core.snapshots import without_nul
+from automation.fanout import budget
+from automation.fanout.chain import Chain, running
+from automation.index.definitions import RuleDefinition, rule_definition
+from automation.live import events as live
+from automation.live.events import publish_action, publish_log
+from automation.triggers.outbox import OMITTED_KEY, create_run, depth_limit_error, enqueue_runs
 
-logger = logging.getLogger("automation.runs")
+logger = logging.getLogger("automation.runs.execute")
 
 FINISHED_ACTION_STATUSES = {ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.SKIPPED}
 # How many times a run is evaluated again when it changed between its evaluation and its claim
@@ -80,7 +81,7 @@ def run_rule(
     event and may be given simulated `changes` and a `record` (automation/simulation.py); with a
     `record`, `object_id` may be left out.
     """
-    from automation.simulation import refuse_on_a_real_run, simulate
+    from automation.conditions.simulation import refuse_on_a_real_run, simulate
 
     if not dry_run:
         refuse_on_a_real_run(changes, record)
@@ -89,7 +90,7 @@ def run_rule(
     if content_type is not None:
         if object_id not in (None, ""):
             instance = _find_object(rule, object_id)
-            from automation.snapshots import snapshot
+            from automation.core.snapshots import snapshot
 
             object_snapshot = snapshot(instance)
             object_id = instance.pk
@@ -467,7 +468,7 @@ def execute_runs(log_ids: list[int]) -> None:
 
 def _database_only(prepared: "_Prepared") -> bool:
     """Do all the run's actions write only the database (no webhook to commit before)?"""
-    from automation.actions import get_handler
+    from automation.actions.handlers import get_handler
 
     return all(
         get_handler(action.action_type).writes_database for action in prepared.definition.actions
@@ -602,7 +603,7 @@ def _prepare(log: AutomationLog, budget: float | None = None) -> _Prepared:
     """Load the rule and evaluate the conditions the run will record, in whatever transaction
     is open (none for a run: reads in autocommit). The run then uses this definition of the
     rule: what it evaluated is what it executes."""
-    from automation.conditions import evaluate_conditions
+    from automation.conditions.evaluate import evaluate_conditions
 
     definition = rule_definition(log.rule_id)
     rule = definition.rule
@@ -684,7 +685,7 @@ class _Plan:
     """
 
     def __init__(self, writer: RunWriter, ctx: RunContext, actions: list):
-        from automation.actions import get_handler
+        from automation.actions.handlers import get_handler
 
         self.writer, self.ctx, self.actions = writer, ctx, actions
         self.failures, self.stopped, self.done = 0, False, False
@@ -790,7 +791,7 @@ def _call(writer: RunWriter, ctx: RunContext, action, index: int, handler) -> tu
     batch it takes none (two round trips per run on PostgreSQL) and a failure raises RedoAlone
     instead: the whole batch rolls back, and each run is executed again alone.
     """
-    from automation.actions import ActionError
+    from automation.actions.handlers import ActionError
 
     log = writer.log
     entry = log.action_logs[index]
@@ -968,7 +969,7 @@ def _queue_room(limit: int) -> int:
     """
     from huey.contrib.djhuey import HUEY
 
-    from automation.queue import fair_queues
+    from automation.runs.queue import fair_queues
 
     try:
         queued = fair_queues(HUEY).size()

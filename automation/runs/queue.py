@@ -21,7 +21,12 @@ import redis
 from huey import RedisHuey, SqliteHuey
 from huey.storage import RedisStorage, SqliteStorage
 
-from automation.fair_queue import SQLITE_DDL, MemoryFairQueues, RedisFairQueues, SqliteFairQueues
+from automation.runs.fair_queue import (
+    SQLITE_DDL,
+    MemoryFairQueues,
+    RedisFairQueues,
+    SqliteFairQueues,
+)
 
 # How often an idle worker looks at the table for tasks that other processes enqueued.
 POLL_SECONDS = 0.05

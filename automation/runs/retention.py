@@ -19,11 +19,11 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
-from automation import budget
-from automation.choices import FINISHED_RUN_STATUSES
-from automation.models import AutomationLog
+from automation.core.choices import FINISHED_RUN_STATUSES
+from automation.core.models import AutomationLog
+from automation.fanout import budget
 
-logger = logging.getLogger("automation.retention")
+logger = logging.getLogger("automation.runs.retention")
 
 BATCH_SIZE = 500
 REFERENCES = ("parent_log", "root_log", "retry_of")

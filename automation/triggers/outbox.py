@@ -16,16 +16,16 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.current import get_current_user
-from automation import budget
-from automation.chain import current_chain
-from automation.choices import RunStatus, TriggerEvent, TriggerType
-from automation.live import publish_log
-from automation.models import AutomationLog, AutomationRule
-from automation.registry import automatable_for
-from automation.rule_index import rules_watching
-from automation.snapshots import snapshot, without_nul
+from automation.core.choices import RunStatus, TriggerEvent, TriggerType
+from automation.core.models import AutomationLog, AutomationRule
+from automation.core.registry import automatable_for
+from automation.core.snapshots import snapshot, without_nul
+from automation.fanout import budget
+from automation.fanout.chain import current_chain
+from automation.index.watching import rules_watching
+from automation.live.events import publish_log
 
-logger = logging.getLogger("automation.outbox")
+logger = logging.getLogger("automation.triggers.outbox")
 
 
 def create_run(

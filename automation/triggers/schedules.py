@@ -49,12 +49,12 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from automation import budget
-from automation.choices import MissedRunPolicy, RunStatus, TriggerType
-from automation.models import AutomationRule
-from automation.registry import model_label
+from automation.core.choices import MissedRunPolicy, RunStatus, TriggerType
+from automation.core.models import AutomationRule
+from automation.core.registry import model_label
+from automation.fanout import budget
 
-logger = logging.getLogger("automation.schedules")
+logger = logging.getLogger("automation.triggers.schedules")
 
 UTC = datetime.UTC
 MAX_UPCOMING = 50
@@ -369,7 +369,7 @@ def _fire(rule: AutomationRule, slot, matches, *, trigger=TriggerType.SCHEDULE, 
 
     Without a model, one PENDING run. With a model, `_fan_out`. Call inside a transaction.
     """
-    from automation.outbox import create_run
+    from automation.triggers.outbox import create_run
 
     if rule.content_type_id is None:
         return create_run(
@@ -389,7 +389,7 @@ def _iso(slot) -> str | None:
 def _fan_out(rule: AutomationRule, slot, matches, *, trigger, user_id):
     """One PENDING child run per record meeting the conditions, under a finished slot log,
     which is returned."""
-    from automation.outbox import create_run
+    from automation.triggers.outbox import create_run
 
     summary = {
         "scheduled_for": _iso(slot),
@@ -442,10 +442,10 @@ def _matching_records(rule: AutomationRule, now, deadline: float | None = None) 
     """The organization's records meeting the rule's conditions, in primary-key order, at most
     AUTOMATION_SCHEDULE_MAX_RECORDS; with a `deadline` (time.monotonic()), only those examined
     before it (a firing by hand, evaluated inside a request)."""
-    from automation import cpu_budget
-    from automation.conditions import evaluate_conditions, load_condition_tree
-    from automation.context import RunContext
-    from automation.snapshots import snapshot
+    from automation.conditions import cpu_budget
+    from automation.conditions.evaluate import evaluate_conditions, load_condition_tree
+    from automation.core.context import RunContext
+    from automation.core.snapshots import snapshot
 
     model = rule.content_type.model_class()
     label = model_label(model)

@@ -1,14 +1,14 @@
 """Model-event triggers: the signal receivers that turn saves and deletes into runs.
 
 Connected by AutomationConfig.ready():
-- on every automatable model (automation.registry), post_save -> CREATED / UPDATED and
+- on every automatable model (automation.core.registry), post_save -> CREATED / UPDATED and
   post_delete -> DELETED, each calling the outbox's `emit_event`. A `pre_save` reads the old row
   (one query) only when some active UPDATED rule of the record's organization watches the model,
   so that `changes` holds every changed field with its old and new value. A save no rule watches
   costs no query: the rule index answers from memory.
 - on AutomationRule, RuleCondition, ConditionGroup and RuleAction, post_save / post_delete mark the
   rule index stale (the version bumps on commit), and a pre_save on AutomationRule keeps
-  next_run_at right (automation.schedules).
+  next_run_at right (automation.triggers.schedules).
 
 Not seen by signals: QuerySet.update(), bulk_create(), bulk_update(), and rows changed by database
 cascades (on_delete=SET_NULL); code that writes that way calls `emit_event` itself
@@ -20,14 +20,14 @@ import logging
 
 from django.db.models.signals import post_delete, post_save, pre_save
 
-from automation.choices import TriggerEvent
-from automation.models import AutomationRule, ConditionGroup, RuleAction, RuleCondition
-from automation.outbox import emit_event
-from automation.registry import automatable_models, model_label
-from automation.rule_index import is_watched, rules_changed
-from automation.snapshots import diff, snapshot
+from automation.core.choices import TriggerEvent
+from automation.core.models import AutomationRule, ConditionGroup, RuleAction, RuleCondition
+from automation.core.registry import automatable_models, model_label
+from automation.core.snapshots import diff, snapshot
+from automation.index.watching import is_watched, rules_changed
+from automation.triggers.outbox import emit_event
 
-logger = logging.getLogger("automation.signals")
+logger = logging.getLogger("automation.triggers.signals")
 
 # Stashed on the instance between pre_save and post_save: the old row's snapshot, None when there
 # is none to compare, or UNWATCHED when no UPDATED rule watched the save (so post_save need not
@@ -37,7 +37,7 @@ UNWATCHED = object()
 _MISSING = object()
 # Set by remember_stored_row: the row as its caller just read it, so pre_save need not read it.
 STORED_SNAPSHOT_ATTR = "_automation_stored_snapshot"
-DISPATCH_PREFIX = "automation.signals"
+DISPATCH_PREFIX = "automation.triggers.signals"
 # Looked up on every save: the model's label (Options.label_lower formats it on each access)
 # and the event, as plain module globals.
 _labels: dict[type, str] = {}
@@ -124,7 +124,7 @@ def connect() -> None:
         post_delete.connect(
             on_rule_change, sender=model, dispatch_uid=f"{DISPATCH_PREFIX}.rules.delete.{name}"
         )
-    from automation.schedules import keep_next_run_at, write_next_run_at
+    from automation.triggers.schedules import keep_next_run_at, write_next_run_at
 
     pre_save.connect(
         keep_next_run_at, sender=AutomationRule, dispatch_uid=f"{DISPATCH_PREFIX}.schedule.pre"

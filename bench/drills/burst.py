@@ -173,7 +173,7 @@ def make_rules():
 
     from accounts.choices import Role
     from accounts.models import Membership, Organization
-    from automation.choices import ActionType, TriggerEvent
+    from automation.core.choices import ActionType, TriggerEvent
     from tests.factories import AutomationRuleFactory
 
     organization = Organization.objects.create(slug="drill", name="Drill")
@@ -252,7 +252,7 @@ def sweeper(stop: threading.Event, totals: dict, period: float) -> None:
     """The periodic sweeper, called every `period` seconds instead of every minute."""
     from django.db import close_old_connections
 
-    from automation import runs
+    from automation.runs import execute as runs
 
     while not stop.wait(period):
         try:
@@ -267,8 +267,8 @@ def sweeper(stop: threading.Event, totals: dict, period: float) -> None:
 
 
 def unfinished_count(rule_ids) -> int:
-    from automation.choices import RunStatus
-    from automation.models import AutomationLog
+    from automation.core.choices import RunStatus
+    from automation.core.models import AutomationLog
 
     return AutomationLog.objects.filter(
         rule_id__in=rule_ids, status__in=[RunStatus.PENDING, RunStatus.RUNNING]
@@ -279,8 +279,8 @@ def verify(organization, burst, audit, written: int) -> dict:
     """Every product: one finished burst run (SUCCEEDED), one audit run, one category."""
     from django.db.models import Count, Q
 
-    from automation.choices import RunStatus
-    from automation.models import AutomationLog
+    from automation.core.choices import RunStatus
+    from automation.core.models import AutomationLog
     from catalog.models import Category, Product
 
     products = Product.objects.filter(organization=organization)

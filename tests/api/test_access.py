@@ -8,7 +8,7 @@ import pytest
 
 from accounts.choices import Role
 from accounts.models import Invitation, Membership
-from automation.models import AutomationRule
+from automation.core.models import AutomationRule
 from catalog.models import Product
 from tests.factories import (
     AutomationLogFactory,

@@ -125,7 +125,7 @@ def test_pages_are_costed_with_their_limit():
 
 
 def test_configuration_bounded_lists_are_costed_with_their_real_size():
-    from automation.registry import automatable_models, readable_paths
+    from automation.core.registry import automatable_models, readable_paths
 
     models = len(automatable_models())
     paths = max(len(readable_paths(label)) for label in automatable_models())

@@ -4,8 +4,8 @@ from decimal import Decimal
 
 import pytest
 
-from automation.choices import TriggerEvent
-from automation.models import AutomationLog
+from automation.core.choices import TriggerEvent
+from automation.core.models import AutomationLog
 from catalog.models import Product
 from tests.factories import AutomationRuleFactory, CategoryFactory
 

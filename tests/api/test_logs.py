@@ -5,7 +5,7 @@ import datetime
 import pytest
 from django.utils import timezone
 
-from automation.choices import RunStatus, TriggerType
+from automation.core.choices import RunStatus, TriggerType
 from tests.factories import AutomationLogFactory, AutomationRuleFactory
 
 pytestmark = pytest.mark.django_db

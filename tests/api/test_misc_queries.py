@@ -9,7 +9,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from accounts.models import Membership, Notification
-from automation.registry import readable_paths
+from automation.core.registry import readable_paths
 from graphql_api.schema import schema
 from tests.factories import (
     AutomationRuleFactory,

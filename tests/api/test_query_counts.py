@@ -4,8 +4,8 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from automation.choices import ActionType, ConditionLogic, Operator
-from automation.models import ConditionGroup, RuleCondition
+from automation.core.choices import ActionType, ConditionLogic, Operator
+from automation.core.models import ConditionGroup, RuleCondition
 from tests.factories import AutomationRuleFactory, InvitationFactory, UserFactory
 
 pytestmark = pytest.mark.django_db

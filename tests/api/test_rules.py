@@ -5,7 +5,7 @@ import datetime
 import pytest
 import time_machine
 
-from automation.models import (
+from automation.core.models import (
     AutomationLog,
     AutomationRule,
     ConditionGroup,

@@ -6,8 +6,8 @@ import time
 import pytest
 from django.test import Client
 
-from automation.choices import ActionType, RunStatus, TriggerType
-from automation.models import AutomationLog
+from automation.core.choices import ActionType, RunStatus, TriggerType
+from automation.core.models import AutomationLog
 from catalog.models import Product
 from tests import blocking
 from tests.factories import (
@@ -311,7 +311,7 @@ def test_one_user_gets_a_few_dry_runs_at_once_whatever_their_organizations(
 def test_a_dry_run_that_raises_gives_its_slot_back(
     gql, editor, organization, settings, monkeypatch
 ):
-    from automation import runs
+    from automation.runs import execute as runs
 
     settings.AUTOMATION_DRY_RUNS_PER_ORGANIZATION = 1
     rule = conditional_rule(organization)

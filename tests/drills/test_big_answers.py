@@ -14,8 +14,8 @@ from django.test import Client, override_settings
 from django.test.utils import CaptureQueriesContext
 
 from accounts.choices import Role
-from automation.models import AutomationLog, AutomationRule
-from automation.runs import execute_run
+from automation.core.models import AutomationLog, AutomationRule
+from automation.runs.execute import execute_run
 from tests.factories import ProductFactory
 
 pytestmark = pytest.mark.django_db

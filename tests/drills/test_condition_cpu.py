@@ -12,10 +12,11 @@ import pytest
 import time_machine
 from django.test import Client
 
-from automation import conditions, cpu_budget
-from automation.choices import RunStatus
-from automation.models import AutomationLog
-from automation.runs import execute_run
+from automation.conditions import cpu_budget
+from automation.conditions import evaluate as conditions
+from automation.core.choices import RunStatus
+from automation.core.models import AutomationLog
+from automation.runs.execute import execute_run
 from tests.factories import ProductFactory
 
 pytestmark = pytest.mark.django_db

@@ -15,9 +15,9 @@ import pytest
 from django.conf import settings
 from django.test import Client
 
-from automation.choices import ActionStatus, RunStatus
-from automation.models import AutomationLog
-from automation.runs import execute_run
+from automation.core.choices import ActionStatus, RunStatus
+from automation.core.models import AutomationLog
+from automation.runs.execute import execute_run
 from catalog.models import Product
 from tests.factories import AutomationRuleFactory, ProductFactory
 

@@ -19,15 +19,15 @@ from django.test import Client
 
 from accounts.choices import Role
 from accounts.models import Invitation, Membership, Notification, Organization
-from automation import webhooks
-from automation.models import (
+from automation.actions import webhooks
+from automation.core.models import (
     AutomationLog,
     AutomationRule,
     ConditionGroup,
     RuleAction,
     RuleCondition,
 )
-from automation.runs import execute_run
+from automation.runs.execute import execute_run
 from catalog.models import Category, Product
 from tests.factories import ApiTokenFactory, InvitationFactory, ProductFactory, UserFactory
 

@@ -13,10 +13,10 @@ import pytest
 from django.conf import settings
 from huey.contrib.djhuey import HUEY
 
-from automation.choices import RunStatus
-from automation.models import AutomationLog
-from automation.queue import fair_queues
-from automation.runs import execute_run
+from automation.core.choices import RunStatus
+from automation.core.models import AutomationLog
+from automation.runs.execute import execute_run
+from automation.runs.queue import fair_queues
 from automation.tasks import execute_queued_runs_task
 from catalog.models import Product
 from tests.drills.test_fan_out_budget import create_multiplying_rule, run_everything

@@ -16,11 +16,12 @@ import re
 import pytest
 from django.db import DataError
 
-from automation import runs, webhooks
-from automation.choices import ActionStatus, ActionType, RunStatus
-from automation.models import AutomationLog
-from automation.outbox import emit_event
-from automation.runs import execute_run
+from automation.actions import webhooks
+from automation.core.choices import ActionStatus, ActionType, RunStatus
+from automation.core.models import AutomationLog
+from automation.runs import execute as runs
+from automation.runs.execute import execute_run
+from automation.triggers.outbox import emit_event
 from tests.factories import AutomationRuleFactory, ProductFactory
 from tests.integration.test_webhooks import RecordingServer
 
@@ -99,7 +100,7 @@ def test_a_run_that_cannot_be_written_fails_with_a_reference_and_no_action_left_
 
     monkeypatch.setattr(runs._Plan, "_record", refused)
 
-    with caplog.at_level(logging.ERROR, logger="automation.runs"):
+    with caplog.at_level(logging.ERROR, logger="automation.runs.execute"):
         execute_run(log.pk)
 
     log.refresh_from_db()
@@ -121,7 +122,7 @@ def test_an_action_failing_unexpectedly_shows_a_reference_not_the_exception(
 ):
     """An action raising something unexpected (here a database error) fails with a reference;
     the exception's text stays in the server log."""
-    from automation import actions
+    from automation.actions import handlers as actions
 
     rule = AutomationRuleFactory(
         organization=organization,
@@ -134,7 +135,7 @@ def test_an_action_failing_unexpectedly_shows_a_reference_not_the_exception(
         raise DataError('null value in column "secret_column" violates not-null constraint')
 
     monkeypatch.setattr(actions.UpdateRecordHandler, "execute", broken)
-    with caplog.at_level(logging.ERROR, logger="automation.runs"):
+    with caplog.at_level(logging.ERROR, logger="automation.runs.execute"):
         execute_run(log.pk)
 
     log.refresh_from_db()

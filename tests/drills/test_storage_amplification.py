@@ -21,12 +21,12 @@ import time_machine
 
 from accounts.choices import Role
 from accounts.models import Notification
-from automation import budget
-from automation.choices import ActionType, RunStatus, TriggerEvent
-from automation.models import AutomationLog
-from automation.outbox import OMITTED_KEY
-from automation.retention import purge_logs
-from automation.runs import RunConflict, execute_run, retry_run
+from automation.core.choices import ActionType, RunStatus, TriggerEvent
+from automation.core.models import AutomationLog
+from automation.fanout import budget
+from automation.runs.execute import RunConflict, execute_run, retry_run
+from automation.runs.retention import purge_logs
+from automation.triggers.outbox import OMITTED_KEY
 from catalog.models import Product
 from tests.factories import AutomationRuleFactory, ProductFactory
 

@@ -1,6 +1,6 @@
 """Drill: two scheduler processes tick the same minute against PostgreSQL; one log per slot.
 
-Each process is a real `manage.py shell` calling automation.schedules.tick() with the same `now`,
+Each process is a real `manage.py shell` calling automation.triggers.schedules.tick() with the same `now`,
 released at the same instant, so both walk the same due rules at once: one takes a rule with
 SELECT ... FOR UPDATE SKIP LOCKED, and the unique (rule, scheduled_for) constraint stops the other
 from writing a slot it got to second. Rules without a model make one run per slot; rules with a
@@ -22,8 +22,8 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from automation.choices import MissedRunPolicy, RunStatus
-from automation.models import AutomationLog, AutomationRule
+from automation.core.choices import MissedRunPolicy, RunStatus
+from automation.core.models import AutomationLog, AutomationRule
 from tests.drills.conftest import needs_postgres, size, test_database_url
 from tests.factories import AutomationRuleFactory, ProductFactory, content_type_of
 
@@ -35,7 +35,7 @@ RECORDS = 12
 TICK = """
 import json, sys, time, datetime
 from django.utils import timezone
-from automation import schedules
+from automation.triggers import schedules
 now = datetime.datetime.fromisoformat(sys.argv[1])
 release = float(sys.argv[2])
 while time.time() < release:

@@ -9,7 +9,7 @@ from django.test import Client
 from django.urls import reverse
 
 from accounts.models import ApiToken, Invitation
-from automation.choices import ActionType, RunStatus
+from automation.core.choices import ActionType, RunStatus
 from tests.factories import (
     ApiTokenFactory,
     AutomationLogFactory,

@@ -11,11 +11,11 @@ import socket
 import pytest
 import time_machine
 
-from automation import budget
-from automation.choices import ActionStatus, ActionType, RunStatus
-from automation.models import AutomationLog
-from automation.runs import execute_run, retry_run, run_rule
-from automation.schedules import tick
+from automation.core.choices import ActionStatus, ActionType, RunStatus
+from automation.core.models import AutomationLog
+from automation.fanout import budget
+from automation.runs.execute import execute_run, retry_run, run_rule
+from automation.triggers.schedules import tick
 from catalog.models import Category, Product
 from tests.factories import AutomationRuleFactory, ProductFactory, content_type_of
 
@@ -208,7 +208,7 @@ def test_writes_go_on_while_the_budget_counters_cannot_be_reached(organization, 
     )
     product = ProductFactory(organization=organization, stock=1)
 
-    with caplog.at_level(logging.WARNING, logger="automation.budget"):
+    with caplog.at_level(logging.WARNING, logger="automation.fanout.budget"):
         (log,) = update_product(product, 2)
         assert log.status == RunStatus.PENDING
         execute_run(log.pk)
@@ -216,7 +216,7 @@ def test_writes_go_on_while_the_budget_counters_cannot_be_reached(organization, 
     assert log.status == RunStatus.SUCCEEDED
     product.refresh_from_db()
     assert product.stock == 7
-    warnings = [r.getMessage() for r in caplog.records if r.name == "automation.budget"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "automation.fanout.budget"]
     # The run, its bytes, then its write and its bytes (automation/budget.py, admit_bytes).
     assert len(warnings) == 4, warnings
     assert sum("fan-out budget not counted" in message for message in warnings) == 2

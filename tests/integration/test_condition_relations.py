@@ -2,10 +2,10 @@
 
 import pytest
 
-from automation.choices import Operator, TriggerEvent
-from automation.conditions import evaluate_conditions, load_condition_tree
-from automation.context import RunContext
-from automation.snapshots import snapshot
+from automation.conditions.evaluate import evaluate_conditions, load_condition_tree
+from automation.core.choices import Operator, TriggerEvent
+from automation.core.context import RunContext
+from automation.core.snapshots import snapshot
 from catalog.models import Product
 from tests.factories import (
     AutomationRuleFactory,

@@ -9,10 +9,10 @@ import time
 import pytest
 from huey.contrib.djhuey import HUEY
 
-from automation.choices import ActionType, RunStatus
+from automation.core.choices import ActionType, RunStatus
+from automation.core.models import AutomationLog
 from automation.management.commands.serve import EmbeddedConsumer
-from automation.models import AutomationLog
-from automation.runs import run_rule
+from automation.runs.execute import run_rule
 from catalog.models import Category
 from tests.factories import AutomationRuleFactory, ProductFactory
 
@@ -83,9 +83,9 @@ django.setup()
 from huey.consumer import Worker
 from huey.contrib.djhuey import HUEY
 import automation.tasks
-before = "automation.actions" in sys.modules or "httpx" in sys.modules
+before = "automation.actions.handlers" in sys.modules or "httpx" in sys.modules
 Worker(HUEY, None, 0.1, 1.0, 1.15).initialize()
-print(before, "automation.actions" in sys.modules and "httpx" in sys.modules)
+print(before, "automation.actions.handlers" in sys.modules and "httpx" in sys.modules)
 """
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings"}
     result = subprocess.run(

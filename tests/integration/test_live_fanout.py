@@ -12,9 +12,9 @@ from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from accounts.choices import Role
 from accounts.models import Membership
-from automation.live import organization_group
-from automation.models import AutomationLog
-from automation.runs import execute_run
+from automation.core.models import AutomationLog
+from automation.live.events import organization_group
+from automation.runs.execute import execute_run
 from graphql_api import live_auth, subscriptions
 from tests.integration.test_live_subscriptions import (
     LOGS,

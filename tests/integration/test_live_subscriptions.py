@@ -20,12 +20,12 @@ from django.test import override_settings
 from django.utils import timezone
 
 from accounts.models import ApiToken, Membership
-from automation import live
-from automation.choices import ActionType
-from automation.live import LOG_MESSAGE, organization_group, serialize_log
-from automation.models import AutomationLog
-from automation.outbox import emit_event
-from automation.runs import execute_run, run_rule
+from automation.core.choices import ActionType
+from automation.core.models import AutomationLog
+from automation.live import events as live
+from automation.live.events import LOG_MESSAGE, organization_group, serialize_log
+from automation.runs.execute import execute_run, run_rule
+from automation.triggers.outbox import emit_event
 from config.asgi import application
 from graphql_api import live_auth
 from tests.factories import (

@@ -17,8 +17,8 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from automation.choices import ActionType, RunStatus, TriggerEvent
-from automation.models import AutomationLog
+from automation.core.choices import ActionType, RunStatus, TriggerEvent
+from automation.core.models import AutomationLog
 from catalog.models import Category
 from tests.factories import AutomationRuleFactory, ProductFactory, content_type_of
 

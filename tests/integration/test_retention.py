@@ -6,9 +6,9 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from automation.choices import RunStatus
-from automation.models import AutomationLog
-from automation.retention import purge_logs
+from automation.core.choices import RunStatus
+from automation.core.models import AutomationLog
+from automation.runs.retention import purge_logs
 from tests.factories import AutomationLogFactory, AutomationRuleFactory
 
 pytestmark = pytest.mark.django_db

@@ -10,7 +10,7 @@ import uuid
 import pytest
 import redis
 
-from automation import rule_version
+from automation.index import version as rule_version
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
 pytestmark = pytest.mark.skipif(not REDIS_URL, reason="needs REDIS_URL (distributed mode)")

@@ -12,13 +12,13 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts.models import Notification
-from automation import runs
-from automation.chain import Chain, running
-from automation.choices import ActionStatus, ActionType, RunStatus, TriggerEvent, TriggerType
-from automation.live import organization_group
-from automation.models import AutomationLog
-from automation.outbox import emit_event
-from automation.runs import RunConflict, RunObjectNotFound, execute_run, retry_run, run_rule
+from automation.core.choices import ActionStatus, ActionType, RunStatus, TriggerEvent, TriggerType
+from automation.core.models import AutomationLog
+from automation.fanout.chain import Chain, running
+from automation.live.events import organization_group
+from automation.runs import execute as runs
+from automation.runs.execute import RunConflict, RunObjectNotFound, execute_run, retry_run, run_rule
+from automation.triggers.outbox import emit_event
 from catalog.models import Category
 from tests import blocking
 from tests.factories import AutomationRuleFactory, CategoryFactory, ProductFactory
@@ -322,7 +322,7 @@ def test_unexpected_error_never_leaves_a_run_running(organization, product, monk
     def explode(rule, ctx, tree=None, **options):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("automation.conditions.evaluate_conditions", explode)
+    monkeypatch.setattr("automation.conditions.evaluate.evaluate_conditions", explode)
     execute_run(log.pk)
     log.refresh_from_db()
     assert log.status == RunStatus.FAILED
@@ -371,7 +371,7 @@ def test_killed_worker_resumes_without_reapplying_a_finished_action(
     organization, product, monkeypatch
 ):
     """Database actions after an outside action commit apart from what came before them."""
-    from automation import actions
+    from automation.actions import handlers as actions
 
     rule = AutomationRuleFactory(
         organization=organization,
@@ -443,7 +443,7 @@ def test_killed_worker_resumes_without_reapplying_a_finished_action(
 
 def test_a_run_of_database_actions_commits_once_with_its_claim(organization, product, monkeypatch):
     """A worker killed in the last of several database actions leaves the run untouched."""
-    from automation import actions
+    from automation.actions import handlers as actions
 
     rule = AutomationRuleFactory(
         organization=organization, actions=[create_category(), update_description("second")]
@@ -479,7 +479,7 @@ def test_a_worker_killed_before_the_plan_leaves_the_run_pending(organization, pr
     def killed(rule, ctx, tree=None, **options):
         raise WorkerKilled
 
-    monkeypatch.setattr("automation.conditions.evaluate_conditions", killed)
+    monkeypatch.setattr("automation.conditions.evaluate.evaluate_conditions", killed)
     with pytest.raises(WorkerKilled):
         execute_run(log.pk)
     stored = AutomationLog.objects.get(pk=log.pk)
@@ -511,7 +511,7 @@ def test_a_resumed_run_after_a_stopping_failure_skips_the_rest(organization, pro
 
 def test_a_worker_that_lost_its_claim_stops_writing(organization, product, monkeypatch):
     """If the sweeper handed the run to another worker, the old worker writes nothing more."""
-    from automation import actions
+    from automation.actions import handlers as actions
 
     rule = AutomationRuleFactory(
         organization=organization,
@@ -725,7 +725,7 @@ def test_conditions_that_cannot_be_evaluated_skip_with_the_reason(
         organization=organization, conditions=[status_is("ACTIVE")], actions=[create_category()]
     )
     log = pending_run(rule, product)
-    monkeypatch.setattr("automation.conditions.load_condition_tree", lambda rule: 1 / 0)
+    monkeypatch.setattr("automation.conditions.evaluate.load_condition_tree", lambda rule: 1 / 0)
     execute_run(log.pk)
     log.refresh_from_db()
     assert log.status == RunStatus.SKIPPED
@@ -792,7 +792,7 @@ def test_a_run_revived_while_it_was_evaluated_is_evaluated_again(
 ):
     """The claim finds the seq it read changed: the evaluation is dropped and done again on
     the run as it is now, so a stale verdict is never recorded."""
-    from automation import conditions
+    from automation.conditions import evaluate as conditions
 
     rule = AutomationRuleFactory(
         organization=organization, conditions=[status_is("ACTIVE")], actions=[create_category()]
@@ -820,7 +820,7 @@ def test_a_run_revived_while_it_was_evaluated_is_evaluated_again(
 
 @pytest.mark.django_db(transaction=True)
 def test_runs_reuse_the_rule_definition_until_the_rules_change():
-    from automation import rule_index
+    from automation.index import watching as rule_index
     from tests.factories import OrganizationFactory
 
     rule_index.reset_local_state()
@@ -1025,7 +1025,7 @@ def test_a_batch_that_fails_as_a_whole_leaves_each_run_to_execute_alone(organiza
 
 def test_runs_with_a_webhook_are_not_batched(organization, monkeypatch):
     """A webhook's RUNNING entry commits before the call goes out: such a run runs alone."""
-    from automation import actions
+    from automation.actions import handlers as actions
 
     webhook = {
         "action_type": ActionType.CALL_WEBHOOK,
@@ -1054,7 +1054,7 @@ def test_runs_with_a_webhook_are_not_batched(organization, monkeypatch):
         return real_execute_together(batch)
 
     monkeypatch.setattr(runs, "_execute_together", execute_together)
-    from automation import conditions
+    from automation.conditions import evaluate as conditions
 
     evaluated = []
     real_evaluate = conditions.evaluate_conditions

@@ -7,11 +7,11 @@ import time_machine
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
-from automation import services
-from automation.choices import ActionType, MissedRunPolicy, RunStatus, TriggerType
-from automation.models import AutomationLog, AutomationRule
-from automation.runs import execute_run
-from automation.schedules import fire_now, tick, upcoming_runs
+from automation.core.choices import ActionType, MissedRunPolicy, RunStatus, TriggerType
+from automation.core.models import AutomationLog, AutomationRule
+from automation.rules import services
+from automation.runs.execute import execute_run
+from automation.triggers.schedules import fire_now, tick, upcoming_runs
 from tests import blocking
 from tests.factories import (
     AutomationRuleFactory,
@@ -367,7 +367,7 @@ def test_a_tick_evaluating_records_does_not_hold_other_organizations_writes(
 def test_a_rule_edited_while_its_slot_was_prepared_is_prepared_again(organization, monkeypatch):
     """The records were found with the conditions as read; an edit committed before the rule is
     locked makes the tick find them again with the new conditions."""
-    from automation import schedules
+    from automation.triggers import schedules
 
     ProductFactory(organization=organization, status="ACTIVE")
     draft = ProductFactory(organization=organization, status="DRAFT")

@@ -15,11 +15,12 @@ from django.db import DatabaseError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from automation import rule_index, signals
-from automation.choices import ActionType, RunStatus, TriggerEvent
-from automation.models import AutomationLog
-from automation.outbox import emit_event
-from automation.runs import execute_run
+from automation.core.choices import ActionType, RunStatus, TriggerEvent
+from automation.core.models import AutomationLog
+from automation.index import watching as rule_index
+from automation.runs.execute import execute_run
+from automation.triggers import signals
+from automation.triggers.outbox import emit_event
 from catalog.models import Category, Product
 from tests.factories import (
     AutomationRuleFactory,
@@ -393,7 +394,7 @@ def test_a_bump_by_another_process_on_this_machine_is_seen():
             sys.executable,
             "-c",
             "import django; django.setup(); "
-            "from automation import rule_index; rule_index.bump_version()",
+            "from automation.index.watching import bump_version; bump_version()",
         ],
         check=True,
         env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings"},

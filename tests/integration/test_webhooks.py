@@ -22,10 +22,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import trustme
 
-from automation import webhooks
-from automation.actions import MASK, ActionError, get_handler, parameter_errors
-from automation.choices import ActionType
-from automation.context import RunContext
+from automation.actions import webhooks
+from automation.actions.handlers import MASK, ActionError, get_handler, parameter_errors
+from automation.core.choices import ActionType
+from automation.core.context import RunContext
 
 LOOPBACK = ipaddress.ip_address("127.0.0.1")
 

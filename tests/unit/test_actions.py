@@ -8,8 +8,8 @@ from django.db.models.signals import post_delete, post_save
 
 from accounts.choices import Role
 from accounts.models import Membership, Notification
-from automation import actions
-from automation.actions import (
+from automation.actions import handlers as actions
+from automation.actions.handlers import (
     MASK,
     ActionError,
     get_handler,
@@ -18,9 +18,9 @@ from automation.actions import (
     parameter_errors,
     registered_handlers,
 )
-from automation.choices import ActionType, TriggerType
-from automation.context import RunContext
-from automation.snapshots import snapshot
+from automation.core.choices import ActionType, TriggerType
+from automation.core.context import RunContext
+from automation.core.snapshots import snapshot
 from catalog.models import Category, Product
 from tests.factories import (
     AutomationLogFactory,
@@ -247,7 +247,7 @@ def test_trigger_target_needs_a_rule_with_a_model(organization):
 def test_rule_action_clean_prefixes_parameter_paths(rule):
     from django.core.exceptions import ValidationError
 
-    from automation.models import RuleAction
+    from automation.core.models import RuleAction
 
     action = RuleAction(
         rule=rule, action_type=ActionType.UPDATE_RECORD, parameters={"fields": {"nope": 1}}

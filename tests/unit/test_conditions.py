@@ -16,8 +16,7 @@ from django.db import models
 from django.test import override_settings
 from django.utils import timezone
 
-from automation.choices import ConditionLogic, Operator, TriggerEvent
-from automation.conditions import (
+from automation.conditions.evaluate import (
     Clock,
     ConditionError,
     OperatorError,
@@ -28,10 +27,11 @@ from automation.conditions import (
     load_condition_tree,
     resolved_relative,
 )
-from automation.context import RunContext
-from automation.models import ConditionGroup, RuleCondition
-from automation.registry import ResolvedPath
-from automation.snapshots import snapshot
+from automation.core.choices import ConditionLogic, Operator, TriggerEvent
+from automation.core.context import RunContext
+from automation.core.models import ConditionGroup, RuleCondition
+from automation.core.registry import ResolvedPath
+from automation.core.snapshots import snapshot
 from catalog.choices import ProductStatus
 from catalog.models import Product
 from tests.factories import (
@@ -532,7 +532,7 @@ def test_a_path_that_no_longer_resolves_is_an_error(product, organization, setti
     }
     with (
         override_settings(AUTOMATION_MODELS=readable_without_stock),
-        caplog.at_level("WARNING", logger="automation.conditions"),
+        caplog.at_level("WARNING", logger="automation.conditions.evaluate"),
     ):
         result = evaluate_conditions(rule, context_for(rule, product))
     assert result.met is False
@@ -654,7 +654,7 @@ def test_trace_entries_are_bounded_whatever_the_values(product, organization):
 def test_leaves_left_when_the_budget_is_spent_fail_closed(product, organization, monkeypatch):
     """A slow first leaf spends the budget: the others are not evaluated and fail closed, even
     under a negation, and the result says how many were left."""
-    from automation import conditions
+    from automation.conditions import evaluate as conditions
 
     clock = [1000.0]
     monkeypatch.setattr(conditions.time, "monotonic", lambda: clock[0])
@@ -734,7 +734,7 @@ def test_save_time_and_run_time_report_a_leaf_with_the_same_message(
 
 def test_save_time_and_run_time_call_the_same_checker(product, organization, monkeypatch):
     """Not two copies that agree today: both go through conditions.leaf_test."""
-    from automation import conditions
+    from automation.conditions import evaluate as conditions
 
     calls = []
     real_leaf_test = conditions.leaf_test

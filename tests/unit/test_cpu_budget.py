@@ -4,7 +4,7 @@ and what it believes an organization has spent."""
 import pytest
 import time_machine
 
-from automation import cpu_budget
+from automation.conditions import cpu_budget
 
 
 class CountingStore:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from automation.choices import ActionType, ConditionLogic, Operator, TriggerType
+from automation.core.choices import ActionType, ConditionLogic, Operator, TriggerType
 from tests.factories import (
     ApiTokenFactory,
     AutomationLogFactory,

@@ -8,8 +8,8 @@ import uuid
 import pytest
 import time_machine
 
-from automation.fair_queue import RECENT_SECONDS, MemoryFairQueues, Policy
-from automation.queue import FairRedisHuey, WakeableSqliteHuey, fair_queues
+from automation.runs.fair_queue import RECENT_SECONDS, MemoryFairQueues, Policy
+from automation.runs.queue import FairRedisHuey, WakeableSqliteHuey, fair_queues
 
 POLICY = Policy(batch_size=4, fair_batch_size=2, workers_per_organization=1, lease_seconds=60)
 A, B, C = 101, 202, 303

@@ -9,7 +9,7 @@ from django.db import IntegrityError, transaction
 from django.test import override_settings
 from django.utils import timezone
 
-from automation.choices import (
+from automation.core.choices import (
     ActionType,
     ConditionLogic,
     MissedRunPolicy,
@@ -18,7 +18,7 @@ from automation.choices import (
     TriggerEvent,
     TriggerType,
 )
-from automation.models import (
+from automation.core.models import (
     AutomationLog,
     AutomationRule,
     ConditionGroup,

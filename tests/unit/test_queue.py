@@ -8,7 +8,7 @@ import uuid
 import pytest
 from huey import RedisHuey
 
-from automation.queue import WakeableSqliteHuey, WakeableSqliteStorage, take_queued
+from automation.runs.queue import WakeableSqliteHuey, WakeableSqliteStorage, take_queued
 
 
 @pytest.fixture
@@ -118,7 +118,7 @@ def test_a_redis_without_rpop_count_gives_no_batch_instead_of_failing_the_run():
     import redis
     from huey.storage import RedisStorage
 
-    from automation.queue import _take_from_redis
+    from automation.runs.queue import _take_from_redis
 
     class OldRedis:
         def rpop(self, key, count=None):

@@ -4,8 +4,7 @@ import datetime
 
 import pytest
 
-from automation.context import RunContext
-from automation.templates import (
+from automation.actions.templates import (
     ROOT_VARIABLES,
     RULE_KEYS,
     SINGLE_VALUES,
@@ -16,6 +15,7 @@ from automation.templates import (
     render,
     render_text,
 )
+from automation.core.context import RunContext
 
 
 @pytest.fixture

@@ -1,11 +1,11 @@
 """`manage.py purge_logs [--dry-run]`: delete run logs past their retention age now.
 
-The same work as the hourly periodic task (automation.retention explains what is kept).
+The same work as the hourly periodic task (automation.runs.retention explains what is kept).
 """
 
 from django.core.management.base import BaseCommand, CommandError
 
-from automation.retention import BATCH_SIZE, purge_logs
+from automation.runs.retention import BATCH_SIZE, purge_logs
 
 
 class Command(BaseCommand):

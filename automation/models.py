@@ -1,0 +1,11 @@
+"""Django finds an app's models here; they live in automation/core/models.py."""
+
+from automation.core.models import (
+    AutomationLog,
+    AutomationRule,
+    ConditionGroup,
+    RuleAction,
+    RuleCondition,
+)
+
+__all__ = ["AutomationLog", "AutomationRule", "ConditionGroup", "RuleAction", "RuleCondition"]
