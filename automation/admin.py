@@ -12,6 +12,7 @@ import logging
 from django import forms
 from django.contrib import admin
 from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import ValidationError
 from django.utils.html import format_html
 
 from automation.core.models import (
@@ -22,6 +23,7 @@ from automation.core.models import (
     RuleCondition,
 )
 from automation.core.registry import automatable_models
+from automation.rules.services import check_action, check_condition
 
 logger = logging.getLogger("automation.admin")
 
@@ -82,13 +84,39 @@ class ConditionGroupInline(RuleScopedInline):
     verbose_name_plural = "condition groups (the one without a parent is the root)"
 
 
+class CheckedForm(forms.ModelForm):
+    """A form whose instance also passes the API's save-time check (`check`), as a rule saved
+    over the API does."""
+
+    check = None
+
+    def _post_clean(self):
+        super()._post_clean()
+        try:
+            type(self).check(self.instance)
+        except ValidationError as exc:
+            # A path below a field ("parameters.url") is shown on that field, path first.
+            for path, messages in exc.message_dict.items():
+                field = path.split(".")[0]
+                field = field if field in self.fields else None
+                prefix = "" if path == field else f"{path}: "
+                self.add_error(field, [f"{prefix}{message}" for message in messages])
+
+
+class RuleConditionForm(CheckedForm):
+    check = staticmethod(check_condition)
+
+
 class RuleConditionInline(RuleScopedInline):
     model = RuleCondition
+    form = RuleConditionForm
     fields = ["group", "field_name", "operator", "value", "negate", "order"]
 
 
-class RuleActionForm(forms.ModelForm):
+class RuleActionForm(CheckedForm):
     """Shows parameters with secrets masked; a mask sent back keeps the stored secret."""
+
+    check = staticmethod(check_action)
 
     class Meta:
         model = RuleAction

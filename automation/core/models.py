@@ -199,15 +199,6 @@ class RuleCondition(Timestamped, Auditable):
         prefix = "NOT " if self.negate else ""
         return f"{prefix}{self.field_name} {self.operator} {self.value!r}"
 
-    def clean(self):
-        # The evaluator's own check of a leaf, so a rule is refused at save with the message its
-        # runs would fail with (automation/conditions.py, leaf_errors).
-        from automation.conditions.evaluate import leaf_errors
-
-        errors = leaf_errors(self.rule, self.field_name, self.operator, self.value)
-        if errors:
-            raise ValidationError(errors)
-
 
 class RuleAction(Timestamped, Auditable):
     rule = models.ForeignKey(AutomationRule, on_delete=models.CASCADE, related_name="actions")
@@ -221,18 +212,6 @@ class RuleAction(Timestamped, Auditable):
 
     def __str__(self):
         return f"{self.order}: {self.action_type} ({self.rule})"
-
-    def clean(self):
-        from automation.actions.handlers import parameter_errors
-
-        errors = parameter_errors(self.action_type, self.parameters, self.rule, self.order)
-        if errors:
-            raise ValidationError(
-                {
-                    f"parameters.{path}" if path else "parameters": msgs
-                    for path, msgs in errors.items()
-                }
-            )
 
 
 class AutomationLog(Timestamped, Auditable, OrganizationScoped):

@@ -19,6 +19,8 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.current import acting_as, get_current_user
+from automation.actions.handlers import parameter_errors
+from automation.conditions.evaluate import leaf_errors
 from automation.core.models import AutomationRule, ConditionGroup, RuleAction, RuleCondition
 from automation.core.registry import get_automatable
 
@@ -309,7 +311,7 @@ def _build_tree(rule, tree: dict, errors, path: str = ROOT_PATH):
             order=index,
         )
         try:
-            condition.full_clean(exclude=["rule", "group"])
+            full_clean(condition, check_condition, exclude=["rule", "group"])
         except ValidationError as exc:
             errors.add_validation_error(exc, f"{path}.conditions.{index}", CONDITION_FIELD_PATHS)
         conditions.append(condition)
@@ -396,7 +398,7 @@ def _build_actions(rule, specs, *, old_actions, errors) -> list[RuleAction]:
             continue_on_failure=bool(spec.get("continue_on_failure")),
         )
         try:
-            action.full_clean(exclude=["rule"])
+            full_clean(action, check_action, exclude=["rule"])
         except ValidationError as exc:
             errors.add_validation_error(exc, path, ACTION_FIELD_PATHS)
         actions.append(action)
@@ -418,3 +420,36 @@ def _save_actions(rule, actions) -> None:
     for action in actions:
         action.rule = rule
         action.save()
+
+
+# --- Checks of a condition and an action beyond their fields --------------------------------------
+
+
+def check_condition(condition: RuleCondition) -> None:
+    """The evaluator's own check of a leaf, so a rule is refused at save with the message its
+    runs would fail with (leaf_errors)."""
+    errors = leaf_errors(condition.rule, condition.field_name, condition.operator, condition.value)
+    if errors:
+        raise ValidationError(errors)
+
+
+def check_action(action: RuleAction) -> None:
+    """The action type's own check of its parameters (parameter_errors)."""
+    errors = parameter_errors(action.action_type, action.parameters, action.rule, action.order)
+    if errors:
+        raise ValidationError(
+            {f"parameters.{path}" if path else "parameters": msgs for path, msgs in errors.items()}
+        )
+
+
+def full_clean(instance, check, **options) -> None:
+    """`instance.full_clean(**options)` and `check(instance)`, their errors together (as Django's
+    full_clean runs a model's clean() even when a field failed)."""
+    errors = {}
+    for validate in (lambda: instance.full_clean(**options), lambda: check(instance)):
+        try:
+            validate()
+        except ValidationError as exc:
+            errors = exc.update_error_dict(errors)
+    if errors:
+        raise ValidationError(errors)

@@ -244,16 +244,17 @@ def test_trigger_target_needs_a_rule_with_a_model(organization):
     assert list(errors) == ["target"]
 
 
-def test_rule_action_clean_prefixes_parameter_paths(rule):
+def test_the_action_check_prefixes_parameter_paths(rule):
     from django.core.exceptions import ValidationError
 
     from automation.core.models import RuleAction
+    from automation.rules.services import check_action
 
     action = RuleAction(
         rule=rule, action_type=ActionType.UPDATE_RECORD, parameters={"fields": {"nope": 1}}
     )
     with pytest.raises(ValidationError) as raised:
-        action.clean()
+        check_action(action)
     assert "parameters.fields.nope" in raised.value.message_dict
 
 

@@ -735,6 +735,7 @@ def test_save_time_and_run_time_report_a_leaf_with_the_same_message(
 def test_save_time_and_run_time_call_the_same_checker(product, organization, monkeypatch):
     """Not two copies that agree today: both go through conditions.leaf_test."""
     from automation.conditions import evaluate as conditions
+    from automation.rules.services import check_condition
 
     calls = []
     real_leaf_test = conditions.leaf_test
@@ -750,7 +751,7 @@ def test_save_time_and_run_time_call_the_same_checker(product, organization, mon
     )
     leaf = RuleCondition.objects.get(rule=rule)
     with pytest.raises(ValidationError):
-        leaf.full_clean()  # what services.create_rule / update_rule and the admin call
+        check_condition(leaf)  # what services.create_rule / update_rule and the admin call
     evaluate_conditions(rule, context_for(rule, product))
     assert calls == [(Operator.LESS_THAN, "stock", "five")] * 2
 
