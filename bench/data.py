@@ -22,7 +22,7 @@ from automation.core.models import (
 )
 from automation.core.snapshots import snapshot
 from automation.index.watching import rules_changed
-from automation.triggers.outbox import create_run
+from automation.runs.create import create_run
 from catalog.models import Product
 
 _counter = itertools.count(1)

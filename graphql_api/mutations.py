@@ -241,7 +241,7 @@ class Mutation:
             ),
         ] = None,
     ) -> AutomationLogType:
-        from automation.runs.execute import run_rule
+        from automation.runs.manual import run_rule
 
         rule = perms.get_object(info, AutomationRule.objects.alive(), id, perms.WRITE)
         user = info.context.request.user
@@ -280,7 +280,7 @@ class Mutation:
         )
     )
     def retry_run(self, info: strawberry.Info, log_id: strawberry.ID) -> AutomationLogType:
-        from automation.runs.execute import retry_run
+        from automation.runs.manual import retry_run
 
         log = perms.get_object(info, AutomationLog.objects.all(), log_id, perms.WRITE)
         check_retry(info.context.request.user.pk)

@@ -11,7 +11,7 @@ counted, and what goes over a budget is recorded, never dropped silently:
 - per organization, in fixed one-minute windows (UTC): at most AUTOMATION_MAX_RUNS_PER_MINUTE
   runs of any trigger and AUTOMATION_MAX_WRITES_PER_MINUTE record writes by actions.
 
-A run over a budget is still created, FAILED with the reason (outbox.create_run), like a chain cut
+A run over a budget is still created, FAILED with the reason (runs.create.create_run), like a chain cut
 by depth; a write over a budget fails its action with the reason, and nothing is written.
 
 The root of a tree is the run at its rootLog, or the run itself when it has none: a run caused

@@ -19,8 +19,6 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.current import acting_as, get_current_user
-from automation.actions.handlers import parameter_errors
-from automation.conditions.evaluate import leaf_errors
 from automation.core.models import AutomationRule, ConditionGroup, RuleAction, RuleCondition
 from automation.core.registry import get_automatable
 
@@ -428,6 +426,8 @@ def _save_actions(rule, actions) -> None:
 def check_condition(condition: RuleCondition) -> None:
     """The evaluator's own check of a leaf, so a rule is refused at save with the message its
     runs would fail with (leaf_errors)."""
+    from automation.conditions.evaluate import leaf_errors  # the evaluator, loaded when used
+
     errors = leaf_errors(condition.rule, condition.field_name, condition.operator, condition.value)
     if errors:
         raise ValidationError(errors)
@@ -435,6 +435,8 @@ def check_condition(condition: RuleCondition) -> None:
 
 def check_action(action: RuleAction) -> None:
     """The action type's own check of its parameters (parameter_errors)."""
+    from automation.actions.handlers import parameter_errors  # httpx too: loaded when used
+
     errors = parameter_errors(action.action_type, action.parameters, action.rule, action.order)
     if errors:
         raise ValidationError(

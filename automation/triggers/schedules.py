@@ -369,7 +369,7 @@ def _fire(rule: AutomationRule, slot, matches, *, trigger=TriggerType.SCHEDULE, 
 
     Without a model, one PENDING run. With a model, `_fan_out`. Call inside a transaction.
     """
-    from automation.triggers.outbox import create_run
+    from automation.runs.create import create_run
 
     if rule.content_type_id is None:
         return create_run(
@@ -389,7 +389,7 @@ def _iso(slot) -> str | None:
 def _fan_out(rule: AutomationRule, slot, matches, *, trigger, user_id):
     """One PENDING child run per record meeting the conditions, under a finished slot log,
     which is returned."""
-    from automation.triggers.outbox import create_run
+    from automation.runs.create import create_run
 
     summary = {
         "scheduled_for": _iso(slot),

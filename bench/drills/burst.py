@@ -252,11 +252,11 @@ def sweeper(stop: threading.Event, totals: dict, period: float) -> None:
     """The periodic sweeper, called every `period` seconds instead of every minute."""
     from django.db import close_old_connections
 
-    from automation.runs import execute as runs
+    from automation.runs import sweeper
 
     while not stop.wait(period):
         try:
-            found = runs.sweep()
+            found = sweeper.sweep()
         except Exception as exc:  # Redis down mid-sweep: the next call tries again
             totals["sweep_errors"] += 1
             totals["last_sweep_error"] = f"{type(exc).__name__}: {exc}"

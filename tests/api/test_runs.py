@@ -311,14 +311,14 @@ def test_one_user_gets_a_few_dry_runs_at_once_whatever_their_organizations(
 def test_a_dry_run_that_raises_gives_its_slot_back(
     gql, editor, organization, settings, monkeypatch
 ):
-    from automation.runs import execute as runs
+    from automation.runs import manual
 
     settings.AUTOMATION_DRY_RUNS_PER_ORGANIZATION = 1
     rule = conditional_rule(organization)
     product = ProductFactory(organization=organization, status="ACTIVE")
     variables = {"id": str(rule.pk), "obj": str(product.pk), "dry": True}
     with monkeypatch.context() as patch:
-        patch.setattr(runs, "execute_dry_run", lambda log: 1 / 0)
+        patch.setattr(manual, "execute_dry_run", lambda log: 1 / 0)
         assert gql(RUN, variables, token=editor).codes == ["INTERNAL_SERVER_ERROR"]
     assert gql(RUN, variables, token=editor).ok()["runRule"]["dryRun"] is True
 

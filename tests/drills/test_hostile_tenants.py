@@ -17,7 +17,7 @@ from automation.core.choices import RunStatus
 from automation.core.models import AutomationLog
 from automation.runs.execute import execute_run
 from automation.runs.queue import fair_queues
-from automation.tasks import execute_queued_runs_task
+from automation.runs.worker import execute_queued_runs_task
 from catalog.models import Product
 from tests.drills.test_fan_out_budget import create_multiplying_rule, run_everything
 from tests.factories import AutomationRuleFactory, ProductFactory, content_type_of

@@ -19,7 +19,7 @@ from django.db import DataError
 from automation.actions import webhooks
 from automation.core.choices import ActionStatus, ActionType, RunStatus
 from automation.core.models import AutomationLog
-from automation.runs import execute as runs
+from automation.runs import plan
 from automation.runs.execute import execute_run
 from automation.triggers.outbox import emit_event
 from tests.factories import AutomationRuleFactory, ProductFactory
@@ -92,15 +92,15 @@ def test_a_run_that_cannot_be_written_fails_with_a_reference_and_no_action_left_
     FAILED (it stayed RUNNING) and the action after it SKIPPED; the log has the reference."""
     update = {"action_type": ActionType.UPDATE_RECORD, "parameters": {"fields": {"stock": 7}}}
     log = webhook_run(organization, nul_server.url(), update)
-    real_record = runs._Plan._record
+    real_record = plan.Plan._record
 
     def refused(self, index, started, outcome):
         real_record(self, index, started, outcome)
         raise DataError('invalid byte sequence for encoding "UTF8": 0x00\nCONTEXT: SQL UPDATE')
 
-    monkeypatch.setattr(runs._Plan, "_record", refused)
+    monkeypatch.setattr(plan.Plan, "_record", refused)
 
-    with caplog.at_level(logging.ERROR, logger="automation.runs.execute"):
+    with caplog.at_level(logging.ERROR, logger="automation.runs"):
         execute_run(log.pk)
 
     log.refresh_from_db()
@@ -135,7 +135,7 @@ def test_an_action_failing_unexpectedly_shows_a_reference_not_the_exception(
         raise DataError('null value in column "secret_column" violates not-null constraint')
 
     monkeypatch.setattr(actions.UpdateRecordHandler, "execute", broken)
-    with caplog.at_level(logging.ERROR, logger="automation.runs.execute"):
+    with caplog.at_level(logging.ERROR, logger="automation.runs"):
         execute_run(log.pk)
 
     log.refresh_from_db()

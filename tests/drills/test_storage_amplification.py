@@ -24,9 +24,10 @@ from accounts.models import Notification
 from automation.core.choices import ActionType, RunStatus, TriggerEvent
 from automation.core.models import AutomationLog
 from automation.fanout import budget
-from automation.runs.execute import RunConflict, execute_run, retry_run
+from automation.runs.create import OMITTED_KEY
+from automation.runs.execute import execute_run
+from automation.runs.manual import RunConflict, retry_run
 from automation.runs.retention import purge_logs
-from automation.triggers.outbox import OMITTED_KEY
 from catalog.models import Product
 from tests.factories import AutomationRuleFactory, ProductFactory
 

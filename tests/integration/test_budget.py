@@ -14,7 +14,8 @@ import time_machine
 from automation.core.choices import ActionStatus, ActionType, RunStatus
 from automation.core.models import AutomationLog
 from automation.fanout import budget
-from automation.runs.execute import execute_run, retry_run, run_rule
+from automation.runs.execute import execute_run
+from automation.runs.manual import retry_run, run_rule
 from automation.triggers.schedules import tick
 from catalog.models import Category, Product
 from tests.factories import AutomationRuleFactory, ProductFactory, content_type_of

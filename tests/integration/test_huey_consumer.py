@@ -12,7 +12,7 @@ from huey.contrib.djhuey import HUEY
 from automation.core.choices import ActionType, RunStatus
 from automation.core.models import AutomationLog
 from automation.management.commands.serve import EmbeddedConsumer
-from automation.runs.execute import run_rule
+from automation.runs.manual import run_rule
 from catalog.models import Category
 from tests.factories import AutomationRuleFactory, ProductFactory
 

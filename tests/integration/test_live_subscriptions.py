@@ -24,7 +24,8 @@ from automation.core.choices import ActionType
 from automation.core.models import AutomationLog
 from automation.live import events as live
 from automation.live.events import LOG_MESSAGE, organization_group, serialize_log
-from automation.runs.execute import execute_run, run_rule
+from automation.runs.execute import execute_run
+from automation.runs.manual import run_rule
 from automation.triggers.outbox import emit_event
 from config.asgi import application
 from graphql_api import live_auth

@@ -16,8 +16,9 @@ from automation.core.choices import ActionStatus, ActionType, RunStatus, Trigger
 from automation.core.models import AutomationLog
 from automation.fanout.chain import Chain, running
 from automation.live.events import organization_group
-from automation.runs import execute as runs
-from automation.runs.execute import RunConflict, RunObjectNotFound, execute_run, retry_run, run_rule
+from automation.runs import execute, sweeper, writer
+from automation.runs.execute import execute_run
+from automation.runs.manual import RunConflict, RunObjectNotFound, retry_run, run_rule
 from automation.triggers.outbox import emit_event
 from catalog.models import Category
 from tests import blocking
@@ -421,12 +422,12 @@ def test_killed_worker_resumes_without_reapplying_a_finished_action(
     ]
 
     monkeypatch.setattr(actions, "get_handler", handlers(dying=False))
-    assert runs.sweep()["revived"] == 0, "a fresh heartbeat is not stale"
+    assert sweeper.sweep()["revived"] == 0, "a fresh heartbeat is not stale"
     AutomationLog.objects.filter(pk=log.pk).update(
         heartbeat_at=timezone.now() - datetime.timedelta(minutes=10),
         created_at=timezone.now() - datetime.timedelta(minutes=10),
     )
-    result = runs.sweep()
+    result = sweeper.sweep()
     assert result["revived"] == 1
     log.refresh_from_db()
     assert log.status == RunStatus.PENDING
@@ -938,7 +939,7 @@ def test_a_batch_of_database_runs_is_read_claimed_and_written_together(
         django_capture_on_commit_callbacks(execute=True),
         CaptureQueriesContext(connection) as captured,
     ):
-        runs.execute_runs([log.pk for log in logs])
+        execute.execute_runs([log.pk for log in logs])
 
     statements = log_statements(captured)
     assert len(statements) == 3, statements  # read, lock (SELECT ... WHERE id IN), one UPDATE
@@ -967,7 +968,7 @@ def test_a_failed_action_in_a_batch_reruns_the_batch_one_by_one(organization, pr
     _rule, products, logs = batch_of_runs(organization, 3)
     missing = logs[1]
     products[1].delete()  # its UPDATE_RECORD finds no record
-    runs.execute_runs([log.pk for log in logs])
+    execute.execute_runs([log.pk for log in logs])
     statuses = dict(
         AutomationLog.objects.filter(pk__in=[log.pk for log in logs]).values_list("pk", "status")
     )
@@ -983,7 +984,7 @@ def test_a_failed_action_in_a_batch_reruns_the_batch_one_by_one(organization, pr
 
 def test_a_batch_run_changed_since_it_was_read_is_executed_alone(organization, monkeypatch):
     _rule, _products, logs = batch_of_runs(organization, 3)
-    real_prepare = runs._prepare
+    real_prepare = execute.prepare
 
     revived = []
 
@@ -993,13 +994,13 @@ def test_a_batch_run_changed_since_it_was_read_is_executed_alone(organization, m
             revived.append(AutomationLog.objects.filter(pk=log.pk).update(seq=F("seq") + 2))
         return prepared
 
-    monkeypatch.setattr(runs, "_prepare", prepare)
+    monkeypatch.setattr(execute, "prepare", prepare)
     alone = []
-    real_execute_run = runs.execute_run
+    real_execute_run = execute.execute_run
     monkeypatch.setattr(
-        runs, "execute_run", lambda log_id: (alone.append(log_id), real_execute_run(log_id))
+        execute, "execute_run", lambda log_id: (alone.append(log_id), real_execute_run(log_id))
     )
-    runs.execute_runs([log.pk for log in logs])
+    execute.execute_runs([log.pk for log in logs])
     assert alone == [logs[1].pk]
     assert set(
         AutomationLog.objects.filter(pk__in=[log.pk for log in logs]).values_list(
@@ -1014,8 +1015,8 @@ def test_a_batch_that_fails_as_a_whole_leaves_each_run_to_execute_alone(organiza
     def broken(writers):
         raise RuntimeError("the batch's log write failed")
 
-    monkeypatch.setattr(runs.RunWriter, "flush_many", staticmethod(broken))
-    runs.execute_runs([log.pk for log in logs])
+    monkeypatch.setattr(writer.RunWriter, "flush_many", staticmethod(broken))
+    execute.execute_runs([log.pk for log in logs])
     for log, product in zip(logs, products, strict=True):
         log.refresh_from_db()
         product.refresh_from_db()
@@ -1047,13 +1048,13 @@ def test_runs_with_a_webhook_are_not_batched(organization, monkeypatch):
         lambda kind: Answers() if kind == ActionType.CALL_WEBHOOK else real_get_handler(kind),
     )
     batched = []
-    real_execute_together = runs._execute_together
+    real_execute_together = execute._execute_together
 
     def execute_together(batch):
         batched.append([prepared.log.pk for prepared in batch])
         return real_execute_together(batch)
 
-    monkeypatch.setattr(runs, "_execute_together", execute_together)
+    monkeypatch.setattr(execute, "_execute_together", execute_together)
     from automation.conditions import evaluate as conditions
 
     evaluated = []
@@ -1064,7 +1065,7 @@ def test_runs_with_a_webhook_are_not_batched(organization, monkeypatch):
         return real_evaluate(rule, ctx, tree, **options)
 
     monkeypatch.setattr(conditions, "evaluate_conditions", evaluate)
-    runs.execute_runs([log.pk for log in (*database_logs, *hook_logs)])
+    execute.execute_runs([log.pk for log in (*database_logs, *hook_logs)])
     assert batched == [[log.pk for log in database_logs]]
     assert evaluated.count(hook_logs[0].pk) == 1, "evaluated once, not again to run alone"
     logs = AutomationLog.objects.filter(pk__in=[log.pk for log in (*database_logs, *hook_logs)])
@@ -1079,7 +1080,7 @@ def test_a_single_database_run_is_a_batch_of_one(organization, product):
     rule = AutomationRuleFactory(organization=organization, actions=[update_description()])
     log = pending_run(rule, product)
     with CaptureQueriesContext(connection) as captured:
-        runs.execute_runs([log.pk])
+        execute.execute_runs([log.pk])
     savepoints = [q for q in captured.captured_queries if q["sql"].startswith("SAVEPOINT")]
     assert len(savepoints) == 1, savepoints  # the batch's, nested in the test's transaction
     log.refresh_from_db()
@@ -1087,7 +1088,7 @@ def test_a_single_database_run_is_a_batch_of_one(organization, product):
 
     failing = pending_run(rule, product)
     product.delete()
-    runs.execute_runs([failing.pk])
+    execute.execute_runs([failing.pk])
     failing.refresh_from_db()
     assert failing.status == RunStatus.FAILED
     assert "No record matched" in failing.action_logs[0]["error"]

@@ -1,0 +1,222 @@
+"""Executing a run's actions in order: database actions in the open transaction, an action
+with outside effects (a webhook) committed RUNNING before it goes out, then the finish."""
+
+import logging
+import time
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.current import acting_as
+from automation.core.choices import ActionStatus, RunStatus
+from automation.core.context import RunContext
+from automation.core.snapshots import without_nul
+from automation.fanout import budget
+from automation.fanout.chain import Chain, running
+from automation.runs.writer import (
+    FINISHED_ACTION_STATUSES,
+    LostClaim,
+    RunWriter,
+    finish,
+    internal_error,
+    set_entry,
+)
+
+logger = logging.getLogger("automation.runs.plan")
+
+
+class RedoAlone(Exception):
+    """An action of a run executed in a batch failed: the batch rolls back, and its runs are
+    executed one by one (see "Executing runs in batches")."""
+
+
+class Plan:
+    """The run's unfinished actions, executed in order, then the finish.
+
+    Database actions run in whatever transaction is open (the claim's, or the one recording the
+    outside action before them); an action with outside effects ends it first (see "Executing a
+    run" above).
+    """
+
+    def __init__(self, writer: RunWriter, ctx: RunContext, actions: list):
+        from automation.actions.handlers import get_handler
+
+        self.writer, self.ctx, self.actions = writer, ctx, actions
+        self.failures, self.stopped, self.done = 0, False, False
+        self.deadline: float | None = None  # a dry run's: actions after it are not rendered
+        self.todo: list[int] = []
+        log = writer.log
+        for index, action in enumerate(actions):
+            entry = log.action_logs[index]
+            if entry["status"] in FINISHED_ACTION_STATUSES:  # a resumed run: already done
+                ctx.results[index] = entry.get("result")
+                if entry["status"] == ActionStatus.FAILED:
+                    self.failures += 1
+                    self.stopped = self.stopped or not action.continue_on_failure
+            else:
+                self.todo.append(index)
+        self.todo.reverse()  # popped from the end, in order
+        self.handlers = {index: get_handler(actions[index].action_type) for index in self.todo}
+
+    def _reaches_outside(self, index: int) -> bool:
+        return not self.handlers[index].writes_database and not self.writer.log.dry_run
+
+    def run_database_actions(self) -> None:
+        """Run actions while they are database actions; finish the run if none are left."""
+        while self.todo and not self.stopped and not self._reaches_outside(self.todo[-1]):
+            index = self.todo.pop()
+            started = _begin(self.writer, self.ctx, index)
+            if self.deadline is not None and time.monotonic() >= self.deadline:
+                outcome = (ActionStatus.FAILED, None, _dry_run_budget_error())
+            else:
+                outcome = _call(
+                    self.writer, self.ctx, self.actions[index], index, self.handlers[index]
+                )
+            self._record(index, started, outcome)
+        self._finish_if_over()
+
+    def _finish_if_over(self) -> None:
+        """Once a failure stopped the run or nothing is left: skip the rest and finish."""
+        if self.stopped or not self.todo:
+            _conclude(self.writer, self.failures, self.stopped)
+            self.done = True
+
+    def run_the_rest(self) -> None:
+        """After the claim's transaction: each outside action, then the database actions after it.
+
+        An outside action's result commits on its own (with the finish when it is the last), so
+        a crash in a later database action does not make it run again.
+        """
+        while not self.done:
+            index = self.todo.pop()
+            handler = self.handlers[index]
+            with self.writer.step():  # RUNNING is committed before the call goes out
+                started = _begin(self.writer, self.ctx, index)
+            outcome = _call(self.writer, self.ctx, self.actions[index], index, handler)
+            with self.writer.step():
+                self._record(index, started, outcome)
+                self._finish_if_over()
+            if not self.done and not self._reaches_outside(self.todo[-1]):
+                with self.writer.step():
+                    self.run_database_actions()
+
+    def _record(self, index: int, started: float, outcome: tuple) -> None:
+        status, result, error = outcome
+        result, error = without_nul(result), without_nul(error)  # outside text, for PostgreSQL
+        set_entry(
+            self.writer,
+            self.writer.log.action_logs[index],
+            status=status,
+            result=result,
+            error=error,
+            finished_at=timezone.now().isoformat(),
+            duration_ms=round((time.monotonic() - started) * 1000, 3),
+        )
+        if status == ActionStatus.SUCCEEDED:
+            self.ctx.results[index] = result
+        else:
+            self.failures += 1
+            self.stopped = not self.actions[index].continue_on_failure
+
+
+def _dry_run_budget_error() -> str:
+    return (
+        "Not rendered: the dry run's time budget of "
+        f"{settings.AUTOMATION_DRY_RUN_BUDGET_SECONDS:g} s (AUTOMATION_DRY_RUN_BUDGET_SECONDS) "
+        "was spent."
+    )
+
+
+def _begin(writer: RunWriter, ctx: RunContext, index: int) -> float:
+    """Mark an action RUNNING (a new attempt); returns its start on the monotonic clock."""
+    entry = writer.log.action_logs[index]
+    entry.update(status=ActionStatus.RUNNING, started_at=timezone.now().isoformat(), error=None)
+    if not writer.log.dry_run:
+        entry["attempt"] = entry.get("attempt", 0) + 1
+    set_entry(writer, entry)
+    ctx.action_order = index
+    return time.monotonic()
+
+
+def _call(writer: RunWriter, ctx: RunContext, action, index: int, handler) -> tuple:
+    """Execute (or dry-run) one action: (status, result, error).
+
+    A database action runs in a savepoint, so a failure leaves none of its writes behind; in a
+    batch it takes none (two round trips per run on PostgreSQL) and a failure raises RedoAlone
+    instead: the whole batch rolls back, and each run is executed again alone.
+    """
+    from automation.actions.handlers import ActionError
+
+    log = writer.log
+    entry = log.action_logs[index]
+
+    def on_attempt(attempt: int) -> None:
+        if attempt != entry["attempt"]:
+            with writer.step():
+                set_entry(writer, entry, attempt=attempt)
+
+    try:
+        if log.dry_run:
+            return ActionStatus.SUCCEEDED, handler.dry_run(action.parameters, ctx), None
+        chain = Chain(
+            log_id=log.pk,
+            root_log_id=budget.root_of(log),
+            depth=log.depth,
+            rule_id=log.rule_id,
+            rule_names=(*(log.context or {}).get("chain", ()), log.rule.name),
+            user_id=log.triggered_by_id,
+        )
+        with running(chain), acting_as(log.triggered_by):
+            if handler.writes_database:
+                with transaction.atomic(savepoint=not writer.together):
+                    return ActionStatus.SUCCEEDED, handler.execute(action.parameters, ctx), None
+            result = handler.execute(action.parameters, ctx, on_attempt=on_attempt)
+            return ActionStatus.SUCCEEDED, result, None
+    except LostClaim:
+        raise
+    except Exception as exc:
+        if writer.together:
+            raise RedoAlone(f"action {index} of run {log.pk}: {type(exc).__name__}") from exc
+        if isinstance(exc, ActionError):
+            return ActionStatus.FAILED, exc.result, str(exc)
+        return (
+            ActionStatus.FAILED,
+            None,
+            internal_error(f"action {index} of run {log.pk} failed unexpectedly", exc),
+        )
+
+
+def _conclude(writer: RunWriter, failures: int, stopped: bool) -> None:
+    """Skip what a failure stopped, then finish with the run's overall status (a FAILED or
+    PARTIAL run's error names its failed actions)."""
+    if stopped:
+        for entry in writer.log.action_logs:
+            if entry["status"] not in FINISHED_ACTION_STATUSES:
+                set_entry(
+                    writer, entry, status=ActionStatus.SKIPPED, error="An earlier action failed."
+                )
+        status = RunStatus.FAILED
+    elif failures:
+        status = RunStatus.PARTIAL
+    else:
+        status = RunStatus.SUCCEEDED
+    finish(writer, status, error=_failed_actions(writer.log.action_logs))
+
+
+# An action's error in the run's error (the action log keeps it whole).
+
+RUN_ERROR_MAX_ACTION_ERROR = 500
+
+
+def _failed_actions(action_logs: list[dict]) -> str:
+    """One 'Action 2 (CALL_WEBHOOK) failed: HTTP 502' per failed action; "" when none failed."""
+    failed = []
+    for entry in action_logs:
+        if entry["status"] != ActionStatus.FAILED:
+            continue
+        reason = entry.get("error") or "no reason recorded"
+        if len(reason) > RUN_ERROR_MAX_ACTION_ERROR:
+            reason = f"{reason[:RUN_ERROR_MAX_ACTION_ERROR]}... ({len(reason)} characters)"
+        failed.append(f"Action {entry['order']} ({entry['action_type']}) failed: {reason}")
+    return "; ".join(failed)
