@@ -364,7 +364,8 @@ def _tree_data(rule) -> dict:
 
 
 def _build_actions(rule, specs, *, old_actions, errors) -> list[RuleAction]:
-    from automation.actions.handlers import merge_masked_secrets, parameters_bulk_errors
+    from automation.actions.base import parameters_bulk_errors
+    from automation.actions.handlers import merge_masked_secrets
 
     if len(specs) > MAX_ACTIONS:
         errors.add("actions", [f"A rule has at most {MAX_ACTIONS} actions."])

@@ -146,7 +146,7 @@ def _call(writer: RunWriter, ctx: RunContext, action, index: int, handler) -> tu
     batch it takes none (two round trips per run on PostgreSQL) and a failure raises RedoAlone
     instead: the whole batch rolls back, and each run is executed again alone.
     """
-    from automation.actions.handlers import ActionError
+    from automation.actions.base import ActionError
 
     log = writer.log
     entry = log.action_logs[index]

@@ -122,7 +122,7 @@ def test_an_action_failing_unexpectedly_shows_a_reference_not_the_exception(
 ):
     """An action raising something unexpected (here a database error) fails with a reference;
     the exception's text stays in the server log."""
-    from automation.actions import handlers as actions
+    from automation.actions import records
 
     rule = AutomationRuleFactory(
         organization=organization,
@@ -134,7 +134,7 @@ def test_an_action_failing_unexpectedly_shows_a_reference_not_the_exception(
     def broken(self, parameters, ctx, **kwargs):
         raise DataError('null value in column "secret_column" violates not-null constraint')
 
-    monkeypatch.setattr(actions.UpdateRecordHandler, "execute", broken)
+    monkeypatch.setattr(records.UpdateRecordHandler, "execute", broken)
     with caplog.at_level(logging.ERROR, logger="automation.runs"):
         execute_run(log.pk)
 

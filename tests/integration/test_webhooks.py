@@ -23,7 +23,8 @@ import pytest
 import trustme
 
 from automation.actions import webhooks
-from automation.actions.handlers import MASK, ActionError, get_handler, parameter_errors
+from automation.actions.base import MASK, ActionError
+from automation.actions.handlers import get_handler, parameter_errors
 from automation.core.choices import ActionType
 from automation.core.context import RunContext
 

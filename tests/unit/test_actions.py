@@ -8,10 +8,9 @@ from django.db.models.signals import post_delete, post_save
 
 from accounts.choices import Role
 from accounts.models import Membership, Notification
-from automation.actions import handlers as actions
+from automation.actions import notify
+from automation.actions.base import MASK, ActionError
 from automation.actions.handlers import (
-    MASK,
-    ActionError,
     get_handler,
     mask_parameters,
     merge_masked_secrets,
@@ -506,7 +505,7 @@ def team(organization, other_organization, make_member):
 
 def test_notify_by_username_and_by_role(rule, product, team, monkeypatch):
     published = []
-    monkeypatch.setattr(actions, "publish_notification", published.append)
+    monkeypatch.setattr(notify, "publish_notification", published.append)
     Membership.objects.create(
         user=team["mallory"], organization=rule.organization, role=Role.VIEWER
     )
@@ -537,7 +536,7 @@ def test_notify_by_username_and_by_role(rule, product, team, monkeypatch):
 def test_notify_skips_non_members_at_run_time_and_fails_when_nobody_is_left(
     rule, team, monkeypatch
 ):
-    monkeypatch.setattr(actions, "publish_notification", lambda notification: None)
+    monkeypatch.setattr(notify, "publish_notification", lambda notification: None)
     handler = get_handler(ActionType.SEND_NOTIFICATION)
     result = handler.execute(
         {"recipients": {"usernames": ["bob", "mallory"]}, "title": "Hi"}, context_for(rule)

@@ -1,0 +1,402 @@
+"""CREATE_RECORD, UPDATE_RECORD and DELETE_RECORD: records of automatable models of the run's
+organization, written through save()/delete() so signals fire, each write counted first."""
+
+import logging
+
+from django.core.exceptions import NON_FIELD_ERRORS, FieldDoesNotExist, ValidationError
+from django.db import models, transaction
+
+from accounts.validation import full_clean_changes
+from automation.actions.base import (
+    TRIGGER,
+    ActionError,
+    ActionHandler,
+    add_message,
+    is_json_field,
+    join_path,
+    parameters_schema_of,
+    render_parameter,
+    spend_bytes,
+    template_errors,
+)
+from automation.actions.templates import (
+    has_placeholder,
+)
+from automation.core.choices import ActionType
+from automation.core.registry import PathError, get_automatable, resolve_path
+from automation.core.snapshots import json_value, snapshot
+from automation.fanout import budget
+from automation.fanout.chain import current_chain
+from automation.triggers.signals import remember_stored_row
+
+logger = logging.getLogger("automation.actions.records")
+
+
+_TARGET_SCHEMA = {
+    "description": 'The record to act on: "trigger" (default) or {"model", "lookup"}.',
+    "anyOf": [
+        {"const": TRIGGER},
+        {
+            "type": "object",
+            "properties": {
+                "model": {"type": "string", "minLength": 1},
+                "lookup": {"type": "object", "minProperties": 1},
+            },
+            "required": ["model", "lookup"],
+            "additionalProperties": False,
+        },
+    ],
+}
+
+_FIELDS_SCHEMA = {
+    "description": "Field name -> value (templates allowed); choices by enum name, foreign keys "
+    "by related id.",
+    "type": "object",
+    "minProperties": 1,
+}
+
+_TARGET_MESSAGE = 'Expected "trigger" or {"model": "app_label.model", "lookup": {"field": value}}.'
+
+
+class RecordHandler(ActionHandler):
+    """Shared by the three database actions: target resolution, field checks, value coercion."""
+
+    schema_messages = {"target": _TARGET_MESSAGE}
+
+    # Save time ------------------------------------------------------------------------------
+
+    def check_target(self, target, rule, errors, scope) -> str | None:
+        """The target's model label when it is valid (errors added otherwise)."""
+        if target == TRIGGER:
+            label = rule.model if rule is not None else None
+            if label is None:
+                add_message(
+                    errors,
+                    "target",
+                    'This rule has no model, so there is no triggering record: name a "model" '
+                    'and a "lookup".',
+                )
+            return label
+        label = self.check_model(target["model"], "target.model", errors)
+        for name, value in target["lookup"].items():
+            path = join_path("target.lookup", name)
+            if label is not None:
+                self._check_lookup(label, name, value, path, errors)
+            if not _is_scalar(value):
+                add_message(errors, path, "A lookup value is a single value.")
+            template_errors(value, path, errors, scope)
+        return label
+
+    @staticmethod
+    def _check_lookup(label, name, value, path, errors) -> None:
+        """A lookup names a local field; a literal value must coerce to it as the run will."""
+        try:
+            resolved = resolve_path(label, name)
+        except PathError as exc:
+            add_message(errors, path, str(exc))
+            return
+        if not resolved.is_local:
+            add_message(errors, path, "A lookup uses the model's own fields only.")
+        elif _is_scalar(value) and not has_placeholder(value):
+            try:
+                _lookup_value(resolved.field, value, path)
+            except ActionError as exc:
+                add_message(errors, path, str(exc).removeprefix(f"{path}: "))
+
+    def check_model(self, label, path, errors) -> str | None:
+        try:
+            entry = get_automatable(label)
+        except LookupError as exc:
+            add_message(errors, path, str(exc))
+            return None
+        if not _is_org_scoped(entry.model):
+            add_message(errors, path, f'"{label}" has no organization; automation cannot write it.')
+            return None
+        return entry.label
+
+    def check_fields(self, label, fields: dict, errors, rule, scope) -> None:
+        entry = get_automatable(label)
+        for name, value in fields.items():
+            path = join_path("fields", name)
+            if name not in entry.writable:
+                add_message(errors, path, f'"{name}" is not a writable field of {label}.')
+                continue
+            template_errors(value, path, errors, scope)
+            field = entry.field(name)
+            if field.is_relation and not _is_org_scoped(field.related_model):
+                add_message(errors, path, f'"{name}" points to records automation cannot check.')
+            elif not is_json_field(field) and not _is_scalar(value):
+                add_message(errors, path, f'"{name}" takes a single value, not a list or object.')
+            elif has_placeholder(value):
+                continue  # what a placeholder gives is only known, and checked, at run time
+            elif field.is_relation:
+                try:
+                    _related_record(field, value, rule.organization_id, path)
+                except ActionError as exc:
+                    add_message(errors, path, str(exc).removeprefix(f"{path}: "))
+            else:
+                for message in literal_value_errors(field, value):
+                    add_message(errors, path, message)
+
+    # Run time -------------------------------------------------------------------------------
+
+    def find_target(self, parameters, ctx, *, lock: bool):
+        """The record to act on, of the rule's organization only. ActionError when none."""
+        target = parameters.get("target", TRIGGER)
+        if target == TRIGGER:
+            if not ctx.model or ctx.object_id is None:
+                raise ActionError('target "trigger": this run has no triggering record.')
+            entry = _automatable_or_fail(ctx.model, "target")
+            filters = {"pk": ctx.object_id}
+            described = f"{entry.label} {ctx.object_id}"
+        else:
+            entry = _automatable_or_fail(target["model"], "target.model")
+            lookup = render_parameter(target["lookup"], ctx, "target.lookup")
+            filters = {}
+            for name, value in lookup.items():
+                path = join_path("target.lookup", name)
+                try:
+                    resolved = resolve_path(entry.label, name)
+                except PathError as exc:
+                    raise ActionError(f"{path}: {exc}") from None
+                if not resolved.is_local:
+                    raise ActionError(f"{path}: a lookup uses the model's own fields only.")
+                filters[resolved.field.attname] = _lookup_value(resolved.field, value, path)
+            described = f"{entry.label} where {lookup}"
+        queryset = entry.model._default_manager.filter(
+            organization_id=ctx.organization_id, **filters
+        )
+        # Lock the row against a concurrent edit; select_for_update needs the transaction the
+        # run wraps every database action in (a dry run or a bare call has none to lock in).
+        if lock and transaction.get_connection().in_atomic_block:
+            queryset = queryset.select_for_update()
+        found = list(queryset[:2])
+        if not found:
+            raise ActionError(f"No record matched: {described} in this organization.")
+        if len(found) > 1:
+            raise ActionError(f"More than one record matched {described}: make the lookup unique.")
+        return entry, found[0]
+
+    def spend_write(self, ctx) -> None:
+        """Count the write about to happen against the run's fan-out budgets (budget.py); over
+        one, the action fails with the reason before writing."""
+        chain = current_chain()
+        refusal = budget.admit_write(ctx.organization_id, chain.root_log_id if chain else None)
+        if refusal:
+            raise ActionError(refusal)
+
+    def spend_record_bytes(self, ctx, instance) -> None:
+        """Count the record about to be written, twice (the row, and its snapshot in the
+        action's result), against the byte budgets; over one, the action fails before writing."""
+        spend_bytes(ctx, 2 * budget.stored_size(snapshot(instance)))
+
+    def assign_fields(self, entry, instance, fields: dict, ctx) -> None:
+        """Set rendered field values on `instance` and validate it with the model's own rules."""
+        for name, value in fields.items():
+            path = join_path("fields", name)
+            if name not in entry.writable:
+                raise ActionError(f'{path}: "{name}" is not a writable field of {entry.label}.')
+            field = entry.field(name)
+            if field.is_relation:
+                record = _related_record(field, value, ctx.organization_id, path)
+                setattr(instance, field.name, record)
+            else:
+                if not is_json_field(field) and not _is_scalar(value):
+                    raise ActionError(f'{path}: "{name}" takes a single value, got {value!r}.')
+                try:
+                    setattr(instance, field.attname, _field_input(field, value))
+                except ValidationError as exc:
+                    raise ActionError(f"{path}: {' '.join(exc.messages)}") from None
+        try:
+            full_clean_changes(instance, fields)
+        except ValidationError as exc:
+            raise ActionError(_validation_message(exc, entry.label)) from None
+
+
+class UpdateRecordHandler(RecordHandler):
+    action_type = ActionType.UPDATE_RECORD
+    parameters_schema = parameters_schema_of(
+        {"target": _TARGET_SCHEMA, "fields": _FIELDS_SCHEMA},
+        ["fields"],
+        "Update the triggering record, or the one record a lookup finds, in the rule's "
+        "organization.",
+    )
+
+    def check(self, parameters, rule, errors, scope):
+        label = self.check_target(parameters.get("target", TRIGGER), rule, errors, scope)
+        if label is not None:
+            self.check_fields(label, parameters["fields"], errors, rule, scope)
+
+    def _prepare(self, parameters, ctx, *, lock):
+        entry, instance = self.find_target(parameters, ctx, lock=lock)
+        if lock:
+            remember_stored_row(instance)
+        fields = render_parameter(parameters["fields"], ctx, "fields")
+        self.assign_fields(entry, instance, fields, ctx)
+        return entry, instance, fields
+
+    def execute(self, parameters, ctx, *, on_attempt=None):
+        entry, instance, fields = self._prepare(parameters, ctx, lock=True)
+        self.spend_write(ctx)
+        self.spend_record_bytes(ctx, instance)
+        instance.save()
+        return {
+            "model": entry.label,
+            "id": json_value(instance.pk),
+            "updated": sorted(fields),
+            "record": snapshot(instance),
+        }
+
+    def dry_run(self, parameters, ctx):
+        entry, instance, fields = self._prepare(parameters, ctx, lock=False)
+        return {
+            "would": "update",
+            "model": entry.label,
+            "id": json_value(instance.pk),
+            "fields": fields,
+        }
+
+
+class CreateRecordHandler(RecordHandler):
+    action_type = ActionType.CREATE_RECORD
+    parameters_schema = parameters_schema_of(
+        {"model": {"type": "string", "minLength": 1}, "fields": _FIELDS_SCHEMA},
+        ["model", "fields"],
+        "Create a record of an automatable model in the rule's organization.",
+    )
+
+    def check(self, parameters, rule, errors, scope):
+        label = self.check_model(parameters["model"], "model", errors)
+        if label is not None:
+            self.check_fields(label, parameters["fields"], errors, rule, scope)
+
+    def _prepare(self, parameters, ctx):
+        entry = _automatable_or_fail(parameters["model"], "model")
+        fields = render_parameter(parameters["fields"], ctx, "fields")
+        instance = entry.model(organization_id=ctx.organization_id)
+        self.assign_fields(entry, instance, fields, ctx)
+        return entry, instance, fields
+
+    def execute(self, parameters, ctx, *, on_attempt=None):
+        entry, instance, _fields = self._prepare(parameters, ctx)
+        self.spend_write(ctx)
+        self.spend_record_bytes(ctx, instance)
+        instance.save()
+        return {"model": entry.label, "id": json_value(instance.pk), "record": snapshot(instance)}
+
+    def dry_run(self, parameters, ctx):
+        entry, _instance, fields = self._prepare(parameters, ctx)
+        # No id: nothing is created. A later action reading "results.N.id" sees null.
+        return {"would": "create", "model": entry.label, "id": None, "fields": fields}
+
+
+class DeleteRecordHandler(RecordHandler):
+    action_type = ActionType.DELETE_RECORD
+    parameters_schema = parameters_schema_of(
+        {"target": _TARGET_SCHEMA},
+        [],
+        "Delete the triggering record, or the one record a lookup finds, in the rule's "
+        "organization.",
+    )
+
+    def check(self, parameters, rule, errors, scope):
+        self.check_target(parameters.get("target", TRIGGER), rule, errors, scope)
+
+    def execute(self, parameters, ctx, *, on_attempt=None):
+        entry, instance = self.find_target(parameters, ctx, lock=True)
+        pk = json_value(instance.pk)
+        self.spend_write(ctx)
+        instance.delete()
+        return {"model": entry.label, "id": pk, "deleted": True}
+
+    def dry_run(self, parameters, ctx):
+        entry, instance = self.find_target(parameters, ctx, lock=False)
+        return {"would": "delete", "model": entry.label, "id": json_value(instance.pk)}
+
+
+def literal_value_errors(field, value) -> list[str]:
+    """Why a literal value cannot be written to a (non-relation) field: the field's own
+    `clean()` (to_python, choices, null and blank, validators), which a run's full_clean applies
+    to the same value; [] when it can."""
+    try:
+        field.clean(_field_input(field, value), None)
+    except ValidationError as exc:
+        return exc.messages
+    return []
+
+
+def _field_input(field, value):
+    """A JSON value as a field takes it. A JSON number for a decimal field goes through its short
+    text (9.99, not the float's 9.9900000000000002131...), which the field's decimal places would
+    refuse: the contract's decimals travel as numbers too. An integer field refuses true/false
+    and a number with a fraction (ValidationError), which Django would store as 1 and 2 for
+    `true` and `2.5`: conditions refuse them too (automation.conditions.evaluate.coerce_value)."""
+    if isinstance(field, models.DecimalField) and isinstance(value, float):
+        return str(value)
+    if isinstance(field, models.IntegerField) and (
+        isinstance(value, bool) or (isinstance(value, float) and not value.is_integer())
+    ):
+        raise ValidationError(
+            field.error_messages["invalid"], code="invalid", params={"value": value}
+        )
+    return value
+
+
+def _is_scalar(value) -> bool:
+    return value is None or isinstance(value, str | int | float | bool)
+
+
+def _is_org_scoped(model) -> bool:
+    try:
+        return model._meta.get_field("organization").is_relation
+    except FieldDoesNotExist:
+        return False
+
+
+def _automatable_or_fail(label, path):
+    try:
+        entry = get_automatable(label)
+    except LookupError as exc:
+        raise ActionError(f"{path}: {exc}") from None
+    if not _is_org_scoped(entry.model):
+        raise ActionError(f'{path}: "{label}" has no organization; automation cannot write it.')
+    return entry
+
+
+def _lookup_value(field, value, path):
+    """A lookup value coerced to the field's type (a foreign key compares its related id)."""
+    if not _is_scalar(value):
+        raise ActionError(f"{path}: a lookup value is a single value, got {value!r}.")
+    target = field.target_field if field.is_relation else field
+    try:
+        return None if value is None else target.to_python(value)
+    except ValidationError as exc:
+        raise ActionError(f"{path}: {' '.join(exc.messages)}") from None
+
+
+def _related_record(field, value, organization_id, path):
+    """The related record a foreign key value names, only from the rule's organization."""
+    if value is None or value == "":
+        return None  # full_clean refuses it when the field is required
+    related = field.related_model
+    if not _is_scalar(value) or isinstance(value, bool) or not _is_org_scoped(related):
+        raise ActionError(f"{path}: expected the id of a related record, got {value!r}.")
+    try:
+        pk = related._meta.pk.to_python(value)
+    except ValidationError:
+        raise ActionError(f"{path}: {value!r} is not a valid id.") from None
+    record = related._default_manager.filter(pk=pk, organization_id=organization_id).first()
+    if record is None:
+        label = f"{related._meta.app_label}.{related._meta.model_name}"
+        raise ActionError(f"{path}: no {label} with id {value} in this organization.")
+    return record
+
+
+def _validation_message(exc: ValidationError, label: str) -> str:
+    if not hasattr(exc, "error_dict"):
+        return f"Invalid {label}: {' '.join(exc.messages)}"
+    parts = []
+    for name, messages in exc.message_dict.items():
+        where = "record" if name == NON_FIELD_ERRORS else f"fields.{name}"
+        parts.append(f"{where}: {' '.join(messages)}")
+    return f"Invalid {label}: " + "; ".join(parts)
