@@ -27,7 +27,7 @@ from automation.core.registry import PathError, get_automatable, resolve_path
 from automation.core.snapshots import json_value, snapshot
 from automation.fanout import budget
 from automation.fanout.chain import current_chain
-from automation.triggers.signals import remember_stored_row
+from automation.index.watching import remember_stored_row
 
 logger = logging.getLogger("automation.actions.records")
 

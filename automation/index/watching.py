@@ -29,8 +29,10 @@ from dataclasses import dataclass
 
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 
-from automation.core.choices import TriggerType
+from automation.core.choices import TriggerEvent, TriggerType
 from automation.core.models import AutomationRule
+from automation.core.registry import model_label
+from automation.core.snapshots import snapshot
 from automation.index import version as rule_version
 from automation.index.version import bump_version, current_version
 
@@ -248,3 +250,18 @@ def reset_local_state() -> None:
         _shared.index = {}
     _private.markers = []
     _private.index = None
+
+
+# --- A row its writer has just read ---------------------------------------------------------------
+
+# Set by remember_stored_row: the row as its caller just read it, so the UPDATED signal's pre_save
+# (automation/triggers/signals.py) need not read it again.
+STORED_SNAPSHOT_ATTR = "_automation_stored_snapshot"
+
+
+def remember_stored_row(instance) -> None:
+    """The caller has just read `instance` under a row lock and will change and save it: let
+    its pre_save take the old values from this read instead of reading the row again."""
+    organization_id = getattr(instance, "organization_id", None)
+    if is_watched(model_label(type(instance)), TriggerEvent.UPDATED, organization_id):
+        instance.__dict__[STORED_SNAPSHOT_ATTR] = snapshot(instance)

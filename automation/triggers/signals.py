@@ -22,9 +22,9 @@ from django.db.models.signals import post_delete, post_save, pre_save
 
 from automation.core.choices import TriggerEvent
 from automation.core.models import AutomationRule, ConditionGroup, RuleAction, RuleCondition
-from automation.core.registry import automatable_models, model_label
+from automation.core.registry import automatable_models
 from automation.core.snapshots import diff, snapshot
-from automation.index.watching import is_watched, rules_changed
+from automation.index.watching import STORED_SNAPSHOT_ATTR, is_watched, rules_changed
 from automation.triggers.outbox import emit_event
 
 logger = logging.getLogger("automation.triggers.signals")
@@ -35,8 +35,6 @@ logger = logging.getLogger("automation.triggers.signals")
 PRE_SAVE_ATTR = "_automation_pre_save"
 UNWATCHED = object()
 _MISSING = object()
-# Set by remember_stored_row: the row as its caller just read it, so pre_save need not read it.
-STORED_SNAPSHOT_ATTR = "_automation_stored_snapshot"
 DISPATCH_PREFIX = "automation.triggers.signals"
 # Looked up on every save: the model's label (Options.label_lower formats it on each access)
 # and the event, as plain module globals.
@@ -62,14 +60,6 @@ def read_old_row(sender, instance, raw=False, **kwargs):
         old = sender._base_manager.filter(pk=instance.pk).first()
         stored = snapshot(old) if old is not None else None
     state[PRE_SAVE_ATTR] = stored
-
-
-def remember_stored_row(instance) -> None:
-    """The caller has just read `instance` under a row lock and will change and save it: let
-    its pre_save take the old values from this read instead of reading the row again."""
-    organization_id = getattr(instance, "organization_id", None)
-    if is_watched(model_label(type(instance)), TriggerEvent.UPDATED, organization_id):
-        instance.__dict__[STORED_SNAPSHOT_ATTR] = snapshot(instance)
 
 
 def on_save(sender, instance, created, raw=False, **kwargs):
