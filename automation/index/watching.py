@@ -240,11 +240,9 @@ def rules_changed() -> None:
 
 
 def reset_local_state() -> None:
-    """Forget this process's index (tests: behave like a process that just started)."""
-    from automation.index import definitions as rule_definitions
-
+    """Forget this process's index (tests: behave like a process that just started; with
+    definitions.forget() for the rules' definitions)."""
     rule_version.reset()
-    rule_definitions.forget()
     with _shared.lock:
         _shared.version = None
         _shared.index = {}

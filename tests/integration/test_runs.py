@@ -821,10 +821,12 @@ def test_a_run_revived_while_it_was_evaluated_is_evaluated_again(
 
 @pytest.mark.django_db(transaction=True)
 def test_runs_reuse_the_rule_definition_until_the_rules_change():
+    from automation.index import definitions as rule_definitions
     from automation.index import watching as rule_index
     from tests.factories import OrganizationFactory
 
     rule_index.reset_local_state()
+    rule_definitions.forget()
     organization = OrganizationFactory()
     product = ProductFactory(organization=organization, status="ACTIVE", name="Lamp")
     rule = AutomationRuleFactory(

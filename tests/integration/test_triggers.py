@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from automation.core.choices import ActionType, RunStatus, TriggerEvent
 from automation.core.models import AutomationLog
+from automation.index import definitions as rule_definitions
 from automation.index import watching as rule_index
 from automation.runs.execute import execute_run
 from automation.triggers import signals
@@ -36,8 +37,10 @@ def fresh_index():
     """Every test starts like a process that has just started, with an empty cache."""
     cache.clear()
     rule_index.reset_local_state()
+    rule_definitions.forget()
     yield
     rule_index.reset_local_state()
+    rule_definitions.forget()
 
 
 def rule_on(organization, event, model="catalog.product", **kwargs):
@@ -331,6 +334,7 @@ def test_another_process_sees_a_rule_through_the_cache_version():
 
     def become_the_other_process():
         rule_index.reset_local_state()
+        rule_definitions.forget()
         rule_index._shared.version, rule_index._shared.index = stale_version, stale_index
 
     # Control: without the bump the stale index is trusted, so the version is what matters.
@@ -345,6 +349,7 @@ def test_another_process_sees_a_rule_through_the_cache_version():
 
     # A process that just started (no local state) builds from the database at the cache version.
     rule_index.reset_local_state()
+    rule_definitions.forget()
     product.save()
     assert len(fired(rule)) == 2
     assert rule_index._shared.version == bumped
@@ -415,6 +420,7 @@ def test_while_redis_does_not_answer_saves_read_the_rules_from_sql(settings):
     settings.AUTOMATION_RULE_INDEX_VERSION_FILE = None
     settings.REDIS_URL = f"redis://127.0.0.1:{closed_port}/0"
     rule_index.reset_local_state()
+    rule_definitions.forget()
     with pytest.raises(redis.ConnectionError):
         rule_index.current_version()
 
