@@ -10,7 +10,7 @@ from django.db import transaction
 
 from accounts.current import acting_as, get_current_user
 from accounts.validation import full_clean_changes
-from automation.index.watching import remember_stored_row
+from automation.api import remember_stored_row
 from catalog.models import Category, Product
 
 PRODUCT_FIELDS = ("name", "description", "status", "price", "stock")

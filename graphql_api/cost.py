@@ -39,9 +39,8 @@ from graphql import (
     value_from_ast,
 )
 
-from automation.core.choices import ActionType as ActionTypeChoice
-from automation.core.registry import automatable_models, readable_paths
-from automation.rules.services import MAX_ACTIONS
+from automation.api import MAX_ACTIONS, automatable_models, readable_paths
+from automation.api import choices as automation_choices
 
 # A list the table does not know: none should be (tests/api/test_limits.py checks every list).
 DEFAULT_LIST_SIZE = 50
@@ -77,7 +76,7 @@ def _most_readable_fields() -> int:
 
 
 def _action_type_count() -> int:
-    return len(ActionTypeChoice)
+    return len(automation_choices.ActionType)
 
 
 # (type, field) -> Size: the list sizes the cost assumes.

@@ -106,7 +106,7 @@ def validation_fields(exc: DjangoValidationError) -> dict[str, list[str]]:
 def _run_errors():
     """The run service's public exceptions, imported lazily (the run module is optional here)."""
     try:
-        from automation.runs import manual as runs
+        from automation import api as runs
     except ImportError:
         return (), ()
     return (getattr(runs, "RunConflict", ()),), (getattr(runs, "RunObjectNotFound", ()),)

@@ -13,8 +13,8 @@ from accounts import invitations as invitation_services
 from accounts.choices import Role as RoleChoice
 from accounts.models import ApiToken, Invitation, Membership, Organization
 from accounts.ratelimit import login_username
-from automation.core.models import AutomationLog, AutomationRule
-from automation.rules import services as rule_services
+from automation import api as rule_services
+from automation.api import AutomationLog, AutomationRule
 from catalog import services as catalog_services
 from catalog.models import Product
 from graphql_api import permissions as perms
@@ -241,7 +241,7 @@ class Mutation:
             ),
         ] = None,
     ) -> AutomationLogType:
-        from automation.runs.manual import run_rule
+        from automation.api import run_rule
 
         rule = perms.get_object(info, AutomationRule.objects.alive(), id, perms.WRITE)
         user = info.context.request.user
@@ -262,7 +262,7 @@ class Mutation:
         )
     )
     def run_schedule(self, info: strawberry.Info, id: strawberry.ID) -> AutomationLogType:
-        from automation.triggers.schedules import fire_now, fires_by_hand
+        from automation.api import fire_now, fires_by_hand
 
         rule = perms.get_object(info, AutomationRule.objects.alive(), id, perms.WRITE)
         user = info.context.request.user
@@ -280,7 +280,7 @@ class Mutation:
         )
     )
     def retry_run(self, info: strawberry.Info, log_id: strawberry.ID) -> AutomationLogType:
-        from automation.runs.manual import retry_run
+        from automation.api import retry_run
 
         log = perms.get_object(info, AutomationLog.objects.all(), log_id, perms.WRITE)
         check_retry(info.context.request.user.pk)

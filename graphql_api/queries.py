@@ -6,8 +6,7 @@ import strawberry_django
 
 from accounts import invitations as invitation_services
 from accounts.models import ApiToken, Invitation, Membership, Organization
-from automation.core.models import AutomationLog, AutomationRule
-from automation.core.registry import automatable_models, readable_paths
+from automation.api import AutomationLog, AutomationRule, automatable_models, readable_paths
 from catalog.models import Category, Product
 from graphql_api import permissions as perms
 from graphql_api.inputs import LogFilter, given
@@ -147,7 +146,7 @@ class Query:
 
     @strawberry.field(description="Each action type with its parameters' JSON Schema.")
     def action_types(self, info: strawberry.Info) -> list[ActionTypeInfo]:
-        from automation.actions.handlers import registered_handlers
+        from automation.api import registered_handlers
 
         perms.require_user(info)
         return [
@@ -246,7 +245,7 @@ def _filter_logs(info, queryset, log_filter: LogFilter):
 def _content_type(label: str):
     from django.contrib.contenttypes.models import ContentType
 
-    from automation.core.registry import get_automatable
+    from automation.api import get_automatable
     from graphql_api.errors import InvalidInput
 
     try:

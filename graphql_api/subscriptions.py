@@ -28,8 +28,7 @@ from django.db import DEFAULT_DB_ALIAS
 from graphql import GraphQLError
 
 from accounts.models import Notification
-from automation.core.models import AutomationLog, AutomationRule
-from automation.live import events as live
+from automation.api import AutomationLog, AutomationRule, live
 from graphql_api.errors import ApiError, NotFound, Unauthenticated
 from graphql_api.fanout import fanout
 from graphql_api.permissions import parse_id

@@ -21,10 +21,8 @@ from strawberry.scalars import JSON
 
 from accounts import models as accounts_models
 from accounts.choices import Role as RoleChoice
-from automation.core import choices
-from automation.core import models as automation_models
-from automation.core.context import local_isoformat
-from automation.core.registry import model_label
+from automation import api as automation_models
+from automation.api import choices, local_isoformat, model_label
 from catalog import models as catalog_models
 from catalog.choices import ProductStatus as ProductStatusChoice
 
@@ -216,7 +214,7 @@ class ActionNode:
 
     @strawberry_django.field(only=["action_type", "parameters"], description="Secrets masked.")
     def parameters(self) -> JSON:
-        from automation.actions.handlers import mask_parameters
+        from automation.api import mask_parameters
 
         return mask_parameters(self.action_type, self.parameters)
 
@@ -315,7 +313,7 @@ class RuleType:
 
 def _upcoming_runs(rule, count: int | None) -> list[datetime.datetime]:
     """The rule's next fire times (UTC); count checked (1..50, else VALIDATION_ERROR)."""
-    from automation.triggers.schedules import upcoming_runs
+    from automation.api import upcoming_runs
     from graphql_api.permissions import check_limit
 
     count = check_limit("count", 5 if count is None else count, 50)

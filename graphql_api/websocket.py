@@ -53,7 +53,7 @@ from strawberry.types.graphql import OperationType as StrawberryOperationType
 from strawberry.types.unset import UNSET
 
 from accounts.current import acting_as
-from automation.live.events import attach_event_loop
+from automation.api import live
 from graphql_api.documents import operation_type
 from graphql_api.errors import GRAPHQL_VALIDATION_FAILED, RATE_LIMITED, UNAUTHENTICATED
 from graphql_api.live_auth import Refused, authenticate
@@ -275,7 +275,7 @@ class ApiWebSocketConsumer(GraphQLWSConsumer):
 
     async def connect(self) -> None:
         # In embedded mode the publish hook must deliver on this loop (see automation/live.py).
-        attach_event_loop(asyncio.get_running_loop())
+        live.attach_event_loop(asyncio.get_running_loop())
         self.max_subscriptions_per_connection = settings.GRAPHQL_MAX_SUBSCRIPTIONS_PER_CONNECTION
         self.user = AnonymousUser()
         self.slots = ConnectionSlots()

@@ -20,7 +20,7 @@ from django.conf import settings
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
-from django.utils.module_loading import autodiscover_modules
+from django.utils.module_loading import autodiscover_modules, import_string
 from huey.consumer import Consumer, ConsumerStopped
 from huey.consumer_options import ConsumerConfig
 
@@ -153,7 +153,8 @@ class Command(BaseCommand):
         consumer.supervisor_thread.join(timeout=5)
 
     def _make_server(self, host, port):
-        from config.asgi import application
+        # The project's application, named by its settings as Django and Channels name it.
+        application = import_string(settings.ASGI_APPLICATION)
 
         # No web server sits in front of the embedded deployment, so the admin's static files
         # are served here (ASGIStaticFilesHandler passes every other request through).

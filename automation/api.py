@@ -1,0 +1,68 @@
+"""The engine's public surface: what other apps (`graphql_api`, `catalog`) use, and nothing else
+of `automation` (import-linter checks it). Each name says where it lives; the parts that pull in
+heavy dependencies (the action handlers load httpx) are loaded when first called.
+"""
+
+from automation.core import choices
+from automation.core.context import local_isoformat
+from automation.core.models import (
+    AutomationLog,
+    AutomationRule,
+    ConditionGroup,
+    RuleAction,
+    RuleCondition,
+)
+from automation.core.registry import (
+    automatable_models,
+    get_automatable,
+    model_label,
+    readable_paths,
+)
+from automation.index.watching import remember_stored_row
+from automation.live import events as live
+from automation.rules.services import MAX_ACTIONS, create_rule, delete_rule, update_rule
+from automation.runs.manual import RunConflict, RunObjectNotFound, retry_run, run_rule
+from automation.triggers.schedules import fire_now, fires_by_hand, upcoming_runs
+
+__all__ = [
+    "MAX_ACTIONS",
+    "AutomationLog",
+    "AutomationRule",
+    "ConditionGroup",
+    "RuleAction",
+    "RuleCondition",
+    "RunConflict",
+    "RunObjectNotFound",
+    "automatable_models",
+    "choices",
+    "create_rule",
+    "delete_rule",
+    "fire_now",
+    "fires_by_hand",
+    "get_automatable",
+    "live",
+    "local_isoformat",
+    "mask_parameters",
+    "model_label",
+    "readable_paths",
+    "registered_handlers",
+    "remember_stored_row",
+    "retry_run",
+    "run_rule",
+    "update_rule",
+    "upcoming_runs",
+]
+
+
+def registered_handlers():
+    """Every action type's handler, in the order of ActionType (actionTypes)."""
+    from automation.actions.handlers import registered_handlers
+
+    return registered_handlers()
+
+
+def mask_parameters(action_type, parameters):
+    """A copy of an action's parameters with its secrets masked, for anything shown."""
+    from automation.actions.handlers import mask_parameters
+
+    return mask_parameters(action_type, parameters)
