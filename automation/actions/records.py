@@ -330,7 +330,7 @@ def _field_input(field, value):
     text (9.99, not the float's 9.9900000000000002131...), which the field's decimal places would
     refuse: the contract's decimals travel as numbers too. An integer field refuses true/false
     and a number with a fraction (ValidationError), which Django would store as 1 and 2 for
-    `true` and `2.5`: conditions refuse them too (automation.conditions.evaluate.coerce_value)."""
+    `true` and `2.5`: conditions refuse them too (automation.conditions.coercion.coerce_value)."""
     if isinstance(field, models.DecimalField) and isinstance(value, float):
         return str(value)
     if isinstance(field, models.IntegerField) and (

@@ -52,156 +52,47 @@ when a rule is saved (RuleCondition.clean), so a rule is refused with the very m
 would otherwise fail with.
 """
 
-import datetime
-import decimal
 import json
 import logging
-import math
 import time
-import zoneinfo
-from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
-from django.core.exceptions import FieldDoesNotExist, ValidationError
-from django.db import models
-from django.utils import timezone
+from django.core.exceptions import FieldDoesNotExist
 
-from automation.conditions import cpu_budget, relative_dates
+from automation.conditions import cpu_budget, operators
+from automation.conditions import tree as condition_tree
+from automation.conditions.coercion import coerce_value
+from automation.conditions.operators import resolved_relative
+from automation.conditions.tree import (
+    BudgetSpent,
+    Clock,
+    ConditionError,
+    ConditionResult,
+    GroupNode,
+    LeafNode,
+)
 from automation.core.choices import (
     CHANGE_OPERATORS,
     ConditionLogic,
     Operator,
     TriggerEvent,
-    TriggerType,
 )
-from automation.core.models import ConditionGroup, RuleCondition
 from automation.core.registry import PathError, ResolvedPath, model_label, resolve_path
 from automation.core.snapshots import diff, json_value
-from automation.core.validators import compile_regex
 
 logger = logging.getLogger("automation.conditions.evaluate")
 
-ROOT_PATH = "conditions"
+
 # A trace entry shows at most this many values of a list (a to-many leaf's related values, an IN
 # list; the verdict uses all of them), and texts up to this many characters.
 TRACE_MAX_VALUES = 20
+
 TRACE_MAX_TEXT = 200
+
 # An error message in a trace entry (it may quote the values it is about).
 TRACE_MAX_ERROR = 1000
-
-
-class ConditionError(Exception):
-    """A leaf that cannot be evaluated; its message goes into the trace."""
-
-
-class OperatorError(ConditionError):
-    """The operator does not apply to the field (at save time, reported at the leaf's operator)."""
-
-
-class BudgetSpent(ConditionError):
-    """The evaluation's time budget ran out before this leaf was (fully) evaluated."""
-
-
-@dataclass(frozen=True)
-class Clock:
-    """What relative values ("now", "-P7D") are resolved against: the evaluation's instant and
-    the rule's time zone (for calendar days). One per evaluation, so its leaves agree on now."""
-
-    now: datetime.datetime  # aware
-    zone_name: str = "UTC"
-
-    @classmethod
-    def of(cls, rule, now: datetime.datetime | None = None) -> "Clock":
-        return cls(now=now or timezone.now(), zone_name=getattr(rule, "timezone", None) or "UTC")
-
-    @property
-    def zone(self) -> datetime.tzinfo:
-        try:
-            return zoneinfo.ZoneInfo(self.zone_name)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
-            raise ConditionError(
-                f'The rule\'s time zone "{self.zone_name}" is not valid, so relative dates '
-                "cannot be resolved."
-            ) from None
-
-    def today(self) -> datetime.date:
-        return self.now.astimezone(self.zone).date()
-
-
-# --- The tree ----------------------------------------------------------------------------------
-
-
-@dataclass
-class LeafNode:
-    path: str  # "conditions.groups.0.conditions.1"
-    field: str  # the field path, "category__name"
-    operator: str
-    value: Any
-    negate: bool
-
-
-@dataclass
-class GroupNode:
-    path: str  # "conditions", "conditions.groups.0", ...
-    logic: str = ConditionLogic.AND
-    negate: bool = False
-    conditions: list[LeafNode] = field(default_factory=list)
-    groups: list["GroupNode"] = field(default_factory=list)
-
-    def leaves(self):
-        """Every leaf below this group, depth first: a group's own leaves before its subgroups."""
-        yield from self.conditions
-        for group in self.groups:
-            yield from group.leaves()
-
-
-@dataclass
-class ConditionResult:
-    met: bool
-    trace: list[dict]  # one entry per leaf evaluated
-    error: str | None = None  # set when the tree itself could not be evaluated
-    budget_error: str | None = None  # set when a budget ran out before every leaf
-    # True when that budget was the organization's condition CPU per minute (cpu_budget.py)
-    cpu_budget_spent: bool = False
-
-
-def load_condition_tree(rule) -> GroupNode:
-    """The rule's condition tree, built in memory from two queries (groups, then leaves).
-
-    A rule without a root group gets an empty root, which is met.
-    """
-    groups = list(ConditionGroup.objects.filter(rule=rule).order_by("order", "id"))
-    leaves = list(RuleCondition.objects.filter(group__rule=rule).order_by("order", "id"))
-
-    children: dict[int | None, list[ConditionGroup]] = {}
-    for group in groups:
-        children.setdefault(group.parent_id, []).append(group)
-    leaves_of: dict[int, list[RuleCondition]] = {}
-    for leaf in leaves:
-        leaves_of.setdefault(leaf.group_id, []).append(leaf)
-
-    def build(group: ConditionGroup, path: str) -> GroupNode:
-        node = GroupNode(path=path, logic=group.logic, negate=group.negate)
-        for index, leaf in enumerate(leaves_of.get(group.id, ())):
-            node.conditions.append(
-                LeafNode(
-                    path=f"{path}.conditions.{index}",
-                    field=leaf.field_name,
-                    operator=leaf.operator,
-                    value=leaf.value,
-                    negate=leaf.negate,
-                )
-            )
-        for index, child in enumerate(children.get(group.id, ())):
-            node.groups.append(build(child, f"{path}.groups.{index}"))
-        return node
-
-    roots = children.get(None, [])
-    # Groups are only reached from the root, so a corrupt parent cycle cannot loop forever.
-    return build(roots[0], ROOT_PATH) if roots else GroupNode(path=ROOT_PATH)
-
 
 # --- Evaluation --------------------------------------------------------------------------------
 
@@ -220,7 +111,7 @@ def evaluate_conditions(
     cpu_started = cpu_budget.cpu_clock()
     try:
         if tree is None:
-            tree = load_condition_tree(rule)
+            tree = condition_tree.load_condition_tree(rule)
         evaluator = _Evaluator(rule, ctx, budget, cpu_started)
         verdict = evaluator.group_verdict(tree)
         failed = any(entry["error"] for entry in evaluator.trace)
@@ -419,7 +310,7 @@ class _Evaluator:
             raise ConditionError(f"The field path no longer resolves: {exc}") from None
 
         operator = Operator(leaf.operator)
-        compare = leaf_test(operator, path, leaf.value, self.clock)
+        compare = operators.leaf_test(operator, path, leaf.value, self.clock)
         resolved = resolved_relative(path.field, leaf.value, self.clock)
         if operator in CHANGE_OPERATORS:
             change = self._changes().get(path.field.name)
@@ -498,10 +389,10 @@ class _Evaluator:
         scope = {"pk": start_id, "organization_id": self.ctx.organization_id}
         current = start_model
         for index, hop in enumerate(hops):
-            _require_organization_scoped(current)
+            require_organization_scoped(current)
             current = current._meta.get_field(hop).related_model
             scope["__".join(hops[: index + 1]) + "__organization_id"] = self.ctx.organization_id
-        _require_organization_scoped(current)
+        require_organization_scoped(current)
         value_path = "__".join([*hops, resolved.field.name])
         queryset = (
             start_model._default_manager.filter(**scope)
@@ -512,398 +403,10 @@ class _Evaluator:
         return list(queryset)
 
 
-def _require_organization_scoped(model) -> None:
+def require_organization_scoped(model) -> None:
     try:
         model._meta.get_field("organization")
     except FieldDoesNotExist:
         raise ConditionError(
             f"{model_label(model)} is not organization-scoped, so conditions may not read it."
         ) from None
-
-
-# --- Operators ---------------------------------------------------------------------------------
-
-_ORDERING = {
-    Operator.GREATER_THAN: lambda a, b: a > b,
-    Operator.GREATER_THAN_OR_EQUAL: lambda a, b: a >= b,
-    Operator.LESS_THAN: lambda a, b: a < b,
-    Operator.LESS_THAN_OR_EQUAL: lambda a, b: a <= b,
-}
-_TEXT = {
-    Operator.CONTAINS: lambda a, b: b in a,
-    Operator.NOT_CONTAINS: lambda a, b: b not in a,
-    Operator.ICONTAINS: lambda a, b: b.casefold() in a.casefold(),
-    Operator.STARTS_WITH: lambda a, b: a.startswith(b),
-    Operator.ENDS_WITH: lambda a, b: a.endswith(b),
-}
-
-
-VALUELESS_OPERATORS = {Operator.IS_NULL, Operator.IS_NOT_NULL, Operator.CHANGED}
-
-
-def leaf_test(operator: Operator, path: ResolvedPath, expected, clock: Clock):
-    """The test of one leaf (a function of the actual value, or of the field's change for the
-    CHANGED operators), its rule side checked first: ConditionError (OperatorError when the
-    operator does not apply to the field) before any record is seen.
-
-    The one checker of a leaf's rule side: evaluation calls it for every leaf, and `leaf_errors`
-    when the rule is saved. Relation paths are checked against their final field.
-    """
-    if operator in CHANGE_OPERATORS:
-        if not path.is_local:
-            raise OperatorError(f"{operator} applies to the record's own fields only.")
-        return _change_comparison(operator, path.field, expected, clock)
-    return _comparison(operator, path.field, expected, clock)
-
-
-def leaf_errors(rule, field_path, operator, value) -> dict[str, list[str]]:
-    """Save-time check of one condition of `rule` (RuleCondition.clean):
-    {"field_name" | "operator" | "value": [messages]}, {} when it is valid.
-
-    The rule's side is checked by `leaf_test`, as every run of the rule would check it, against
-    the current time (relative dates are resolved, so one that leaves the calendar is refused).
-    """
-    errors: dict[str, list[str]] = {}
-    if operator not in Operator.values:
-        return errors  # the field's choices report it
-    operator = Operator(operator)
-    if operator in CHANGE_OPERATORS:
-        refusal = _change_refusal(operator, rule)
-        if refusal:
-            errors["operator"] = [refusal]
-    if not rule.content_type_id:
-        errors["field_name"] = ["This rule has no model, so it has no fields to test."]
-        return errors
-    try:
-        path = resolve_path(rule.model, field_path)
-    except (PathError, LookupError) as exc:
-        errors["field_name"] = [str(exc)]
-        return errors
-    if "operator" in errors:
-        return errors
-    if operator in VALUELESS_OPERATORS and value is not None:
-        # A run ignores it; an author who gave one meant something else (EQUALS, CHANGED_TO).
-        errors["value"] = [f"{operator} takes no value: leave it out (or null)."]
-        return errors
-    try:
-        leaf_test(operator, path, value, Clock.of(rule))
-    except OperatorError as exc:
-        errors["operator"] = [str(exc)]
-    except ConditionError as exc:
-        errors["value"] = [str(exc)]
-    return errors
-
-
-def _change_refusal(operator: Operator, rule) -> str | None:
-    """Why a CHANGED operator cannot work on `rule`'s trigger, or None when it can."""
-    if rule.trigger_type != TriggerType.EVENT:
-        return f"{operator} applies to EVENT rules only."
-    if rule.trigger_event == TriggerEvent.DELETED:
-        return f"{operator} does not apply to a DELETED rule: a deleted record has no changes."
-    if rule.trigger_event == TriggerEvent.CREATED:
-        if operator == Operator.CHANGED:
-            return (
-                "CHANGED is true of every field set on a CREATED rule (on CREATED every set "
-                "field counts as changed from null): use IS_NOT_NULL."
-            )
-        if operator == Operator.CHANGED_FROM:
-            return (
-                "CHANGED_FROM does not apply to a CREATED rule: a new record's fields always "
-                "change from null. Use IS_NOT_NULL, or CHANGED_TO or EQUALS for the new value."
-            )
-    return None
-
-
-def resolved_relative(model_field, expected, clock: Clock):
-    """What a relative expected value ("-P7D", or an IN list holding some) stood for, as JSON,
-    for the trace; None when nothing in it is relative. Call it after `leaf_test` has accepted
-    the value."""
-    if not isinstance(_base_field(model_field), models.DateField):
-        return None
-    if relative_dates.is_relative(expected):
-        return json_value(_resolve_relative(model_field, expected, clock))
-    if isinstance(expected, list) and any(map(relative_dates.is_relative, expected)):
-        return [
-            json_value(_resolve_relative(model_field, item, clock))
-            if relative_dates.is_relative(item)
-            else item
-            for item in expected
-        ]
-    return None
-
-
-def _comparison(operator: Operator, model_field, expected, clock: Clock):
-    """A function actual -> bool for a non-CHANGED operator, the expected value checked first.
-
-    The expected value is coerced once, before any actual value is seen, so a broken rule is an
-    error even when the record's value is null.
-    """
-    if operator == Operator.IS_NULL:
-        return lambda actual: actual is None
-    if operator == Operator.IS_NOT_NULL:
-        return lambda actual: actual is not None
-
-    def actual_of(actual):
-        return coerce_value(model_field, actual)
-
-    if operator in (Operator.EQUALS, Operator.NOT_EQUALS):
-        wanted = None if expected is None else _coerce_expected(model_field, expected, clock)
-
-        def equal(actual):
-            if actual is None or wanted is None:
-                return actual is None and wanted is None
-            return actual_of(actual) == wanted
-
-        if operator == Operator.EQUALS:
-            return equal
-        return lambda actual: not equal(actual)
-
-    if operator in (Operator.IN, Operator.NOT_IN):
-        if not isinstance(expected, list):
-            raise ConditionError(f"{operator} needs a list of values.")
-        wanted = [
-            _coerce_expected(model_field, item, clock) for item in expected if item is not None
-        ]
-        if operator == Operator.IN:
-            return lambda actual: actual is not None and actual_of(actual) in wanted
-        return lambda actual: actual is not None and actual_of(actual) not in wanted
-
-    if expected is None:
-        raise ConditionError(f"{operator} needs a value.")
-
-    if operator in _ORDERING:
-        if _base_field(model_field).get_internal_type() == "BooleanField":
-            raise OperatorError(f"{operator} does not apply to a true/false field.")
-        wanted = _coerce_expected(model_field, expected, clock)
-        test = _ORDERING[operator]
-        return lambda actual: actual is not None and test(actual_of(actual), wanted)
-
-    _require_text_field(operator, model_field)
-    if not isinstance(expected, str):
-        raise ConditionError(f"{operator} needs a text value, not {_json_type(expected)}.")
-
-    if operator == Operator.REGEX:
-        return _regex_test(expected, actual_of)
-    test = _TEXT[operator]
-    return lambda actual: actual is not None and test(actual_of(actual), expected)
-
-
-def _regex_test(pattern: str, actual_of):
-    """A search with RE2 (linear time, see validators.compile_regex), refused when the match
-    could cost more than AUTOMATION_REGEX_MAX_STEPS: RE2's slowest path visits every instruction
-    of the program once per byte of text, so (program size x text length) bounds its work.
-    """
-    try:
-        compiled = compile_regex(pattern)
-    except ValidationError as exc:
-        raise ConditionError(" ".join(exc.messages)) from None
-    program_size = _program_size(compiled)
-    max_steps = settings.AUTOMATION_REGEX_MAX_STEPS
-
-    def test(actual):
-        if actual is None:
-            return False
-        text = actual_of(actual)
-        if program_size * len(text.encode()) > max_steps:
-            raise ConditionError(
-                f"The text ({len(text)} characters) is too long for this regular expression: "
-                f"matching it could take more than {max_steps} steps "
-                "(AUTOMATION_REGEX_MAX_STEPS). Use a simpler pattern."
-            )
-        return compiled.search(text) is not None
-
-    return test
-
-
-def _program_size(compiled) -> int:
-    """The larger of RE2's forward and reverse programs (a search may run either)."""
-    program = compiled._regexp  # google-re2 keeps the RE2 object here (pinned version)
-    return max(program.ProgramSize(), program.ReverseProgramSize())
-
-
-def _change_comparison(operator: Operator, model_field, expected, clock: Clock):
-    """A function change -> bool for CHANGED / CHANGED_FROM / CHANGED_TO, where a change is
-    {"old", "new"} (None: unchanged); the expected value checked first, as in _comparison."""
-    if operator == Operator.CHANGED:
-        return lambda change: change is not None
-    wanted = None if expected is None else _coerce_expected(model_field, expected, clock)
-    side_name = "old" if operator == Operator.CHANGED_FROM else "new"
-
-    def test(change):
-        if change is None:
-            return False
-        side = change.get(side_name)
-        side = None if side is None else coerce_value(model_field, side)
-        return side == wanted
-
-    return test
-
-
-def _require_text_field(operator, model_field) -> None:
-    if not isinstance(_base_field(model_field), models.CharField | models.TextField):
-        raise OperatorError(
-            f"{operator} applies to text fields; {model_field.name} is "
-            f"{model_field.get_internal_type()}."
-        )
-
-
-def _json_type(value) -> str:
-    return {
-        bool: "true/false",
-        int: "a number",
-        float: "a number",
-        str: "text",
-        list: "a list",
-        dict: "an object",
-    }.get(type(value), type(value).__name__)
-
-
-# --- Coercion ----------------------------------------------------------------------------------
-
-
-def _base_field(model_field):
-    """The field whose type values have: a foreign key compares as its target's id."""
-    while model_field.is_relation and model_field.concrete:
-        model_field = model_field.target_field
-    return model_field
-
-
-def _coerce_expected(model_field, value, clock: Clock):
-    """An expected (rule-side) value: coerced, and for a choice field one of its choices; on a
-    date or date-time field a relative value ("now", "-P7D") is resolved against `clock`."""
-    base = _base_field(model_field)
-    if isinstance(base, models.DateField):
-        coerced = _coerce_expected_date(model_field, value, clock)
-    else:
-        coerced = coerce_value(model_field, value)
-    if base.choices:
-        valid = [key for key, _label in base.flatchoices]
-        if coerced not in valid:
-            raise ConditionError(
-                f'"{value}" is not a choice of {model_field.name} ({", ".join(map(str, valid))}).'
-            )
-    return coerced
-
-
-def _coerce_expected_date(model_field, value, clock: Clock):
-    """A date or date-time expected value: fixed (ISO 8601) or relative; a message that names
-    both forms when it is neither."""
-    if relative_dates.is_relative(value):
-        return _resolve_relative(model_field, value, clock)
-    try:
-        return coerce_value(model_field, value)
-    except ConditionError as exc:
-        if isinstance(_base_field(model_field), models.DateTimeField):
-            kind, example = "date-time", "2026-01-31T09:00:00Z"
-        else:
-            kind, example = "date", "2026-01-31"
-        raise ConditionError(
-            f'{exc} A {kind} value is ISO 8601 ("{example}") or relative to the evaluation: '
-            f"{relative_dates.ACCEPTED_FORMS}."
-        ) from None
-
-
-def _resolve_relative(model_field, value: str, clock: Clock):
-    """A relative value as the date or aware instant it stands for at `clock`."""
-    try:
-        if isinstance(_base_field(model_field), models.DateTimeField):
-            return relative_dates.resolve_datetime(value, clock.now, clock.zone)
-        return relative_dates.resolve_date(value, clock.today())
-    except relative_dates.RelativeDateError as exc:
-        raise ConditionError(f"{model_field.name}: {exc}") from None
-
-
-def coerce_value(model_field, value):
-    """`value` (JSON from a snapshot or a rule, or a Python value from the database) as the
-    field's type; ConditionError when it is not one."""
-    base = _base_field(model_field)
-    kind = base.get_internal_type()
-    try:
-        if isinstance(base, models.BooleanField):
-            return _to_bool(value)
-        if isinstance(base, models.IntegerField):  # AutoField and the other integers too
-            return _to_int(value)
-        if isinstance(base, models.DecimalField):
-            return _to_decimal(value)
-        if isinstance(base, models.FloatField):
-            return _to_float(value)
-        if isinstance(base, models.DateTimeField):  # before DateField, its parent
-            return _to_datetime(value)
-        if isinstance(base, models.DateField):
-            return _to_date(value)
-        if isinstance(base, models.CharField | models.TextField):
-            if not isinstance(value, str):
-                raise ValueError
-            return value
-        return base.to_python(value)
-    except (ValueError, TypeError, ArithmeticError, ValidationError):
-        raise ConditionError(
-            f"{value!r} cannot be compared with {model_field.name} ({kind})."
-        ) from None
-
-
-def _to_bool(value) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    raise ValueError
-
-
-def _to_int(value) -> int:
-    if isinstance(value, bool):
-        raise ValueError
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
-        return int(value.strip())
-    raise ValueError
-
-
-def _to_decimal(value) -> decimal.Decimal:
-    if isinstance(value, bool):
-        raise ValueError
-    if isinstance(value, decimal.Decimal):
-        result = value
-    elif isinstance(value, int | float | str):
-        # str() of a float keeps its short form: 9.99 stays 9.99, not 9.9900000000000002131...
-        result = decimal.Decimal(str(value).strip())
-    else:
-        raise ValueError
-    if not result.is_finite():
-        raise ValueError
-    return result
-
-
-def _to_float(value) -> float:
-    if isinstance(value, bool):
-        raise ValueError
-    if isinstance(value, int | float | decimal.Decimal | str):
-        result = float(value)
-        if math.isfinite(result):
-            return result
-    raise ValueError
-
-
-def _to_datetime(value) -> datetime.datetime:
-    if isinstance(value, datetime.datetime):
-        result = value
-    elif isinstance(value, str):
-        result = datetime.datetime.fromisoformat(value.strip())
-    else:
-        raise ValueError
-    if result.tzinfo is None:  # naive means UTC, as the contract's values do
-        result = result.replace(tzinfo=datetime.UTC)
-    return result
-
-
-def _to_date(value) -> datetime.date:
-    if isinstance(value, datetime.datetime):
-        raise ValueError
-    if isinstance(value, datetime.date):
-        return value
-    if isinstance(value, str):
-        return datetime.date.fromisoformat(value.strip())
-    raise ValueError

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from django.core.exceptions import ValidationError
 from django.db import models
 
-from automation.conditions.evaluate import ConditionError, coerce_value
+from automation.conditions.coercion import coerce_value
+from automation.conditions.tree import ConditionError
 from automation.core.choices import TriggerEvent, TriggerType
 from automation.core.snapshots import diff, json_value, local_fields
 

@@ -13,8 +13,8 @@ The cached objects are shared by threads: callers read them and never modify the
 import threading
 from dataclasses import dataclass
 
-from automation.conditions import evaluate as conditions
-from automation.conditions.evaluate import GroupNode
+from automation.conditions import tree as condition_tree
+from automation.conditions.tree import GroupNode
 from automation.core.models import AutomationRule
 from automation.index import watching as rule_index
 from automation.index.version import current_version
@@ -32,7 +32,7 @@ class RuleDefinition:
     def load(cls, rule_id: int) -> "RuleDefinition":
         rule = AutomationRule.objects.get(pk=rule_id)
         try:
-            tree = conditions.load_condition_tree(rule)
+            tree = condition_tree.load_condition_tree(rule)
         except Exception:
             tree = None
         return cls(rule=rule, tree=tree, actions=tuple(rule.actions.order_by("order", "id")))

@@ -427,7 +427,7 @@ def _save_actions(rule, actions) -> None:
 def check_condition(condition: RuleCondition) -> None:
     """The evaluator's own check of a leaf, so a rule is refused at save with the message its
     runs would fail with (leaf_errors)."""
-    from automation.conditions.evaluate import leaf_errors  # the evaluator, loaded when used
+    from automation.conditions.operators import leaf_errors  # the evaluator, loaded when used
 
     errors = leaf_errors(condition.rule, condition.field_name, condition.operator, condition.value)
     if errors:

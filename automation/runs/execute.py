@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from automation.conditions.evaluate import ConditionResult
+from automation.conditions.tree import ConditionResult
 from automation.core.choices import RunStatus, TriggerType
 from automation.core.context import RunContext
 from automation.core.models import AutomationLog, AutomationRule

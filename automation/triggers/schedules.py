@@ -443,7 +443,8 @@ def _matching_records(rule: AutomationRule, now, deadline: float | None = None) 
     AUTOMATION_SCHEDULE_MAX_RECORDS; with a `deadline` (time.monotonic()), only those examined
     before it (a firing by hand, evaluated inside a request)."""
     from automation.conditions import cpu_budget
-    from automation.conditions.evaluate import evaluate_conditions, load_condition_tree
+    from automation.conditions.evaluate import evaluate_conditions
+    from automation.conditions.tree import load_condition_tree
     from automation.core.context import RunContext
     from automation.core.snapshots import snapshot
 

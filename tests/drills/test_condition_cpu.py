@@ -12,8 +12,7 @@ import pytest
 import time_machine
 from django.test import Client
 
-from automation.conditions import cpu_budget
-from automation.conditions import evaluate as conditions
+from automation.conditions import cpu_budget, operators
 from automation.core.choices import RunStatus
 from automation.core.models import AutomationLog
 from automation.runs.execute import execute_run
@@ -47,7 +46,7 @@ def cpu(monkeypatch, settings):
     settings.AUTOMATION_CONDITIONS_CPU_SECONDS_PER_MINUTE = BUDGET
     clock = CountedCpu()
     monkeypatch.setattr(cpu_budget, "cpu_clock", clock)
-    real_compile = conditions.compile_regex
+    real_compile = operators.compile_regex
 
     def costly_compile(pattern):
         compiled = real_compile(pattern)
@@ -61,7 +60,7 @@ def cpu(monkeypatch, settings):
 
         return Costly()
 
-    monkeypatch.setattr(conditions, "compile_regex", costly_compile)
+    monkeypatch.setattr(operators, "compile_regex", costly_compile)
     return clock
 
 

@@ -2,7 +2,8 @@
 
 import pytest
 
-from automation.conditions.evaluate import evaluate_conditions, load_condition_tree
+from automation.conditions.evaluate import evaluate_conditions
+from automation.conditions.tree import load_condition_tree
 from automation.core.choices import Operator, TriggerEvent
 from automation.core.context import RunContext
 from automation.core.snapshots import snapshot

@@ -726,7 +726,7 @@ def test_conditions_that_cannot_be_evaluated_skip_with_the_reason(
         organization=organization, conditions=[status_is("ACTIVE")], actions=[create_category()]
     )
     log = pending_run(rule, product)
-    monkeypatch.setattr("automation.conditions.evaluate.load_condition_tree", lambda rule: 1 / 0)
+    monkeypatch.setattr("automation.conditions.tree.load_condition_tree", lambda rule: 1 / 0)
     execute_run(log.pk)
     log.refresh_from_db()
     assert log.status == RunStatus.SKIPPED

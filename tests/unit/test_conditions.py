@@ -16,17 +16,10 @@ from django.db import models
 from django.test import override_settings
 from django.utils import timezone
 
-from automation.conditions.evaluate import (
-    Clock,
-    ConditionError,
-    OperatorError,
-    coerce_value,
-    evaluate_conditions,
-    leaf_errors,
-    leaf_test,
-    load_condition_tree,
-    resolved_relative,
-)
+from automation.conditions.coercion import coerce_value
+from automation.conditions.evaluate import evaluate_conditions
+from automation.conditions.operators import leaf_errors, leaf_test, resolved_relative
+from automation.conditions.tree import Clock, ConditionError, OperatorError, load_condition_tree
 from automation.core.choices import ConditionLogic, Operator, TriggerEvent
 from automation.core.context import RunContext
 from automation.core.models import ConditionGroup, RuleCondition
@@ -654,17 +647,17 @@ def test_trace_entries_are_bounded_whatever_the_values(product, organization):
 def test_leaves_left_when_the_budget_is_spent_fail_closed(product, organization, monkeypatch):
     """A slow first leaf spends the budget: the others are not evaluated and fail closed, even
     under a negation, and the result says how many were left."""
-    from automation.conditions import evaluate as conditions
+    from automation.conditions import evaluate, operators
 
     clock = [1000.0]
-    monkeypatch.setattr(conditions.time, "monotonic", lambda: clock[0])
-    real_compile = conditions.compile_regex
+    monkeypatch.setattr(evaluate.time, "monotonic", lambda: clock[0])
+    real_compile = operators.compile_regex
 
     def slow_compile(pattern):
         clock[0] += 10  # this leaf took 10 s
         return real_compile(pattern)
 
-    monkeypatch.setattr(conditions, "compile_regex", slow_compile)
+    monkeypatch.setattr(operators, "compile_regex", slow_compile)
     rule = AutomationRuleFactory(
         organization=organization,
         conditions=[
@@ -733,18 +726,18 @@ def test_save_time_and_run_time_report_a_leaf_with_the_same_message(
 
 
 def test_save_time_and_run_time_call_the_same_checker(product, organization, monkeypatch):
-    """Not two copies that agree today: both go through conditions.leaf_test."""
-    from automation.conditions import evaluate as conditions
+    """Not two copies that agree today: both go through operators.leaf_test."""
+    from automation.conditions import operators
     from automation.rules.services import check_condition
 
     calls = []
-    real_leaf_test = conditions.leaf_test
+    real_leaf_test = operators.leaf_test
 
     def spy(operator, path, expected, clock):
         calls.append((operator, path.path, expected))
         return real_leaf_test(operator, path, expected, clock)
 
-    monkeypatch.setattr(conditions, "leaf_test", spy)
+    monkeypatch.setattr(operators, "leaf_test", spy)
     rule = AutomationRuleFactory(
         organization=organization,
         conditions=[dict(field_name="stock", operator=Operator.LESS_THAN, value="five")],
