@@ -22,7 +22,8 @@ from automation.index.watching import remember_stored_row
 from automation.live import events as live
 from automation.rules.services import MAX_ACTIONS, create_rule, delete_rule, update_rule
 from automation.runs.manual import RunConflict, RunObjectNotFound, retry_run, run_rule
-from automation.triggers.schedules import fire_now, fires_by_hand, upcoming_runs
+from automation.triggers.fire_times import upcoming_runs
+from automation.triggers.schedules import fire_now, fires_by_hand
 
 __all__ = [
     "MAX_ACTIONS",

@@ -219,7 +219,7 @@ class ActionNode:
         return mask_parameters(self.action_type, self.parameters)
 
 
-# The rule's fields automation.triggers.schedules.upcoming_runs reads (the optimizer loads only these).
+# The rule's fields automation.triggers.fire_times.upcoming_runs reads (the optimizer loads only these).
 UPCOMING_RUNS_READS = [
     "trigger_type",
     "schedule",

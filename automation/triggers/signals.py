@@ -114,7 +114,7 @@ def connect() -> None:
         post_delete.connect(
             on_rule_change, sender=model, dispatch_uid=f"{DISPATCH_PREFIX}.rules.delete.{name}"
         )
-    from automation.triggers.schedules import keep_next_run_at, write_next_run_at
+    from automation.triggers.fire_times import keep_next_run_at, write_next_run_at
 
     pre_save.connect(
         keep_next_run_at, sender=AutomationRule, dispatch_uid=f"{DISPATCH_PREFIX}.schedule.pre"

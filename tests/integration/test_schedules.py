@@ -11,7 +11,8 @@ from automation.core.choices import ActionType, MissedRunPolicy, RunStatus, Trig
 from automation.core.models import AutomationLog, AutomationRule
 from automation.rules import services
 from automation.runs.execute import execute_run
-from automation.triggers.schedules import fire_now, tick, upcoming_runs
+from automation.triggers.fire_times import upcoming_runs
+from automation.triggers.schedules import fire_now, tick
 from tests import blocking
 from tests.factories import (
     AutomationRuleFactory,
