@@ -20,6 +20,7 @@ from catalog.models import Product
 from graphql_api import permissions as perms
 from graphql_api.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from graphql_api.inputs import ProductInput, ProductUpdateInput, RuleInput, RuleUpdateInput
+from graphql_api.log_types import AutomationLogType, NotificationType
 from graphql_api.ratelimit import (
     check_add_member,
     check_create_organization,
@@ -29,10 +30,8 @@ from graphql_api.ratelimit import (
 )
 from graphql_api.types import (
     ApiTokenType,
-    AutomationLogType,
     CategoryType,
     MemberType,
-    NotificationType,
     OrganizationType,
     ProductType,
     Role,

@@ -12,7 +12,7 @@ import datetime
 from django.db.models import Q
 
 from graphql_api.errors import InvalidInput
-from graphql_api.types import LogConnection, LogEdge, PageInfo
+from graphql_api.log_types import LogConnection, LogEdge, PageInfo
 
 
 def encode_cursor(log) -> str:

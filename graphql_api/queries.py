@@ -10,18 +10,16 @@ from automation.api import AutomationLog, AutomationRule, automatable_models, re
 from catalog.models import Category, Product
 from graphql_api import permissions as perms
 from graphql_api.inputs import LogFilter, given
+from graphql_api.log_types import AutomationLogType, LogConnection, NotificationType
 from graphql_api.pagination import log_page
 from graphql_api.types import (
     ActionType,
     ActionTypeInfo,
     ApiTokenType,
     AutomatableModelInfo,
-    AutomationLogType,
     CategoryType,
     InvitationType,
-    LogConnection,
     MemberType,
-    NotificationType,
     OrganizationType,
     ProductType,
     RuleType,

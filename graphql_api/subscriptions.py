@@ -31,9 +31,10 @@ from accounts.models import Notification
 from automation.api import AutomationLog, AutomationRule, live
 from graphql_api.errors import ApiError, NotFound, Unauthenticated
 from graphql_api.fanout import fanout
+from graphql_api.log_types import ActionLogEntry, AutomationLogType, NotificationType
 from graphql_api.permissions import parse_id
 from graphql_api.shared_render import shareable
-from graphql_api.types import ActionLogEntry, AutomationLogType, NotificationType, RunStatus
+from graphql_api.types import RunStatus
 
 logger = logging.getLogger("graphql_api.subscriptions")
 

@@ -66,7 +66,7 @@ def label_of(content_type_id) -> str | None:
     return model_label(ContentType.objects.get_for_id(content_type_id).model_class())
 
 
-def _scoped(queryset, info):
+def scoped_to_memberships(queryset, info):
     from graphql_api.permissions import scope
 
     return scope(info, queryset)
@@ -109,7 +109,7 @@ class MemberType:
 
     @classmethod
     def get_queryset(cls, queryset, info, **kwargs):
-        return _scoped(queryset, info)
+        return scoped_to_memberships(queryset, info)
 
 
 @strawberry_django.type(accounts_models.Invitation, name="Invitation")
@@ -261,7 +261,7 @@ class RuleType:
 
     @classmethod
     def get_queryset(cls, queryset, info, **kwargs):
-        return _scoped(queryset, info)
+        return scoped_to_memberships(queryset, info)
 
     @strawberry_django.field(only=["content_type_id"], description='"app_label.model"')
     def model(self) -> str | None:
@@ -331,162 +331,6 @@ def condition_tree_of(rule) -> ConditionGroupNode | None:
     return tree
 
 
-# --- Runs ----------------------------------------------------------------------------------------
-
-
-def _as_datetime(value) -> datetime.datetime | None:
-    if not value:
-        return None
-    if isinstance(value, datetime.datetime):
-        return value
-    return datetime.datetime.fromisoformat(value)
-
-
-@strawberry.type(name="ConditionTrace")
-class ConditionTraceEntry:
-    path: str
-    field: str
-    operator: Operator
-    expected: JSON | None
-    actual: JSON | None
-    passed: bool
-    error: str | None
-    resolved_expected: JSON | None = strawberry.field(
-        default=None,
-        description='What a relative `expected` value ("now", "-P7D") stood for when the '
-        "condition was evaluated: an ISO 8601 date-time (UTC) or date, or the list with each "
-        "relative item resolved. Null when `expected` is not relative.",
-    )
-
-    @classmethod
-    def from_json(cls, entry: dict) -> "ConditionTraceEntry":
-        return cls(
-            path=entry.get("path", ""),
-            field=entry.get("field", ""),
-            operator=Operator(entry["operator"]),
-            expected=entry.get("expected"),
-            actual=entry.get("actual"),
-            passed=bool(entry.get("passed")),
-            error=entry.get("error") or None,
-            resolved_expected=entry.get("resolved_expected"),
-        )
-
-
-@strawberry.type(name="ActionLog")
-class ActionLogEntry:
-    order: int
-    action_type: ActionType
-    status: ActionStatus
-    attempt: int
-    started_at: datetime.datetime | None
-    finished_at: datetime.datetime | None
-    duration_ms: float | None
-    result: JSON | None
-    error: str | None
-
-    @classmethod
-    def from_json(cls, entry: dict) -> "ActionLogEntry":
-        return cls(
-            order=entry.get("order", 0),
-            action_type=ActionType(entry["action_type"]),
-            status=ActionStatus(entry.get("status", "PENDING")),
-            attempt=entry.get("attempt") or 0,
-            started_at=_as_datetime(entry.get("started_at")),
-            finished_at=_as_datetime(entry.get("finished_at")),
-            duration_ms=entry.get("duration_ms"),
-            result=entry.get("result"),
-            error=entry.get("error") or None,
-        )
-
-
-@strawberry_django.type(automation_models.AutomationLog, name="AutomationLog")
-class AutomationLogType:
-    id: strawberry.ID
-    seq: int
-    organization: OrganizationType
-    rule: RuleType
-    rule_revision: int
-    trigger: TriggerType
-    event: TriggerEvent | None
-    status: RunStatus
-    dry_run: bool
-    conditions_met: bool | None
-    changes: JSON | None
-    context: JSON | None
-    triggered_by: UserType | None
-    scheduled_for: datetime.datetime | None
-    parent_log: "AutomationLogType | None"
-    root_log: "AutomationLogType | None"
-    depth: int
-    retry_of: "AutomationLogType | None"
-    created_at: datetime.datetime
-    started_at: datetime.datetime | None
-    finished_at: datetime.datetime | None
-
-    @classmethod
-    def get_queryset(cls, queryset, info, **kwargs):
-        return _scoped(queryset, info)
-
-    @strawberry_django.field(only=["content_type_id"])
-    def object_type(self) -> str | None:
-        return label_of(self.content_type_id)
-
-    @strawberry_django.field(only=["object_id"])
-    def object_id(self) -> strawberry.ID | None:
-        return strawberry.ID(self.object_id) if self.object_id not in (None, "") else None
-
-    @strawberry_django.field(only=["condition_trace"])
-    def condition_trace(self) -> list[ConditionTraceEntry]:
-        return [ConditionTraceEntry.from_json(entry) for entry in self.condition_trace or []]
-
-    @strawberry_django.field(only=["action_logs"])
-    def action_logs(self) -> list[ActionLogEntry]:
-        return [ActionLogEntry.from_json(entry) for entry in self.action_logs or []]
-
-    @strawberry_django.field(only=["error"])
-    def error(self) -> str | None:
-        return self.error or None
-
-    @strawberry_django.field(only=["started_at", "finished_at"])
-    def duration_ms(self) -> float | None:
-        return self.duration_ms
-
-
-@strawberry_django.type(accounts_models.Notification, name="Notification")
-class NotificationType:
-    id: strawberry.ID
-    title: str
-    body: str
-    created_at: datetime.datetime
-    read_at: datetime.datetime | None
-    log: AutomationLogType | None
-
-    @classmethod
-    def get_queryset(cls, queryset, info, **kwargs):
-        from graphql_api.permissions import own_notifications
-
-        return own_notifications(info, queryset)
-
-
-@strawberry.type(name="PageInfo")
-class PageInfo:
-    has_next_page: bool
-    end_cursor: str | None
-
-
-@strawberry.type(name="LogEdge")
-class LogEdge:
-    cursor: str
-    node: AutomationLogType
-
-
-@strawberry.type(name="LogConnection", description="Keyset cursors, stable under inserts.")
-class LogConnection:
-    edges: list[LogEdge]
-    page_info: PageInfo
-    total_count: int
-
-
 @strawberry.type(name="AutomatableModel")
 class AutomatableModelInfo:
     model: str
@@ -515,7 +359,7 @@ class CategoryType:
 
     @classmethod
     def get_queryset(cls, queryset, info, **kwargs):
-        return _scoped(queryset, info)
+        return scoped_to_memberships(queryset, info)
 
 
 @strawberry_django.type(catalog_models.Product, name="Product")
@@ -531,4 +375,4 @@ class ProductType:
 
     @classmethod
     def get_queryset(cls, queryset, info, **kwargs):
-        return _scoped(queryset, info)
+        return scoped_to_memberships(queryset, info)
