@@ -19,8 +19,8 @@ from graphql_api.types import (
     TriggerEvent,
     TriggerType,
     UserType,
-    scoped_to_memberships,
     label_of,
+    scoped_to_memberships,
 )
 
 
