@@ -23,6 +23,7 @@ from automation.live import events as live
 from automation.rules.services import MAX_ACTIONS, create_rule, delete_rule, update_rule
 from automation.runs.manual import RunConflict, RunObjectNotFound, retry_run, run_rule
 from automation.triggers.fire_times import upcoming_runs
+from automation.triggers.outbox import emit_event
 from automation.triggers.schedules import fire_now, fires_by_hand
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "choices",
     "create_rule",
     "delete_rule",
+    "emit_event",
     "fire_now",
     "fires_by_hand",
     "get_automatable",

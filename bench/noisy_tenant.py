@@ -27,7 +27,7 @@ from bench import env as bench_env
 
 SLOW = {"field": "description", "operator": "REGEX", "value": "(?:[a-z]+ ?){1000}!"}
 UNFINISHED = ("PENDING", "RUNNING")
-WINDOW = 60  # the condition CPU budget's window (automation/cpu_budget.py)
+WINDOW = 60  # the condition CPU budget's window (automation/conditions/cpu_budget.py)
 
 
 def setup() -> dict:

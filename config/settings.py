@@ -139,7 +139,7 @@ if REDIS_URL:
 else:
     HUEY = {
         # Huey on SQLite whose workers an enqueue in this process wakes at once (SQLite cannot
-        # block on a queue; see automation/queue.py); tasks other processes enqueue are seen
+        # block on a queue; see automation/runs/queue.py); tasks other processes enqueue are seen
         # within 50 ms.
         "huey_class": "automation.runs.queue.WakeableSqliteHuey",
         "name": "automation",
@@ -253,7 +253,7 @@ AUTOMATION_MODELS = {
 # the same machine sees rule changes too, which a process-local cache could not tell it.
 AUTOMATION_RULE_INDEX_VERSION_FILE = None if REDIS_URL else str(DATA_DIR / "rule-index.version")
 AUTOMATION_MAX_CHAIN_DEPTH = env.int("AUTOMATION_MAX_CHAIN_DEPTH", default=5)
-# Fan-out budgets (automation/budget.py): per run tree (a root run and every run its writes cause)
+# Fan-out budgets (automation/fanout/budget.py): per run tree (a root run and every run its writes cause)
 # and per organization in a one-minute window; a run or write over one is FAILED with the reason.
 AUTOMATION_MAX_RUNS_PER_ROOT = env.int("AUTOMATION_MAX_RUNS_PER_ROOT", default=100)
 AUTOMATION_MAX_WRITES_PER_ROOT = env.int("AUTOMATION_MAX_WRITES_PER_ROOT", default=500)
@@ -266,7 +266,7 @@ AUTOMATION_RETRIES_PER_USER_PER_MINUTE = env.int(
 )
 AUTOMATION_MAX_RUNS_PER_MINUTE = env.int("AUTOMATION_MAX_RUNS_PER_MINUTE", default=60_000)
 AUTOMATION_MAX_WRITES_PER_MINUTE = env.int("AUTOMATION_MAX_WRITES_PER_MINUTE", default=60_000)
-# Byte budgets (automation/budget.py, admit_bytes): bytes runs store (their snapshot and changes,
+# Byte budgets (automation/fanout/budget.py, admit_bytes): bytes runs store (their snapshot and changes,
 # records their actions write, action results, notifications) per run tree and per organization
 # and minute; and the organization's stored run logs and notifications in all (0: no quota).
 AUTOMATION_MAX_BYTES_PER_ROOT = env.int("AUTOMATION_MAX_BYTES_PER_ROOT", default=4 * 1024 * 1024)
@@ -325,7 +325,7 @@ AUTOMATION_HEARTBEAT_STALE_SECONDS = env.int("AUTOMATION_HEARTBEAT_STALE_SECONDS
 # Most runs a worker takes off the queue at once and executes in one transaction when all their
 # actions write the database (a burst of triggering writes); 1 executes every run alone.
 AUTOMATION_RUN_BATCH_SIZE = env.int("AUTOMATION_RUN_BATCH_SIZE", default=50)
-# Fair sharing between organizations (automation/fair_queue.py): while other organizations are
+# Fair sharing between organizations (automation/runs/fair_queue.py): while other organizations are
 # about, a worker takes at most this many runs of one organization at once (on SQLite a batch's
 # transaction holds the whole database's write lock, so there one: another tenant's run waited
 # for five at x3.5, for one at x1.25 in benchmark 8)...

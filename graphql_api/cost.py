@@ -109,7 +109,7 @@ SIZES = {
 }
 
 # (type, field) -> {node type: the setting bounding how many nodes of that type}: fields that
-# return a tree the engine bounds when a rule is saved (automation/services.py).
+# return a tree the engine bounds when a rule is saved (automation/rules/services.py).
 TREES = {
     ("Rule", "conditions"): {
         "Condition": "AUTOMATION_CONDITIONS_MAX_LEAVES",

@@ -1,6 +1,6 @@
 """The contract's Subscription type: runs, action updates and notifications as they happen.
 
-Each subscription listens on the channel-layer group the publish hook (automation/live.py) sends
+Each subscription listens on the channel-layer group the publish hook (automation/live/events.py) sends
 to: the narrowest one its arguments allow (a run's, a rule's, else the organization's), and then
 filters on the payload. A process joins each group once for all its subscriptions
 (graphql_api/fanout.py) and hands each message to every local subscription of that group.

@@ -274,7 +274,7 @@ class ApiWebSocketConsumer(GraphQLWSConsumer):
     token_authenticated = False
 
     async def connect(self) -> None:
-        # In embedded mode the publish hook must deliver on this loop (see automation/live.py).
+        # In embedded mode the publish hook must deliver on this loop (see automation/live/events.py).
         live.attach_event_loop(asyncio.get_running_loop())
         self.max_subscriptions_per_connection = settings.GRAPHQL_MAX_SUBSCRIPTIONS_PER_CONNECTION
         self.user = AnonymousUser()

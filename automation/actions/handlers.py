@@ -12,7 +12,7 @@ Rules of every handler:
 - Database handlers do not manage transactions (the run wraps each in one, with its log entry),
   touch only records of `ctx.organization_id`, only automatable models and only `writable`
   fields, and save through `instance.save()` / `instance.delete()` so signals fire, after
-  `spend_write(ctx)` has counted the write against the fan-out budgets (automation/budget.py).
+  `spend_write(ctx)` has counted the write against the fan-out budgets (automation/fanout/budget.py).
 - A failure the user should read raises ActionError; its message names the parameter or field.
 - `dry_run` renders and validates everything and describes the action, writing and sending
   nothing; secrets are masked in what it returns.

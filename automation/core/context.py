@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # The variables template_variables() provides, the one list of them: a placeholder must start
-# with one (automation/templates.py checks rules against it when they are saved).
+# with one (automation/actions/templates.py checks rules against it when they are saved).
 TEMPLATE_VARIABLES = (
     "object",
     "changes",

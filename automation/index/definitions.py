@@ -2,7 +2,7 @@
 
 Every run needs them, and reading them is four queries (the rule, groups, leaves, actions) in a
 run that otherwise needs few. They change only when the rules change, and every such change bumps
-the rule index version when it commits (automation/rule_version.py, free to read; code that
+the rule index version when it commits (automation/index/version.py, free to read; code that
 changes rules with QuerySet.update() calls rules_changed() itself, see rule_index); so a process
 keeps what it read at a version and reads again once the version has moved. A transaction that
 changed rules itself and has not committed yet reads them fresh.

@@ -5,7 +5,7 @@ organization?". Answering with a query would tax every write in the system, so e
 the answer in memory, keyed by (model label, event) then organization, and rebuilds it (one query)
 only when the rules changed.
 
-"The rules changed" is a version token (automation/rule_version.py: a file embedded, a Redis key
+"The rules changed" is a version token (automation/index/version.py: a file embedded, a Redis key
 whose changes Redis pushes to each process distributed), so a rule created through one process is
 seen on the next save handled by any other process or worker, a separate `run_huey` of the
 embedded mode included. A change to a rule, its conditions or its actions bumps the token when its

@@ -37,7 +37,7 @@ def run_rule(
     A real run is queued and returned PENDING. A dry run is executed here, synchronously: its
     conditions are evaluated and every action's parameters rendered and validated, recording what
     each action would do; it writes nothing but its own log. A dry run stands for the rule's
-    event and may be given simulated `changes` and a `record` (automation/simulation.py); with a
+    event and may be given simulated `changes` and a `record` (automation/conditions/simulation.py); with a
     `record`, `object_id` may be left out.
     """
     from automation.conditions.simulation import refuse_on_a_real_run, simulate

@@ -9,7 +9,7 @@ processes (a separate `run_huey`, the shell). A new run starts without a polling
 idle worker costs one cheap indexed SELECT per POLL_SECONDS, as it did with the polling backoff.
 
 Both storages (this one and the Redis one) also hold the organizations' run queues
-(automation/fair_queue.py): Huey's queue carries only wake-ups, and `take_queued` lets a worker
+(automation/runs/fair_queue.py): Huey's queue carries only wake-ups, and `take_queued` lets a worker
 take the wake-ups its batch made surplus off the queue at once.
 """
 

@@ -217,7 +217,7 @@ def _fan_out(rule: AutomationRule, slot, matches, *, trigger, user_id):
         extra_context=summary,
     )
     if matches.matched:
-        budget.open_tree(parent.pk)  # one tree for the whole slot (automation/budget.py)
+        budget.open_tree(parent.pk)  # one tree for the whole slot (automation/fanout/budget.py)
     for object_id, object_snapshot in matches.matched:
         create_run(
             rule,

@@ -1,5 +1,5 @@
 """Fan-out budgets: runs and record writes per organization per minute, per tree for schedule
-slots, and writes going on while the counters cannot be reached (automation/budget.py).
+slots, and writes going on while the counters cannot be reached (automation/fanout/budget.py).
 
 The per-root cut of a multiplying rule is a drill: tests/drills/test_fan_out_budget.py.
 """
@@ -218,7 +218,7 @@ def test_writes_go_on_while_the_budget_counters_cannot_be_reached(organization, 
     product.refresh_from_db()
     assert product.stock == 7
     warnings = [r.getMessage() for r in caplog.records if r.name == "automation.fanout.budget"]
-    # The run, its bytes, then its write and its bytes (automation/budget.py, admit_bytes).
+    # The run, its bytes, then its write and its bytes (automation/fanout/budget.py, admit_bytes).
     assert len(warnings) == 4, warnings
     assert sum("fan-out budget not counted" in message for message in warnings) == 2
     assert sum("byte budget not counted" in message for message in warnings) == 2

@@ -1,4 +1,4 @@
-"""The condition CPU counters (automation/cpu_budget.py): what a process sends to the store, when,
+"""The condition CPU counters (automation/conditions/cpu_budget.py): what a process sends to the store, when,
 and what it believes an organization has spent."""
 
 import pytest

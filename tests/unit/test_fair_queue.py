@@ -1,4 +1,4 @@
-"""The organizations' run queues (automation/fair_queue.py), in each place they can live: Huey's
+"""The organizations' run queues (automation/runs/fair_queue.py), in each place they can live: Huey's
 SQLite file, Redis (when REDIS_URL is set) and memory. Each test counts what a pop takes; none
 depends on timing (lease expiry is driven by time-machine)."""
 

@@ -1,4 +1,4 @@
-"""The task queues (automation/queue.py): the embedded one wakes an idle worker at once; a worker\ntakes the queued calls of a task behind the one it was handed (batches of runs)."""
+"""The task queues (automation/runs/queue.py): the embedded one wakes an idle worker at once; a worker\ntakes the queued calls of a task behind the one it was handed (batches of runs)."""
 
 import os
 import threading

@@ -1,4 +1,4 @@
-"""Template rendering of action parameters (automation/templates.py)."""
+"""Template rendering of action parameters (automation/actions/templates.py)."""
 
 import datetime
 
