@@ -1,4 +1,6 @@
 import pytest
+from django.conf import settings
+from django.contrib.auth.hashers import get_hashers
 
 from accounts import ratelimit
 from accounts.choices import Role
@@ -10,6 +12,15 @@ from tests.factories import (
     OrganizationFactory,
     UserFactory,
 )
+
+
+def pytest_configure(config):
+    """Passwords hashed with a fast hasher: every user the factories make gets one, and Django's
+    PBKDF2 (a million iterations, made slow on purpose) took 0.4 s each on a busy 2-core machine,
+    minutes over the suite. What a password allows is the same whatever hashes it; servers the
+    tests start (`serve`, the README's) keep the real hasher."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    get_hashers.cache_clear()
 
 
 @pytest.fixture(autouse=True)
