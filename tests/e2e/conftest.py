@@ -158,17 +158,23 @@ def _with_database(url: str, name: str) -> str:
 
 
 def _postgres_admin(url: str):
+    """A connection to create and drop databases: to the `postgres` database, as Django's own
+    test runner does (DATABASE_URL's database need not exist: pytest-django creates its test_
+    database beside it), else to DATABASE_URL's."""
     import psycopg
 
     parts = urlsplit(url)
-    return psycopg.connect(
-        host=parts.hostname or "127.0.0.1",
-        port=parts.port or 5432,
-        user=parts.username or "postgres",
-        password=parts.password,
-        dbname=parts.path.lstrip("/") or "postgres",
-        autocommit=True,
-    )
+    server = {
+        "host": parts.hostname or "127.0.0.1",
+        "port": parts.port or 5432,
+        "user": parts.username or "postgres",
+        "password": parts.password,
+        "autocommit": True,
+    }
+    try:
+        return psycopg.connect(dbname="postgres", **server)
+    except psycopg.OperationalError:
+        return psycopg.connect(dbname=parts.path.lstrip("/") or "postgres", **server)
 
 
 @contextlib.contextmanager
