@@ -1,4 +1,8 @@
+from pathlib import Path
+
 import pytest
+from django.conf import settings
+from django.contrib.auth.hashers import get_hashers
 
 from accounts import ratelimit
 from accounts.choices import Role
@@ -11,6 +15,27 @@ from tests.factories import (
     OrganizationFactory,
     UserFactory,
 )
+
+
+def pytest_configure(config):
+    """Passwords hashed with a fast hasher: every user the factories make gets one, and Django's
+    PBKDF2 (a million iterations, made slow on purpose) took 0.4 s each on a busy 2-core machine,
+    minutes over the suite. What a password allows is the same whatever hashes it; servers the
+    tests start (`serve`, the README's) keep the real hasher."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    get_hashers.cache_clear()
+
+
+# Every test under these starts a real server, a browser or benchmark processes.
+SLOW_DIRECTORIES = {"e2e", "docs", "bench"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark the tests of SLOW_DIRECTORIES `slow` (others are marked where they are written)."""
+    slow = [Path(__file__).parent / name for name in SLOW_DIRECTORIES]
+    for item in items:
+        if any(item.path.is_relative_to(directory) for directory in slow):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(autouse=True)

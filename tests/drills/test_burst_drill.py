@@ -20,6 +20,7 @@ from django.conf import settings
 from tests.drills.conftest import needs_postgres, size
 
 pytestmark = [
+    pytest.mark.slow,
     needs_postgres,
     pytest.mark.skipif(not shutil.which("redis-server"), reason="the drill starts redis-server"),
 ]

@@ -27,7 +27,7 @@ from accounts.choices import Role
 from tests.drills.conftest import size
 from tests.factories import AutomationLogFactory, AutomationRuleFactory, ProductFactory
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
 PUBLIC_CODES = {
     "UNAUTHENTICATED",

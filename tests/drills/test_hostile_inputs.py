@@ -15,7 +15,9 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from accounts.choices import Role
 from accounts.models import Invitation, Membership, Notification, Organization
@@ -197,23 +199,26 @@ def test_ten_thousand_sibling_groups_are_refused_before_anything_is_built(
 ):
     """Counted on the input: no group is built or validated, nothing written, an error naming
     the bound at `conditions`."""
-    validated = []
-    real_full_clean = ConditionGroup.full_clean
+    built, validated = [], []
+    real_init, real_full_clean = ConditionGroup.__init__, ConditionGroup.full_clean
+
+    def counting_init(self, *args, **kwargs):
+        built.append(1)
+        real_init(self, *args, **kwargs)
 
     def counting_full_clean(self, *args, **kwargs):
         validated.append(self)
         return real_full_clean(self, *args, **kwargs)
 
+    monkeypatch.setattr(ConditionGroup, "__init__", counting_init)
     monkeypatch.setattr(ConditionGroup, "full_clean", counting_full_clean)
     leaf = {"field": "name", "operator": "REGEX", "value": "a"}
     tree = {"logic": "OR", "groups": [{"conditions": [leaf]} for _ in range(10_000)]}
-    started = time.monotonic()
     (error,) = assert_refused_and_nothing_written(
         post, {"input": rule_input(organization, conditions=tree)}, "conditions"
     )
-    assert time.monotonic() - started < 10
     assert "AUTOMATION_CONDITIONS_MAX_GROUPS" in error["extensions"]["fields"]["conditions"][0]
-    assert validated == [], "refused before any group was built"
+    assert (built, validated) == ([], []), "refused before any group was built"
 
 
 def test_ten_thousand_deep_condition_nesting_in_variables(post, organization):
@@ -337,11 +342,10 @@ def test_regex_compile_bombs_are_refused_quickly(post, organization, pattern, re
         "logic": "AND",
         "conditions": [{"field": "name", "operator": "REGEX", "value": pattern}],
     }
-    started = time.monotonic()
     (error,) = assert_refused_and_nothing_written(
         post, {"input": rule_input(organization, conditions=conditions)}, "conditions"
     )
-    assert time.monotonic() - started < 5
+    # RE2's own refusal (not a budget or a timeout): it never built the program.
     messages = error["extensions"]["fields"]["conditions.conditions.0.value"]
     assert reason in " ".join(messages), messages
 
@@ -359,12 +363,11 @@ def test_a_catastrophic_regex_is_evaluated_quickly_and_the_run_ends_clearly(post
     product.stock = 7
     product.save()  # the rule watches UPDATED
     log = AutomationLog.objects.get(object_id=str(product.pk))
-    started = time.monotonic()
     execute_run(log.pk)
-    assert time.monotonic() - started < 5
     log.refresh_from_db()
     assert (log.status, log.error) == ("SKIPPED", "Conditions not met.")
     (entry,) = log.condition_trace
+    # Evaluated to the end: no budget (AUTOMATION_CONDITIONS_BUDGET_SECONDS) or step bound met.
     assert (entry["passed"], entry["error"]) == (False, None)
     product.refresh_from_db()
     assert product.stock == 7, "the action did not run"
@@ -372,7 +375,7 @@ def test_a_catastrophic_regex_is_evaluated_quickly_and_the_run_ends_clearly(post
 
 @pytest.mark.parametrize("started_by", ["event", "dry run"])
 def test_a_rule_of_slow_regexes_at_every_bound_stops_at_the_evaluation_budget(
-    post, organization, settings, started_by
+    post, organization, started_by
 ):
     """99 OR groups of 2 slow but legal REGEX leaves (each RE2 match of this pattern on this
     text costs 80 million steps, under AUTOMATION_REGEX_MAX_STEPS): 170 s without a budget. The
@@ -384,7 +387,6 @@ def test_a_rule_of_slow_regexes_at_every_bound_stops_at_the_evaluation_budget(
     assert not json.loads(created.content).get("errors"), created.content
     rule_id = json.loads(created.content)["data"]["createRule"]["id"]
     product = ProductFactory(organization=organization, description="a" * 20_000, stock=6)
-    started = time.monotonic()
     if started_by == "event":
         product.stock = 7
         product.save()  # the rule watches UPDATED
@@ -396,12 +398,15 @@ def test_a_rule_of_slow_regexes_at_every_bound_stops_at_the_evaluation_budget(
             {"id": rule_id, "obj": str(product.pk)},
         )
         log = AutomationLog.objects.get(pk=json.loads(answer.content)["data"]["runRule"]["id"])
-    elapsed = time.monotonic() - started
     log.refresh_from_db()
     assert log.status == "SKIPPED"
     assert "AUTOMATION_CONDITIONS_BUDGET_SECONDS" in log.error, log.error
-    assert elapsed < settings.AUTOMATION_CONDITIONS_BUDGET_SECONDS + 10, elapsed
     assert len(log.condition_trace) == 198
+    # Work counted, not timed: a match costs at least 0.08 s on any machine (80 million steps),
+    # so a 2 s budget leaves all but a few dozen of the 198 leaves unevaluated.
+    unevaluated = [entry for entry in log.condition_trace if entry["error"]]
+    assert all("AUTOMATION_CONDITIONS_BUDGET_SECONDS" in entry["error"] for entry in unevaluated)
+    assert len(unevaluated) >= 150, len(unevaluated)
     product.refresh_from_db()
     assert product.stock == (7 if started_by == "event" else 6), "the action did not run"
 
@@ -576,9 +581,8 @@ def test_a_webhook_server_that_trickles_its_answer_is_cut_at_the_timeout(
     monkeypatch.setattr(
         webhooks, "resolve_host", lambda host, port: [ipaddress.ip_address("127.0.0.1")]
     )
-    started = time.monotonic()
     log, product = run_webhook_rule(post, organization, f"http://slow.example.com:{slow.port}/x")
-    assert time.monotonic() - started < 8  # 2 s of deadline and the run's own work; not 20 s
+    # The deadline's own message: the server trickles for 20 s, then hangs up (another error).
     assert log["status"] == "FAILED"
     assert "timed out after 2 s" in log["actionLogs"][0]["error"]
     assert log["actionLogs"][1]["status"] == "SKIPPED"
@@ -608,13 +612,11 @@ def test_templates_repeating_earlier_results_stop_at_the_size_limit(post, organi
     manual = {"triggerType": "MANUAL", "model": None, "triggerEvent": None, "actions": actions}
     created = post(CREATE, {"input": rule_input(organization, name="Amplifier!", **manual)})
     rule_id = json.loads(created.content)["data"]["createRule"]["id"]
-    started = time.monotonic()
     answer = post(
         "mutation($id: ID!) { runRule(id: $id, dryRun: true) { id status error "
         "actionLogs { status error } } }",
         {"id": rule_id},
     )
-    assert time.monotonic() - started < 10
     log = json.loads(answer.content)["data"]["runRule"]
     assert log["status"] == "FAILED"
     assert [entry["status"] for entry in log["actionLogs"]] == [
@@ -736,10 +738,8 @@ def test_hostile_simulated_changes_and_records(post, organization, case):
     rule = AutomationRuleFactory(organization=organization)
     variables, field = HOSTILE_SIMULATIONS[case]
     before = row_counts()
-    started = time.monotonic()
     answer = post(SIMULATE, {"id": str(rule.pk), "obj": str(product.pk), **variables})
     (error,) = refused(answer)
-    assert time.monotonic() - started < 10
     assert error["extensions"]["code"] == "VALIDATION_ERROR", error
     assert list(error["extensions"]["fields"]) == [field], error
     assert len(answer.content) < 20_000, "the refusal echoes what it was sent"
@@ -832,9 +832,10 @@ def test_query_depth_alias_and_fragment_bombs(post, editor):
     ]
     before = row_counts()
     for bomb in bombs:
-        started = time.monotonic()
-        refused(post(bomb))
-        assert time.monotonic() - started < 5, bomb[:80]
+        with CaptureQueriesContext(connection) as queries:
+            refused(post(bomb))
+        # Refused before it runs: the token's lookup (and its use, recorded once a minute) only.
+        assert len(queries) <= 2, (bomb[:80], [query["sql"][:80] for query in queries])
     assert row_counts() == before
 
 
@@ -946,15 +947,16 @@ def test_a_viewer_cannot_ask_for_megabytes_of_nested_traces(organization, make_m
     )
     nested = f"{entry} parentLog {{ {entry} rootLog {{ {entry} }} }}"
     query = f"{{ logs(first: 200) {{ edges {{ node {{ {nested} }} }} }} }}"
-    started = time.monotonic()
-    response = Client().post(
-        "/graphql/",
-        data=json.dumps({"query": query}),
-        content_type="application/json",
-        HTTP_AUTHORIZATION=f"Bearer {viewer.raw_token}",
-    )
+    with CaptureQueriesContext(connection) as queries:
+        response = Client().post(
+            "/graphql/",
+            data=json.dumps({"query": query}),
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Bearer {viewer.raw_token}",
+        )
     (error,) = refused(response)
-    assert time.monotonic() - started < 5
+    # Nothing read: the token's lookup (and its use, recorded once a minute) only.
+    assert len(queries) <= 2, [query["sql"][:80] for query in queries]
     assert error["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
     assert error["extensions"]["cost"] > error["extensions"]["maximumCost"]
     assert "over the limit" in error["message"]

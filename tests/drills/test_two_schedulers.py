@@ -27,7 +27,7 @@ from automation.core.models import AutomationLog, AutomationRule
 from tests.drills.conftest import needs_postgres, size, test_database_url
 from tests.factories import AutomationRuleFactory, ProductFactory, content_type_of
 
-pytestmark = [needs_postgres, pytest.mark.django_db(transaction=True)]
+pytestmark = [needs_postgres, pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 FAN_OUT_RULES = 5
 RECORDS = 12

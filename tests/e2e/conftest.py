@@ -4,7 +4,11 @@ Each server gets isolated storage, so it never touches the test database pytest-
 - embedded mode (no DATABASE_URL / REDIS_URL in the environment): a fresh data directory, hence
   fresh SQLite files for the database and the Huey queue;
 - distributed mode (both set): a fresh PostgreSQL database created beside the one DATABASE_URL
-  names (dropped afterwards) and a Huey queue name of its own on REDIS_URL.
+  names (dropped afterwards), and a Huey queue name and a live-event prefix of its own on
+  REDIS_URL (the xdist worker's database, see tests/parallel.py).
+
+Ports: each server asks the OS for a free one; when another test process took it meanwhile (the
+server cannot bind), it starts again on another.
 
 Fixtures:
 - `e2e_server`: one server shared by the whole session (start-up runs migrations, so sharing saves
@@ -154,17 +158,23 @@ def _with_database(url: str, name: str) -> str:
 
 
 def _postgres_admin(url: str):
+    """A connection to create and drop databases: to the `postgres` database, as Django's own
+    test runner does (DATABASE_URL's database need not exist: pytest-django creates its test_
+    database beside it), else to DATABASE_URL's."""
     import psycopg
 
     parts = urlsplit(url)
-    return psycopg.connect(
-        host=parts.hostname or "127.0.0.1",
-        port=parts.port or 5432,
-        user=parts.username or "postgres",
-        password=parts.password,
-        dbname=parts.path.lstrip("/") or "postgres",
-        autocommit=True,
-    )
+    server = {
+        "host": parts.hostname or "127.0.0.1",
+        "port": parts.port or 5432,
+        "user": parts.username or "postgres",
+        "password": parts.password,
+        "autocommit": True,
+    }
+    try:
+        return psycopg.connect(dbname="postgres", **server)
+    except psycopg.OperationalError:
+        return psycopg.connect(dbname=parts.path.lstrip("/") or "postgres", **server)
 
 
 @contextlib.contextmanager
@@ -192,6 +202,9 @@ def isolated_environment(data_dir: Path, embedded: bool | None = None):
         conn.execute(f'CREATE DATABASE "{database}"')
     env["DATABASE_URL"] = _with_database(admin_url, database)
     env["HUEY_NAME"] = f"e2e-{suffix}"
+    # Redis pub/sub ignores database numbers: servers of other tests (organization ids repeat)
+    # must not hear each other's live events.
+    env["CHANNEL_LAYER_PREFIX"] = f"e2e-{suffix}"
     try:
         yield env
     finally:
@@ -199,8 +212,28 @@ def isolated_environment(data_dir: Path, embedded: bool | None = None):
             conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
+PORT_ATTEMPTS = 3
+
+
 def launch(env: dict, data_dir: Path, extra_args=(), wait: bool = True) -> ServerProcess:
-    """Start `manage.py serve` on a free port; by default wait until /healthz answers."""
+    """Start `manage.py serve` on a free port; by default wait until /healthz answers (and try
+    another port when the chosen one was taken before the server could bind it)."""
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        server = _start(env, data_dir, extra_args)
+        if not wait:
+            return server
+        try:
+            wait_until_ready(server)
+            return server
+        except AssertionError:
+            port_taken = "address already in use" in server.log().lower()
+            if server.is_running() or not port_taken or attempt == PORT_ATTEMPTS:
+                raise
+            server.stop()
+    raise AssertionError("unreachable")
+
+
+def _start(env: dict, data_dir: Path, extra_args) -> ServerProcess:
     port = free_port()
     log_path = data_dir / f"serve-{port}.log"
     log_file = open(log_path, "w")  # noqa: SIM115 - closed by ServerProcess.stop()
@@ -220,8 +253,6 @@ def launch(env: dict, data_dir: Path, extra_args=(), wait: bool = True) -> Serve
         data_dir=data_dir,
         _log_file=log_file,
     )
-    if wait:
-        wait_until_ready(server)
     return server
 
 

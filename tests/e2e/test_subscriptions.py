@@ -278,9 +278,19 @@ async def run_scenario(subscribe_to, mutate_on, alice, bob, webhook):
 # --- Embedded ------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def embedded_server(start_server, private_webhooks):
-    return start_server(embedded=True)
+@pytest.fixture(scope="module")
+def embedded_server(tmp_path_factory):
+    """One embedded server for the tests below (start-up is seconds): each makes the members it
+    needs (the same names get the same users) and changes nothing another relies on. It may call
+    webhooks on 127.0.0.1 (the test's target)."""
+    data_dir = tmp_path_factory.mktemp("embedded-server")
+    with isolated_environment(data_dir, embedded=True) as env:
+        env["AUTOMATION_WEBHOOK_ALLOW_PRIVATE_NETWORKS"] = "true"
+        server = launch(env, data_dir)
+        try:
+            yield server
+        finally:
+            server.stop()
 
 
 async def test_embedded_server_streams_a_run_to_its_members_only(embedded_server, webhook_target):

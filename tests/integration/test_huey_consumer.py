@@ -74,6 +74,7 @@ def test_a_run_goes_from_pending_to_final_through_the_queue(consumer, organizati
     assert log.seq >= 6  # claimed, planned, 2 x (running, succeeded), finished
 
 
+@pytest.mark.slow  # a process of its own
 def test_a_worker_loads_the_engine_before_its_first_run():
     # In a fresh interpreter: nothing has imported the action handlers (and httpx) yet; a worker's
     # start-up does, so the first run a worker executes does not pay for the import.

@@ -22,10 +22,13 @@ from automation.core.models import AutomationLog
 from catalog.models import Category
 from tests.factories import AutomationRuleFactory, ProductFactory, content_type_of
 
-pytestmark = pytest.mark.skipif(
-    not (os.environ.get("REDIS_URL") and os.environ.get("DATABASE_URL")),
-    reason="distributed mode needs DATABASE_URL (PostgreSQL) and REDIS_URL",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not (os.environ.get("REDIS_URL") and os.environ.get("DATABASE_URL")),
+        reason="distributed mode needs DATABASE_URL (PostgreSQL) and REDIS_URL",
+    ),
+    pytest.mark.slow,  # worker processes
+]
 
 BASE_DIR = Path(settings.BASE_DIR)
 

@@ -18,9 +18,17 @@ pytestmark = pytest.mark.skipif(not REDIS_URL, reason="needs REDIS_URL (distribu
 
 @pytest.fixture
 def reads(settings, monkeypatch):
-    """The version's store is Redis; counts the GETs a lookup makes."""
+    """The version's store is Redis; counts the GETs a lookup makes.
+
+    The key is the test's own: Redis reports changes of a key name whatever the database
+    number, so another test process (or checkout) saving a rule on the same Redis server would
+    otherwise count as a change here."""
     settings.AUTOMATION_RULE_INDEX_VERSION_FILE = None
     settings.REDIS_URL = REDIS_URL
+    key = f"test-rule-index-version:{uuid.uuid4().hex}"
+    monkeypatch.setattr(rule_version, "VERSION_KEY", key)
+    store = redis.Redis.from_url(REDIS_URL)
+    store.set(key, uuid.uuid4().hex)  # as a server that ran before left it
     rule_version.reset()
     counted = []
     real_read = rule_version._read
@@ -32,6 +40,7 @@ def reads(settings, monkeypatch):
     monkeypatch.setattr(rule_version, "_read", counting_read)
     yield counted
     rule_version.reset()
+    store.delete(key)
 
 
 def another_process_bumps() -> str:
@@ -41,7 +50,9 @@ def another_process_bumps() -> str:
     return version
 
 
-def eventually(predicate, timeout=2.0):
+def eventually(predicate, timeout=30.0):
+    """Whether `predicate` holds within `timeout` s (generous: a busy machine is slow to deliver
+    Redis's change message; it returns as soon as it holds)."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:

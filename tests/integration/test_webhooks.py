@@ -257,10 +257,9 @@ def test_4xx_fails_at_once_without_retry(server, allow_only):
 def test_a_slow_server_times_out(server, allow_only):
     allow_only(server)
     server.respond({"status": 200, "delay": 1.5})
-    started = time.monotonic()
+    # Without the timeout the answer would come, 200, after 1.5 s: no error at all.
     with pytest.raises(ActionError, match="timed out") as raised:
         call({"url": server.url(), "timeoutSeconds": 0.3, "maxAttempts": 1})
-    assert time.monotonic() - started < 1.2
     assert raised.value.result["attempts"] == 1
     assert raised.value.result["status_code"] is None
 
@@ -339,9 +338,10 @@ def test_one_deadline_bounds_an_attempt_however_the_server_stalls(
     started = time.monotonic()
     with pytest.raises(ActionError, match=r"timed out after 1 s \(attempt 1 of 1\)") as raised:
         call({"url": server.url(), "timeoutSeconds": 1, "maxAttempts": 1})
-    elapsed = time.monotonic() - started
-    # The deadline, plus slack for a loaded machine; far below the server's 20 s.
-    assert 1 <= elapsed < 4, elapsed
+    # Not early; and not an upper bound in seconds (a busy machine stretches them): without the
+    # one deadline "headers" and "body" would go on until the server hangs up after 20 s, with
+    # another error than the deadline's above.
+    assert time.monotonic() - started >= 1
     assert raised.value.result["status_code"] is None
 
 

@@ -7,7 +7,6 @@ tests/integration/test_condition_relations.py.
 import datetime
 import decimal
 import json
-import time
 
 import pytest
 import time_machine
@@ -572,9 +571,9 @@ def test_never_raises_on_a_broken_context(organization):
 def test_a_catastrophic_backtracking_regex_is_evaluated_quickly(organization):
     """RE2 does not backtrack: (a+)+$ against "aaa...b" is a plain miss, not a timeout."""
     product = ProductFactory(organization=organization, description="a" * 100_000 + "b")
-    started = time.monotonic()
     result, entry = check_leaf(product, "description", Operator.REGEX, r"(a+)+$")
-    assert time.monotonic() - started < 5  # a backtracking engine takes longer than the universe
+    # Matched to the end within AUTOMATION_REGEX_MAX_STEPS, which a backtracking engine's
+    # exponential work would not fit (nor its time the evaluation's budget).
     assert entry["error"] is None
     assert entry["passed"] is False
     product.description = "a" * 100_000
