@@ -179,22 +179,9 @@ def admit_bytes(
     except Exception as exc:
         logger.warning("byte budget not counted: the counter store failed (%s)", exc)
         return ""
-    if root_id is not None:
-        limit = getattr(settings, kind.per_root)
-        if counts[1] > limit:
-            return (
-                f"{kind.title} budget of the root run {root_id} reached ({limit} {kind.what}, "
-                f"{kind.per_root}); {kind.outcome}."
-            )
-    limit = getattr(settings, kind.per_minute)
-    if counts[0] > limit:
-        start = datetime.datetime.fromtimestamp(window * WINDOW_SECONDS, datetime.UTC)
-        end = start + datetime.timedelta(seconds=WINDOW_SECONDS)
-        return (
-            f"{kind.title} budget of the organization reached ({limit} {kind.what} in the minute "
-            f"from {start:%H:%M} UTC, {kind.per_minute}); {kind.outcome}. "
-            f"It resets at {end:%H:%M:%S} UTC."
-        )
+    refusal = _refusal(kind, counts, root_id, window)
+    if refusal:
+        return refusal
     if quota_key is not None and stored > quota:
         return (
             f"Storage quota of the organization reached (about {stored} of {quota} bytes of run "
@@ -250,6 +237,12 @@ def _admit(kind: _Kind, organization_id: int, root_id: int | None, uncounted: in
     if found is None:
         return ""
     counts, opened = found
+    return _refusal(kind, counts, root_id, window, uncounted=uncounted, opened=opened)
+
+
+def _refusal(kind: _Kind, counts, root_id, window: int, *, uncounted=0, opened=None) -> str:
+    """The refusal for `counts` ([the organization's minute, the tree's]) or "": the tree's
+    budget (a slot's when `opened`), then the organization's minute."""
     if root_id is not None:
         slot = opened is not None
         limit = opened if slot else getattr(settings, kind.per_root)
