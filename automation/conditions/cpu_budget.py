@@ -38,6 +38,8 @@ from django.conf import settings
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from automation.core.stores import StorePerUrl
+
 logger = logging.getLogger("automation.conditions.cpu_budget")
 
 SETTING = "AUTOMATION_CONDITIONS_CPU_SECONDS_PER_MINUTE"
@@ -197,17 +199,4 @@ class MemoryCounters:
             self.totals = {}
 
 
-_stores: dict[str, RedisCounters | MemoryCounters] = {}
-_stores_lock = threading.Lock()
-
-
-def _store() -> RedisCounters | MemoryCounters:
-    """This process's store for the current REDIS_URL (tests may change it)."""
-    url = settings.REDIS_URL
-    store = _stores.get(url)
-    if store is None:
-        with _stores_lock:
-            store = _stores.get(url)
-            if store is None:
-                store = _stores[url] = RedisCounters(url) if url else MemoryCounters()
-    return store
+_store = StorePerUrl(RedisCounters, MemoryCounters)

@@ -39,6 +39,8 @@ from django.conf import settings
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from automation.core.stores import StorePerUrl
+
 logger = logging.getLogger("automation.fanout.budget")
 
 ROOT_TTL_SECONDS = 3600
@@ -416,17 +418,4 @@ class MemoryCounters:
             self.counts = {k: v for k, v in self.counts.items() if not k.startswith(prefix)}
 
 
-_stores: dict[str, RedisCounters | MemoryCounters] = {}
-_stores_lock = threading.Lock()
-
-
-def _store() -> RedisCounters | MemoryCounters:
-    """This process's counter store for the current REDIS_URL (tests may change it)."""
-    url = settings.REDIS_URL
-    store = _stores.get(url)
-    if store is None:
-        with _stores_lock:
-            store = _stores.get(url)
-            if store is None:
-                store = _stores[url] = RedisCounters(url) if url else MemoryCounters()
-    return store
+_store = StorePerUrl(RedisCounters, MemoryCounters)
