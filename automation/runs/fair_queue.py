@@ -70,17 +70,19 @@ class Policy:
 
 # --- In Redis ------------------------------------------------------------------------------------
 
-# ARGV: prefix, organization id, log ids... A new organization goes in front of the one served
-# last (its turn is the current turn - 0.5; served ones go back at a new turn).
+# KEYS: Huey's queue. ARGV: prefix, organization id, how many log ids, the log ids, the wake-ups
+# (Huey's messages, pushed as RedisStorage.enqueue does). A new organization goes in front of
+# the one served last (its turn is the current turn - 0.5; served ones go back at a new turn).
 _REDIS_PUSH = """
-local prefix, org = ARGV[1], ARGV[2]
+local prefix, org, count = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local runs = prefix .. 'runs:' .. org
-for i = 3, #ARGV do redis.call('RPUSH', runs, ARGV[i]) end
-redis.call('INCRBY', prefix .. 'size', #ARGV - 2)
+for i = 4, 3 + count do redis.call('RPUSH', runs, ARGV[i]) end
+redis.call('INCRBY', prefix .. 'size', count)
 if not redis.call('ZSCORE', prefix .. 'ready', org) then
   local turn = tonumber(redis.call('GET', prefix .. 'turn') or '0')
   redis.call('ZADD', prefix .. 'ready', turn - 0.5, org)
 end
+for i = 4 + count, #ARGV do redis.call('LPUSH', KEYS[1], ARGV[i]) end
 return 1
 """
 
@@ -156,15 +158,20 @@ def choose(candidates: list[int], busy: dict[int, int], recent: set[int], policy
 class RedisFairQueues:
     """The organizations' queues in Redis, under `automation:fair:<huey name>:`."""
 
-    def __init__(self, conn, name: str):
-        self.conn = conn
-        self.prefix = f"automation:fair:{name}:"
+    def __init__(self, storage):
+        self.storage = storage  # Huey's RedisStorage: its connection, name and queue
+        self.conn = conn = storage.conn
+        self.prefix = f"automation:fair:{storage.name}:"
+        self.queue_key = storage.queue_key
         self._push = conn.register_script(_REDIS_PUSH)
         self._pop = conn.register_script(_REDIS_POP)
         self._release = conn.register_script(_REDIS_RELEASE)
 
-    def push(self, organization_id: int, log_ids: list[int]) -> None:
-        self._push(args=[self.prefix, organization_id, *log_ids])
+    def push(self, organization_id: int, log_ids: list[int], wakeups=()) -> None:
+        self._push(
+            keys=[self.queue_key],
+            args=[self.prefix, organization_id, len(log_ids), *log_ids, *wakeups],
+        )
 
     def pop(self, policy: Policy) -> Batch | None:
         lease = uuid.uuid4().hex
@@ -230,7 +237,7 @@ class SqliteFairQueues:
         row = cursor.fetchone()
         return row[0] if row else 0
 
-    def push(self, organization_id: int, log_ids: list[int]) -> None:
+    def push(self, organization_id: int, log_ids: list[int], wakeups=()) -> None:
         with self.storage.db(commit=True) as cursor:
             cursor.executemany(
                 "insert into fair_run (queue, org, log_id) values (?, ?, ?)",
@@ -240,6 +247,11 @@ class SqliteFairQueues:
                 "insert or ignore into fair_ready (queue, org, turn) values (?, ?, ?)",
                 (self.name, organization_id, self._turn(cursor) - 0.5),
             )
+            cursor.executemany(  # as SqliteStorage.enqueue does, in the same transaction
+                "insert into task (queue, data, priority) values (?, ?, 0)",
+                [(self.name, self.storage.to_blob(data)) for data in wakeups],
+            )
+        self.storage.enqueued()
 
     def pop(self, policy: Policy) -> Batch | None:
         # A look without the write lock first, as Huey's dequeue does: usually nothing waits.
@@ -334,7 +346,8 @@ class SqliteFairQueues:
 class MemoryFairQueues:
     """The same queues as plain Python objects, for a Huey whose queue is in memory."""
 
-    def __init__(self):
+    def __init__(self, storage):
+        self.storage = storage  # the Huey storage its wake-ups go to
         self.lock = threading.Lock()
         self.runs: dict[int, list[int]] = {}
         self.ready: dict[int, float] = {}
@@ -342,10 +355,12 @@ class MemoryFairQueues:
         self.recent: dict[int, float] = {}
         self.turn = 0
 
-    def push(self, organization_id: int, log_ids: list[int]) -> None:
+    def push(self, organization_id: int, log_ids: list[int], wakeups=()) -> None:
         with self.lock:
             self.runs.setdefault(organization_id, []).extend(log_ids)
             self.ready.setdefault(organization_id, self.turn - 0.5)
+        for data in wakeups:
+            self.storage.enqueue(data)
 
     def pop(self, policy: Policy) -> Batch | None:
         now = time.time()

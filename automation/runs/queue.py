@@ -60,6 +60,10 @@ class WakeableSqliteStorage(SqliteStorage):
 
     def enqueue(self, data, priority=None):
         super().enqueue(data, priority)
+        self.enqueued()
+
+    def enqueued(self) -> None:
+        """Wake the workers of this process waiting in dequeue(): a task was just written."""
         with self._enqueued:
             self._generation += 1
             self._enqueued.notify_all()
@@ -111,7 +115,7 @@ class FairRedisStorage(RedisStorage):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fair = RedisFairQueues(self.conn, self.name)
+        self.fair = RedisFairQueues(self)
 
     def flush_all(self):
         super().flush_all()
@@ -131,7 +135,7 @@ def fair_queues(huey):
     storage = huey.storage
     queues = getattr(storage, "fair", None)
     if queues is None:
-        queues = _memory_queues.setdefault(id(storage), MemoryFairQueues())
+        queues = _memory_queues.setdefault(id(storage), MemoryFairQueues(storage))
     return queues
 
 

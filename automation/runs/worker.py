@@ -10,9 +10,8 @@ from automation.runs.queue import fair_queues, take_queued
 
 def enqueue(organization_id: int, log_ids: list[int]) -> None:
     """Queue PENDING runs of one organization (automation/runs/fair_queue.py), and one wake-up each."""
-    fair_queues(HUEY).push(organization_id, log_ids)
-    for _ in log_ids:
-        execute_queued_runs_task()
+    wakeups = [HUEY.serialize_task(execute_queued_runs_task.s()) for _ in log_ids]
+    fair_queues(HUEY).push(organization_id, log_ids, wakeups)  # one round trip for both
 
 
 @db_task()

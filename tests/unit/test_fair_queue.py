@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 import time_machine
+from huey import MemoryHuey
 
 from automation.runs.fair_queue import RECENT_SECONDS, MemoryFairQueues, Policy
 from automation.runs.queue import FairRedisHuey, WakeableSqliteHuey, fair_queues
@@ -26,7 +27,7 @@ def queues(request, tmp_path):
         yield huey.storage.fair
         huey.flush()
     else:
-        yield MemoryFairQueues()
+        yield MemoryFairQueues(MemoryHuey("m").storage)
 
 
 def drain(queues, policy=POLICY) -> list[tuple[int, list[int]]]:
@@ -134,9 +135,16 @@ def test_flush_forgets_every_queue(queues):
     assert queues.pop(POLICY) is None
 
 
-def test_a_huey_of_another_kind_gets_queues_in_memory():
-    from huey import MemoryHuey
+def test_a_push_brings_its_wake_ups_to_hueys_queue_at_once(queues):
+    """The runs and their wake-ups are written together (one round trip, one transaction)."""
+    queues.push(A, [1, 2], [b"wake-1", b"wake-2"])
+    storage = queues.storage
+    assert storage.queue_size() == 2
+    assert sorted(bytes(data) for data in iter(storage.dequeue, None)) == [b"wake-1", b"wake-2"]
+    assert queues.size() == 2
 
+
+def test_a_huey_of_another_kind_gets_queues_in_memory():
     huey = MemoryHuey("mem")
     assert isinstance(fair_queues(huey), MemoryFairQueues)
     assert fair_queues(huey) is fair_queues(huey)
