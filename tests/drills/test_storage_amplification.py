@@ -25,10 +25,10 @@ from automation.core.choices import ActionType, RunStatus, TriggerEvent
 from automation.core.models import AutomationLog
 from automation.fanout import budget
 from automation.runs.create import OMITTED_KEY
-from automation.runs.execute import execute_run
 from automation.runs.manual import RunConflict, retry_run
 from automation.runs.retention import purge_logs
 from catalog.models import Product
+from tests.drills.test_fan_out_budget import run_everything
 from tests.factories import AutomationRuleFactory, ProductFactory
 
 pytestmark = pytest.mark.django_db
@@ -84,17 +84,6 @@ def amplifying_rules(organization, make_member):
     )
 
 
-def run_everything(max_runs=1000) -> int:
-    executed = 0
-    while executed < max_runs:
-        log = AutomationLog.objects.filter(status=RunStatus.PENDING).order_by("id").first()
-        if log is None:
-            break
-        execute_run(log.pk)
-        executed += 1
-    return executed
-
-
 def write_big_value(product, seed=0) -> None:
     product.description = big_value(seed)
     product.save()
@@ -106,7 +95,7 @@ def test_one_big_write_stores_at_most_its_tree_byte_budget(organization, make_me
     amplifying_rules(organization, make_member)
 
     write_big_value(product)
-    run_everything()
+    run_everything(max_runs=1000)
 
     # Two roots (the notifying rule's, the copying rule's); a root's own log is not counted in
     # its tree. The copying tree is the one that multiplies.
