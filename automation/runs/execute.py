@@ -167,8 +167,8 @@ def _claim_and_execute(prepared: "Prepared") -> bool:
 
 # --- Executing runs in batches -----------------------------------------------------------------
 #
-# A burst of triggering writes (a bulk edit) queues many runs at once. A worker takes the runs
-# queued behind the one it was handed (automation/tasks.py) and executes those whose actions all
+# A burst of triggering writes (a bulk edit) queues many runs at once. A worker takes a batch of
+# one organization's queued runs (runs/worker.py, runs/fair_queue.py) and executes those whose actions all
 # write the database in one transaction: each run is evaluated beforehand as alone, claimed with
 # the others (one SELECT ... FOR UPDATE SKIP LOCKED by primary keys), its actions run as alone
 # but without savepoints, and every log is written with its guarded UPDATE before the one

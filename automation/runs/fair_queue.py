@@ -3,7 +3,7 @@
 A plain first-in-first-out queue lets one organization's backlog delay everyone: 13,000 queued
 runs of one tenant kept another's run PENDING for minutes. So runs do not wait in Huey's queue;
 they wait here, in one queue per organization, and Huey's queue carries only anonymous wake-ups
-(one per run), each telling a worker "take the next batch" (automation/tasks.py).
+(one per run), each telling a worker "take the next batch" (automation/runs/worker.py).
 
 Which batch a worker takes:
 - **round robin over organizations with runs waiting**: an organization that was served goes to

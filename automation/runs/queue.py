@@ -140,8 +140,8 @@ def fair_queues(huey):
 
 
 def take_queued(huey, task, limit: int) -> list[tuple]:
-    """The arguments of up to `limit` queued calls of `task`, taken off the queue: the caller
-    executes them now, together with the call it was handed (automation/tasks.py).
+    """The arguments of up to `limit` queued calls of `task`, taken off the queue: the worker
+    takes the wake-ups its batch made surplus (automation/runs/worker.py).
 
     Other tasks met on the way stay queued, in their order. Taken calls are in this process's
     memory only: if it dies before executing them they are lost, as the task a worker is
