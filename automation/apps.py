@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.core import checks
 
 
 class AutomationConfig(AppConfig):
@@ -6,7 +7,10 @@ class AutomationConfig(AppConfig):
     verbose_name = "Automation"
 
     def ready(self):
-        # Model-event triggers, the rule index's version bumps and next_run_at upkeep.
+        from automation.core.registry import check_registry
         from automation.triggers import signals
 
+        # Registration mistakes stop `serve`, `migrate`, `run_huey` and `check`.
+        checks.register(check_registry, checks.Tags.models)
+        # Model-event triggers, the rule index's version bumps and next_run_at upkeep.
         signals.connect()

@@ -3,7 +3,7 @@ organization, written through save()/delete() so signals fire, each write counte
 
 import logging
 
-from django.core.exceptions import NON_FIELD_ERRORS, FieldDoesNotExist, ValidationError
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import models, transaction
 
 from accounts.validation import full_clean_changes
@@ -23,7 +23,12 @@ from automation.actions.templates import (
     has_placeholder,
 )
 from automation.core.choices import ActionType
-from automation.core.registry import PathError, get_automatable, resolve_path
+from automation.core.registry import (
+    PathError,
+    get_automatable,
+    organization_lookup_for,
+    resolve_path,
+)
 from automation.core.snapshots import json_value, snapshot
 from automation.fanout import budget
 from automation.fanout.chain import current_chain
@@ -109,9 +114,6 @@ class RecordHandler(ActionHandler):
         except LookupError as exc:
             add_message(errors, path, str(exc))
             return None
-        if not _is_org_scoped(entry.model):
-            add_message(errors, path, f'"{label}" has no organization; automation cannot write it.')
-            return None
         return entry.label
 
     def check_fields(self, label, fields: dict, errors, rule, scope) -> None:
@@ -123,7 +125,7 @@ class RecordHandler(ActionHandler):
                 continue
             template_errors(value, path, errors, scope)
             field = entry.field(name)
-            if field.is_relation and not _is_org_scoped(field.related_model):
+            if field.is_relation and organization_lookup_for(field.related_model) is None:
                 add_message(errors, path, f'"{name}" points to records automation cannot check.')
             elif not is_json_field(field) and not _is_scalar(value):
                 add_message(errors, path, f'"{name}" takes a single value, not a list or object.')
@@ -163,9 +165,7 @@ class RecordHandler(ActionHandler):
                     raise ActionError(f"{path}: a lookup uses the model's own fields only.")
                 filters[resolved.field.attname] = _lookup_value(resolved.field, value, path)
             described = f"{entry.label} where {lookup}"
-        queryset = entry.model._default_manager.filter(
-            organization_id=ctx.organization_id, **filters
-        )
+        queryset = entry.of_organization(ctx.organization_id).filter(**filters)
         # Lock the row against a concurrent edit; select_for_update needs the transaction the
         # run wraps every database action in (a dry run or a bare call has none to lock in).
         if lock and transaction.get_connection().in_atomic_block:
@@ -269,12 +269,30 @@ class CreateRecordHandler(RecordHandler):
         label = self.check_model(parameters["model"], "model", errors)
         if label is not None:
             self.check_fields(label, parameters["fields"], errors, rule, scope)
+            entry = get_automatable(label)
+            if not entry.owns_organization and entry.owner_field not in parameters["fields"]:
+                add_message(
+                    errors,
+                    join_path("fields", entry.owner_field),
+                    f"Required: a {label} belongs to an organization through "
+                    f'"{entry.owner_field}".',
+                )
 
     def _prepare(self, parameters, ctx):
         entry = _automatable_or_fail(parameters["model"], "model")
         fields = render_parameter(parameters["fields"], ctx, "fields")
-        instance = entry.model(organization_id=ctx.organization_id)
+        if entry.owns_organization:
+            instance = entry.model(organization_id=ctx.organization_id)
+        else:
+            instance = entry.model()
         self.assign_fields(entry, instance, fields, ctx)
+        if entry.organization_id_of(instance) != ctx.organization_id:
+            # Owned through a relation the fields did not set (assign_fields checked that any
+            # related record they name is of this organization).
+            raise ActionError(
+                f"fields.{entry.owner_field}: required: a {entry.label} belongs to an "
+                f'organization through "{entry.owner_field}".'
+            )
         return entry, instance, fields
 
     def execute(self, parameters, ctx, *, on_attempt=None):
@@ -346,21 +364,11 @@ def _is_scalar(value) -> bool:
     return value is None or isinstance(value, str | int | float | bool)
 
 
-def _is_org_scoped(model) -> bool:
-    try:
-        return model._meta.get_field("organization").is_relation
-    except FieldDoesNotExist:
-        return False
-
-
 def _automatable_or_fail(label, path):
     try:
-        entry = get_automatable(label)
+        return get_automatable(label)
     except LookupError as exc:
         raise ActionError(f"{path}: {exc}") from None
-    if not _is_org_scoped(entry.model):
-        raise ActionError(f'{path}: "{label}" has no organization; automation cannot write it.')
-    return entry
 
 
 def _lookup_value(field, value, path):
@@ -379,13 +387,14 @@ def _related_record(field, value, organization_id, path):
     if value is None or value == "":
         return None  # full_clean refuses it when the field is required
     related = field.related_model
-    if not _is_scalar(value) or isinstance(value, bool) or not _is_org_scoped(related):
+    lookup = organization_lookup_for(related)
+    if not _is_scalar(value) or isinstance(value, bool) or lookup is None:
         raise ActionError(f"{path}: expected the id of a related record, got {value!r}.")
     try:
         pk = related._meta.pk.to_python(value)
     except ValidationError:
         raise ActionError(f"{path}: {value!r} is not a valid id.") from None
-    record = related._default_manager.filter(pk=pk, organization_id=organization_id).first()
+    record = related._default_manager.filter(pk=pk, **{lookup: organization_id}).first()
     if record is None:
         label = f"{related._meta.app_label}.{related._meta.model_name}"
         raise ActionError(f"{path}: no {label} with id {value} in this organization.")

@@ -59,7 +59,6 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
-from django.core.exceptions import FieldDoesNotExist
 
 from automation.conditions import cpu_budget, operators
 from automation.conditions import tree as condition_tree
@@ -79,7 +78,13 @@ from automation.core.choices import (
     Operator,
     TriggerEvent,
 )
-from automation.core.registry import PathError, ResolvedPath, model_label, resolve_path
+from automation.core.registry import (
+    PathError,
+    ResolvedPath,
+    model_label,
+    organization_lookup_for,
+    resolve_path,
+)
 from automation.core.snapshots import diff, json_value
 
 logger = logging.getLogger("automation.conditions.evaluate")
@@ -386,13 +391,13 @@ class _Evaluator:
 
         # Every model on the way, the starting one included, is filtered by organization, in one
         # filter() call so a to-many hop's organization test applies to the row whose value is read.
-        scope = {"pk": start_id, "organization_id": self.ctx.organization_id}
+        organization_id = self.ctx.organization_id
+        scope = {"pk": start_id, organization_lookup_or_fail(start_model): organization_id}
         current = start_model
         for index, hop in enumerate(hops):
-            require_organization_scoped(current)
             current = current._meta.get_field(hop).related_model
-            scope["__".join(hops[: index + 1]) + "__organization_id"] = self.ctx.organization_id
-        require_organization_scoped(current)
+            lookup = organization_lookup_or_fail(current)
+            scope["__".join([*hops[: index + 1], lookup])] = organization_id
         value_path = "__".join([*hops, resolved.field.name])
         queryset = (
             start_model._default_manager.filter(**scope)
@@ -403,10 +408,11 @@ class _Evaluator:
         return list(queryset)
 
 
-def require_organization_scoped(model) -> None:
-    try:
-        model._meta.get_field("organization")
-    except FieldDoesNotExist:
+def organization_lookup_or_fail(model) -> str:
+    """How to keep `model`'s rows to one organization; ConditionError when it has no organization."""
+    lookup = organization_lookup_for(model)
+    if lookup is None:
         raise ConditionError(
             f"{model_label(model)} is not organization-scoped, so conditions may not read it."
-        ) from None
+        )
+    return lookup

@@ -31,7 +31,7 @@ from django.db import DEFAULT_DB_ALIAS, connections, transaction
 
 from automation.core.choices import TriggerEvent, TriggerType
 from automation.core.models import AutomationRule
-from automation.core.registry import model_label
+from automation.core.registry import automatable_for
 from automation.core.snapshots import snapshot
 from automation.index import version as rule_version
 from automation.index.version import bump_version, current_version
@@ -260,6 +260,9 @@ STORED_SNAPSHOT_ATTR = "_automation_stored_snapshot"
 def remember_stored_row(instance) -> None:
     """The caller has just read `instance` under a row lock and will change and save it: let
     its pre_save take the old values from this read instead of reading the row again."""
-    organization_id = getattr(instance, "organization_id", None)
-    if is_watched(model_label(type(instance)), TriggerEvent.UPDATED, organization_id):
+    entry = automatable_for(type(instance))
+    if entry is None:
+        return
+    organization_id = entry.organization_id_of(instance)
+    if is_watched(entry.label, TriggerEvent.UPDATED, organization_id):
         instance.__dict__[STORED_SNAPSHOT_ATTR] = snapshot(instance)

@@ -8,6 +8,7 @@ from django.db import transaction
 
 from automation.core.choices import RunStatus, TriggerType
 from automation.core.models import AutomationLog, AutomationRule
+from automation.core.registry import get_automatable
 from automation.fanout import budget
 from automation.runs.create import OMITTED_KEY, create_run, depth_limit_error
 from automation.runs.execute import execute_dry_run
@@ -100,10 +101,10 @@ def _simulated(simulation) -> dict:
 
 
 def _find_object(rule, object_id):
-    model = rule.content_type.model_class()
     try:
-        instance = model.objects.filter(pk=object_id, organization_id=rule.organization_id).first()
-    except (ValueError, TypeError, ValidationError):
+        entry = get_automatable(rule.model)
+        instance = entry.of_organization(rule.organization_id).filter(pk=object_id).first()
+    except (LookupError, ValueError, TypeError, ValidationError):
         instance = None
     if instance is None:
         raise RunObjectNotFound(f"No {rule.model} with id {object_id} in this organization.")

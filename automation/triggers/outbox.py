@@ -41,7 +41,7 @@ def emit_event(instance, event: str, changes: dict | None = None) -> list[Automa
     entry = automatable_for(type(instance))
     if entry is None:
         return []
-    organization_id = getattr(instance, "organization_id", None)
+    organization_id = entry.organization_id_of(instance)
     rules = rules_watching(entry.label, event, organization_id)
     if not rules:
         return []

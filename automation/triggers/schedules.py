@@ -39,7 +39,7 @@ from django.utils import timezone
 
 from automation.core.choices import MissedRunPolicy, RunStatus, TriggerType
 from automation.core.models import AutomationRule
-from automation.core.registry import model_label
+from automation.core.registry import get_automatable, model_label
 from automation.fanout import budget
 from automation.triggers.fire_times import ScheduleError, compute_next_run_at, fires_since
 
@@ -258,7 +258,8 @@ def _matching_records(rule: AutomationRule, now, deadline: float | None = None) 
     label = model_label(model)
     tree = load_condition_tree(rule)
     limit = settings.AUTOMATION_SCHEDULE_MAX_RECORDS
-    records = model._base_manager.filter(organization_id=rule.organization_id).order_by("pk")
+    lookup = get_automatable(label).organization_lookup
+    records = model._base_manager.filter(**{lookup: rule.organization_id}).order_by("pk")
     found = Matches(matched=[], examined=0)
     last_pk = None
     while found.examined < limit:

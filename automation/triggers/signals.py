@@ -22,7 +22,7 @@ from django.db.models.signals import post_delete, post_save, pre_save
 
 from automation.core.choices import TriggerEvent
 from automation.core.models import AutomationRule, ConditionGroup, RuleAction, RuleCondition
-from automation.core.registry import automatable_models
+from automation.core.registry import automatable_models, model_registered
 from automation.core.snapshots import diff, snapshot
 from automation.index.watching import STORED_SNAPSHOT_ATTR, is_watched, rules_changed
 from automation.triggers.outbox import emit_event
@@ -39,6 +39,7 @@ DISPATCH_PREFIX = "automation.triggers.signals"
 # Looked up on every save: the model's label (Options.label_lower formats it on each access)
 # and the event, as plain module globals.
 _labels: dict[type, str] = {}
+_owners: dict[type, object] = {}  # model -> its AutomatableModel
 _UPDATED = TriggerEvent.UPDATED
 
 
@@ -49,10 +50,14 @@ def read_old_row(sender, instance, raw=False, **kwargs):
     if raw or instance._state.adding:
         state[PRE_SAVE_ATTR] = None
         return
-    # From the instance's own dict when loaded (the attribute goes through a descriptor).
-    organization_id = state.get("organization_id", _MISSING)
+    # From the instance's own dict when loaded (the attribute goes through a descriptor); a
+    # model owned through a relation asks its registration (which may read the related row).
+    entry = _owners[sender]
+    organization_id = (
+        state.get("organization_id", _MISSING) if entry.owns_organization else _MISSING
+    )
     if organization_id is _MISSING:
-        organization_id = getattr(instance, "organization_id", None)
+        organization_id = entry.organization_id_of(instance)
     if not is_watched(_labels[sender], _UPDATED, organization_id):
         state[PRE_SAVE_ATTR] = UNWATCHED
         return
@@ -95,17 +100,8 @@ RULE_MODELS = (AutomationRule, ConditionGroup, RuleCondition, RuleAction)
 def connect() -> None:
     """Connect every receiver (idempotent: each has a dispatch_uid)."""
     for entry in automatable_models().values():
-        label = entry.label
-        _labels[entry.model] = label
-        pre_save.connect(
-            read_old_row, sender=entry.model, dispatch_uid=f"{DISPATCH_PREFIX}.pre_save.{label}"
-        )
-        post_save.connect(
-            on_save, sender=entry.model, dispatch_uid=f"{DISPATCH_PREFIX}.post_save.{label}"
-        )
-        post_delete.connect(
-            on_delete, sender=entry.model, dispatch_uid=f"{DISPATCH_PREFIX}.post_delete.{label}"
-        )
+        connect_model(entry)
+    model_registered.connect(_on_model_registered, dispatch_uid=f"{DISPATCH_PREFIX}.registered")
     for model in RULE_MODELS:
         name = model._meta.model_name
         post_save.connect(
@@ -122,6 +118,27 @@ def connect() -> None:
     post_save.connect(
         write_next_run_at, sender=AutomationRule, dispatch_uid=f"{DISPATCH_PREFIX}.schedule.post"
     )
+
+
+def connect_model(entry) -> None:
+    """The model-event receivers of one automatable model."""
+    label = entry.label
+    _labels[entry.model] = label
+    _owners[entry.model] = entry
+    pre_save.connect(
+        read_old_row, sender=entry.model, dispatch_uid=f"{DISPATCH_PREFIX}.pre_save.{label}"
+    )
+    post_save.connect(
+        on_save, sender=entry.model, dispatch_uid=f"{DISPATCH_PREFIX}.post_save.{label}"
+    )
+    post_delete.connect(
+        on_delete, sender=entry.model, dispatch_uid=f"{DISPATCH_PREFIX}.post_delete.{label}"
+    )
+
+
+def _on_model_registered(sender, entry, **kwargs):
+    """A model registered after start-up (an app later in INSTALLED_APPS than automation)."""
+    connect_model(entry)
 
 
 def disconnect() -> None:
