@@ -17,7 +17,9 @@ from automation.core.registry import (
     get_automatable,
     model_label,
     readable_paths,
+    register,
 )
+from automation.core.snapshots import snapshot as record_snapshot
 from automation.index.watching import remember_stored_row
 from automation.live import events as live
 from automation.rules.services import MAX_ACTIONS, create_rule, delete_rule, update_rule
@@ -48,6 +50,8 @@ __all__ = [
     "mask_parameters",
     "model_label",
     "readable_paths",
+    "record_snapshot",
+    "register",
     "registered_handlers",
     "remember_stored_row",
     "retry_run",

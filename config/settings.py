@@ -45,6 +45,10 @@ INSTALLED_APPS = [
     "automation",
     "graphql_api",
 ]
+# Your own apps, whose models automation may watch (README, "Automate your own models"): dotted
+# module paths of installed Python packages, e.g. "tasks" or "myproject.tasks".
+EXTRA_INSTALLED_APPS = env.list("EXTRA_INSTALLED_APPS", default=[])
+INSTALLED_APPS += [app for app in EXTRA_INSTALLED_APPS if app not in INSTALLED_APPS]
 
 # Under ASGI every request crosses between the event loop and a sync thread; an async-capable
 # middleware (all of Django's) inside a sync-only one costs two more crossings per hook. The

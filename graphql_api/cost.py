@@ -95,10 +95,12 @@ SIZES = {
     ("Query", "tokens"): Size(200, argument="limit"),
     ("Query", "products"): Size(200, argument="limit"),
     ("Query", "categories"): Size(200, argument="limit"),
+    ("Query", "records"): Size(200, argument="limit"),
     # Lists the server's configuration bounds (AUTOMATION_MODELS, the action types).
     ("Query", "availableModels"): Size(_automatable_count),
     ("Query", "actionTypes"): Size(_action_type_count),
     ("AutomatableModel", "fields"): Size(_most_readable_paths),
+    ("AutomatableModel", "writableFields"): Size(_most_readable_fields),
     ("Rule", "upcomingRuns"): Size(50, argument="count"),
     ("Rule", "upcomingRunsLocal"): Size(50, argument="count"),
     ("Rule", "watchedFields"): Size(_most_readable_fields),

@@ -3,12 +3,22 @@ types' get_queryset (scoping) and the optimizer (prefetching)."""
 
 import strawberry
 import strawberry_django
+from django.core.exceptions import ValidationError
+from strawberry.scalars import JSON
 
 from accounts import invitations as invitation_services
 from accounts.models import ApiToken, Invitation, Membership, Organization
-from automation.api import AutomationLog, AutomationRule, automatable_models, readable_paths
+from automation.api import (
+    AutomationLog,
+    AutomationRule,
+    automatable_models,
+    get_automatable,
+    readable_paths,
+    record_snapshot,
+)
 from catalog.models import Category, Product
 from graphql_api import permissions as perms
+from graphql_api.errors import InvalidInput, NotFound
 from graphql_api.inputs import LogFilter, given
 from graphql_api.log_types import AutomationLogType, LogConnection, NotificationType
 from graphql_api.pagination import log_page
@@ -138,9 +148,48 @@ class Query:
     def available_models(self, info: strawberry.Info) -> list[AutomatableModelInfo]:
         perms.require_user(info)
         return [
-            AutomatableModelInfo(model=label, fields=readable_paths(label))
-            for label in sorted(automatable_models())
+            AutomatableModelInfo(
+                model=label,
+                fields=readable_paths(label),
+                writable_fields=list(entry.writable),
+                organization_path=entry.organization,
+            )
+            for label, entry in sorted(automatable_models().items())
         ]
+
+    @strawberry.field(
+        description="One record of an automatable model, as rules read it: its readable fields "
+        "(a relation to one as the related id), of the caller's organizations."
+    )
+    def record(self, info: strawberry.Info, model: str, id: strawberry.ID) -> JSON:
+        entry = _automatable(model)
+        perms.require_user(info)
+        members_of = list(perms.memberships(info))
+        queryset = entry.model._default_manager.filter(
+            **{f"{entry.organization_lookup}__in": members_of}
+        )
+        instance = queryset.filter(pk=_record_pk(entry, id)).first()
+        if instance is None:
+            raise NotFound()
+        return record_snapshot(instance)
+
+    @strawberry.field(
+        description="An organization's records of an automatable model, by id, as `record` "
+        "shows each."
+    )
+    def records(
+        self,
+        info: strawberry.Info,
+        model: str,
+        organization: strawberry.ID,
+        offset: int | None = 0,
+        limit: int | None = MAX_PAGE,
+    ) -> list[JSON]:
+        entry = _automatable(model)
+        queryset = entry.of_organization(perms.organization_id(info, organization))
+        offset = perms.check_limit("offset", 0 if offset is None else offset, MAX_OFFSET)
+        limit = perms.check_limit("limit", MAX_PAGE if limit is None else limit, MAX_PAGE)
+        return [record_snapshot(row) for row in queryset.order_by("pk")[offset : offset + limit]]
 
     @strawberry.field(description="Each action type with its parameters' JSON Schema.")
     def action_types(self, info: strawberry.Info) -> list[ActionTypeInfo]:
@@ -240,14 +289,24 @@ def _filter_logs(info, queryset, log_filter: LogFilter):
     return queryset
 
 
+def _automatable(label: str, argument: str = "model"):
+    """The registration of an automatable model argument; VALIDATION_ERROR when there is none."""
+    try:
+        return get_automatable(label)
+    except LookupError as exc:
+        raise InvalidInput({argument: [str(exc)]}) from None
+
+
+def _record_pk(entry, value):
+    """A record id in the model's primary key type; anything else names no record."""
+    try:
+        return entry.model._meta.pk.to_python(str(value).strip())
+    except ValidationError:
+        raise NotFound() from None
+
+
 def _content_type(label: str):
     from django.contrib.contenttypes.models import ContentType
 
-    from automation.api import get_automatable
-    from graphql_api.errors import InvalidInput
-
-    try:
-        entry = get_automatable(label)
-    except LookupError as exc:
-        raise InvalidInput({"filter.objectType": [str(exc)]}) from None
+    entry = _automatable(label, "filter.objectType")
     return ContentType.objects.get_for_model(entry.model)

@@ -335,6 +335,13 @@ def condition_tree_of(rule) -> ConditionGroupNode | None:
 class AutomatableModelInfo:
     model: str
     fields: list[str] = strawberry.field(description="Readable field paths, relations included.")
+    writable_fields: list[str] = strawberry.field(
+        description="The fields record actions may set (CREATE_RECORD, UPDATE_RECORD)."
+    )
+    organization_path: str = strawberry.field(
+        description='How a record finds its organization: "organization", or a path of foreign '
+        'keys such as "project__organization".'
+    )
 
 
 @strawberry.type(name="ActionTypeInfo")

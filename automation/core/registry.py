@@ -115,7 +115,7 @@ def register(model, *, fields, writable=(), organization: str = "organization") 
     """
     label = model if isinstance(model, str) else model_label(model)
     label = label.lower()
-    spec = {"fields": list(fields), "writable": list(writable), "organization": organization}
+    spec = {"fields": fields, "writable": writable, "organization": organization}
     if label in _registered or label in _setting_labels():
         raise ImproperlyConfigured(f'automation: "{label}" is registered twice.')
     entry = _build_entry(label, spec, f'register("{label}")')
