@@ -27,6 +27,9 @@ runs a block is its language, or the HTML comment on the line before it:
 - `<!-- test: webhook verification ... -->` before a python block: it defines
   `verified(secret, headers, raw_body)`, called on a real request that a CALL_WEBHOOK action
   sends to a local server: true for it, false once the body or the secret differs.
+- `<!-- file: PATH -->` before a block: code shown from the repository; the block must appear,
+  line for line, in PATH (e.g. the example app of "Automate your own models"), which the suite
+  runs.
 - `<!-- not tested: REASON -->`: not run; the reason is required.
 
 Any other block fails the test. Before running, "127.0.0.1:8000" becomes the test server's
@@ -129,6 +132,8 @@ def runner_of(block: Block) -> str | None:
         return "example"
     if block.language == "python" and directive.startswith("test: webhook verification"):
         return "example"
+    if directive.startswith("file: "):
+        return "file"
     return None
 
 
@@ -161,6 +166,8 @@ def plan(blocks: list[Block]) -> tuple[list, list, list[str]]:
             steps.append(block)
         elif runner == "example":
             examples.append(block)
+        elif runner == "file":
+            continue  # checked by test_code_shown_from_a_file_is_in_that_file
         else:
             problems.append(
                 f"{block.where()}: no runner for this block"
@@ -174,6 +181,19 @@ def plan(blocks: list[Block]) -> tuple[list, list, list[str]]:
 def test_every_block_has_a_runner_or_a_reason():
     _steps, _examples, problems = plan(read_blocks(README.read_text()))
     assert problems == []
+
+
+def test_code_shown_from_a_file_is_in_that_file():
+    shown = [
+        block
+        for block in read_blocks(README.read_text())
+        if (block.directive or "").startswith("file: ")
+    ]
+    assert shown, "the own-models guide shows its example app's code"
+    for block in shown:
+        path = REPO_ROOT / block.directive.removeprefix("file: ").strip()
+        assert path.is_file(), f"{block.where()}: no file {path}"
+        assert block.text in path.read_text(), f"{block.where()}: not the code of {path}"
 
 
 def test_only_the_install_and_deployment_commands_are_not_run():
