@@ -117,6 +117,12 @@ def is_watched(model_label: str, event: str, organization_id: int) -> bool:
     return watching is not None and organization_id in watching  # only non-empty lists
 
 
+def watched_anywhere(model_label: str, event: str) -> bool:
+    """True when some active rule of any organization watches this event: a model owned through
+    a relation asks this before reading the related row its organization is found through."""
+    return bool(_current_index().get((model_label, event)))
+
+
 def _current_index() -> Index:
     if _private.markers:  # this thread's transaction may have changed rules
         private = _private_index()
@@ -262,6 +268,8 @@ def remember_stored_row(instance) -> None:
     its pre_save take the old values from this read instead of reading the row again."""
     entry = automatable_for(type(instance))
     if entry is None:
+        return
+    if not entry.owns_organization and not watched_anywhere(entry.label, TriggerEvent.UPDATED):
         return
     organization_id = entry.organization_id_of(instance)
     if is_watched(entry.label, TriggerEvent.UPDATED, organization_id):

@@ -18,7 +18,7 @@ from automation.core.models import AutomationLog, AutomationRule
 from automation.core.registry import automatable_for
 from automation.core.snapshots import snapshot
 from automation.fanout.chain import current_chain
-from automation.index.watching import rules_watching
+from automation.index.watching import rules_watching, watched_anywhere
 from automation.runs.create import create_run, depth_limit_error
 
 logger = logging.getLogger("automation.triggers.outbox")
@@ -41,6 +41,8 @@ def emit_event(instance, event: str, changes: dict | None = None) -> list[Automa
     entry = automatable_for(type(instance))
     if entry is None:
         return []
+    if not entry.owns_organization and not watched_anywhere(entry.label, event):
+        return []  # before reading the related row the organization is found through
     organization_id = entry.organization_id_of(instance)
     rules = rules_watching(entry.label, event, organization_id)
     if not rules:

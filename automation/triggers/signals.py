@@ -24,7 +24,12 @@ from automation.core.choices import TriggerEvent
 from automation.core.models import AutomationRule, ConditionGroup, RuleAction, RuleCondition
 from automation.core.registry import automatable_models, model_registered
 from automation.core.snapshots import diff, snapshot
-from automation.index.watching import STORED_SNAPSHOT_ATTR, is_watched, rules_changed
+from automation.index.watching import (
+    STORED_SNAPSHOT_ATTR,
+    is_watched,
+    rules_changed,
+    watched_anywhere,
+)
 from automation.triggers.outbox import emit_event
 
 logger = logging.getLogger("automation.triggers.signals")
@@ -53,11 +58,14 @@ def read_old_row(sender, instance, raw=False, **kwargs):
     # From the instance's own dict when loaded (the attribute goes through a descriptor); a
     # model owned through a relation asks its registration (which may read the related row).
     entry = _owners[sender]
-    organization_id = (
-        state.get("organization_id", _MISSING) if entry.owns_organization else _MISSING
-    )
-    if organization_id is _MISSING:
-        organization_id = entry.organization_id_of(instance)
+    if entry.owns_organization:
+        organization_id = state.get("organization_id", _MISSING)
+        if organization_id is _MISSING:
+            organization_id = getattr(instance, "organization_id", None)
+    elif watched_anywhere(entry.label, _UPDATED):
+        organization_id = entry.organization_id_of(instance)  # may read the related row
+    else:
+        organization_id = None  # no rule anywhere watches it: the related row stays unread
     if not is_watched(_labels[sender], _UPDATED, organization_id):
         state[PRE_SAVE_ATTR] = UNWATCHED
         return

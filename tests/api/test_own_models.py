@@ -292,3 +292,39 @@ def test_available_models_show_the_registration(gql, organization, editor):
     assert task["organizationPath"] == "project__organization"
     assert task["writableFields"] == ["project", "title", "status", "due_date"]
     assert "project__name" in task["fields"]
+
+
+def test_a_save_no_rule_watches_does_not_read_the_row_its_organization_comes_through(
+    organization, other_organization
+):
+    """Finding a task's organization reads its project: only when some rule watches tasks."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from tests.factories import AutomationRuleFactory, content_type_of
+
+    project = Project.objects.create(organization=organization, name="p")
+    Task.objects.create(project=project, title="t")
+
+    def queries_of_a_save():
+        task = Task.objects.get(title="t")  # the project not loaded
+        with CaptureQueriesContext(connection) as captured:
+            task.title = "t"
+            task.save()
+        return [query["sql"] for query in captured.captured_queries]
+
+    def project_reads(queries):
+        return [sql for sql in queries if sql.startswith('SELECT "projects_project"')]
+
+    unwatched = queries_of_a_save()
+    assert project_reads(unwatched) == []
+    assert [sql.split()[0] for sql in unwatched] == ["UPDATE"]
+
+    AutomationRuleFactory(
+        organization=other_organization,
+        trigger_event="UPDATED",
+        content_type=content_type_of("projects.task"),
+    )
+    # Some organization's rule watches tasks: the project is read, once, to find the task's.
+    assert len(project_reads(queries_of_a_save())) == 1
+    assert not AutomationLog.objects.exists(), "another organization's rule"
