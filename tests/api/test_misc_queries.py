@@ -34,7 +34,13 @@ def test_available_models_and_action_types(gql, viewer):
         token=viewer,
     ).ok()
     models = {m["model"]: m["fields"] for m in data["availableModels"]}
-    assert set(models) == {"catalog.product", "catalog.category"}
+    # The bundled catalog, and the suite's example app (tests/projects).
+    assert set(models) == {
+        "catalog.product",
+        "catalog.category",
+        "projects.project",
+        "projects.task",
+    }
     assert models["catalog.product"] == readable_paths("catalog.product")
     assert "category__name" in models["catalog.product"]
     assert not any(
