@@ -5,9 +5,12 @@ import json
 import re
 
 import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
 
 from accounts.choices import Role
 from automation.core.models import AutomationLog, AutomationRule
+from config.asgi import application
 from tests.factories import AutomationRuleFactory
 
 pytestmark = pytest.mark.django_db
@@ -404,3 +407,25 @@ def test_rules_lists_show_the_url_to_writers(gql, organization, make_member, rol
         token=member,
     ).ok()["rules"]
     assert listed == [{"webhookUrl": f"http://testserver/hooks/{rule.webhook_token}"}]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_over_websocket_the_url_is_built_on_the_connection_host(organization, editor):
+    rule = await sync_to_async(AutomationRuleFactory)(organization=organization, webhook_rule=True)
+    ws = WebsocketCommunicator(
+        application,
+        "/graphql/",
+        headers=[(b"host", b"localhost:8000")],
+        subprotocols=["graphql-transport-ws"],
+    )
+    assert (await ws.connect())[0]
+    init = {"type": "connection_init", "payload": {"Authorization": f"Bearer {editor.raw_token}"}}
+    await ws.send_json_to(init)
+    assert (await ws.receive_json_from(5))["type"] == "connection_ack"
+    query = {"query": READ, "variables": {"id": str(rule.pk)}}
+    await ws.send_json_to({"id": "1", "type": "subscribe", "payload": query})
+    result = await ws.receive_json_from(5)
+    await ws.disconnect()
+    assert result["payload"]["data"]["rule"]["webhookUrl"] == (
+        f"http://localhost:8000/hooks/{rule.webhook_token}"
+    )
