@@ -34,7 +34,7 @@ def post(client, rule, body=BODY, **extra):
     )
 
 
-def test_the_caps_count_a_minute_from_the_first_request(client, rule, organization, settings):
+def test_the_caps_count_a_window_from_the_first_request(client, rule, organization, settings):
     settings.AUTOMATION_WEBHOOK_REQUESTS_PER_RULE_PER_MINUTE = 2
     settings.AUTOMATION_WEBHOOK_REQUESTS_PER_ORGANIZATION_PER_MINUTE = 3
     other = AutomationRuleFactory(organization=organization, webhook_rule=True)
@@ -47,9 +47,8 @@ def test_the_caps_count_a_minute_from_the_first_request(client, rule, organizati
         assert json.loads(over.content)["error"] == "RATE_LIMITED"
         assert post(client, other).status_code == 202  # the organization's third
         assert post(client, other).status_code == 429  # its fourth
-        clock.shift(41)
-        assert post(client, rule).status_code == 202
-    assert AutomationLog.objects.count() == 4
+    # The window's end is the cache's expiry (real time in Redis): accounts/ratelimit.py's tests.
+    assert AutomationLog.objects.count() == 3
 
 
 def test_a_cap_of_zero_is_no_cap(client, rule, settings):
