@@ -23,6 +23,7 @@ from automation.core.snapshots import snapshot as record_snapshot
 from automation.index.watching import remember_stored_row
 from automation.live import events as live
 from automation.rules.services import MAX_ACTIONS, create_rule, delete_rule, update_rule
+from automation.rules.webhooks import rotate_webhook
 from automation.runs.manual import RunConflict, RunObjectNotFound, retry_run, run_rule
 from automation.triggers.fire_times import upcoming_runs
 from automation.triggers.outbox import emit_event
@@ -55,6 +56,7 @@ __all__ = [
     "registered_handlers",
     "remember_stored_row",
     "retry_run",
+    "rotate_webhook",
     "run_rule",
     "update_rule",
     "upcoming_runs",

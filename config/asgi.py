@@ -9,11 +9,13 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 
+from automation.hooks import HookBodyLimit  # noqa: E402
 from graphql_api.websocket import websocket_application  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        # Webhook bodies are capped before Django reads them (automation/hooks.py).
+        "http": HookBodyLimit(django_asgi_app),
         "websocket": websocket_application(),
     }
 )

@@ -283,6 +283,26 @@ AUTOMATION_STORAGE_QUOTA_BYTES = env.int(
 AUTOMATION_WEBHOOK_ALLOW_PRIVATE_NETWORKS = env.bool(
     "AUTOMATION_WEBHOOK_ALLOW_PRIVATE_NETWORKS", default=False
 )
+# WEBHOOK rules (POST /hooks/<token>, automation/hooks.py). The URL the API shows is built on
+# this base ("https://automation.example.com"); empty: on the address the API request came to,
+# which behind a proxy may not be the public one.
+AUTOMATION_WEBHOOK_BASE_URL = env("AUTOMATION_WEBHOOK_BASE_URL", default="").rstrip("/")
+# The largest body a webhook request may send (413 beyond, refused before it is read): each run
+# stores it in its log, and conditions and templates walk it.
+AUTOMATION_WEBHOOK_MAX_BODY_BYTES = env.int("AUTOMATION_WEBHOOK_MAX_BODY_BYTES", default=262_144)
+# Requests a rule, and all of an organization's rules, accept in a minute (429 beyond, counted in
+# the cache: Redis in distributed mode); 0: no cap.
+AUTOMATION_WEBHOOK_REQUESTS_PER_RULE_PER_MINUTE = env.int(
+    "AUTOMATION_WEBHOOK_REQUESTS_PER_RULE_PER_MINUTE", default=120
+)
+AUTOMATION_WEBHOOK_REQUESTS_PER_ORGANIZATION_PER_MINUTE = env.int(
+    "AUTOMATION_WEBHOOK_REQUESTS_PER_ORGANIZATION_PER_MINUTE", default=600
+)
+# How far a timestamped signature's time may be from the server's clock (replays of a recorded
+# request are refused once it is older).
+AUTOMATION_WEBHOOK_TIMESTAMP_TOLERANCE_SECONDS = env.int(
+    "AUTOMATION_WEBHOOK_TIMESTAMP_TOLERANCE_SECONDS", default=300
+)
 # What action templates may render: per parameter, and in all for a run (placeholders repeating
 # earlier results would otherwise multiply a run's size with each action).
 AUTOMATION_TEMPLATE_MAX_PARAMETER_BYTES = env.int(

@@ -1,9 +1,10 @@
 from django.contrib import admin
 from django.contrib.auth.views import LoginView, LogoutView
-from django.urls import path
+from django.urls import path, re_path
 
 from accounts.forms import RateLimitedLoginForm
 from automation.health import healthz
+from automation.hooks import PATH_PATTERN, receive_webhook
 from graphql_api.views import graphql_view
 
 urlpatterns = [
@@ -18,4 +19,6 @@ urlpatterns = [
     path("accounts/logout/", LogoutView.as_view(next_page="login"), name="logout"),
     path("graphql/", graphql_view, name="graphql"),
     path("healthz", healthz, name="healthz"),
+    # WEBHOOK rules: the token is the credential (automation/hooks.py); with or without a slash.
+    re_path(PATH_PATTERN, receive_webhook, name="webhook"),
 ]

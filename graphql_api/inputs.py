@@ -90,6 +90,7 @@ _RULE_FIELDS = (
     "schedule",
     "timezone",
     "missed_run_policy",
+    "webhook_secret",
 )
 
 
@@ -121,6 +122,13 @@ class RuleInput:
     schedule: str | None = strawberry.UNSET
     timezone: str | None = "UTC"
     missed_run_policy: MissedRunPolicy | None = MissedRunPolicy.LATEST
+    webhook_secret: str | None = strawberry.field(
+        default=strawberry.UNSET,
+        description=(
+            "WEBHOOK rules: the key callers sign requests with (HMAC-SHA256, at least 16 "
+            'characters); write-only, see webhookSecretSet. "" removes it.'
+        ),
+    )
     conditions: ConditionGroupInput | None = strawberry.UNSET
     actions: list[ActionInput] | None = strawberry.field(default_factory=list)
 
@@ -145,6 +153,13 @@ class RuleUpdateInput:
     schedule: str | None = strawberry.UNSET
     timezone: str | None = strawberry.UNSET
     missed_run_policy: MissedRunPolicy | None = strawberry.UNSET
+    webhook_secret: str | None = strawberry.field(
+        default=strawberry.UNSET,
+        description=(
+            "WEBHOOK rules: the key callers sign requests with (HMAC-SHA256, at least 16 "
+            'characters); write-only, see webhookSecretSet. "" removes it.'
+        ),
+    )
     conditions: ConditionGroupInput | None = strawberry.UNSET
     actions: list[ActionInput] | None = strawberry.UNSET
 

@@ -208,6 +208,16 @@ class Mutation:
 
     @strawberry.mutation(
         description=(
+            "Give a WEBHOOK rule a new webhookUrl; the old one stops working at once. Other "
+            "rules: VALIDATION_ERROR."
+        )
+    )
+    def rotate_rule_webhook(self, info: strawberry.Info, id: strawberry.ID) -> RuleType:
+        rule = perms.get_object(info, AutomationRule.objects.alive(), id, perms.WRITE)
+        return _reload_rule(rule_services.rotate_webhook(rule))
+
+    @strawberry.mutation(
+        description=(
             "Run the rule now, by hand (trigger MANUAL), on objectId when the rule has a model. "
             "A real run is queued and returned PENDING. With dryRun: true the conditions are "
             "evaluated and the actions rendered now, and nothing is written but the run's log "
@@ -239,18 +249,26 @@ class Mutation:
                 )
             ),
         ] = None,
+        payload: Annotated[
+            JSON | None,
+            strawberry.argument(
+                description=(
+                    "WEBHOOK rules: the JSON object a request would send (its sample in a dry "
+                    "run); {} when left out."
+                )
+            ),
+        ] = None,
     ) -> AutomationLogType:
         from automation.api import run_rule
 
         rule = perms.get_object(info, AutomationRule.objects.alive(), id, perms.WRITE)
         user = info.context.request.user
+        given = {"changes": changes, "record": record, "payload": payload}
         if not dry_run:
-            return run_rule(rule, object_id=object_id, user=user, changes=changes, record=record)
+            return run_rule(rule, object_id=object_id, user=user, **given)
         # Executed here, in this request: at most a few at once per organization.
         with dry_run_slot(rule.organization_id, user.pk):
-            return run_rule(
-                rule, object_id=object_id, user=user, dry_run=True, changes=changes, record=record
-            )
+            return run_rule(rule, object_id=object_id, user=user, dry_run=True, **given)
 
     @strawberry.mutation(
         description=(

@@ -267,6 +267,26 @@ class RuleType:
     def model(self) -> str | None:
         return label_of(self.content_type_id)
 
+    @strawberry_django.field(
+        only=["trigger_type", "webhook_token", "organization_id"],
+        description=(
+            "WEBHOOK rules: the URL that runs the rule when a JSON object is POSTed to it. The "
+            "token in it is the credential: null for VIEWERs and for other rules; "
+            "rotateRuleWebhook replaces it."
+        ),
+    )
+    def webhook_url(self, info: strawberry.Info) -> str | None:
+        from graphql_api.webhook_urls import webhook_url
+
+        return webhook_url(info, self)
+
+    @strawberry_django.field(
+        only=["webhook_secret"],
+        description="Whether requests must be signed with the rule's webhookSecret (write-only).",
+    )
+    def webhook_secret_set(self) -> bool:
+        return bool(self.webhook_secret)
+
     @strawberry_django.field(only=["schedule"], description="5-field cron expression")
     def schedule(self) -> str | None:
         return self.schedule or None

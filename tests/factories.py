@@ -144,6 +144,9 @@ class AutomationRuleFactory(factory.django.DjangoModelFactory):
             schedule="0 * * * *",
         )
         manual_rule = factory.Trait(trigger_type=TriggerType.MANUAL, trigger_event=None)
+        webhook_rule = factory.Trait(
+            trigger_type=TriggerType.WEBHOOK, trigger_event=None, content_type=None
+        )
 
     @factory.post_generation
     def root_logic(obj, create, extracted, **kwargs):

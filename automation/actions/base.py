@@ -19,6 +19,7 @@ from automation.actions.templates import (
     render,
     render_text,
 )
+from automation.core.choices import TriggerType
 from automation.core.registry import get_automatable
 from automation.core.snapshots import local_fields, without_nul
 from automation.fanout import budget
@@ -249,7 +250,8 @@ def template_scope(rule, order: int | None) -> TemplateScope | None:
     if rule is None:
         return None
     if not rule.content_type_id:
-        return TemplateScope(has_record=False, action_order=order)
+        has_payload = rule.trigger_type == TriggerType.WEBHOOK
+        return TemplateScope(has_record=False, has_payload=has_payload, action_order=order)
     try:
         entry = get_automatable(rule.model)
     except LookupError:  # reported at the rule's model

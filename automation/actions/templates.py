@@ -133,10 +133,12 @@ class TemplateScope:
     (`object.<name>`, `changes.<name>`), None when not known (not checked); `label` names the
     model in messages; `value_fields`: those whose values are JSON objects, which a path may
     enter further. `action_order`: the action's position (`results.N` exists only for earlier
-    actions), None when not known.
+    actions), None when not known. `has_payload`: whether its runs have a payload (WEBHOOK
+    rules'), which is any JSON object, so nothing below `payload` is checked.
     """
 
     has_record: bool = True
+    has_payload: bool = False
     fields: frozenset[str] | None = None
     label: str = ""
     value_fields: frozenset[str] = frozenset()
@@ -153,6 +155,11 @@ class TemplateScope:
             return self._results_error(path, parts)
         if root in ("object", "changes"):
             return self._record_error(path, root, parts)
+        if root == "payload" and not self.has_payload:
+            return (
+                f"Only the runs of WEBHOOK rules have a payload: '{path}' does not resolve in "
+                "this rule's runs."
+            )
         return None
 
     def _results_error(self, path: str, parts: list[str]) -> str | None:

@@ -60,7 +60,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 
-from automation.conditions import cpu_budget, operators
+from automation.conditions import cpu_budget, operators, payload
 from automation.conditions import tree as condition_tree
 from automation.conditions.coercion import coerce_value
 from automation.conditions.operators import resolved_relative
@@ -77,6 +77,7 @@ from automation.core.choices import (
     ConditionLogic,
     Operator,
     TriggerEvent,
+    TriggerType,
 )
 from automation.core.registry import (
     PathError,
@@ -307,6 +308,8 @@ class _Evaluator:
             raise ConditionError(self.scope_error)
         if leaf.operator not in Operator.values:
             raise ConditionError(f'Unknown operator "{leaf.operator}".')
+        if self.rule.trigger_type == TriggerType.WEBHOOK or payload.is_payload_path(leaf.field):
+            return self._payload_leaf(leaf)
         if self.model is None:
             raise ConditionError("This rule has no model, so it has no fields to test.")
         try:
@@ -333,6 +336,17 @@ class _Evaluator:
             return any(verdicts), [json_value(value) for value in values], resolved
         actual = values[0] if values else None
         return compare(actual), json_value(actual), resolved
+
+    def _payload_leaf(self, leaf: LeafNode) -> tuple[bool, Any, None]:
+        """A leaf on the run's payload (conditions/payload.py): checked as at save time."""
+        if self.rule.trigger_type != TriggerType.WEBHOOK:
+            raise ConditionError("Only the runs of WEBHOOK rules have a payload.")
+        payload.check_path(leaf.field)
+        compare = payload.payload_test(Operator(leaf.operator), leaf.value)
+        if self.ctx.payload is None:
+            raise ConditionError("This run has no payload.")
+        actual = payload.read(self.ctx.payload, leaf.field)
+        return compare(actual), actual, None
 
     # --- Where values come from -----------------------------------------------------------
 

@@ -1,17 +1,16 @@
 """The operators: what each leaf test compares (ordering, text, REGEX, relative dates,
 CHANGED...), and the save-time check of a leaf (`leaf_errors`) that goes through the same code."""
 
-from django.conf import settings
-from django.core.exceptions import ValidationError
 from django.db import models
 
-from automation.conditions import relative_dates
+from automation.conditions import payload, relative_dates
 from automation.conditions.coercion import (
     base_field,
     coerce_expected,
     coerce_value,
     resolve_relative,
 )
+from automation.conditions.comparisons import ORDERING, TEXT, json_type, regex_test
 from automation.conditions.tree import Clock, ConditionError, OperatorError
 from automation.core.choices import (
     CHANGE_OPERATORS,
@@ -21,22 +20,6 @@ from automation.core.choices import (
 )
 from automation.core.registry import PathError, ResolvedPath, resolve_path
 from automation.core.snapshots import json_value
-from automation.core.validators import compile_regex
-
-_ORDERING = {
-    Operator.GREATER_THAN: lambda a, b: a > b,
-    Operator.GREATER_THAN_OR_EQUAL: lambda a, b: a >= b,
-    Operator.LESS_THAN: lambda a, b: a < b,
-    Operator.LESS_THAN_OR_EQUAL: lambda a, b: a <= b,
-}
-
-_TEXT = {
-    Operator.CONTAINS: lambda a, b: b in a,
-    Operator.NOT_CONTAINS: lambda a, b: b not in a,
-    Operator.ICONTAINS: lambda a, b: b.casefold() in a.casefold(),
-    Operator.STARTS_WITH: lambda a, b: a.startswith(b),
-    Operator.ENDS_WITH: lambda a, b: a.endswith(b),
-}
 
 VALUELESS_OPERATORS = {Operator.IS_NULL, Operator.IS_NOT_NULL, Operator.CHANGED}
 
@@ -71,6 +54,9 @@ def leaf_errors(rule, field_path, operator, value) -> dict[str, list[str]]:
         refusal = change_refusal(operator, rule)
         if refusal:
             errors["operator"] = [refusal]
+    if rule.trigger_type == TriggerType.WEBHOOK or payload.is_payload_path(field_path):
+        # The rule-side refusal of a CHANGED operator first, as for record fields.
+        return {**payload.leaf_errors(rule, field_path, operator, value), **errors}
     if not rule.content_type_id:
         errors["field_name"] = ["This rule has no model, so it has no fields to test."]
         return errors
@@ -171,11 +157,11 @@ def comparison(operator: Operator, model_field, expected, clock: Clock):
     if expected is None:
         raise ConditionError(f"{operator} needs a value.")
 
-    if operator in _ORDERING:
+    if operator in ORDERING:
         if base_field(model_field).get_internal_type() == "BooleanField":
             raise OperatorError(f"{operator} does not apply to a true/false field.")
         wanted = coerce_expected(model_field, expected, clock)
-        test = _ORDERING[operator]
+        test = ORDERING[operator]
         return lambda actual: actual is not None and test(actual_of(actual), wanted)
 
     require_text_field(operator, model_field)
@@ -184,41 +170,8 @@ def comparison(operator: Operator, model_field, expected, clock: Clock):
 
     if operator == Operator.REGEX:
         return regex_test(expected, actual_of)
-    test = _TEXT[operator]
+    test = TEXT[operator]
     return lambda actual: actual is not None and test(actual_of(actual), expected)
-
-
-def regex_test(pattern: str, actual_of):
-    """A search with RE2 (linear time, see validators.compile_regex), refused when the match
-    could cost more than AUTOMATION_REGEX_MAX_STEPS: RE2's slowest path visits every instruction
-    of the program once per byte of text, so (program size x text length) bounds its work.
-    """
-    try:
-        compiled = compile_regex(pattern)
-    except ValidationError as exc:
-        raise ConditionError(" ".join(exc.messages)) from None
-    program_size = _program_size(compiled)
-    max_steps = settings.AUTOMATION_REGEX_MAX_STEPS
-
-    def test(actual):
-        if actual is None:
-            return False
-        text = actual_of(actual)
-        if program_size * len(text.encode()) > max_steps:
-            raise ConditionError(
-                f"The text ({len(text)} characters) is too long for this regular expression: "
-                f"matching it could take more than {max_steps} steps "
-                "(AUTOMATION_REGEX_MAX_STEPS). Use a simpler pattern."
-            )
-        return compiled.search(text) is not None
-
-    return test
-
-
-def _program_size(compiled) -> int:
-    """The larger of RE2's forward and reverse programs (a search may run either)."""
-    program = compiled._regexp  # google-re2 keeps the RE2 object here (pinned version)
-    return max(program.ProgramSize(), program.ReverseProgramSize())
 
 
 def change_comparison(operator: Operator, model_field, expected, clock: Clock):
@@ -245,14 +198,3 @@ def require_text_field(operator, model_field) -> None:
             f"{operator} applies to text fields; {model_field.name} is "
             f"{model_field.get_internal_type()}."
         )
-
-
-def json_type(value) -> str:
-    return {
-        bool: "true/false",
-        int: "a number",
-        float: "a number",
-        str: "text",
-        list: "a list",
-        dict: "an object",
-    }.get(type(value), type(value).__name__)

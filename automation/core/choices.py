@@ -7,6 +7,7 @@ class TriggerType(models.TextChoices):
     EVENT = "EVENT", "Model event"
     SCHEDULE = "SCHEDULE", "Schedule"
     MANUAL = "MANUAL", "Manual"
+    WEBHOOK = "WEBHOOK", "Webhook"
 
 
 class TriggerEvent(models.TextChoices):

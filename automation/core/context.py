@@ -16,6 +16,7 @@ TEMPLATE_VARIABLES = (
     "now",
     "now_local",
     "results",
+    "payload",
 )
 
 
@@ -45,6 +46,8 @@ class RunContext:
     object_id: str | None = None
     object: dict | None = None  # snapshot of the triggering record
     changes: dict | None = None  # {"field": {"old": .., "new": ..}}
+    # The JSON object a WEBHOOK run was sent (core/payloads.py); None for other runs.
+    payload: dict | None = None
     user_id: int | None = None
     log_id: int | None = None
     dry_run: bool = False
@@ -70,4 +73,5 @@ class RunContext:
             "now": now.astimezone(datetime.UTC).isoformat().replace("+00:00", "Z"),
             "now_local": local_isoformat(now, self.timezone),
             "results": {str(order): result for order, result in self.results.items()},
+            "payload": self.payload,
         }

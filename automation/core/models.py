@@ -1,6 +1,7 @@
 """The engine's stored data: rules, their condition tree and actions, and run logs."""
 
 import collections
+import secrets
 
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
@@ -20,6 +21,15 @@ from automation.core.choices import (
 )
 from automation.core.registry import PathError, get_automatable, model_label, resolve_path
 from automation.core.validators import validate_cron, validate_timezone
+
+# A WEBHOOK rule's signing secret: shorter ones can be guessed offline from one signed request.
+WEBHOOK_SECRET_MIN_LENGTH = 16
+WEBHOOK_SECRET_MAX_LENGTH = 200
+
+
+def new_webhook_token() -> str:
+    """An unguessable URL token: 32 random bytes, 43 URL-safe characters."""
+    return secrets.token_urlsafe(32)
 
 
 class AutomationRuleQuerySet(models.QuerySet):
@@ -59,6 +69,14 @@ class AutomationRule(Timestamped, Auditable, OrganizationScoped):
     last_run_at = models.DateTimeField(null=True, blank=True)
     revision = models.PositiveIntegerField(default=1)
     deleted_at = models.DateTimeField(null=True, blank=True)
+    # WEBHOOK rules: the credential in the rule's URL (/hooks/<token>), made when the rule is
+    # first saved and replaced by rotateRuleWebhook; null for other rules.
+    webhook_token = models.CharField(
+        max_length=64, null=True, blank=True, unique=True, editable=False
+    )
+    # The optional key callers sign their requests with (automation/triggers/inbound.py);
+    # write-only in the API. Empty: requests are not signed.
+    webhook_secret = models.CharField(max_length=WEBHOOK_SECRET_MAX_LENGTH, blank=True, default="")
 
     objects = AutomationRuleQuerySet.as_manager()
 
@@ -84,6 +102,14 @@ class AutomationRule(Timestamped, Auditable, OrganizationScoped):
 
     def __str__(self):
         return self.name
+
+    def save(self, *args, **kwargs):
+        # Every path that creates a WEBHOOK rule (the API, the admin, scripts) gives it its URL.
+        if self.trigger_type == TriggerType.WEBHOOK and not self.webhook_token:
+            self.webhook_token = new_webhook_token()
+            if kwargs.get("update_fields") is not None:
+                kwargs["update_fields"] = [*kwargs["update_fields"], "webhook_token"]
+        super().save(*args, **kwargs)
 
     @property
     def model(self) -> str | None:
@@ -125,10 +151,29 @@ class AutomationRule(Timestamped, Auditable, OrganizationScoped):
                 ]
         elif self.trigger_event:
             errors["trigger_event"] = ["Only EVENT rules have a trigger event."]
+        errors.update(self._webhook_errors())
         if self.watched_fields:
             errors.update(self._watched_field_errors(label))
         if errors:
             raise ValidationError(errors)
+
+    def _webhook_errors(self) -> dict:
+        errors = {}
+        if self.trigger_type == TriggerType.WEBHOOK and self.content_type_id:
+            errors["content_type"] = [
+                "A WEBHOOK rule has no model: its runs work on the JSON body they were sent "
+                "(payload)."
+            ]
+        if not self.webhook_secret:
+            return errors
+        if self.trigger_type != TriggerType.WEBHOOK:
+            errors["webhook_secret"] = ["Only WEBHOOK rules have a signing secret."]
+        elif len(self.webhook_secret) < WEBHOOK_SECRET_MIN_LENGTH:
+            errors["webhook_secret"] = [
+                f"A signing secret has at least {WEBHOOK_SECRET_MIN_LENGTH} characters: a "
+                "shorter one can be guessed from one signed request."
+            ]
+        return errors
 
     def _watched_field_errors(self, label):
         if not isinstance(self.watched_fields, list) or not all(

@@ -39,6 +39,7 @@ RULE_FIELD_PATHS = {
     "allow_self_trigger": "allowSelfTrigger",
     "missed_run_policy": "missedRunPolicy",
     "is_active": "isActive",
+    "webhook_secret": "webhookSecret",
     "__all__": "input",
 }
 CONDITION_FIELD_PATHS = {"field_name": "field", "__all__": ""}
@@ -59,6 +60,7 @@ UPDATABLE_FIELDS = (
     "schedule",
     "timezone",
     "missed_run_policy",
+    "webhook_secret",  # "" removes it
 )
 
 
@@ -87,7 +89,7 @@ def create_rule(organization, data: dict, *, user=None) -> AutomationRule:
 
     `data`: name, trigger_type, and optionally description, is_active, model ("app.model"),
     trigger_event, watched_fields, allow_self_trigger, schedule, timezone, missed_run_policy,
-    conditions ({logic, negate, conditions: [{field, operator, value, negate}], groups: [...]}),
+    webhook_secret (WEBHOOK rules, whose URL token is made when the rule is saved), conditions ({logic, negate, conditions: [{field, operator, value, negate}], groups: [...]}),
     actions ([{action_type, parameters, continue_on_failure}]).
     """
     with _acting(user), transaction.atomic():
@@ -173,7 +175,7 @@ def _apply_rule_fields(rule, data, names, errors) -> None:
             value = value or ""
         elif name == "watched_fields":
             value = list(value or [])
-        elif name in ("description",) and value is None:
+        elif name in ("description", "webhook_secret") and value is None:
             value = ""
         setattr(rule, name, value)
 

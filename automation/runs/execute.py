@@ -381,6 +381,7 @@ def run_context(log: AutomationLog, rule: AutomationRule) -> RunContext:
         object_id=log.object_id,
         object=(log.context or {}).get("object"),
         changes=log.changes,
+        payload=(log.context or {}).get("payload"),
         user_id=log.triggered_by_id,
         log_id=log.pk,
         dry_run=log.dry_run,

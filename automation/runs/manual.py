@@ -8,6 +8,7 @@ from django.db import transaction
 
 from automation.core.choices import RunStatus, TriggerType
 from automation.core.models import AutomationLog, AutomationRule
+from automation.core.payloads import payload_problem
 from automation.core.registry import get_automatable
 from automation.fanout import budget
 from automation.runs.create import OMITTED_KEY, create_run, depth_limit_error
@@ -32,6 +33,7 @@ def run_rule(
     dry_run=False,
     changes=None,
     record=None,
+    payload=None,
 ) -> AutomationLog:
     """Run `rule` now (MANUAL trigger), on `object_id` when the rule has a model.
 
@@ -39,7 +41,8 @@ def run_rule(
     conditions are evaluated and every action's parameters rendered and validated, recording what
     each action would do; it writes nothing but its own log. A dry run stands for the rule's
     event and may be given simulated `changes` and a `record` (automation/conditions/simulation.py); with a
-    `record`, `object_id` may be left out.
+    `record`, `object_id` may be left out. A WEBHOOK rule's run is given the `payload` a request
+    would send (an empty object when left out), checked as the endpoint checks a body.
     """
     from automation.conditions.simulation import refuse_on_a_real_run, simulate
 
@@ -62,6 +65,7 @@ def run_rule(
         raise ValidationError({"objectId": ["This rule has no model, so it takes no record."]})
     else:
         object_id = None
+    extra_context = _with_payload(rule, payload)
     simulation = None
     if dry_run:
         simulation = simulate(rule, object_snapshot, changes=changes, record=record)
@@ -75,7 +79,7 @@ def run_rule(
             object_snapshot=object_snapshot,
             user_id=user.pk if user is not None and user.is_authenticated else None,
             dry_run=dry_run,
-            **(_simulated(simulation) if simulation is not None else {}),
+            **_simulated(simulation, extra_context),
         )
     if dry_run and log.status == RunStatus.PENDING:
         execute_dry_run(log)
@@ -89,12 +93,31 @@ def _object_needed(dry_run: bool) -> str:
     return "This rule has a model: give the record's id."
 
 
-def _simulated(simulation) -> dict:
-    """create_run's arguments for a dry run's simulated event; a dry run whose simulated event
-    would not fire the rule is written SKIPPED, saying why."""
+def _with_payload(rule, payload) -> dict:
+    """The run's context beside its record: a WEBHOOK rule's payload; ValidationError at
+    `payload` when it is not one a request could send, or the rule takes none."""
+    if rule.trigger_type != TriggerType.WEBHOOK:
+        if payload is not None:
+            raise ValidationError(
+                {"payload": ["Only WEBHOOK rules take a payload: their runs are sent one."]}
+            )
+        return {}
+    payload = {} if payload is None else payload
+    problem = payload_problem(payload)
+    if problem:
+        raise ValidationError({"payload": [problem]})
+    return {"payload": payload}
+
+
+def _simulated(simulation, extra_context: dict) -> dict:
+    """create_run's arguments for the run's context and, for a dry run, its simulated event; a
+    dry run whose simulated event would not fire the rule is written SKIPPED, saying why."""
+    if simulation is None:
+        return {"extra_context": extra_context or None}
     arguments = {"event": simulation.event, "changes": simulation.changes}
     if simulation.given:
-        arguments["extra_context"] = {"simulated": simulation.given}
+        extra_context = {**extra_context, "simulated": simulation.given}
+    arguments["extra_context"] = extra_context or None
     if simulation.refusal:
         arguments.update(status=RunStatus.SKIPPED, error=simulation.refusal)
     return arguments
@@ -127,6 +150,9 @@ def retry_run(log: AutomationLog, *, user=None) -> AutomationLog:
             "again instead (runRule)."
         )
     chain = (log.context or {}).get("chain")
+    kept = {"chain": chain} if chain else {}
+    if (log.context or {}).get("payload") is not None:
+        kept["payload"] = log.context["payload"]  # a WEBHOOK run's, as it was sent
     refusal = {}
     if log.depth > settings.AUTOMATION_MAX_CHAIN_DEPTH:
         refusal = {
@@ -148,7 +174,7 @@ def retry_run(log: AutomationLog, *, user=None) -> AutomationLog:
             depth=log.depth,
             retry_of=log,
             dry_run=log.dry_run,
-            extra_context={"chain": chain} if chain else None,
+            extra_context=kept or None,
             budget_root=budget.root_of(log),
             **refusal,
         )

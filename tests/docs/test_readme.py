@@ -24,6 +24,8 @@ runs a block is its language, or the HTML comment on the line before it:
 - `<!-- test: subscription ... -->` before a python block: run as a script while the test changes
   product 1's stock every second; it must exit 0 having printed a run's events up to a finished
   status, in increasing seq.
+- `<!-- test: script ... -->` before a python block: run as a script, in document order, with
+  the environment the earlier sh blocks exported; it must exit 0.
 - `<!-- test: webhook verification ... -->` before a python block: it defines
   `verified(secret, headers, raw_body)`, called on a real request that a CALL_WEBHOOK action
   sends to a local server: true for it, false once the body or the secret differs.
@@ -126,7 +128,7 @@ def runner_of(block: Block) -> str | None:
         return "graphql"
     if block.language == "sh" and not directive:
         return "step"
-    if block.language == "python" and directive.startswith("test: subscription"):
+    if block.language == "python" and directive.startswith(("test: subscription", "test: script")):
         return "step"
     if block.language == "json" and EXAMPLE.fullmatch(directive):
         return "example"
@@ -340,6 +342,21 @@ class Reader:
         seqs = [int(seq) for log_id, seq, _status, _rule in events if log_id == last]
         assert seqs == sorted(set(seqs)), output
 
+    def script(self, block: Block) -> None:
+        """The snippet as a reader runs it, with what the earlier sh blocks exported."""
+        with tempfile.NamedTemporaryFile("w", suffix=".py") as script:
+            script.write(self.adapt(block.text))
+            script.flush()
+            done = subprocess.run(
+                [sys.executable, script.name],
+                cwd=REPO_ROOT,
+                env=self.env,
+                capture_output=True,
+                text=True,
+                timeout=BLOCK_TIMEOUT,
+            )
+        assert done.returncode == 0, f"{block.where()}:\n{done.stdout}\n{done.stderr}"
+
     # examples ---------------------------------------------------------------------------------------
 
     def example(self, block: Block, number: int) -> None:
@@ -512,6 +529,8 @@ def test_the_readme_examples_run(server):
             reader.run_step(step)
         elif step.language == "sh":
             reader.shell(step)
+        elif step.directive.startswith("test: script"):
+            reader.script(step)
         else:
             reader.subscription_script(step)
     for number, block in enumerate(examples, start=1):

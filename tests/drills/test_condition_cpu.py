@@ -12,7 +12,7 @@ import pytest
 import time_machine
 from django.test import Client
 
-from automation.conditions import cpu_budget, operators
+from automation.conditions import comparisons, cpu_budget
 from automation.core.choices import RunStatus
 from automation.core.models import AutomationLog
 from automation.runs.execute import execute_run
@@ -46,7 +46,7 @@ def cpu(monkeypatch, settings):
     settings.AUTOMATION_CONDITIONS_CPU_SECONDS_PER_MINUTE = BUDGET
     clock = CountedCpu()
     monkeypatch.setattr(cpu_budget, "cpu_clock", clock)
-    real_compile = operators.compile_regex
+    real_compile = comparisons.compile_regex
 
     def costly_compile(pattern):
         compiled = real_compile(pattern)
@@ -60,7 +60,7 @@ def cpu(monkeypatch, settings):
 
         return Costly()
 
-    monkeypatch.setattr(operators, "compile_regex", costly_compile)
+    monkeypatch.setattr(comparisons, "compile_regex", costly_compile)
     return clock
 
 

@@ -646,17 +646,17 @@ def test_trace_entries_are_bounded_whatever_the_values(product, organization):
 def test_leaves_left_when_the_budget_is_spent_fail_closed(product, organization, monkeypatch):
     """A slow first leaf spends the budget: the others are not evaluated and fail closed, even
     under a negation, and the result says how many were left."""
-    from automation.conditions import evaluate, operators
+    from automation.conditions import comparisons, evaluate
 
     clock = [1000.0]
     monkeypatch.setattr(evaluate.time, "monotonic", lambda: clock[0])
-    real_compile = operators.compile_regex
+    real_compile = comparisons.compile_regex
 
     def slow_compile(pattern):
         clock[0] += 10  # this leaf took 10 s
         return real_compile(pattern)
 
-    monkeypatch.setattr(operators, "compile_regex", slow_compile)
+    monkeypatch.setattr(comparisons, "compile_regex", slow_compile)
     rule = AutomationRuleFactory(
         organization=organization,
         conditions=[
