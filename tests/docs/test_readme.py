@@ -394,14 +394,27 @@ class Reader:
         finally:
             receiver.close()
         headers, body = receiver.headers, receiver.body
-        log_id = run["data"]["runRule"]["id"]
+        log = self.finished_log(run["data"]["runRule"]["id"])
         assert headers["Content-Type"] == "application/json"
-        assert headers["Idempotency-Key"] == f"{log_id}-0"
+        key = log["actionLogs"][0]["result"]["idempotency_key"]
+        assert headers["Idempotency-Key"] == key
+        assert re.fullmatch(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}-0", key), key
         assert abs(int(headers["X-Automation-Timestamp"]) - time.time()) < BLOCK_TIMEOUT
         assert json.loads(body)["note"] == "caf\u00e9"
         assert verified(secret.encode(), headers, body) is True
         assert verified(b"another-secret", headers, body) is False
         assert verified(secret.encode(), headers, body.replace(b"caf", b"CAF")) is False
+
+    def finished_log(self, log_id: str) -> dict:
+        """The run's log once it is over (a reader would look again while it runs)."""
+        query = "query($id: ID!) { log(id: $id) { status actionLogs { status result } } }"
+        deadline = time.monotonic() + BLOCK_TIMEOUT
+        while True:
+            log = self.graphql(query, {"id": log_id})["data"]["log"]
+            if log["status"] in FINISHED:
+                return log
+            assert time.monotonic() < deadline, f"run {log_id} never finished"
+            time.sleep(0.3)
 
 
 class Receiver:
