@@ -10,6 +10,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -180,6 +181,34 @@ else:
 # any). Same-origin pages and non-browser clients (no Origin header) are always allowed.
 WEBSOCKET_ALLOWED_ORIGINS = env.list("WEBSOCKET_ALLOWED_ORIGINS", default=[])
 
+# --- E-mail -----------------------------------------------------------------------------------
+# Where e-mail goes (SEND_EMAIL, SEND_NOTIFICATION with "email": true, invitations): one URL read
+# by django-environ. smtp://user:password@host:port (plain, port 25 unless given),
+# smtp+tls://... (STARTTLS, port 587), smtp+ssl://... (TLS from the start, port 465),
+# consolemail:// (printed on the standard output of the process that sends: `serve`, or the
+# worker in distributed mode), dummymail:// (dropped). Unset: the console. Invitations are
+# e-mailed only when it is set (EMAIL_CONFIGURED): printed ones would reach nobody.
+EMAIL_CONFIGURED = bool(env("EMAIL_URL", default=""))
+try:
+    _email = env.email_url_config(env("EMAIL_URL", default="") or "consolemail://")
+except ImproperlyConfigured:
+    raise ImproperlyConfigured(
+        f"EMAIL_URL: unknown scheme {env('EMAIL_URL').split(':', 1)[0]!r}; use one of "
+        + ", ".join(f"{scheme}://" for scheme in environ.Env.EMAIL_SCHEMES)
+    ) from None
+EMAIL_BACKEND = _email["EMAIL_BACKEND"]
+EMAIL_USE_TLS = _email.get("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = _email.get("EMAIL_USE_SSL", False)
+EMAIL_HOST = _email["EMAIL_HOST"] or "localhost"
+EMAIL_PORT = _email["EMAIL_PORT"] or (465 if EMAIL_USE_SSL else 587 if EMAIL_USE_TLS else 25)
+EMAIL_HOST_USER = _email["EMAIL_HOST_USER"] or ""
+EMAIL_HOST_PASSWORD = _email["EMAIL_HOST_PASSWORD"] or ""
+# Seconds each exchange with the SMTP server may take (connect, each command): a slow or silent
+# server fails the e-mail instead of holding a worker.
+EMAIL_TIMEOUT = env.float("EMAIL_TIMEOUT", default=10.0)
+# The From address of every e-mail.
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="automation@localhost")
+
 # Days an invitation to join an organization (addMember) stays open before it must be renewed.
 ACCOUNTS_INVITATION_DAYS = env.int("ACCOUNTS_INVITATION_DAYS", default=14)
 # Invitations (addMember) an inviter, and an organization, may send in an hour (RATE_LIMITED
@@ -276,6 +305,8 @@ AUTOMATION_MAX_BYTES_PER_MINUTE = env.int(
 AUTOMATION_STORAGE_QUOTA_BYTES = env.int(
     "AUTOMATION_STORAGE_QUOTA_BYTES", default=10 * 1024 * 1024 * 1024
 )
+# E-mails (one per recipient) an organization's actions may send in a clock minute (UTC).
+AUTOMATION_MAX_EMAILS_PER_MINUTE = env.int("AUTOMATION_MAX_EMAILS_PER_MINUTE", default=100)
 AUTOMATION_WEBHOOK_ALLOW_PRIVATE_NETWORKS = env.bool(
     "AUTOMATION_WEBHOOK_ALLOW_PRIVATE_NETWORKS", default=False
 )
