@@ -116,6 +116,7 @@ def deliver(ctx, recipients: list[Recipient], subject: str, body: str) -> dict:
     if refusal:
         raise ActionError(refusal, result={"sent": 0, "recipients": []})
     sent: list[str] = []
+    refused: list[str] = []
     connection = mail.get_connection(fail_silently=False)
     try:
         connection.open()
@@ -131,13 +132,19 @@ def deliver(ctx, recipients: list[Recipient], subject: str, body: str) -> dict:
                 },
                 connection=connection,
             )
-            message.send()
+            try:
+                message.send()
+            except smtplib.SMTPRecipientsRefused:
+                # This address only (the connection goes on): the others still get theirs.
+                refused.append(recipient.shown)
+                continue
             sent.append(recipient.shown)
     except (smtplib.SMTPException, OSError, ValueError) as exc:
         # OSError: refused, unreachable, timed out (EMAIL_TIMEOUT), TLS; ValueError: a header
         # Django refuses. The reason names no credential (smtplib's messages do not).
         logger.warning("e-mail of run %s failed after %s sent: %r", ctx.log_id, len(sent), exc)
-        not_sent = [recipient.shown for recipient in recipients[len(sent) :]]
+        done = len(sent) + len(refused)
+        not_sent = refused + [recipient.shown for recipient in recipients[done:]]
         raise ActionError(
             f"E-mail failed after {len(sent)} of {len(recipients)} sent: {_reason(exc)}",
             result={"sent": len(sent), "recipients": sent, "not_sent": not_sent},
@@ -147,7 +154,14 @@ def deliver(ctx, recipients: list[Recipient], subject: str, body: str) -> dict:
             connection.close()
         except Exception:  # a connection the failure left broken: nothing more to say
             logger.debug("closing the e-mail connection failed", exc_info=True)
-    return {"sent": len(sent), "recipients": sent}
+    result = {"sent": len(sent), "recipients": sent}
+    if refused:
+        raise ActionError(
+            f"The mail server refused {len(refused)} of {len(recipients)} recipients: "
+            + ", ".join(refused),
+            result={**result, "not_sent": refused},
+        )
+    return result
 
 
 def _message_id(ctx, recipient: Recipient) -> str:
@@ -158,11 +172,19 @@ def _message_id(ctx, recipient: Recipient) -> str:
 
 
 def _reason(exc: Exception) -> str:
-    if isinstance(exc, TimeoutError):
+    if _timed_out(exc):
         return f"the mail server did not answer within {settings.EMAIL_TIMEOUT:g} s (EMAIL_TIMEOUT)"
     if isinstance(exc, smtplib.SMTPResponseException):
         text = exc.smtp_error.decode(errors="replace") if isinstance(exc.smtp_error, bytes) else ""
         return f"the mail server answered {exc.smtp_code} {text}".strip()
-    if isinstance(exc, smtplib.SMTPRecipientsRefused):
-        return "the mail server refused the recipient"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _timed_out(exc: BaseException | None) -> bool:
+    """A timeout, or an error raised while handling one (smtplib reports a reply that timed
+    out as SMTPServerDisconnected)."""
+    while exc is not None:
+        if isinstance(exc, TimeoutError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False

@@ -55,6 +55,11 @@ class SendEmailHandler(ActionHandler):
         f"text, at most {mail.MAX_RECIPIENTS}).",
     )
 
+    schema_messages = {
+        "to": f"A list of at most {mail.MAX_RECIPIENTS} different addresses.",
+        "usernames": f"A list of at most {mail.MAX_RECIPIENTS} different usernames.",
+    }
+
     def check(self, parameters, rule, errors, scope):
         to, usernames = parameters.get("to", []), parameters.get("usernames", [])
         if not to and not usernames and not parameters.get("roles"):
