@@ -6,10 +6,12 @@ DATABASE_URL (PostgreSQL) and REDIS_URL to run *distributed*: RedisHuey, channel
 Redis cache shared by every server process and worker.
 """
 
+import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import environ
+from corsheaders.defaults import default_headers as cors_default_headers
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -39,6 +41,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "corsheaders",
     "strawberry_django",
     "huey.contrib.djhuey",
     "accounts",
@@ -50,7 +53,10 @@ INSTALLED_APPS = [
 # Under ASGI every request crosses between the event loop and a sync thread; an async-capable
 # middleware (all of Django's) inside a sync-only one costs two more crossings per hook. The
 # sync-only middleware (ours) therefore come last, so the whole chain runs in one sync call.
+# CORS (async-capable) comes first: it answers preflight requests before any other middleware
+# (CommonMiddleware's redirects) could, and adds its headers to every answer of /graphql/.
 MIDDLEWARE = [
+    "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -177,9 +183,52 @@ else:
             "CONFIG": {"capacity": 10_000, "group_expiry": 10 * 365 * 24 * 3600},
         }
     }
-# Browser pages on other origins that may open a WebSocket ("https://dash.example.com", "*" for
-# any). Same-origin pages and non-browser clients (no Origin header) are always allowed.
-WEBSOCKET_ALLOWED_ORIGINS = env.list("WEBSOCKET_ALLOWED_ORIGINS", default=[])
+
+# --- Browser pages on other origins ---------------------------------------------------------------
+
+
+def _checked_origins(name: str, origins: list[str] | None) -> list[str] | None:
+    """`origins` when each is a full origin ("https://app.example.com", "http://host:8080") or
+    "*"; otherwise the process stops, naming the variable and the value."""
+    for origin in origins or ():
+        parts = urlsplit(origin)
+        if origin != "*" and (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.path
+            or parts.query
+            or parts.fragment
+            or parts.username
+        ):
+            raise ImproperlyConfigured(
+                f"{name}: {origin!r} is not an origin; write scheme://host[:port] without a "
+                "path or a trailing slash (https://app.example.com), or * for any."
+            )
+    return origins
+
+
+# Pages on other origins whose scripts may call /graphql/ over HTTP (CORS, django-cors-headers):
+# full origins, or "*" for any; empty: none (the middleware then does nothing). Their requests
+# carry no cookies (no credentials allowed): such a page signs in with a token
+# (Authorization: Bearer), so a listed origin never acts with a user's browser session.
+CORS_ORIGINS = _checked_origins(
+    "CORS_ALLOWED_ORIGINS", env.list("CORS_ALLOWED_ORIGINS", default=[])
+)
+CORS_ALLOW_ALL_ORIGINS = "*" in CORS_ORIGINS
+CORS_ALLOWED_ORIGINS = [origin for origin in CORS_ORIGINS if origin != "*"]
+CORS_URLS_REGEX = r"^/graphql/$" if CORS_ORIGINS else r"(?!)"  # (?!) matches nothing
+CORS_ALLOW_METHODS = ["GET", "POST", "OPTIONS"]
+CORS_ALLOW_HEADERS = list(cors_default_headers)  # Accept, Authorization, Content-Type...
+CORS_ALLOW_CREDENTIALS = False
+# Pages on other origins that may open a subscription WebSocket ("https://dash.example.com", "*"
+# for any). Unset: the CORS_ALLOWED_ORIGINS, so one list lets a page both query and subscribe;
+# set, even to nothing (WEBSOCKET_ALLOWED_ORIGINS=), it alone decides. Same-origin pages and
+# non-browser clients (no Origin header) are always allowed.
+WEBSOCKET_ALLOWED_ORIGINS = _checked_origins(
+    "WEBSOCKET_ALLOWED_ORIGINS", env.list("WEBSOCKET_ALLOWED_ORIGINS", default=[])
+)
+if "WEBSOCKET_ALLOWED_ORIGINS" not in os.environ:  # django-environ reads "" as unset
+    WEBSOCKET_ALLOWED_ORIGINS = list(CORS_ORIGINS)
 
 # --- E-mail -----------------------------------------------------------------------------------
 # Where e-mail goes (SEND_EMAIL, SEND_NOTIFICATION with "email": true, invitations): one URL read

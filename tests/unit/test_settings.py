@@ -267,3 +267,55 @@ def test_a_bad_email_url_stops_the_server_saying_why(tmp_path):
     )
     assert result.returncode != 0
     assert "EMAIL_URL: unknown scheme 'smpt'; use one of smtp://, smtps://" in result.stderr
+
+
+CORS_PROBE = (
+    "import json\nfrom django.conf import settings\n"
+    "print(json.dumps({name: getattr(settings, name) for name in ["
+    "'CORS_ALLOWED_ORIGINS', 'CORS_ALLOW_ALL_ORIGINS', 'CORS_URLS_REGEX', "
+    "'CORS_ALLOW_CREDENTIALS', 'WEBSOCKET_ALLOWED_ORIGINS']}))"
+)
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, ([], False, r"(?!)", [])),
+        (
+            {"CORS_ALLOWED_ORIGINS": "https://a.example,http://localhost:3000"},
+            (
+                ["https://a.example", "http://localhost:3000"],
+                False,
+                r"^/graphql/$",
+                ["https://a.example", "http://localhost:3000"],
+            ),
+        ),
+        ({"CORS_ALLOWED_ORIGINS": "*"}, ([], True, r"^/graphql/$", ["*"])),
+        (
+            {"CORS_ALLOWED_ORIGINS": "https://a.example", "WEBSOCKET_ALLOWED_ORIGINS": ""},
+            (["https://a.example"], False, r"^/graphql/$", []),
+        ),
+        (
+            {"CORS_ALLOWED_ORIGINS": "https://a.example", "WEBSOCKET_ALLOWED_ORIGINS": "*"},
+            (["https://a.example"], False, r"^/graphql/$", ["*"]),
+        ),
+        (
+            {"WEBSOCKET_ALLOWED_ORIGINS": "https://b.example"},
+            ([], False, r"(?!)", ["https://b.example"]),
+        ),
+    ],
+    ids=["off", "listed", "any", "websocket-none", "websocket-any", "websocket-only"],
+)
+def test_cors_origins_and_the_websocket_origins_that_follow_them(
+    tmp_path, monkeypatch, env, expected
+):
+    monkeypatch.setattr(sys.modules[__name__], "PROBE", CORS_PROBE)
+    monkeypatch.delenv("CORS_ALLOWED_ORIGINS", raising=False)
+    monkeypatch.delenv("WEBSOCKET_ALLOWED_ORIGINS", raising=False)
+    loaded = load_settings(tmp_path, **env)
+    origins, any_origin, urls, websocket = expected
+    assert loaded["CORS_ALLOWED_ORIGINS"] == origins
+    assert loaded["CORS_ALLOW_ALL_ORIGINS"] is any_origin
+    assert loaded["CORS_URLS_REGEX"] == urls
+    assert loaded["CORS_ALLOW_CREDENTIALS"] is False
+    assert loaded["WEBSOCKET_ALLOWED_ORIGINS"] == websocket
