@@ -412,3 +412,18 @@ def test_runs_that_email_are_not_executed_in_a_batch(organization, members, monk
     }
     assert execute._database_only(prepared[plain.pk]) is True
     assert execute._database_only(prepared[notify.pk]) is False
+
+
+def test_a_dry_run_of_an_emailing_notification_says_who_would_get_an_email(
+    organization, members, product, mailoutbox
+):
+    rule = AutomationRuleFactory(
+        organization=organization, manual_rule=True, actions=[notify_action(email=True)]
+    )
+    log = run_rule(rule, user=members["alice"], object_id=str(product.pk), dry_run=True)
+    assert log.action_logs[0]["result"]["email"] == {
+        "recipients": ["alice"],
+        "skipped": [{"username": "carol", "reason": "no valid e-mail address"}],
+    }
+    assert mailoutbox == []
+    assert not Notification.objects.exists()
