@@ -53,10 +53,10 @@ INSTALLED_APPS = [
 # Under ASGI every request crosses between the event loop and a sync thread; an async-capable
 # middleware (all of Django's) inside a sync-only one costs two more crossings per hook. The
 # sync-only middleware (ours) therefore come last, so the whole chain runs in one sync call.
-# CORS (async-capable) comes first: it answers preflight requests before any other middleware
-# (CommonMiddleware's redirects) could, and adds its headers to every answer of /graphql/.
+# With CORS_ALLOWED_ORIGINS set, django-cors-headers' middleware (async-capable) goes first (see
+# below): it answers preflight requests before any other middleware could (CommonMiddleware's
+# redirects).
 MIDDLEWARE = [
-    "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -208,15 +208,17 @@ def _checked_origins(name: str, origins: list[str] | None) -> list[str] | None:
 
 
 # Pages on other origins whose scripts may call /graphql/ over HTTP (CORS, django-cors-headers):
-# full origins, or "*" for any; empty: none (the middleware then does nothing). Their requests
-# carry no cookies (no credentials allowed): such a page signs in with a token
-# (Authorization: Bearer), so a listed origin never acts with a user's browser session.
+# full origins, or "*" for any; empty: none, and no middleware at all. Their requests carry no
+# cookies (no credentials allowed): such a page signs in with a token (Authorization: Bearer),
+# so a listed origin never acts with a user's browser session.
 CORS_ORIGINS = _checked_origins(
     "CORS_ALLOWED_ORIGINS", env.list("CORS_ALLOWED_ORIGINS", default=[])
 )
+if CORS_ORIGINS:
+    MIDDLEWARE.insert(0, "corsheaders.middleware.CorsMiddleware")
 CORS_ALLOW_ALL_ORIGINS = "*" in CORS_ORIGINS
 CORS_ALLOWED_ORIGINS = [origin for origin in CORS_ORIGINS if origin != "*"]
-CORS_URLS_REGEX = r"^/graphql/$" if CORS_ORIGINS else r"(?!)"  # (?!) matches nothing
+CORS_URLS_REGEX = r"^/graphql/$"
 CORS_ALLOW_METHODS = ["GET", "POST", "OPTIONS"]
 CORS_ALLOW_HEADERS = list(cors_default_headers)  # Accept, Authorization, Content-Type...
 CORS_ALLOW_CREDENTIALS = False

@@ -109,12 +109,23 @@ def check_count(recipients: list[Recipient]) -> None:
 
 
 def deliver(ctx, recipients: list[Recipient], subject: str, body: str) -> dict:
-    """Send one e-mail per recipient; {"sent", "recipients"} of what went out. ActionError
-    (nothing sent) over a budget; ActionError with what went out when the backend fails."""
+    """admit(), then send()."""
+    admit(ctx, recipients)
+    return send(ctx, recipients, subject, body)
+
+
+def admit(ctx, recipients: list[Recipient]) -> None:
+    """Count the e-mails against the organization's minute; ActionError (nothing may be sent)
+    over it, or over MAX_RECIPIENTS."""
     check_count(recipients)
     refusal = budget.admit_emails(ctx.organization_id, len(recipients))
     if refusal:
         raise ActionError(refusal, result={"sent": 0, "recipients": []})
+
+
+def send(ctx, recipients: list[Recipient], subject: str, body: str) -> dict:
+    """Send one e-mail per recipient (admitted already); {"sent", "recipients"} of what went
+    out, or ActionError with it when the backend fails."""
     sent: list[str] = []
     refused: list[str] = []
     connection = mail.get_connection(fail_silently=False)

@@ -96,10 +96,10 @@ class SendNotificationHandler(ActionHandler):
     def execute(self, parameters, ctx, *, on_attempt=None):
         title, body, users, skipped = self._prepare(parameters, ctx)
         emailing = self.reaches_outside(parameters)
-        if emailing:  # checked before anything is stored: a refusal stores nothing
+        if emailing:  # checked and counted before anything is stored: a refusal stores nothing
             subject, text = mail.subject_line(title), mail.check_body(body)
             recipients, without_address = mail.member_recipients(users)
-            mail.check_count(recipients)
+            mail.admit(ctx, recipients)
         spend_bytes(ctx, len(users) * budget.stored_size(title, body))
         # The run opened no transaction for an e-mailing action (it reaches outside): the
         # notifications commit together, before the e-mails go out. Otherwise the run's
@@ -125,7 +125,7 @@ class SendNotificationHandler(ActionHandler):
             email = {"sent": 0, "recipients": [], "skipped": without_address}
             try:
                 if recipients:
-                    email.update(mail.deliver(ctx, recipients, subject, text))
+                    email.update(mail.send(ctx, recipients, subject, text))
             except ActionError as exc:
                 email.update(exc.result or {})
                 exc.result = {**result, "email": email}

@@ -427,3 +427,16 @@ def test_a_dry_run_of_an_emailing_notification_says_who_would_get_an_email(
     }
     assert mailoutbox == []
     assert not Notification.objects.exists()
+
+
+def test_an_emailing_notification_over_the_email_budget_stores_nothing(
+    organization, members, product, mailoutbox, settings
+):
+    settings.AUTOMATION_MAX_EMAILS_PER_MINUTE = 0
+    rule = AutomationRuleFactory(organization=organization, actions=[notify_action(email=True)])
+    with time_machine.travel(NOW, tick=False):
+        log = run_of(rule, product)
+    assert log.status == RunStatus.FAILED
+    assert log.action_logs[0]["error"].startswith("E-mail budget of the organization reached")
+    assert not Notification.objects.exists()
+    assert mailoutbox == []

@@ -273,14 +273,14 @@ CORS_PROBE = (
     "import json\nfrom django.conf import settings\n"
     "print(json.dumps({name: getattr(settings, name) for name in ["
     "'CORS_ALLOWED_ORIGINS', 'CORS_ALLOW_ALL_ORIGINS', 'CORS_URLS_REGEX', "
-    "'CORS_ALLOW_CREDENTIALS', 'WEBSOCKET_ALLOWED_ORIGINS']}))"
+    "'CORS_ALLOW_CREDENTIALS', 'WEBSOCKET_ALLOWED_ORIGINS', 'MIDDLEWARE']}))"
 )
 
 
 @pytest.mark.parametrize(
     ("env", "expected"),
     [
-        ({}, ([], False, r"(?!)", [])),
+        ({}, ([], False, None, [])),
         (
             {"CORS_ALLOWED_ORIGINS": "https://a.example,http://localhost:3000"},
             (
@@ -301,7 +301,7 @@ CORS_PROBE = (
         ),
         (
             {"WEBSOCKET_ALLOWED_ORIGINS": "https://b.example"},
-            ([], False, r"(?!)", ["https://b.example"]),
+            ([], False, None, ["https://b.example"]),
         ),
     ],
     ids=["off", "listed", "any", "websocket-none", "websocket-any", "websocket-only"],
@@ -316,6 +316,10 @@ def test_cors_origins_and_the_websocket_origins_that_follow_them(
     origins, any_origin, urls, websocket = expected
     assert loaded["CORS_ALLOWED_ORIGINS"] == origins
     assert loaded["CORS_ALLOW_ALL_ORIGINS"] is any_origin
-    assert loaded["CORS_URLS_REGEX"] == urls
+    if urls is None:  # off: no middleware at all
+        assert "corsheaders.middleware.CorsMiddleware" not in loaded["MIDDLEWARE"]
+    else:  # on: first, for /graphql/ only
+        assert loaded["MIDDLEWARE"][0] == "corsheaders.middleware.CorsMiddleware"
+        assert loaded["CORS_URLS_REGEX"] == urls
     assert loaded["CORS_ALLOW_CREDENTIALS"] is False
     assert loaded["WEBSOCKET_ALLOWED_ORIGINS"] == websocket
