@@ -24,6 +24,7 @@ from django.db.models.functions import Lower
 from django.db.models.lookups import Exact
 from django.utils import timezone
 
+from accounts import invitation_email
 from accounts.choices import Role
 from accounts.models import Invitation, Membership, Organization
 
@@ -86,10 +87,12 @@ def invite(organization: Organization, username: str, role: str, invited_by) -> 
     role = Role(role)
     now = timezone.now()
     try:
-        return _invite_once(organization, username, role, now, invited_by)
+        invitation = _invite_once(organization, username, role, now, invited_by)
     except IntegrityError:
         # A concurrent invite of the same username created the row first: renew that one.
-        return _invite_once(organization, username, role, now, invited_by)
+        invitation = _invite_once(organization, username, role, now, invited_by)
+    invitation_email.schedule(invitation)  # after commit, by a worker, when e-mail is set up
+    return invitation
 
 
 def _invite_once(organization, username, role, now, invited_by) -> Invitation:

@@ -6,10 +6,13 @@ DATABASE_URL (PostgreSQL) and REDIS_URL to run *distributed*: RedisHuey, channel
 Redis cache shared by every server process and worker.
 """
 
+import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import environ
+from corsheaders.defaults import default_headers as cors_default_headers
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -38,6 +41,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "corsheaders",
     "strawberry_django",
     "huey.contrib.djhuey",
     "accounts",
@@ -53,6 +57,9 @@ INSTALLED_APPS += [app for app in EXTRA_INSTALLED_APPS if app not in INSTALLED_A
 # Under ASGI every request crosses between the event loop and a sync thread; an async-capable
 # middleware (all of Django's) inside a sync-only one costs two more crossings per hook. The
 # sync-only middleware (ours) therefore come last, so the whole chain runs in one sync call.
+# With CORS_ALLOWED_ORIGINS set, django-cors-headers' middleware (async-capable) goes first (see
+# below): it answers preflight requests before any other middleware could (CommonMiddleware's
+# redirects).
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -180,9 +187,82 @@ else:
             "CONFIG": {"capacity": 10_000, "group_expiry": 10 * 365 * 24 * 3600},
         }
     }
-# Browser pages on other origins that may open a WebSocket ("https://dash.example.com", "*" for
-# any). Same-origin pages and non-browser clients (no Origin header) are always allowed.
-WEBSOCKET_ALLOWED_ORIGINS = env.list("WEBSOCKET_ALLOWED_ORIGINS", default=[])
+
+# --- Browser pages on other origins ---------------------------------------------------------------
+
+
+def _checked_origins(name: str, origins: list[str] | None) -> list[str] | None:
+    """`origins` when each is a full origin ("https://app.example.com", "http://host:8080") or
+    "*"; otherwise the process stops, naming the variable and the value."""
+    for origin in origins or ():
+        parts = urlsplit(origin)
+        if origin != "*" and (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.path
+            or parts.query
+            or parts.fragment
+            or parts.username
+        ):
+            raise ImproperlyConfigured(
+                f"{name}: {origin!r} is not an origin; write scheme://host[:port] without a "
+                "path or a trailing slash (https://app.example.com), or * for any."
+            )
+    return origins
+
+
+# Pages on other origins whose scripts may call /graphql/ over HTTP (CORS, django-cors-headers):
+# full origins, or "*" for any; empty: none, and no middleware at all. Their requests carry no
+# cookies (no credentials allowed): such a page signs in with a token (Authorization: Bearer),
+# so a listed origin never acts with a user's browser session.
+CORS_ORIGINS = _checked_origins(
+    "CORS_ALLOWED_ORIGINS", env.list("CORS_ALLOWED_ORIGINS", default=[])
+)
+if CORS_ORIGINS:
+    MIDDLEWARE.insert(0, "corsheaders.middleware.CorsMiddleware")
+CORS_ALLOW_ALL_ORIGINS = "*" in CORS_ORIGINS
+CORS_ALLOWED_ORIGINS = [origin for origin in CORS_ORIGINS if origin != "*"]
+CORS_URLS_REGEX = r"^/graphql/$"
+CORS_ALLOW_METHODS = ["GET", "POST", "OPTIONS"]
+CORS_ALLOW_HEADERS = list(cors_default_headers)  # Accept, Authorization, Content-Type...
+CORS_ALLOW_CREDENTIALS = False
+# Pages on other origins that may open a subscription WebSocket ("https://dash.example.com", "*"
+# for any). Unset: the CORS_ALLOWED_ORIGINS, so one list lets a page both query and subscribe;
+# set, even to nothing (WEBSOCKET_ALLOWED_ORIGINS=), it alone decides. Same-origin pages and
+# non-browser clients (no Origin header) are always allowed.
+WEBSOCKET_ALLOWED_ORIGINS = _checked_origins(
+    "WEBSOCKET_ALLOWED_ORIGINS", env.list("WEBSOCKET_ALLOWED_ORIGINS", default=[])
+)
+if "WEBSOCKET_ALLOWED_ORIGINS" not in os.environ:  # django-environ reads "" as unset
+    WEBSOCKET_ALLOWED_ORIGINS = list(CORS_ORIGINS)
+
+# --- E-mail -----------------------------------------------------------------------------------
+# Where e-mail goes (SEND_EMAIL, SEND_NOTIFICATION with "email": true, invitations): one URL read
+# by django-environ. smtp://user:password@host:port (plain, port 25 unless given),
+# smtp+tls://... (STARTTLS, port 587), smtp+ssl://... (TLS from the start, port 465),
+# consolemail:// (printed on the standard output of the process that sends: `serve`, or the
+# worker in distributed mode), dummymail:// (dropped). Unset: the console. Invitations are
+# e-mailed only when it is set (EMAIL_CONFIGURED): printed ones would reach nobody.
+EMAIL_CONFIGURED = bool(env("EMAIL_URL", default=""))
+try:
+    _email = env.email_url_config(env("EMAIL_URL", default="") or "consolemail://")
+except ImproperlyConfigured:
+    raise ImproperlyConfigured(
+        f"EMAIL_URL: unknown scheme {env('EMAIL_URL').split(':', 1)[0]!r}; use one of "
+        + ", ".join(f"{scheme}://" for scheme in environ.Env.EMAIL_SCHEMES)
+    ) from None
+EMAIL_BACKEND = _email["EMAIL_BACKEND"]
+EMAIL_USE_TLS = _email.get("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = _email.get("EMAIL_USE_SSL", False)
+EMAIL_HOST = _email["EMAIL_HOST"] or "localhost"
+EMAIL_PORT = _email["EMAIL_PORT"] or (465 if EMAIL_USE_SSL else 587 if EMAIL_USE_TLS else 25)
+EMAIL_HOST_USER = _email["EMAIL_HOST_USER"] or ""
+EMAIL_HOST_PASSWORD = _email["EMAIL_HOST_PASSWORD"] or ""
+# Seconds each exchange with the SMTP server may take (connect, each command): a slow or silent
+# server fails the e-mail instead of holding a worker.
+EMAIL_TIMEOUT = env.float("EMAIL_TIMEOUT", default=10.0)
+# The From address of every e-mail.
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="automation@localhost")
 
 # Days an invitation to join an organization (addMember) stays open before it must be renewed.
 ACCOUNTS_INVITATION_DAYS = env.int("ACCOUNTS_INVITATION_DAYS", default=14)
@@ -280,6 +360,8 @@ AUTOMATION_MAX_BYTES_PER_MINUTE = env.int(
 AUTOMATION_STORAGE_QUOTA_BYTES = env.int(
     "AUTOMATION_STORAGE_QUOTA_BYTES", default=10 * 1024 * 1024 * 1024
 )
+# E-mails (one per recipient) an organization's actions may send in a clock minute (UTC).
+AUTOMATION_MAX_EMAILS_PER_MINUTE = env.int("AUTOMATION_MAX_EMAILS_PER_MINUTE", default=100)
 AUTOMATION_WEBHOOK_ALLOW_PRIVATE_NETWORKS = env.bool(
     "AUTOMATION_WEBHOOK_ALLOW_PRIVATE_NETWORKS", default=False
 )

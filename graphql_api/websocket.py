@@ -25,8 +25,8 @@
 
 Browser origins: a same-origin page (GraphiQL served by this server) and non-browser clients
 (no Origin header) are always let through by Strawberry; other origins must be listed in the
-WEBSOCKET_ALLOWED_ORIGINS setting, since a cross-site page would otherwise ride on the user's
-session cookie.
+WEBSOCKET_ALLOWED_ORIGINS setting (which, unless set, lists the CORS_ALLOWED_ORIGINS of
+/graphql/ over HTTP), since a cross-site page would otherwise ride on the user's session cookie.
 """
 
 import asyncio

@@ -97,6 +97,13 @@ class ActionHandler:
     # Messages for schema errors at a path where jsonschema's own wording would confuse.
     schema_messages: dict[str, str] = {}
 
+    def reaches_outside(self, parameters) -> bool:
+        """Does the action, with these parameters, reach outside the database (a request, an
+        e-mail)? Such an action runs after the claim's transaction, its RUNNING state committed
+        before it goes out and its result committed apart, in no transaction of the run's (it
+        opens its own for what it writes); it is never part of a batch (runs/plan.py)."""
+        return not self.writes_database
+
     def __init__(self):
         Draft202012Validator.check_schema(self.parameters_schema)
         self._validator = Draft202012Validator(self.parameters_schema)

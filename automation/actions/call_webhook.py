@@ -101,15 +101,15 @@ class CallWebhookHandler(ActionHandler):
             headers=dict(parameters.get("headers", {})),
             body=raw_body,
             secret=parameters.get("secret") or None,
-            idempotency_key=f"{ctx.log_id}-{ctx.action_order}",
+            idempotency_key=ctx.outside_key() if ctx.run_key is not None else "",
             timeout=float(parameters.get("timeoutSeconds", 10)),
             max_attempts=int(parameters.get("maxAttempts", 3)),
         )
         return request, body
 
     def execute(self, parameters, ctx, *, on_attempt=None):
-        if ctx.log_id is None or ctx.action_order is None:
-            raise ActionError("A webhook needs the run's log id and action order.")
+        if ctx.run_key is None or ctx.action_order is None:
+            raise ActionError("A webhook needs the run's key and action order.")
         request, _body = self._prepare(parameters, ctx)
         try:
             result = webhooks.send(request, on_attempt=on_attempt)

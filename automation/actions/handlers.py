@@ -32,6 +32,7 @@ from automation.actions.base import (
 from automation.actions.call_webhook import CallWebhookHandler
 from automation.actions.notify import SendNotificationHandler
 from automation.actions.records import CreateRecordHandler, DeleteRecordHandler, UpdateRecordHandler
+from automation.actions.send_email import SendEmailHandler
 from automation.core.choices import ActionType
 
 logger = logging.getLogger("automation.actions.handlers")
@@ -45,6 +46,7 @@ _HANDLERS: dict[str, ActionHandler] = {
         DeleteRecordHandler(),
         SendNotificationHandler(),
         CallWebhookHandler(),
+        SendEmailHandler(),
     )
 }
 

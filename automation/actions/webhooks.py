@@ -248,7 +248,14 @@ def backoff_delay(attempt: int) -> float:
 
 def send(request: WebhookRequest, on_attempt: Callable[[int], None] | None = None) -> dict:
     """Send with retries. The result on success; WebhookError (with the result) on failure."""
-    result = {"url": request.url, "status_code": None, "body": "", "attempts": 0}
+    result = {
+        "url": request.url,
+        "status_code": None,
+        "body": "",
+        "attempts": 0,
+        # The run's log shows what the receiver deduplicated on.
+        "idempotency_key": request.idempotency_key,
+    }
     for attempt in range(1, request.max_attempts + 1):
         if on_attempt is not None:
             on_attempt(attempt)

@@ -54,6 +54,7 @@ class ActionType(models.TextChoices):
     DELETE_RECORD = "DELETE_RECORD", "Delete a record"
     SEND_NOTIFICATION = "SEND_NOTIFICATION", "Send a notification"
     CALL_WEBHOOK = "CALL_WEBHOOK", "Call a webhook"
+    SEND_EMAIL = "SEND_EMAIL", "Send an e-mail"
 
 
 class RunStatus(models.TextChoices):

@@ -55,11 +55,20 @@ class RunContext:
     timezone: str = "UTC"  # the rule's, for now_local
     # Results of earlier actions in this run, by action order.
     results: dict[int, Any] = field(default_factory=dict)
-    # Order of the action being run (set by the run before each action): the webhook's
-    # Idempotency-Key is "<log id>-<action order>".
+    # The log's run_key() (AutomationLog.run_uuid): names the run's outside effects.
+    run_key: str | None = None
+    # Order of the action being run (set by the run before each action).
     action_order: int | None = None
     # Bytes this run's placeholders have produced so far (bounded per run: actions.py, _render).
     rendered_bytes: int = 0
+
+    def outside_key(self) -> str:
+        """What names the current action's outside effect, the same for every attempt and
+        every resumption of the run: "<run key>-<action order>" (a webhook's Idempotency-Key).
+        A log id would not do: ids repeat across deployments and after a database restore."""
+        if self.run_key is None or self.action_order is None:
+            raise ValueError("The run's key and the action's order are not known.")
+        return f"{self.run_key}-{self.action_order}"
 
     def template_variables(self) -> dict:
         """The variables "{{ path }}" placeholders read."""

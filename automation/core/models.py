@@ -2,6 +2,7 @@
 
 import collections
 import secrets
+import uuid
 
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
@@ -297,6 +298,11 @@ class AutomationLog(Timestamped, Auditable, OrganizationScoped):
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Random, given when the log is created: what the run's outside effects are known by
+    # (a webhook's Idempotency-Key, an e-mail's Message-ID; see run_key()). Ids repeat across
+    # deployments and after a database restore; this does not. Null on logs written before it
+    # existed (the column was added without rewriting the table).
+    run_uuid = models.UUIDField(null=True, blank=True, default=uuid.uuid4, editable=False)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -326,6 +332,19 @@ class AutomationLog(Timestamped, Auditable, OrganizationScoped):
     @property
     def object_type(self) -> str | None:
         return _label_of(self.content_type_id)
+
+    def run_key(self) -> str:
+        """The run's name for the outside world: `run_uuid`, the same for every attempt and
+        every resumption of the run, and unlike its id never repeated by another deployment or
+        after a restore. A log written before `run_uuid` existed gets one derived from its id
+        and creation time (stable too, and as unlikely to repeat)."""
+        if self.run_uuid is not None:
+            return str(self.run_uuid)
+        return str(uuid.uuid5(LEGACY_RUN_KEY_NAMESPACE, f"{self.pk}/{self.created_at.isoformat()}"))
+
+
+# The namespace of run_key() for logs older than run_uuid (any fixed UUID: it only must not change).
+LEGACY_RUN_KEY_NAMESPACE = uuid.UUID("5b0e8f2c-5a0c-4d36-9a53-7f1f0d6e2b41")
 
 
 def _label_of(content_type_id: int | None) -> str | None:

@@ -174,7 +174,7 @@ def admit_bytes(
     quota = settings.AUTOMATION_STORAGE_QUOTA_BYTES
     quota_key = f"{QUOTA_KEY_PREFIX}{organization_id}" if quota > 0 else None
     try:
-        counts, stored = _store().add_bytes(counters, size, quota_key)
+        counts, stored = _store().add_amount(counters, size, quota_key)
         if quota_key is not None and stored is None:  # not measured yet: measure it now
             stored = measure_stored(organization_id) + size
             _store().set(quota_key, stored, QUOTA_TTL_SECONDS)
@@ -191,6 +191,37 @@ def admit_bytes(
             "as old logs are deleted."
         )
     return ""
+
+
+# --- E-mails sent ---------------------------------------------------------------------------------
+#
+# E-mail leaves the server for good, and every SEND_EMAIL or e-mailing SEND_NOTIFICATION action
+# of a bulk edit sends its own: an organization sends at most AUTOMATION_MAX_EMAILS_PER_MINUTE
+# e-mails (one per recipient) in a clock minute, whatever run tree they come from.
+
+EMAILS = _Kind(
+    "emails",
+    "E-mail",
+    "e-mails",
+    "nothing sent",
+    "AUTOMATION_MAX_EMAILS_PER_MINUTE",
+    "AUTOMATION_MAX_EMAILS_PER_MINUTE",
+    "AUTOMATION_MAX_EMAILS_PER_MINUTE",
+)
+
+
+def admit_emails(organization_id: int, count: int) -> str:
+    """Count `count` e-mails an action is about to send; "" when they may go, else the reason
+    not (all or none: the action sends nothing then). A store that does not answer counts
+    nothing, as for the other budgets."""
+    window = int(time.time()) // WINDOW_SECONDS
+    counters = [(f"{KEY_PREFIX}org:{organization_id}:{window}:{EMAILS.key}", 2 * WINDOW_SECONDS)]
+    try:
+        counts, _quota = _store().add_amount(counters, count, None)
+    except Exception as exc:
+        logger.warning("e-mail budget not counted: the counter store failed (%s)", exc)
+        return ""
+    return _refusal(EMAILS, counts, None, window)
 
 
 def measure_stored(organization_id: int) -> int:
@@ -329,7 +360,7 @@ class RedisCounters:
             pipe.set(key, value, ex=ttl)
         pipe.execute()
 
-    def add_bytes(
+    def add_amount(
         self, counters: list[tuple[str, int]], amount: int, quota_key: str | None
     ) -> tuple[list[int], int | None]:
         """Add `amount` to each counter, and to the quota's: (new counts, the quota's total, or
@@ -389,10 +420,10 @@ class MemoryCounters:
             for key, value in limits:
                 self.counts[key] = (value, now + ttl)
 
-    def add_bytes(
+    def add_amount(
         self, counters: list[tuple[str, int]], amount: int, quota_key: str | None
     ) -> tuple[list[int], int | None]:
-        """As RedisCounters.add_bytes: a quota counter never measured has no expiry (inf)."""
+        """As RedisCounters.add_amount: a quota counter never measured has no expiry (inf)."""
         now = time.monotonic()
         totals = []
         with self.lock:

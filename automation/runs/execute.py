@@ -205,11 +205,12 @@ def execute_runs(log_ids: list[int]) -> None:
 
 
 def _database_only(prepared: "Prepared") -> bool:
-    """Do all the run's actions write only the database (no webhook to commit before)?"""
+    """Do all the run's actions stay in the database (no webhook or e-mail to commit before)?"""
     from automation.actions.handlers import get_handler
 
-    return all(
-        get_handler(action.action_type).writes_database for action in prepared.definition.actions
+    return not any(
+        get_handler(action.action_type).reaches_outside(action.parameters)
+        for action in prepared.definition.actions
     )
 
 
@@ -384,6 +385,7 @@ def run_context(log: AutomationLog, rule: AutomationRule) -> RunContext:
         payload=(log.context or {}).get("payload"),
         user_id=log.triggered_by_id,
         log_id=log.pk,
+        run_key=log.run_key(),
         dry_run=log.dry_run,
         now=timezone.now(),
         timezone=rule.timezone,

@@ -60,7 +60,9 @@ class Plan:
         self.handlers = {index: get_handler(actions[index].action_type) for index in self.todo}
 
     def _reaches_outside(self, index: int) -> bool:
-        return not self.handlers[index].writes_database and not self.writer.log.dry_run
+        if self.writer.log.dry_run:
+            return False
+        return self.handlers[index].reaches_outside(self.actions[index].parameters)
 
     def run_database_actions(self) -> None:
         """Run actions while they are database actions; finish the run if none are left."""
@@ -168,7 +170,7 @@ def _call(writer: RunWriter, ctx: RunContext, action, index: int, handler) -> tu
             user_id=log.triggered_by_id,
         )
         with running(chain), acting_as(log.triggered_by):
-            if handler.writes_database:
+            if not handler.reaches_outside(action.parameters):
                 with transaction.atomic(savepoint=not writer.together):
                     return ActionStatus.SUCCEEDED, handler.execute(action.parameters, ctx), None
             result = handler.execute(action.parameters, ctx, on_attempt=on_attempt)

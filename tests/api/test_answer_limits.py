@@ -15,6 +15,7 @@ from django.utils import timezone
 from graphql import GraphQLList, GraphQLNonNull, GraphQLObjectType
 
 from accounts.choices import Role
+from automation.core.choices import ActionType
 from graphql_api import ratelimit
 from graphql_api.cost import SIZES, TREES
 from tests.api.test_limits import operation_cost_of
@@ -132,7 +133,7 @@ def test_configuration_bounded_lists_are_costed_with_their_real_size():
     assert operation_cost_of("{ availableModels { model fields } }") == 1 + models * (
         1 + 1 + 1 + paths
     )
-    assert operation_cost_of("{ actionTypes { actionType } }") == 1 + 5 * 2
+    assert operation_cost_of("{ actionTypes { actionType } }") == 1 + len(ActionType) * 2
 
 
 def test_a_rule_watches_each_field_once(gql, editor, organization):

@@ -53,8 +53,11 @@ def test_available_models_and_action_types(gql, viewer):
         "DELETE_RECORD",
         "SEND_NOTIFICATION",
         "CALL_WEBHOOK",
+        "SEND_EMAIL",
     }
     assert types["CALL_WEBHOOK"]["properties"]["url"]["type"] == "string"
+    assert types["SEND_EMAIL"]["properties"]["to"]["maxItems"] == 50
+    assert types["SEND_NOTIFICATION"]["properties"]["email"]["type"] == "boolean"
 
 
 def test_notifications_are_the_callers_own(gql, editor, organization):

@@ -45,3 +45,21 @@ async def test_a_graphql_post_crosses_threads_as_few_times_as_django_allows(cros
 
     assert response.json() == {"data": {"me": {"username": editor.username}}}
     assert crossings == {"sync_to_async": 5, "async_to_sync": 1}
+
+
+async def test_cors_adds_no_crossing(crossings, editor, settings):
+    """django-cors-headers' middleware (CORS_ALLOWED_ORIGINS set) is async-capable and first."""
+    settings.MIDDLEWARE = ["corsheaders.middleware.CorsMiddleware", *settings.MIDDLEWARE]
+    settings.CORS_ALLOWED_ORIGINS = ["https://app.example.com"]
+    client = AsyncClient()
+    body = json.dumps({"query": "{ me { username } }"})
+    headers = {"Authorization": f"Bearer {editor.raw_token}", "Origin": "https://app.example.com"}
+    await client.post("/graphql/", data=body, content_type="application/json", headers=headers)
+    crossings.update(sync_to_async=0, async_to_sync=0)
+
+    response = await client.post(
+        "/graphql/", data=body, content_type="application/json", headers=headers
+    )
+
+    assert response["Access-Control-Allow-Origin"] == "https://app.example.com"
+    assert crossings == {"sync_to_async": 5, "async_to_sync": 1}

@@ -32,6 +32,13 @@ runs a block is its language, or the HTML comment on the line before it:
 - `<!-- file: PATH -->` before a block: code shown from the repository; the block must appear,
   line for line, in PATH (e.g. the example app of "Automate your own models"), which the suite
   runs.
+- `<!-- test: webhook body ... -->` before a json block: a CALL_WEBHOOK ActionInput (Slack's,
+  Teams' format), its `url` replaced by a local server's, saved as the one action of a MANUAL
+  rule and run for real on product 1: the server must receive, as JSON, the body the same
+  action's dry run rendered, with no placeholder left. Run with the examples.
+- `<!-- test: console e-mail ... -->` before a text block: an e-mail as the console backend
+  prints it; the server must have printed one with the same headers and body (its Date and
+  Message-ID compared by their form only).
 - `<!-- not tested: REASON -->`: not run; the reason is required.
 
 Any other block fails the test. Before running, "127.0.0.1:8000" becomes the test server's
@@ -136,6 +143,10 @@ def runner_of(block: Block) -> str | None:
         return "example"
     if directive.startswith("file: "):
         return "file"
+    if block.language == "json" and directive.startswith("test: webhook body"):
+        return "example"
+    if block.language == "text" and directive.startswith("test: console e-mail"):
+        return "step"
     return None
 
 
@@ -431,14 +442,79 @@ class Reader:
         finally:
             receiver.close()
         headers, body = receiver.headers, receiver.body
-        log_id = run["data"]["runRule"]["id"]
+        log = self.finished_log(run["data"]["runRule"]["id"])
         assert headers["Content-Type"] == "application/json"
-        assert headers["Idempotency-Key"] == f"{log_id}-0"
+        key = log["actionLogs"][0]["result"]["idempotency_key"]
+        assert headers["Idempotency-Key"] == key
+        assert re.fullmatch(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}-0", key), key
         assert abs(int(headers["X-Automation-Timestamp"]) - time.time()) < BLOCK_TIMEOUT
         assert json.loads(body)["note"] == "caf\u00e9"
         assert verified(secret.encode(), headers, body) is True
         assert verified(b"another-secret", headers, body) is False
         assert verified(secret.encode(), headers, body.replace(b"caf", b"CAF")) is False
+
+    def webhook_body(self, block: Block, number: int) -> None:
+        """A chat tool's webhook (Slack, Teams) receives the body as written, rendered."""
+        action = json.loads(block.text)
+        receiver = Receiver()
+        try:
+            action["parameters"]["url"] = receiver.url
+            rule_input = {
+                "organization": "1",
+                "name": f"README chat webhook {number}",
+                "triggerType": "MANUAL",
+                "model": "catalog.product",
+                "actions": [action],
+            }
+            created = self.graphql(
+                "mutation($input: RuleInput!) { createRule(input: $input) { id } }",
+                {"input": rule_input},
+            )
+            assert "errors" not in created, f"{block.where()}: {created['errors']}"
+            rule_id = created["data"]["createRule"]["id"]
+            run = """mutation($id: ID!, $dry: Boolean) {
+                       runRule(id: $id, objectId: "1", dryRun: $dry) { id actionLogs { result } } }"""
+            dry = self.graphql(run, {"id": rule_id, "dry": True})["data"]["runRule"]
+            rendered = dry["actionLogs"][0]["result"]["body"]
+            real = self.graphql(run, {"id": rule_id, "dry": False})["data"]["runRule"]
+            assert receiver.arrived.wait(BLOCK_TIMEOUT), f"{block.where()}: nothing arrived"
+            assert self.finished_log(real["id"])["status"] == "SUCCEEDED", block.where()
+        finally:
+            receiver.close()
+        assert receiver.headers["Content-Type"] == "application/json"
+        received = json.loads(receiver.body)
+        assert normalized(received) == normalized(rendered), block.where()  # {{ now }} moves
+        assert "{{" not in receiver.body.decode(), block.where()
+        self.graphql("mutation($id: ID!) { deleteRule(id: $id) }", {"id": rule_id})
+
+    def console_email(self, block: Block) -> None:
+        """The e-mail shown was printed by the server (the console backend, EMAIL_URL unset)."""
+        shown = block.text.strip("\n")
+        to = re.search(r"^To: .*$", shown, flags=re.MULTILINE).group(0)
+        deadline = time.monotonic() + BLOCK_TIMEOUT
+        while True:
+            printed = [
+                message.group(0)
+                for message in PRINTED_EMAIL.finditer(self.server.log())
+                if to in message.group(0).splitlines()
+            ]
+            if printed or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        assert [email_form(message) for message in printed] == [email_form(shown)], (
+            f"{block.where()} differs from what the server printed:\n" + "\n".join(printed)
+        )
+
+    def finished_log(self, log_id: str) -> dict:
+        """The run's log once it is over (a reader would look again while it runs)."""
+        query = "query($id: ID!) { log(id: $id) { status actionLogs { status result } } }"
+        deadline = time.monotonic() + BLOCK_TIMEOUT
+        while True:
+            log = self.graphql(query, {"id": log_id})["data"]["log"]
+            if log["status"] in FINISHED:
+                return log
+            assert time.monotonic() < deadline, f"run {log_id} never finished"
+            time.sleep(0.3)
 
 
 class Receiver:
@@ -467,6 +543,20 @@ class Receiver:
     def close(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+# An e-mail as Django's console backend prints it: headers, a blank line, the body, 79 dashes.
+PRINTED_EMAIL = re.compile(r"^Content-Type: .*?^-{79}$", flags=re.MULTILINE | re.DOTALL)
+MESSAGE_ID = re.compile(
+    r"^Message-ID:\s*<[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}-\d+\.[0-9a-f]{16}@([^>]+)>",
+    flags=re.MULTILINE,
+)
+
+
+def email_form(message: str) -> str:
+    """A printed e-mail with its Date and Message-ID reduced to their form."""
+    message = re.sub(r"^Date: .*$", "Date: <date>", message, flags=re.MULTILINE)
+    return MESSAGE_ID.sub(r"Message-ID: <run key-order.recipient@\1>", message)
 
 
 def is_query(operation: str) -> bool:
@@ -531,10 +621,14 @@ def test_the_readme_examples_run(server):
             reader.shell(step)
         elif step.directive.startswith("test: script"):
             reader.script(step)
+        elif step.language == "text":
+            reader.console_email(step)
         else:
             reader.subscription_script(step)
     for number, block in enumerate(examples, start=1):
         if block.language == "python":
             reader.webhook_verification(block)
+        elif (block.directive or "").startswith("test: webhook body"):
+            reader.webhook_body(block, number)
         else:
             reader.example(block, number)

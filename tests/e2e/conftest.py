@@ -13,8 +13,9 @@ server cannot bind), it starts again on another.
 Fixtures:
 - `e2e_server`: one server shared by the whole session (start-up runs migrations, so sharing saves
   seconds per test). Use it for tests that only send requests.
-- `start_server`: a factory for a server of the test's own (`start_server(embedded=True)`), stopped
-  at teardown. Use it for tests that stop, signal or configure the server.
+- `start_server`: a factory for a server of the test's own (`start_server(embedded=True)`,
+  `start_server(env={"EMAIL_URL": ...})`), stopped at teardown. Use it for tests that stop,
+  signal or configure the server.
 
 A `ServerProcess` knows its `base_url`, runs `manage(...)` commands against the same data, makes
 members with tokens (`create_member`), posts GraphQL (`graphql`) and stops (`stop`).
@@ -258,16 +259,18 @@ def _start(env: dict, data_dir: Path, extra_args) -> ServerProcess:
 
 @pytest.fixture
 def start_server(tmp_path):
-    """start_server(embedded=None, extra_args=()) -> a ready ServerProcess, stopped at teardown."""
+    """start_server(embedded=None, extra_args=(), env=None) -> a ready ServerProcess, stopped at
+    teardown; `env`: variables to set besides (EMAIL_URL, CORS_ALLOWED_ORIGINS...)."""
     with contextlib.ExitStack() as stack:
         count = 0
 
-        def start(embedded: bool | None = None, extra_args=()) -> ServerProcess:
+        def start(embedded: bool | None = None, extra_args=(), env=None) -> ServerProcess:
             nonlocal count
             count += 1
             data_dir = tmp_path / f"server-{count}"
-            env = stack.enter_context(isolated_environment(data_dir, embedded=embedded))
-            server = launch(env, data_dir, extra_args)
+            environment = stack.enter_context(isolated_environment(data_dir, embedded=embedded))
+            environment.update(env or {})
+            server = launch(environment, data_dir, extra_args)
             stack.callback(server.stop)
             return server
 

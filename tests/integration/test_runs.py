@@ -389,12 +389,18 @@ def test_killed_worker_resumes_without_reapplying_a_finished_action(
     class Webhook:
         writes_database = False
 
+        def reaches_outside(self, parameters):
+            return not self.writes_database
+
         def execute(self, parameters, ctx, **kwargs):
             calls.append(ctx.log_id)
             return {"status_code": 200}
 
     class Dies:
         writes_database = True
+
+        def reaches_outside(self, parameters):
+            return not self.writes_database
 
         def execute(self, parameters, ctx, **kwargs):
             raise WorkerKilled
@@ -454,6 +460,9 @@ def test_a_run_of_database_actions_commits_once_with_its_claim(organization, pro
 
     class Dies:
         writes_database = True
+
+        def reaches_outside(self, parameters):
+            return not self.writes_database
 
         def execute(self, parameters, ctx, **kwargs):
             raise WorkerKilled
@@ -528,6 +537,9 @@ def test_a_worker_that_lost_its_claim_stops_writing(organization, product, monke
         """While this action runs, the sweeper revives the run and another worker claims it."""
 
         writes_database = False
+
+        def reaches_outside(self, parameters):
+            return not self.writes_database
 
         def execute(self, parameters, ctx, **kwargs):
             AutomationLog.objects.filter(pk=log.pk).update(seq=999)
@@ -1040,6 +1052,9 @@ def test_runs_with_a_webhook_are_not_batched(organization, monkeypatch):
 
     class Answers:
         writes_database = False
+
+        def reaches_outside(self, parameters):
+            return not self.writes_database
 
         def execute(self, parameters, ctx, **kwargs):
             return {"status_code": 200}

@@ -8,6 +8,7 @@ No request ever leaves loopback: refused addresses are refused before any connec
 """
 
 import contextlib
+import datetime
 import hashlib
 import hmac
 import ipaddress
@@ -17,6 +18,7 @@ import socketserver
 import ssl
 import threading
 import time
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -29,6 +31,7 @@ from automation.core.choices import ActionType
 from automation.core.context import RunContext
 
 LOOPBACK = ipaddress.ip_address("127.0.0.1")
+RUN_KEY = "5f2b1c9e-8d4a-4f6b-9c3e-2a7d1e0b4c58"  # the run log's run_uuid
 
 
 class RecordingServer:
@@ -157,6 +160,7 @@ def context(**extra):
         object_id="42",
         object={"id": 42, "name": "Lamp", "stock": 0},
         log_id=981,
+        run_key=RUN_KEY,
         action_order=2,
         **extra,
     )
@@ -192,7 +196,7 @@ def test_the_request_carries_the_contract_headers_and_a_verifiable_signature(
     assert lookups == ["hooks.example.test"]
     assert headers["content-type"] == "application/json"
     assert headers["authorization"] == "Bearer abc"
-    assert headers["idempotency-key"] == "981-2"
+    assert headers["idempotency-key"] == f"{RUN_KEY}-2"
     timestamp = headers["x-automation-timestamp"]
     assert before <= int(timestamp) <= int(time.time())
     assert json.loads(request["body"]) == {"id": 42, "text": "Lamp is out"}
@@ -203,6 +207,7 @@ def test_the_request_carries_the_contract_headers_and_a_verifiable_signature(
         "status_code": 200,
         "body": '{"ok":true}',
         "attempts": 1,
+        "idempotency_key": f"{RUN_KEY}-2",
     }
 
 
@@ -225,7 +230,7 @@ def test_retries_on_5xx_then_succeeds_with_the_same_idempotency_key(server, allo
     assert result["status_code"] == 201
     assert result["body"] == "created"
     assert len(server.requests) == 3
-    assert {r["headers"]["idempotency-key"] for r in server.requests} == {"981-2"}
+    assert {r["headers"]["idempotency-key"] for r in server.requests} == {f"{RUN_KEY}-2"}
 
 
 def test_5xx_on_every_attempt_fails_with_the_result_attached(server, allow_only):
@@ -636,3 +641,89 @@ def test_dry_run_fails_on_a_missing_variable_or_a_refused_url():
         handler.dry_run({"url": "https://example.com/", "body": "{{ object.nme }}"}, context())
     with pytest.raises(ActionError, match="loopback"):
         handler.dry_run({"url": "http://127.0.0.1:9/x"}, context())
+
+
+# --- The Idempotency-Key of real runs ------------------------------------------------------------
+
+
+class WorkerKilled(BaseException):
+    """Stands for SIGKILL after the request went out and before its result was recorded."""
+
+
+@pytest.mark.django_db
+def test_the_idempotency_key_names_the_run_not_its_log_id(
+    server, allow_only, organization, monkeypatch
+):
+    """Stable across the attempts and the resumption of one run; never repeated by another
+    run, even one whose log gets the same id (another deployment, a restored database: two
+    deployments once both sent "2-1" for different runs)."""
+    from automation.core.models import AutomationLog
+    from automation.runs import sweeper
+    from automation.runs.execute import execute_run
+    from automation.triggers.outbox import emit_event
+    from tests.factories import AutomationRuleFactory, ProductFactory
+
+    allow_only(server)
+    server.respond({"status": 503}, {"status": 200})
+    webhook = {"url": server.url(), "body": {"n": 1}, "maxAttempts": 2}
+    AutomationRuleFactory(
+        organization=organization,
+        actions=[{"action_type": ActionType.CALL_WEBHOOK, "parameters": webhook}],
+    )
+    product = ProductFactory(organization=organization)
+
+    def pending_run():
+        (log,) = emit_event(product, "UPDATED", {"stock": {"old": 1, "new": 2}})
+        return log
+
+    log = pending_run()
+    real_send = webhooks.send
+
+    def send_then_die(request, on_attempt=None):
+        real_send(request, on_attempt=on_attempt)
+        raise WorkerKilled
+
+    monkeypatch.setattr(webhooks, "send", send_then_die)
+    with pytest.raises(WorkerKilled):
+        execute_run(log.pk)
+    monkeypatch.setattr(webhooks, "send", real_send)
+    AutomationLog.objects.filter(pk=log.pk).update(
+        heartbeat_at=log.created_at - datetime.timedelta(minutes=10),
+        created_at=log.created_at - datetime.timedelta(minutes=10),
+    )
+    assert sweeper.sweep()["revived"] == 1
+    execute_run(log.pk)  # the resumed run sends again: at least once
+
+    log.refresh_from_db()
+    assert log.status == "SUCCEEDED"
+    key = f"{log.run_uuid}-0"
+    assert log.action_logs[0]["result"]["idempotency_key"] == key
+    sent = [request["headers"]["idempotency-key"] for request in server.requests]
+    assert sent == [key, key, key], "two attempts, then the resumed run's one"
+    assert uuid.UUID(key.removesuffix("-0")).version == 4
+
+    # A database restored to before this run: the next run's log gets the same id again.
+    old_id = log.pk
+    AutomationLog.objects.filter(pk=old_id).delete()
+    again = pending_run()
+    AutomationLog.objects.filter(pk=again.pk).update(id=old_id)
+    server.requests.clear()
+    execute_run(old_id)
+
+    (request,) = server.requests
+    assert request["headers"]["idempotency-key"] != key
+    assert request["headers"]["idempotency-key"] == f"{AutomationLog.objects.get().run_uuid}-0"
+
+
+@pytest.mark.django_db
+def test_a_log_written_before_run_uuid_existed_still_has_a_stable_key_of_its_own(organization):
+    from automation.core.models import AutomationLog
+    from tests.factories import AutomationLogFactory, AutomationRuleFactory
+
+    rule = AutomationRuleFactory(organization=organization)
+    first, second = AutomationLogFactory(rule=rule), AutomationLogFactory(rule=rule)
+    AutomationLog.objects.update(run_uuid=None)  # as the migration leaves older rows
+    first, second = AutomationLog.objects.get(pk=first.pk), AutomationLog.objects.get(pk=second.pk)
+    assert first.run_key() == AutomationLog.objects.get(pk=first.pk).run_key()
+    assert first.run_key() != second.run_key()
+    assert str(first.pk) not in first.run_key().split("-")

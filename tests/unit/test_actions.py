@@ -65,7 +65,11 @@ def test_every_action_type_has_a_handler_with_a_schema():
         assert handler.parameters_schema["type"] == "object"
         assert get_handler(handler.action_type) is handler
     writers = {h.action_type for h in handlers if h.writes_database}
-    assert writers == set(ActionType.values) - {ActionType.CALL_WEBHOOK}
+    assert writers == set(ActionType.values) - {ActionType.CALL_WEBHOOK, ActionType.SEND_EMAIL}
+    outside = {h.action_type for h in handlers if h.reaches_outside({})}
+    assert outside == {ActionType.CALL_WEBHOOK, ActionType.SEND_EMAIL}
+    notify = get_handler(ActionType.SEND_NOTIFICATION)
+    assert notify.reaches_outside({"email": True}), "an e-mailing notification reaches outside"
 
 
 def test_unknown_action_type():

@@ -186,3 +186,140 @@ def test_sign_in_invitation_and_organization_limits_come_from_the_environment(
     assert load_settings(tmp_path) == ACCOUNT_LIMITS
     changed = {name: value + 1 for name, value in ACCOUNT_LIMITS.items()}
     assert load_settings(tmp_path, **{k: str(v) for k, v in changed.items()}) == changed
+
+
+EMAIL_PROBE = (
+    "import json\nfrom django.conf import settings\n"
+    "print(json.dumps({name: getattr(settings, name) for name in ["
+    "'EMAIL_CONFIGURED', 'EMAIL_BACKEND', 'EMAIL_HOST', 'EMAIL_PORT', 'EMAIL_USE_TLS', "
+    "'EMAIL_USE_SSL', 'EMAIL_HOST_USER', 'EMAIL_HOST_PASSWORD', 'EMAIL_TIMEOUT', "
+    "'DEFAULT_FROM_EMAIL']}))"
+)
+SMTP = "django.core.mail.backends.smtp.EmailBackend"
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (
+            None,
+            {
+                "EMAIL_CONFIGURED": False,
+                "EMAIL_BACKEND": "django.core.mail.backends.console.EmailBackend",
+            },
+        ),
+        (
+            "smtp://mailer:p%40ss@mail.example.com",
+            {
+                "EMAIL_BACKEND": SMTP,
+                "EMAIL_HOST": "mail.example.com",
+                "EMAIL_PORT": 25,
+                "EMAIL_HOST_USER": "mailer",
+                "EMAIL_HOST_PASSWORD": "p@ss",
+                "EMAIL_USE_TLS": False,
+            },
+        ),
+        (
+            "smtp+tls://mail.example.com",
+            {
+                "EMAIL_BACKEND": SMTP,
+                "EMAIL_PORT": 587,
+                "EMAIL_USE_TLS": True,
+                "EMAIL_USE_SSL": False,
+            },
+        ),
+        (
+            "smtp+ssl://mail.example.com:2465",
+            {
+                "EMAIL_BACKEND": SMTP,
+                "EMAIL_PORT": 2465,
+                "EMAIL_USE_TLS": False,
+                "EMAIL_USE_SSL": True,
+            },
+        ),
+        (
+            "dummymail://",
+            {
+                "EMAIL_CONFIGURED": True,
+                "EMAIL_BACKEND": "django.core.mail.backends.dummy.EmailBackend",
+            },
+        ),
+    ],
+    ids=["unset", "smtp", "starttls", "tls", "dummy"],
+)
+def test_email_goes_where_email_url_says(tmp_path, monkeypatch, url, expected):
+    monkeypatch.setattr(sys.modules[__name__], "PROBE", EMAIL_PROBE)
+    loaded = load_settings(tmp_path, **({} if url is None else {"EMAIL_URL": url}))
+    assert {name: loaded[name] for name in expected} == expected
+    assert loaded["EMAIL_CONFIGURED"] is (url is not None)
+    assert loaded["EMAIL_TIMEOUT"] == 10.0
+    assert loaded["DEFAULT_FROM_EMAIL"] == "automation@localhost"
+
+
+def test_a_bad_email_url_stops_the_server_saying_why(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        cwd=REPO_ROOT,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", "EMAIL_URL": "smpt://h"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "EMAIL_URL: unknown scheme 'smpt'; use one of smtp://, smtps://" in result.stderr
+
+
+CORS_PROBE = (
+    "import json\nfrom django.conf import settings\n"
+    "print(json.dumps({name: getattr(settings, name) for name in ["
+    "'CORS_ALLOWED_ORIGINS', 'CORS_ALLOW_ALL_ORIGINS', 'CORS_URLS_REGEX', "
+    "'CORS_ALLOW_CREDENTIALS', 'WEBSOCKET_ALLOWED_ORIGINS', 'MIDDLEWARE']}))"
+)
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, ([], False, None, [])),
+        (
+            {"CORS_ALLOWED_ORIGINS": "https://a.example,http://localhost:3000"},
+            (
+                ["https://a.example", "http://localhost:3000"],
+                False,
+                r"^/graphql/$",
+                ["https://a.example", "http://localhost:3000"],
+            ),
+        ),
+        ({"CORS_ALLOWED_ORIGINS": "*"}, ([], True, r"^/graphql/$", ["*"])),
+        (
+            {"CORS_ALLOWED_ORIGINS": "https://a.example", "WEBSOCKET_ALLOWED_ORIGINS": ""},
+            (["https://a.example"], False, r"^/graphql/$", []),
+        ),
+        (
+            {"CORS_ALLOWED_ORIGINS": "https://a.example", "WEBSOCKET_ALLOWED_ORIGINS": "*"},
+            (["https://a.example"], False, r"^/graphql/$", ["*"]),
+        ),
+        (
+            {"WEBSOCKET_ALLOWED_ORIGINS": "https://b.example"},
+            ([], False, None, ["https://b.example"]),
+        ),
+    ],
+    ids=["off", "listed", "any", "websocket-none", "websocket-any", "websocket-only"],
+)
+def test_cors_origins_and_the_websocket_origins_that_follow_them(
+    tmp_path, monkeypatch, env, expected
+):
+    monkeypatch.setattr(sys.modules[__name__], "PROBE", CORS_PROBE)
+    monkeypatch.delenv("CORS_ALLOWED_ORIGINS", raising=False)
+    monkeypatch.delenv("WEBSOCKET_ALLOWED_ORIGINS", raising=False)
+    loaded = load_settings(tmp_path, **env)
+    origins, any_origin, urls, websocket = expected
+    assert loaded["CORS_ALLOWED_ORIGINS"] == origins
+    assert loaded["CORS_ALLOW_ALL_ORIGINS"] is any_origin
+    if urls is None:  # off: no middleware at all
+        assert "corsheaders.middleware.CorsMiddleware" not in loaded["MIDDLEWARE"]
+    else:  # on: first, for /graphql/ only
+        assert loaded["MIDDLEWARE"][0] == "corsheaders.middleware.CorsMiddleware"
+        assert loaded["CORS_URLS_REGEX"] == urls
+    assert loaded["CORS_ALLOW_CREDENTIALS"] is False
+    assert loaded["WEBSOCKET_ALLOWED_ORIGINS"] == websocket
