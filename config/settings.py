@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "catalog",
     "automation",
     "graphql_api",
+    "dashboard",
 ]
 
 # Under ASGI every request crosses between the event loop and a sync thread; an async-capable

@@ -4,6 +4,7 @@ from django.urls import path
 
 from accounts.forms import RateLimitedLoginForm
 from automation.health import healthz
+from dashboard.views import runs_page
 from graphql_api.views import graphql_view
 
 urlpatterns = [
@@ -17,5 +18,7 @@ urlpatterns = [
     ),
     path("accounts/logout/", LogoutView.as_view(next_page="login"), name="logout"),
     path("graphql/", graphql_view, name="graphql"),
+    # The live runs page: a signed-in user's organizations' runs, read over /graphql/.
+    path("runs/", runs_page, name="runs"),
     path("healthz", healthz, name="healthz"),
 ]
