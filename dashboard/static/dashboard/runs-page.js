@@ -46,6 +46,7 @@ const state = {
   waitingUpdates: 0, // events taken in while paused
   generation: 0, // bumped whenever the organization or a filter changes
   loaded: false, // the first pages of the current generation are in
+  morePages: false, // runs older than those read exist
   stopRuns: null,
   stopDetail: [],
 };
@@ -161,6 +162,7 @@ async function startRuns() {
     {
       next: (data) => {
         if (generation !== state.generation) return;
+        knowRule(data.automationLogs.rule);
         if (store.put(data.automationLogs)) changed();
       },
       error: streamError,
@@ -185,7 +187,7 @@ async function readPages(generation, maxPages = MAX_PAGES) {
     const oldest = nodesRead[nodesRead.length - 1];
     after = data.logs.pageInfo.endCursor;
     const more = data.logs.pageInfo.hasNextPage;
-    nodes.more.hidden = !more;
+    state.morePages = more;
     // Read back to an hour ago (the chart), or until the table is full when runs are sparse.
     if (!more || !oldest || Date.parse(oldest.createdAt) < hourAgo) break;
     if (page === maxPages - 1) store.chartComplete = false;
@@ -200,6 +202,12 @@ async function refreshAfterReconnect() {
   const generation = state.generation;
   await readPages(generation, 1);
   if (state.selected) refreshDetail(state.selected);
+}
+
+// A rule created since the filter was filled: offer it too.
+function knowRule(rule) {
+  if ([...nodes.rule.options].some((option) => option.value === rule.id)) return;
+  nodes.rule.append(el("option", { value: rule.id, text: rule.name }));
 }
 
 function liveVariables() {
@@ -243,7 +251,7 @@ async function refreshDetail(id) {
     return;
   }
   if (state.selected !== id) return;
-  if (!state.stopDetail.length) followRun(run);
+  if (!state.stopDetail.length && !FINAL.has(run.status)) followRun(run);
   if (detail.putRun(run)) detail.render();
 }
 
@@ -294,7 +302,8 @@ function render() {
   renderTimer = null;
   store.prune();
   const runs = store.newest(TABLE_ROWS);
-  table.render(runs, state.selected);
+  table.render(runs, state.selected, state.loaded);
+  nodes.more.hidden = !(state.morePages || store.runs.size > TABLE_ROWS);
   body.classList.toggle("has-detail", Boolean(state.selected));
   nodes.empty.hidden = runs.length > 0 || !state.loaded;
   drawChart();
@@ -333,7 +342,9 @@ function showConnection({ state: connection, attempt, retryInMs, reason }) {
 
 function streamError(error) {
   if (error.code === "UNAUTHENTICATED") signInAgain(error.message);
-  else showError(error);
+  else if (error.code === "NOT_FOUND") {
+    notice("This organization or run is not visible to you any more. Reload the page.");
+  } else showError(error);
 }
 
 function showError(error) {

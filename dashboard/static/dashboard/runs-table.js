@@ -11,16 +11,17 @@ export class RunsTable {
     this.onOpen = onOpen;
     this.href = href;
     this.rows = new Map(); // run id -> {tr, cells, seq}
-    this.rendered = false;
+    this.settled = false; // the runs read at the start are on screen: later ones are new
   }
 
   clear() {
     this.rows.clear();
     this.tbody.replaceChildren();
-    this.rendered = false;
+    this.settled = false;
   }
 
-  render(runs, selectedId) {
+  // `loaded`: the runs read at the start are all in `runs`.
+  render(runs, selectedId, loaded) {
     const keep = new Set(runs.map((run) => run.id));
     for (const id of this.rows.keys()) if (!keep.has(id)) this.rows.delete(id);
     const trs = runs.map((run) => {
@@ -28,7 +29,7 @@ export class RunsTable {
       if (!row) {
         row = this._row(run);
         // Runs that arrive after the first paint are new: mark them for a moment.
-        if (this.rendered) row.tr.classList.add("fresh");
+        if (this.settled) row.tr.classList.add("fresh");
         this.rows.set(run.id, row);
       } else if (row.seq !== run.seq) {
         this._fill(row, run);
@@ -36,8 +37,12 @@ export class RunsTable {
       row.tr.classList.toggle("selected", run.id === selectedId);
       return row.tr;
     });
-    this.tbody.replaceChildren(...trs);
-    this.rendered = true;
+    // Moving rows restarts their animations: only when the order changed (a new run).
+    const current = this.tbody.children;
+    if (current.length !== trs.length || trs.some((tr, index) => current[index] !== tr)) {
+      this.tbody.replaceChildren(...trs);
+    }
+    if (loaded) this.settled = true;
   }
 
   _row(run) {
