@@ -20,6 +20,7 @@ from automation.core.registry import (
 )
 from automation.index.watching import remember_stored_row
 from automation.live import events as live
+from automation.live import journal as stream
 from automation.rules.services import MAX_ACTIONS, create_rule, delete_rule, update_rule
 from automation.runs.manual import RunConflict, RunObjectNotFound, retry_run, run_rule
 from automation.triggers.fire_times import upcoming_runs
@@ -52,6 +53,7 @@ __all__ = [
     "remember_stored_row",
     "retry_run",
     "run_rule",
+    "stream",
     "update_rule",
     "upcoming_runs",
 ]
