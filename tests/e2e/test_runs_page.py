@@ -18,8 +18,10 @@ The tests need Debian's chromium (/usr/bin/chromium): skipped without it, failed
 
 import json
 import os
+import threading
 import time
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 import pytest
@@ -82,7 +84,9 @@ class Organization:
         assert "errors" not in body, body
         return body["data"]
 
-    def rule_on_new_products(self, name: str, actions: list | None = None) -> str:
+    def rule_on_new_products(
+        self, name: str, actions: list | None = None, conditions: dict | None = None
+    ) -> str:
         actions = actions or [
             {
                 "actionType": "UPDATE_RECORD",
@@ -96,6 +100,7 @@ class Organization:
             "model": "catalog.product",
             "triggerEvent": "CREATED",
             "actions": actions,
+            "conditions": conditions or {},
         }
         return self.api(CREATE_RULE, {"input": rule})["createRule"]["id"]
 
@@ -180,15 +185,31 @@ def wait_for_row(browser: Chromium, run_id: str, status: str) -> None:
     browser.wait_for(f"{row_status(run_id)} === {json.dumps(status)}", timeout=WAIT_SECONDS)
 
 
-def operations_sent(browser: Chromium) -> list[dict]:
-    """Every operation the page sent over its WebSockets (subscribe messages), in order."""
+def websockets(browser: Chromium) -> list[dict]:
+    """The page's WebSocket connections, in order, with their messages decoded: `sent` and
+    `received`."""
     browser.pump_events()
     return [
-        message
+        {
+            **websocket,
+            "sent": [json.loads(p) for direction, p in websocket["frames"] if direction == "sent"],
+            "received": [
+                json.loads(p) for direction, p in websocket["frames"] if direction == "received"
+            ],
+        }
         for websocket in browser.websockets
-        for direction, payload in websocket["frames"]
-        if direction == "sent" and (message := json.loads(payload))["type"] == "subscribe"
     ]
+
+
+def named(message: dict, operation: str) -> bool:
+    """Is this a subscribe message of the page's operation `operation` (RunsPageRuns...)?"""
+    query = message.get("payload", {}).get("query", "") if message["type"] == "subscribe" else ""
+    return f" {operation}(" in query
+
+
+def operations_sent(browser: Chromium) -> list[dict]:
+    """Every operation the page sent over its WebSockets (subscribe messages), in order."""
+    return [m for ws in websockets(browser) for m in ws["sent"] if m["type"] == "subscribe"]
 
 
 def assert_reads_only(browser: Chromium) -> None:
@@ -257,6 +278,20 @@ def test_runs_appear_live_and_the_gap_of_a_dropped_connection_is_filled(
     )
     assert ids == sorted([run["id"], *missed], key=int, reverse=True)  # newest at the top
     assert chromium.evaluate("performance.getEntriesByType('navigation').length") == 1
+
+    # It resumed its subscription after the last cursor it had received, and read no page again.
+    used = [ws for ws in websockets(chromium) if ws["sent"]]
+    assert len(used) == 2  # the one cut, and the one after (the attempts between were refused)
+    cut, resumed = used
+    runs_subscription = [m for m in cut["sent"] if named(m, "RunsPageRuns")][-1]
+    cursors_seen = [
+        m["payload"]["data"]["automationLogs"]["cursor"]
+        for m in cut["received"]
+        if m["type"] == "next" and m["id"] == runs_subscription["id"]
+    ]
+    [resubscribed] = [m for m in resumed["sent"] if named(m, "RunsPageRuns")]
+    assert cursors_seen and resubscribed["payload"]["variables"]["after"] == cursors_seen[-1]
+    assert not any(named(m, "RunsPageLogs") for m in resumed["sent"])
     assert_reads_only(chromium)
     assert chromium.errors == []
     assert chromium.evaluate("window.__cspViolations") == []
@@ -377,4 +412,98 @@ def test_stored_names_and_results_that_look_like_html_show_as_text(chromium, e2e
     assert chromium.evaluate("document.querySelectorAll('img, script:not([src])').length") == 0
     assert chromium.evaluate("window.__pwned") is None
     assert chromium.evaluate("window.__cspViolations") == []
+    assert chromium.errors == []
+
+
+class HeldWebhook:
+    """A local webhook target that holds each request until `release()`, then answers 200."""
+
+    def __init__(self):
+        self.released = threading.Event()
+        self.requests = 0
+        held = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                held.requests += 1
+                held.released.wait(timeout=WAIT_SECONDS)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(b'{"received": true}')
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def release(self):
+        self.released.set()
+
+    def close(self):
+        self.release()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def held_webhook():
+    target = HeldWebhook()
+    yield target
+    target.close()
+
+
+def test_an_open_run_shows_its_trace_and_its_actions_change_live(
+    chromium, start_server, held_webhook, monkeypatch
+):
+    monkeypatch.setenv("AUTOMATION_WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true")  # the local target
+    server = start_server()
+    username, password = f"follower-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    org = Organization(server, members=[(username, password, "VIEWER")])
+    org.rule_on_new_products(
+        "Tell the warehouse",
+        actions=[
+            {
+                "actionType": "CALL_WEBHOOK",
+                "parameters": {"url": held_webhook.url, "timeoutSeconds": 60, "maxAttempts": 1},
+            },
+            {"actionType": "UPDATE_RECORD", "parameters": {"fields": {"description": "Told"}}},
+        ],
+        conditions={"conditions": [{"field": "stock", "operator": "GREATER_THAN", "value": 0}]},
+    )
+    sign_in(chromium, server.base_url, username, password)
+    chromium.wait_for("!document.querySelector('#empty').hidden")
+
+    product = org.write_product()
+    deadline = time.monotonic() + WAIT_SECONDS
+    while held_webhook.requests == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [run] = org.runs_of(product)
+    assert run["status"] == "RUNNING"  # held by the webhook
+    wait_for_row(chromium, run["id"], "RUNNING")
+    chromium.evaluate(f"document.querySelector('#runs tr[data-run-id=\"{run['id']}\"] a').click()")
+    action = "document.querySelector('#detail .action[data-order=\"{}\"] .badge')?.textContent"
+    chromium.wait_for(f"{action.format(0)} === 'RUNNING'")
+    trace = chromium.evaluate(
+        "[...document.querySelectorAll('#detail table.inner tbody td')].map(td => td.textContent)"
+    )
+    assert trace == ["✓", "conditions.conditions.0", "stock", "GREATER_THAN", "0", "1", ""]
+
+    held_webhook.release()
+    chromium.wait_for(f"{action.format(0)} === 'SUCCEEDED'", timeout=WAIT_SECONDS)
+    chromium.wait_for(f"{action.format(1)} === 'SUCCEEDED'", timeout=WAIT_SECONDS)
+    chromium.wait_for("document.querySelector('#detail header .badge').textContent === 'SUCCEEDED'")
+    wait_for_row(chromium, run["id"], "SUCCEEDED")
+    result = json.loads(chromium.evaluate("document.querySelector('#detail pre').textContent"))
+    assert result["status_code"] == 200 and result["attempts"] == 1
+    assert (
+        chromium.evaluate(
+            "document.querySelector('#detail .action[data-order=\"0\"] .attempt').textContent"
+        )
+        == "attempt 1"
+    )
+    assert_reads_only(chromium)
     assert chromium.errors == []

@@ -4,7 +4,8 @@
 
 import { ConnectionLost } from "./graphql-socket.js";
 
-// What the table and the chart read of a run; all of it comes with a live event.
+// What the table and the chart read of a run; all of it comes with a live event. Events and the
+// open run carry their `cursor` too (their place in the organization's stream), not the pages.
 const RUN = "id seq status trigger event objectType objectId dryRun createdAt startedAt durationMs rule { id name }";
 // What the open run shows besides; the relations (organization, triggeredBy, retryOf) only in
 // the query, since a live event carries none of them.
@@ -22,27 +23,35 @@ export const DOCUMENTS = {
   }`,
   logs: `query RunsPageLogs($organization: ID!, $filter: LogFilter, $first: Int!, $after: String) {
     logs(organization: $organization, filter: $filter, first: $first, after: $after) {
+      streamCursor
       edges { node { ${RUN} } }
       pageInfo { hasNextPage endCursor }
     }
   }`,
   log: `query RunsPageLog($id: ID!) {
     log(id: $id) {
-      ${RUN_DETAIL}
+      ${RUN_DETAIL} cursor
       organization { id }
       triggeredBy { username }
       retryOf { id }
     }
   }`,
-  runsLive: `subscription RunsPageRuns($organization: ID!, $rule: ID, $statuses: [RunStatus!]) {
-    automationLogs(organization: $organization, rule: $rule, statuses: $statuses) { ${RUN} }
+  // Each subscription starts `after` a cursor: every event since it, then live ones.
+  runsLive: `subscription RunsPageRuns(
+    $organization: ID!, $rule: ID, $statuses: [RunStatus!], $after: String
+  ) {
+    automationLogs(organization: $organization, rule: $rule, statuses: $statuses, after: $after) {
+      ${RUN} cursor
+    }
   }`,
-  runLive: `subscription RunsPageRun($organization: ID!, $rule: ID!) {
-    automationLogs(organization: $organization, rule: $rule) { ${RUN_DETAIL} }
+  runLive: `subscription RunsPageRun($organization: ID!, $rule: ID!, $after: String) {
+    automationLogs(organization: $organization, rule: $rule, after: $after) {
+      ${RUN_DETAIL} cursor
+    }
   }`,
-  actionsLive: `subscription RunsPageActions($organization: ID!, $log: ID!) {
-    actionUpdates(organization: $organization, log: $log) {
-      logId seq
+  actionsLive: `subscription RunsPageActions($organization: ID!, $log: ID!, $after: String) {
+    actionUpdates(organization: $organization, log: $log, after: $after) {
+      logId seq cursor
       action { order actionType status attempt durationMs result error }
     }
   }`,

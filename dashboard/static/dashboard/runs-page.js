@@ -47,6 +47,7 @@ const state = {
   generation: 0, // bumped whenever the organization or a filter changes
   loaded: false, // the first pages of the current generation are in
   morePages: false, // runs older than those read exist
+  cursor: null, // the last stream cursor the runs subscription saw
   stopRuns: null,
   stopDetail: [],
 };
@@ -87,13 +88,11 @@ setInterval(() => drawChart(), CHART_TICK_MS);
 let started = false;
 socket.start();
 
+// The socket resumes the subscriptions itself after a reconnection (from their cursors).
 function opened() {
-  if (!started) {
-    started = true;
-    boot().catch(showError);
-  } else if (state.loaded) {
-    refreshAfterReconnect().catch(showError);
-  }
+  if (started) return;
+  started = true;
+  boot().catch(showError);
 }
 
 async function boot() {
@@ -145,63 +144,66 @@ async function startOrganization() {
   await startRuns();
 }
 
-// Forget the runs shown, subscribe to the organization's runs under the filters, read the
-// newest pages. Events that arrive meanwhile are merged by seq (RunStore.put).
+// Forget the runs shown, read the newest pages under the filters, then follow the runs from the
+// stream cursor read with the first page: every event since, then live ones (an event of a run
+// already read is dropped by its seq, RunStore.put). The subscription's variables carry the last
+// cursor seen: after a dropped connection the socket starts it again from there, so what
+// happened meanwhile arrives first, nothing missed and nothing twice.
 async function startRuns() {
   const generation = ++state.generation;
   if (state.stopRuns) state.stopRuns();
+  state.stopRuns = null;
   store.clear();
   table.clear();
-  state.loaded = false;
-  state.waitingUpdates = 0;
+  Object.assign(state, { loaded: false, morePages: false, waitingUpdates: 0, cursor: null });
   writeUrl();
   render();
-  state.stopRuns = subscribe(
-    "runsLive",
-    () => liveVariables(),
-    {
-      next: (data) => {
-        if (generation !== state.generation) return;
-        knowRule(data.automationLogs.rule);
-        if (store.put(data.automationLogs)) changed();
-      },
-      error: streamError,
+  const cursor = await readPages(generation);
+  if (generation !== state.generation) return;
+  state.cursor = cursor;
+  state.stopRuns = subscribe("runsLive", () => ({ ...liveVariables(), after: state.cursor }), {
+    next: (data) => {
+      if (generation !== state.generation) return;
+      const run = data.automationLogs;
+      state.cursor = run.cursor;
+      knowRule(run.rule);
+      if (store.put(run)) changed();
     },
-  );
-  await readPages(generation);
+    error: (error) => {
+      if (generation !== state.generation) return;
+      // Away longer than the stream keeps events: read the runs afresh.
+      if (error.code === "CURSOR_EXPIRED") startRuns().catch(showError);
+      else streamError(error);
+    },
+  });
 }
 
-async function readPages(generation, maxPages = MAX_PAGES) {
+// The newest pages, back to an hour ago (the chart) or MAX_PAGES; returns the stream cursor
+// read before the first page.
+async function readPages(generation) {
   let after = null;
+  let streamCursor = null;
   const hourAgo = Date.now() - HOUR_MS;
-  for (let page = 0; page < maxPages; page += 1) {
+  for (let page = 0; page < MAX_PAGES; page += 1) {
     const data = await query("logs", {
       organization: state.organization,
       filter: logFilter(),
       first: PAGE_SIZE,
       after,
     });
-    if (generation !== state.generation) return;
-    const nodesRead = data.logs.edges.map((edge) => edge.node);
-    for (const run of nodesRead) store.put(run);
-    const oldest = nodesRead[nodesRead.length - 1];
+    if (generation !== state.generation) return null;
+    if (page === 0) streamCursor = data.logs.streamCursor;
+    const runs = data.logs.edges.map((edge) => edge.node);
+    for (const run of runs) store.put(run);
+    const oldest = runs[runs.length - 1];
     after = data.logs.pageInfo.endCursor;
-    const more = data.logs.pageInfo.hasNextPage;
-    state.morePages = more;
-    // Read back to an hour ago (the chart), or until the table is full when runs are sparse.
-    if (!more || !oldest || Date.parse(oldest.createdAt) < hourAgo) break;
-    if (page === maxPages - 1) store.chartComplete = false;
+    state.morePages = data.logs.pageInfo.hasNextPage;
+    if (!state.morePages || !oldest || Date.parse(oldest.createdAt) < hourAgo) break;
+    if (page === MAX_PAGES - 1) store.chartComplete = false;
   }
   state.loaded = true;
   changed();
-}
-
-// After a dropped connection the subscription is started again by the socket; the runs it
-// missed meanwhile are read from the newest pages.
-async function refreshAfterReconnect() {
-  const generation = state.generation;
-  await readPages(generation, 1);
-  if (state.selected) refreshDetail(state.selected);
+  return streamCursor;
 }
 
 // A rule created since the filter was filled: offer it too.
@@ -228,8 +230,7 @@ function logFilter() {
 // --- the open run ------------------------------------------------------------------------------
 
 function openRun(id) {
-  for (const stop of state.stopDetail) stop();
-  state.stopDetail = [];
+  stopFollowing();
   state.selected = id;
   writeUrl();
   if (!id) {
@@ -239,49 +240,53 @@ function openRun(id) {
   }
   detail.open(id);
   render();
-  refreshDetail(id);
+  loadRun(id).catch(showError);
 }
 
-async function refreshDetail(id) {
-  let run;
-  try {
-    run = (await query("log", { id })).log;
-  } catch (error) {
-    if (state.selected === id) showError(error);
-    return;
-  }
+// Read the run, then, unless it is over, follow it from its cursor (its latest event).
+async function loadRun(id) {
+  const run = (await query("log", { id })).log;
   if (state.selected !== id) return;
-  if (!state.stopDetail.length && !FINAL.has(run.status)) followRun(run);
   if (detail.putRun(run)) detail.render();
+  if (!FINAL.has(run.status)) followRun(run);
 }
 
-// Live events of the open run: its own (through its rule's stream) and its actions'.
+// Live events of the open run: its own (from its rule's stream) and its actions', each from the
+// last cursor it saw. A finished run changes no more: its last event ends both.
 function followRun(run) {
-  const id = run.id;
+  const { id } = run;
   const organization = run.organization.id;
-  const done = () => FINAL.has(detail.run && detail.run.status);
+  let runCursor = run.cursor;
+  let actionsCursor = run.cursor;
+  const error = (problem) => {
+    if (state.selected !== id) return;
+    if (problem.code === "CURSOR_EXPIRED") openRun(id);
+    else streamError(problem);
+  };
   state.stopDetail.push(
-    subscribe("runLive", () => ({ organization, rule: run.rule.id }), {
+    subscribe("runLive", () => ({ organization, rule: run.rule.id, after: runCursor }), {
       next: (data) => {
-        if (state.selected !== id || data.automationLogs.id !== id) return;
-        if (detail.putRun(data.automationLogs)) detail.render();
-        if (done()) stopFollowing(id);
+        const event = data.automationLogs;
+        runCursor = event.cursor;
+        if (state.selected !== id || event.id !== id) return;
+        if (detail.putRun(event)) detail.render();
+        if (FINAL.has(event.status)) stopFollowing();
       },
-      error: streamError,
+      error,
     }),
-    subscribe("actionsLive", () => ({ organization, log: id }), {
+    subscribe("actionsLive", () => ({ organization, log: id, after: actionsCursor }), {
       next: (data) => {
+        actionsCursor = data.actionUpdates.cursor;
         if (state.selected === id && detail.putAction(data.actionUpdates)) detail.render();
       },
-      error: streamError,
+      error,
     }),
   );
 }
 
-function stopFollowing(id) {
-  if (state.selected !== id) return;
+function stopFollowing() {
   for (const stop of state.stopDetail) stop();
-  state.stopDetail = [() => {}]; // followed once: a refresh must not subscribe again
+  state.stopDetail = [];
 }
 
 // --- rendering ---------------------------------------------------------------------------------
