@@ -7,17 +7,22 @@ watches. Each test signs in through the plain login page, as a user would.
 
 - the live table and a run's detail: a product write fires a rule and its row becomes
   SUCCEEDED; after a dropped connection the page says it is reconnecting, and the 5 runs that
-  finished while it was cut off all appear once it is back;
+  finished while it was cut off all appear once it is back, from the last cursor it saw;
+- cut off longer than the stream keeps events (CURSOR_EXPIRED), it reads the runs afresh;
 - a VIEWER is sent to sign in, then sees the runs, filters them, pauses and resumes; the page
   sends nothing but queries and subscriptions;
 - stored names and results that look like HTML are shown as text: no element is made of them,
-  no script runs, no Content-Security-Policy violation.
+  no script runs, no Content-Security-Policy violation;
+- an open run held by a (local) webhook shows its condition trace, then its actions turning from
+  RUNNING to SUCCEEDED as they go.
 
 The tests need Debian's chromium (/usr/bin/chromium): skipped without it, failed under CI.
 """
 
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -27,7 +32,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.e2e.chromium import CHROMIUM, Chromium, chromium_available
-from tests.e2e.conftest import json_of
+from tests.e2e.conftest import REPO_ROOT, json_of
 from tests.e2e.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.slow
@@ -295,6 +300,48 @@ def test_runs_appear_live_and_the_gap_of_a_dropped_connection_is_filled(
     assert_reads_only(chromium)
     assert chromium.errors == []
     assert chromium.evaluate("window.__cspViolations") == []
+
+
+def test_when_the_stream_no_longer_has_the_gap_the_page_reads_the_runs_afresh(
+    chromium, e2e_server, proxy
+):
+    username, password = f"sleeper-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    org = Organization(e2e_server, members=[(username, password, "VIEWER")])
+    org.rule_on_new_products("Note new products")
+    sign_in(chromium, proxy.base_url, username, password)
+    chromium.wait_for("!document.querySelector('#empty').hidden")
+    first = org.finished_run_of(org.write_product())
+    wait_for_row(chromium, first["id"], "SUCCEEDED")
+
+    # Cut off while runs happen, and longer than the stream keeps them (retention 0: purged).
+    proxy.cut()
+    chromium.wait_for(f"{CONNECTION} === 'reconnecting'")
+    missed = [org.finished_run_of(org.write_product(f"Lamp {n}"))["id"] for n in range(2)]
+    purge = subprocess.run(
+        [sys.executable, "manage.py", "purge_logs"],
+        cwd=REPO_ROOT,
+        env={**e2e_server.env, "AUTOMATION_STREAM_RETENTION_HOURS": "0"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert purge.returncode == 0, purge.stderr
+
+    # Back: resuming from its cursor is refused (CURSOR_EXPIRED), so it reads the runs again.
+    proxy.restore()
+    for run_id in missed:
+        wait_for_row(chromium, run_id, "SUCCEEDED")
+    resumed = [ws for ws in websockets(chromium) if ws["sent"]][-1]
+    expired = [
+        error
+        for m in resumed["received"]
+        if m["type"] == "next"
+        for error in m["payload"].get("errors") or []
+    ]
+    assert [e["extensions"]["code"] for e in expired] == ["CURSOR_EXPIRED"]
+    assert any(named(m, "RunsPageLogs") for m in resumed["sent"])
+    assert chromium.evaluate("document.querySelector('#notice').hidden") is True
+    assert chromium.errors == []
 
 
 def test_a_viewer_signs_in_and_watches_filters_and_pauses_without_changing_anything(
