@@ -10,7 +10,7 @@ watches. Each test signs in through the plain login page, as a user would.
   finished while it was cut off all appear once it is back, from the last cursor it saw;
 - cut off longer than the stream keeps events (CURSOR_EXPIRED), it reads the runs afresh;
 - a VIEWER is sent to sign in, then sees the runs, filters them, pauses and resumes; the page
-  sends nothing but queries and subscriptions;
+  sends nothing but queries and subscriptions; logged out elsewhere, it offers to sign in again;
 - stored names and results that look like HTML are shown as text: no element is made of them,
   no script runs, no Content-Security-Policy violation;
 - an open run held by a (local) webhook shows its condition trace, then its actions turning from
@@ -19,6 +19,7 @@ watches. Each test signs in through the plain login page, as a user would.
 The tests need Debian's chromium (/usr/bin/chromium): skipped without it, failed under CI.
 """
 
+import contextlib
 import json
 import os
 import subprocess
@@ -31,7 +32,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.e2e.chromium import CHROMIUM, Chromium, chromium_available
+from tests.e2e.chromium import CHROMIUM, BrowserError, Chromium, chromium_available
 from tests.e2e.conftest import REPO_ROOT, json_of
 from tests.e2e.tcp_proxy import TcpProxy
 
@@ -418,8 +419,23 @@ def test_a_viewer_signs_in_and_watches_filters_and_pauses_without_changing_anyth
         chromium.evaluate("document.querySelector('#detail .action .badge').textContent")
         == "FAILED"
     )
-
     assert_reads_only(chromium)
+
+    # Logged out elsewhere (another tab): the server checks the session again before it delivers
+    # an event (at most once a second), ends the stream, and the page says so. Products are
+    # written until an event comes after that check.
+    chromium.evaluate(
+        "fetch('/accounts/logout/', {method: 'POST', headers: {'X-CSRFToken':"
+        " document.cookie.match(/csrftoken=([^;]+)/)[1]}}).then(r => r.status)"
+    )
+    sign_in_link = "document.querySelector('#notice a')?.getAttribute('href') === '/accounts/login/?next=/runs/'"
+    for attempt in range(10):
+        org.finished_runs_of(org.write_product(f"Table {attempt}"), count=2)
+        with contextlib.suppress(BrowserError):
+            chromium.wait_for(sign_in_link, timeout=3)
+            break
+    assert chromium.evaluate(sign_in_link), "no event ended the stream"
+    assert "session has ended" in chromium.evaluate("document.querySelector('#notice').textContent")
     assert chromium.errors == []
     assert chromium.evaluate("window.__cspViolations") == []
 
