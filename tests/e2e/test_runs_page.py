@@ -298,6 +298,14 @@ def test_runs_appear_live_and_the_gap_of_a_dropped_connection_is_filled(
     [resubscribed] = [m for m in resumed["sent"] if named(m, "RunsPageRuns")]
     assert cursors_seen and resubscribed["payload"]["variables"]["after"] == cursors_seen[-1]
     assert not any(named(m, "RunsPageLogs") for m in resumed["sent"])
+
+    # A rule created since the page loaded joins the rule filter with its first run.
+    org.rule_on_new_products("Added later")
+    org.finished_runs_of(org.write_product("Desk"), count=2)
+    chromium.wait_for(
+        "[...document.querySelectorAll('#rule-filter option')].map(o => o.textContent)"
+        ".includes('Added later')"
+    )
     assert_reads_only(chromium)
     assert chromium.errors == []
     assert chromium.evaluate("window.__cspViolations") == []

@@ -73,18 +73,18 @@ nodes.organization.addEventListener("change", () => {
   state.organization = nodes.organization.value || null;
   state.rule = null;
   state.selected = null;
-  startOrganization();
+  startOrganization().catch(showError);
 });
 nodes.rule.addEventListener("change", () => {
   state.rule = nodes.rule.value || null;
-  startRuns();
+  startRuns().catch(showError);
 });
 nodes.status.addEventListener("change", () => {
   state.status = nodes.status.value || null;
-  startRuns();
+  startRuns().catch(showError);
 });
 nodes.pause.addEventListener("click", () => setPaused(!state.paused));
-setInterval(() => drawChart(), CHART_TICK_MS);
+setInterval(() => state.paused || drawChart(), CHART_TICK_MS); // the minutes move on
 let started = false;
 socket.start();
 
@@ -125,6 +125,7 @@ async function boot() {
 
 async function startOrganization() {
   const generation = ++state.generation;
+  forgetRuns();
   nodes.rule.replaceChildren(el("option", { value: "", text: "All rules" }));
   openRun(state.selected);
   const rules = [];
@@ -151,13 +152,7 @@ async function startOrganization() {
 // happened meanwhile arrives first, nothing missed and nothing twice.
 async function startRuns() {
   const generation = ++state.generation;
-  if (state.stopRuns) state.stopRuns();
-  state.stopRuns = null;
-  store.clear();
-  table.clear();
-  Object.assign(state, { loaded: false, morePages: false, waitingUpdates: 0, cursor: null });
-  writeUrl();
-  render();
+  forgetRuns();
   const cursor = await readPages(generation);
   if (generation !== state.generation) return;
   state.cursor = cursor;
@@ -176,6 +171,18 @@ async function startRuns() {
       else streamError(error);
     },
   });
+}
+
+function forgetRuns() {
+  if (state.stopRuns) state.stopRuns();
+  state.stopRuns = null;
+  store.clear();
+  table.clear();
+  Object.assign(state, { loaded: false, morePages: false, waitingUpdates: 0, cursor: null });
+  if (state.paused) setText(nodes.paused, "Paused");
+  nodes.notice.hidden = true;
+  writeUrl();
+  render();
 }
 
 // The newest pages, back to an hour ago (the chart) or MAX_PAGES; returns the stream cursor
@@ -202,7 +209,7 @@ async function readPages(generation) {
     if (page === MAX_PAGES - 1) store.chartComplete = false;
   }
   state.loaded = true;
-  changed();
+  render(); // asked for (a choice of organization or filter): shown even while paused
   return streamCursor;
 }
 
@@ -233,13 +240,13 @@ function openRun(id) {
   stopFollowing();
   state.selected = id;
   writeUrl();
+  table.select(id);
+  body.classList.toggle("has-detail", Boolean(id));
   if (!id) {
     detail.clear();
-    render();
     return;
   }
   detail.open(id);
-  render();
   loadRun(id).catch(showError);
 }
 
@@ -315,7 +322,6 @@ function render() {
 }
 
 function drawChart() {
-  if (state.paused) return;
   renderChart(nodes.chart, nodes.legend, nodes.chartNote, store.perMinute(), store.chartComplete);
 }
 

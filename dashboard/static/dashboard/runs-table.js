@@ -45,6 +45,11 @@ export class RunsTable {
     if (loaded) this.settled = true;
   }
 
+  // Mark the open run's row (without repainting the others: the table may be paused).
+  select(selectedId) {
+    for (const [id, row] of this.rows) row.tr.classList.toggle("selected", id === selectedId);
+  }
+
   _row(run) {
     const link = el("a", {
       href: this.href(run.id),
