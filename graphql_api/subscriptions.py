@@ -191,18 +191,20 @@ async def stream_logs(
     wanted = {RunStatus(status).value for status in statuses} if statuses else None
 
     types = frozenset({live_stream.LOG_MESSAGE})
-    async for event in stream.events(organization_id, types, position):
-        payload = event.message["log"]
-        if payload["organization_id"] != organization_id:
-            continue
-        if rule_id is not None and payload["rule"]["id"] != rule_id:
-            continue
-        if wanted is not None and payload["status"] not in wanted:
-            continue
-        if payload["dry_run"] and not include_dry_runs:
-            continue
-        await _still_member(info, organization_id)
-        yield event.built(log_of)
+    # Closed with this generator (aclosing): it leaves the organization's stream at once.
+    async with aclosing(stream.events(organization_id, types, position)) as events:
+        async for event in events:
+            payload = event.message["log"]
+            if payload["organization_id"] != organization_id:
+                continue
+            if rule_id is not None and payload["rule"]["id"] != rule_id:
+                continue
+            if wanted is not None and payload["status"] not in wanted:
+                continue
+            if payload["dry_run"] and not include_dry_runs:
+                continue
+            await _still_member(info, organization_id)
+            yield event.built(log_of)
 
 
 async def stream_action_updates(
@@ -227,19 +229,20 @@ async def stream_action_updates(
             raise NotFound()
 
     types = frozenset({live_stream.ACTION_MESSAGE})
-    async for event in stream.events(organization_id, types, position):
-        message = event.message
-        if message["organization_id"] != organization_id:
-            continue
-        if rule_id is not None and message["rule_id"] != rule_id:
-            continue
-        if log_id is not None and message["log_id"] != log_id:
-            continue
-        # A message published before dry runs were marked on it is a real run's.
-        if message.get("dry_run", False) and not include_dry_runs:
-            continue
-        await _still_member(info, organization_id)
-        yield event.built(action_update_of)
+    async with aclosing(stream.events(organization_id, types, position)) as events:
+        async for event in events:
+            message = event.message
+            if message["organization_id"] != organization_id:
+                continue
+            if rule_id is not None and message["rule_id"] != rule_id:
+                continue
+            if log_id is not None and message["log_id"] != log_id:
+                continue
+            # A message published before dry runs were marked on it is a real run's.
+            if message.get("dry_run", False) and not include_dry_runs:
+                continue
+            await _still_member(info, organization_id)
+            yield event.built(action_update_of)
 
 
 async def stream_notifications(info: strawberry.Info) -> AsyncGenerator[NotificationType, None]:

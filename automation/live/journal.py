@@ -111,32 +111,85 @@ def journal_now(events: Events) -> None:
         _write(transaction.get_connection(), pending)
 
 
+# One PostgreSQL statement journals up to this many events (5 parameters each, of 65,535).
+_ONE_STATEMENT = 10_000
+
+
 def _write(db, by_organization: dict[int, list[dict]]) -> None:
-    head_table = db.ops.quote_name(StreamHead._meta.db_table)
-    event_table = db.ops.quote_name(StreamEvent._meta.db_table)
-    bump = (
+    """Bump each organization's counter by its events' number and insert them with the
+    positions it gave; the messages get their "position". In organization order: two
+    transactions publishing for the same organizations lock their counters in the same order."""
+    created = StreamEvent._meta.get_field("created_at").get_db_prep_save(timezone.now(), db)
+    with db.cursor() as cursor:
+        for organization_id in sorted(by_organization):
+            messages = by_organization[organization_id]
+            stored = [_stored(message) for message in messages]
+            if db.vendor == "postgresql" and len(messages) <= _ONE_STATEMENT:
+                head = _bump_and_insert(db, cursor, organization_id, stored, created)
+            else:
+                head = _bump(db, cursor, organization_id, len(messages))
+                _insert(db, cursor, organization_id, head - len(messages) + 1, stored, created)
+            for offset, message in enumerate(messages):
+                message["position"] = head - len(messages) + 1 + offset
+
+
+def _tables(db) -> tuple[str, str]:
+    quote = db.ops.quote_name
+    return quote(StreamHead._meta.db_table), quote(StreamEvent._meta.db_table)
+
+
+def _bump_sql(db) -> str:
+    head_table, _ = _tables(db)
+    return (
         f"INSERT INTO {head_table} (organization_id, position) VALUES (%s, %s) "
         f"ON CONFLICT (organization_id) DO UPDATE SET position = {head_table}.position + "
         "excluded.position RETURNING position"
     )
-    insert = (
+
+
+def _bump(db, cursor, organization_id: int, count: int) -> int:
+    """The organization's new head after `count` more events (its row locked till commit)."""
+    cursor.execute(_bump_sql(db), [organization_id, count])
+    return cursor.fetchone()[0]
+
+
+def _insert(db, cursor, organization_id: int, first: int, stored: list, created) -> None:
+    _, event_table = _tables(db)
+    cursor.executemany(
         f"INSERT INTO {event_table} (organization_id, position, kind, log_id, rule_id, "
-        "created_at, message) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+        "created_at, message) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        [
+            (organization_id, first + offset, kind, log_id, rule_id, created, text)
+            for offset, (kind, log_id, rule_id, text) in enumerate(stored)
+        ],
     )
-    created = StreamEvent._meta.get_field("created_at").get_db_prep_save(timezone.now(), db)
-    rows = []
-    with db.cursor() as cursor:
-        # In organization order: two transactions publishing for the same organizations lock
-        # their counters in the same order.
-        for organization_id in sorted(by_organization):
-            messages = by_organization[organization_id]
-            cursor.execute(bump, [organization_id, len(messages)])
-            first = cursor.fetchone()[0] - len(messages) + 1
-            for offset, message in enumerate(messages):
-                message["position"] = position = first + offset
-                kind, log_id, rule_id, text = _stored(message)
-                rows.append((organization_id, position, kind, log_id, rule_id, created, text))
-        cursor.executemany(insert, rows)
+
+
+def _bump_and_insert(db, cursor, organization_id: int, stored: list, created) -> int:
+    """_bump and _insert in one statement (one round trip): the new head."""
+    _, event_table = _tables(db)
+    rows = ", ".join(["(%s::bigint, %s, %s::bigint, %s::bigint, %s)"] * len(stored))
+    cursor.execute(
+        f"WITH head AS ({_bump_sql(db)}) "
+        f"INSERT INTO {event_table} (organization_id, position, kind, log_id, rule_id, "
+        "created_at, message) "
+        "SELECT %s, head.position - %s + v.n, v.kind, v.log_id, v.rule_id, %s, v.message "
+        f"FROM head, (VALUES {rows}) AS v (n, kind, log_id, rule_id, message) "
+        "RETURNING position",
+        [
+            organization_id,
+            len(stored),
+            organization_id,
+            len(stored),
+            created,
+            *(
+                value
+                for n, (kind, log_id, rule_id, text) in enumerate(stored, 1)
+                for value in (n, kind, log_id, rule_id, text)
+            ),
+        ],
+    )
+    return max(row[0] for row in cursor.fetchall())
 
 
 def _stored(message: dict) -> tuple[str, int, int, str]:
