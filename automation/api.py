@@ -22,6 +22,7 @@ from automation.core.registry import (
 from automation.core.snapshots import snapshot as record_snapshot
 from automation.index.watching import remember_stored_row
 from automation.live import events as live
+from automation.live import journal as stream
 from automation.rules.services import MAX_ACTIONS, create_rule, delete_rule, update_rule
 from automation.rules.webhooks import rotate_webhook
 from automation.runs.manual import RunConflict, RunObjectNotFound, retry_run, run_rule
@@ -58,6 +59,7 @@ __all__ = [
     "retry_run",
     "rotate_webhook",
     "run_rule",
+    "stream",
     "update_rule",
     "upcoming_runs",
 ]

@@ -6,6 +6,16 @@ from automation.core.models import (
     ConditionGroup,
     RuleAction,
     RuleCondition,
+    StreamEvent,
+    StreamHead,
 )
 
-__all__ = ["AutomationLog", "AutomationRule", "ConditionGroup", "RuleAction", "RuleCondition"]
+__all__ = [
+    "AutomationLog",
+    "AutomationRule",
+    "ConditionGroup",
+    "RuleAction",
+    "RuleCondition",
+    "StreamEvent",
+    "StreamHead",
+]

@@ -48,6 +48,7 @@ INSTALLED_APPS = [
     "catalog",
     "automation",
     "graphql_api",
+    "dashboard",
 ]
 # Your own apps, whose models automation may watch (README, "Automate your own models"): dotted
 # module paths of installed Python packages, e.g. "tasks" or "myproject.tasks".
@@ -110,6 +111,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # (the file, the pragmas, Django's SQL functions) was about 1 ms of every request and run.
     DATABASES["default"]["ENGINE"] = "config.sqlite"
 else:
+    # Django's backend with the before-commit hook that journals a transaction's run events
+    # in it (config/db.py, automation/live/journal.py).
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        DATABASES["default"]["ENGINE"] = "config.postgresql"
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=0))
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     if DATABASES["default"]["CONN_MAX_AGE"] == 0 and env.bool("DATABASE_POOL", default=True):
@@ -446,6 +451,9 @@ AUTOMATION_MISSED_RUNS_MAX = env.int("AUTOMATION_MISSED_RUNS_MAX", default=100)
 # The SKIP missed-run policy runs a slot only when the tick is at most this late for it.
 AUTOMATION_SCHEDULE_GRACE_SECONDS = env.int("AUTOMATION_SCHEDULE_GRACE_SECONDS", default=120)
 AUTOMATION_LOG_RETENTION_DAYS = {"SKIPPED": 7, "SUCCEEDED": 30, "PARTIAL": 90, "FAILED": 90}
+# How long the run stream's journal keeps events (automation/live/journal.py): a subscriber may
+# resume from a cursor this recent; an older one ends with CURSOR_EXPIRED. Purged with the logs.
+AUTOMATION_STREAM_RETENTION_HOURS = env.float("AUTOMATION_STREAM_RETENTION_HOURS", default=24)
 
 # --- GraphQL ----------------------------------------------------------------------------------
 GRAPHQL_MAX_DEPTH = env.int("GRAPHQL_MAX_DEPTH", default=12)

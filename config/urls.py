@@ -5,6 +5,7 @@ from django.urls import path, re_path
 from accounts.forms import RateLimitedLoginForm
 from automation.health import healthz
 from automation.hooks import PATH_PATTERN, receive_webhook
+from dashboard.views import runs_page
 from graphql_api.views import graphql_view
 
 urlpatterns = [
@@ -18,6 +19,8 @@ urlpatterns = [
     ),
     path("accounts/logout/", LogoutView.as_view(next_page="login"), name="logout"),
     path("graphql/", graphql_view, name="graphql"),
+    # The live runs page: a signed-in user's organizations' runs, read over /graphql/.
+    path("runs/", runs_page, name="runs"),
     path("healthz", healthz, name="healthz"),
     # WEBHOOK rules: the token is the credential (automation/hooks.py); with or without a slash.
     re_path(PATH_PATTERN, receive_webhook, name="webhook"),

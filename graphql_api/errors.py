@@ -24,6 +24,7 @@ VALIDATION_ERROR = "VALIDATION_ERROR"
 CONFLICT = "CONFLICT"
 RATE_LIMITED = "RATE_LIMITED"
 RESPONSE_TOO_LARGE = "RESPONSE_TOO_LARGE"
+CURSOR_EXPIRED = "CURSOR_EXPIRED"
 GRAPHQL_VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
 INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"
 
@@ -67,6 +68,21 @@ class RateLimited(ApiError):
 
     def __init__(self, retry_after: int, message: str | None = None):
         super().__init__(message, retryAfter=int(retry_after))
+
+
+class CursorExpired(ApiError):
+    """A subscription's `after` cursor is older than the run stream keeps
+    (AUTOMATION_STREAM_RETENTION_HOURS): the events after it are no longer all there."""
+
+    code = CURSOR_EXPIRED
+
+    def __init__(self, oldest_cursor: str):
+        super().__init__(
+            "This cursor is older than the events the stream keeps "
+            "(AUTOMATION_STREAM_RETENTION_HOURS): reload, then subscribe after a newer cursor "
+            "(logs { streamCursor }); oldestCursor is the oldest one still accepted.",
+            oldestCursor=oldest_cursor,
+        )
 
 
 class ResponseTooLarge(ApiError):

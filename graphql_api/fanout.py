@@ -63,32 +63,36 @@ class Fanout:
         self._lock = asyncio.Lock()
 
     @contextlib.asynccontextmanager
-    async def listen(self, message_type: str, group: str):
-        """The events of `message_type` sent to `group`, from joining until the block exits."""
+    async def listen(self, message_types: str | tuple[str, ...], group: str):
+        """The events of `message_types` (one or several) sent to `group`, from joining until
+        the block exits, in the order the layer delivered them."""
+        types = (message_types,) if isinstance(message_types, str) else tuple(message_types)
         queue: asyncio.Queue = asyncio.Queue()
         try:
-            await self._join(group, message_type, queue)
+            await self._join(group, types, queue)
             yield _Events(queue)
         finally:
-            await self._leave(group, message_type, queue)
+            await self._leave(group, types, queue)
 
-    async def _join(self, group: str, message_type: str, queue: asyncio.Queue) -> None:
+    async def _join(self, group: str, message_types: tuple, queue: asyncio.Queue) -> None:
         async with self._lock:
             entry = self._groups.get(group)
             if entry is None:
                 entry = _Group(await self.layer.new_channel())
                 entry.reader = asyncio.get_running_loop().create_task(self._read(entry))
                 self._groups[group] = entry
-            entry.listeners[message_type].add(queue)
+            for message_type in message_types:
+                entry.listeners[message_type].add(queue)
             # Joining again refreshes the membership (the in-memory layer expires it after a day).
             await self.layer.group_add(group, entry.channel)
 
-    async def _leave(self, group: str, message_type: str, queue: asyncio.Queue) -> None:
+    async def _leave(self, group: str, message_types: tuple, queue: asyncio.Queue) -> None:
         async with self._lock:
             entry = self._groups.get(group)
             if entry is None:
                 return
-            entry.listeners[message_type].discard(queue)
+            for message_type in message_types:
+                entry.listeners[message_type].discard(queue)
             if not entry.empty():
                 return
             del self._groups[group]

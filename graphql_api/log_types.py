@@ -141,6 +141,17 @@ class AutomationLogType:
     def duration_ms(self) -> float | None:
         return self.duration_ms
 
+    @strawberry_django.field(
+        only=["organization_id"],
+        description=(
+            "The run's place in its organization's stream (opaque): a live event's own cursor; "
+            "on a queried run, the cursor of its latest event. Subscribe with `after` to get "
+            "what came after it."
+        ),
+    )
+    def cursor(self) -> str:
+        return automation_models.stream.log_cursor(self)
+
 
 @strawberry_django.type(accounts_models.Notification, name="Notification")
 class NotificationType:
@@ -175,3 +186,11 @@ class LogConnection:
     edges: list[LogEdge]
     page_info: PageInfo
     total_count: int
+    stream_cursor: str | None = strawberry.field(
+        default=None,
+        description=(
+            "The organization's latest stream cursor, read before this page: subscribe with "
+            "`after: streamCursor` to get every event from there, none missed. Null without "
+            "`organization`."
+        ),
+    )

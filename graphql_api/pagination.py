@@ -11,6 +11,7 @@ import datetime
 
 from django.db.models import Q
 
+from automation.api import stream
 from graphql_api.errors import InvalidInput
 from graphql_api.log_types import LogConnection, LogEdge, PageInfo
 
@@ -32,8 +33,16 @@ def decode_cursor(cursor: str) -> tuple[datetime.datetime, int]:
         raise InvalidInput({"after": ["Invalid cursor."]}) from None
 
 
-def log_page(queryset, first: int, after: str | None) -> LogConnection:
-    """One page of `queryset` (already filtered and scoped) after the cursor."""
+def log_page(
+    queryset,
+    first: int,
+    after: str | None,
+    *,
+    stream_cursor: str | None = None,
+    stream_positions: bool = False,
+) -> LogConnection:
+    """One page of `queryset` (already filtered and scoped) after the cursor; with
+    `stream_positions`, each log's latest stream position read in one query (its `cursor`)."""
     total = queryset.count()
     page = queryset.order_by("-created_at", "-id")
     if after:
@@ -42,9 +51,12 @@ def log_page(queryset, first: int, after: str | None) -> LogConnection:
     rows = list(page[: first + 1])
     has_next = len(rows) > first
     rows = rows[:first]
+    if stream_positions:
+        stream.set_positions(rows)
     edges = [LogEdge(cursor=encode_cursor(row), node=row) for row in rows]
     return LogConnection(
         edges=edges,
         page_info=PageInfo(has_next_page=has_next, end_cursor=edges[-1].cursor if edges else None),
         total_count=total,
+        stream_cursor=stream_cursor,
     )

@@ -5,6 +5,7 @@ import strawberry
 import strawberry_django
 from django.core.exceptions import ValidationError
 from strawberry.scalars import JSON
+from strawberry.types.nodes import SelectedField
 
 from accounts import invitations as invitation_services
 from accounts.models import ApiToken, Invitation, Membership, Organization
@@ -15,6 +16,7 @@ from automation.api import (
     get_automatable,
     readable_paths,
     record_snapshot,
+    stream,
 )
 from catalog.models import Category, Product
 from graphql_api import permissions as perms
@@ -134,11 +136,23 @@ class Query:
     ) -> LogConnection:
         first = perms.check_limit("first", 50 if first is None else first, MAX_PAGE)
         queryset = perms.scope(info, AutomationLog.objects.select_related(*LOG_JOINS))
+        stream_cursor = None
         if organization is not None:
-            queryset = queryset.filter(organization_id=perms.organization_id(info, organization))
+            organization_id = perms.organization_id(info, organization)
+            queryset = queryset.filter(organization_id=organization_id)
+            if selects(info, "streamCursor"):
+                # Read before the page: an event committed in between is then both in the page
+                # and after the cursor (a client drops it by its cursor), never in neither.
+                stream_cursor = stream.encode(organization_id, stream.head(organization_id))
         if filter is not None:
             queryset = _filter_logs(info, queryset, filter)
-        return log_page(queryset, first, after)
+        return log_page(
+            queryset,
+            first,
+            after,
+            stream_cursor=stream_cursor,
+            stream_positions=selects(info, "edges", "node", "cursor"),
+        )
 
     @strawberry_django.field
     def log(self, info: strawberry.Info, id: strawberry.ID) -> AutomationLogType:
@@ -264,6 +278,25 @@ def _window(queryset, ordering, offset: int, limit: int):
     """
     window = queryset.order_by(*ordering).values("pk")[offset : offset + limit]
     return queryset.model.objects.filter(pk__in=window).order_by(*ordering)
+
+
+def selects(info: strawberry.Info, *path: str) -> bool:
+    """Does the operation select this path of fields below the current one (through
+    fragments, under any alias)?"""
+    fields = info.selected_fields
+    for name in path:
+        fields = [child for field in fields for child in _children(field) if child.name == name]
+        if not fields:
+            return False
+    return True
+
+
+def _children(field):
+    for child in field.selections:
+        if isinstance(child, SelectedField):
+            yield child
+        else:  # a fragment, named or inline: its selections are the field's
+            yield from _children(child)
 
 
 def _filter_logs(info, queryset, log_filter: LogFilter):

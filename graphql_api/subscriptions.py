@@ -1,9 +1,9 @@
 """The contract's Subscription type: runs, action updates and notifications as they happen.
 
-Each subscription listens on the channel-layer group the publish hook (automation/live/events.py) sends
-to: the narrowest one its arguments allow (a run's, a rule's, else the organization's), and then
-filters on the payload. A process joins each group once for all its subscriptions
-(graphql_api/fanout.py) and hands each message to every local subscription of that group.
+Run and action subscriptions read their organization's stream (graphql_api/stream.py): in cursor
+order, each event once, after an `after` cursor from the journal first, and filter on the
+payload. A process joins each group once for all its subscriptions (graphql_api/fanout.py) and
+orders each organization's events once for all of them.
 
 A message is rendered without a database query: the payload becomes an unsaved model instance
 (`instance_from`) with only the published fields loaded, built once per message for all the
@@ -29,6 +29,8 @@ from graphql import GraphQLError
 
 from accounts.models import Notification
 from automation.api import AutomationLog, AutomationRule, live
+from automation.api import stream as live_stream
+from graphql_api import stream
 from graphql_api.errors import ApiError, NotFound, Unauthenticated
 from graphql_api.fanout import fanout
 from graphql_api.log_types import ActionLogEntry, AutomationLogType, NotificationType
@@ -44,6 +46,17 @@ INCLUDE_DRY_RUNS = Annotated[
     strawberry.argument(description="Deliver dry runs too (runRule(dryRun: true)); default false."),
 ]
 
+AFTER = Annotated[
+    str | None,
+    strawberry.argument(
+        description=(
+            "A cursor (an event's `cursor`, or `logs { streamCursor }`): first every matching "
+            "event after it, oldest first, from the stream's journal, then live ones, with no "
+            "gap and no duplicate. CURSOR_EXPIRED when it is older than the journal keeps."
+        )
+    ),
+]
+
 DATETIME_FIELDS = {"created_at", "started_at", "finished_at", "scheduled_for", "read_at"}
 
 
@@ -53,6 +66,9 @@ class ActionUpdate:
     rule_id: strawberry.ID
     seq: int
     action: ActionLogEntry
+    cursor: str = strawberry.field(
+        description="This event's place in the organization's stream (opaque; see `after`)."
+    )
 
 
 def instance_from(model, data: dict):
@@ -71,10 +87,11 @@ def instance_from(model, data: dict):
     return model.from_db(DEFAULT_DB_ALIAS, [f.attname for f in present], values)
 
 
-def log_from_message(payload: dict) -> AutomationLog:
+def log_from_message(payload: dict, position: int | None = None) -> AutomationLog:
     fields = {key: value for key, value in payload.items() if key != "rule"}
     fields["rule_id"] = payload["rule"]["id"]
     log = instance_from(AutomationLog, fields)
+    log.stream_position = position
     log.rule = instance_from(
         AutomationRule,
         {
@@ -91,7 +108,7 @@ def log_from_message(payload: dict) -> AutomationLog:
 
 
 def log_of(message: dict) -> AutomationLog:
-    return shareable(log_from_message(message["log"]))
+    return shareable(log_from_message(message["log"], message.get("position")))
 
 
 def action_update_of(message: dict) -> "ActionUpdate":
@@ -101,8 +118,16 @@ def action_update_of(message: dict) -> "ActionUpdate":
             rule_id=strawberry.ID(str(message["rule_id"])),
             seq=message["seq"],
             action=ActionLogEntry.from_json(message["action"]),
+            cursor=_cursor(message),
         )
     )
+
+
+def _cursor(message: dict) -> str:
+    position = message.get("position")
+    if position is None:  # published by a process without the journal (during an upgrade)
+        return ""
+    return live_stream.encode(message["organization_id"], position)
 
 
 def notification_of(message: dict) -> Notification:
@@ -143,14 +168,20 @@ async def _still_member(info: strawberry.Info, organization_id: int) -> None:
         raise NotFound()
 
 
+async def _after(organization_id: int, after: str | None) -> int | None:
+    return None if after is None else stream.parse_after(after, organization_id)
+
+
 async def stream_logs(
     info: strawberry.Info,
     organization: strawberry.ID,
     rule: strawberry.ID | None = None,
     statuses: list[RunStatus] | None = None,
     include_dry_runs: bool = False,
+    after: str | None = None,
 ) -> AsyncGenerator[AutomationLogType, None]:
     organization_id = await _member_organization(info, organization)
+    position = await _after(organization_id, after)
     rule_id = None
     if rule is not None:
         rule_id = parse_id(rule)
@@ -158,12 +189,10 @@ async def stream_logs(
         if not await in_organization.aexists():
             raise NotFound()
     wanted = {RunStatus(status).value for status in statuses} if statuses else None
-    if rule_id is None:
-        message_type, group = live.LOG_MESSAGE, live.organization_group(organization_id)
-    else:
-        message_type, group = live.LOG_BY_RULE_MESSAGE, live.rule_group(rule_id)
 
-    async with fanout().listen(message_type, group) as events:
+    types = frozenset({live_stream.LOG_MESSAGE})
+    # Closed with this generator (aclosing): it leaves the organization's stream at once.
+    async with aclosing(stream.events(organization_id, types, position)) as events:
         async for event in events:
             payload = event.message["log"]
             if payload["organization_id"] != organization_id:
@@ -184,8 +213,10 @@ async def stream_action_updates(
     rule: strawberry.ID | None = None,
     log: strawberry.ID | None = None,
     include_dry_runs: bool = False,
+    after: str | None = None,
 ) -> AsyncGenerator[ActionUpdate, None]:
     organization_id = await _member_organization(info, organization)
+    position = await _after(organization_id, after)
     rule_id = parse_id(rule) if rule is not None else None
     log_id = parse_id(log) if log is not None else None
     if rule_id is not None:
@@ -196,14 +227,9 @@ async def stream_action_updates(
         logs = AutomationLog.objects.filter(pk=log_id, organization_id=organization_id)
         if not await logs.aexists():
             raise NotFound()
-    if log_id is not None:
-        message_type, group = live.ACTION_BY_RUN_MESSAGE, live.run_group(log_id)
-    elif rule_id is not None:
-        message_type, group = live.ACTION_BY_RULE_MESSAGE, live.rule_group(rule_id)
-    else:
-        message_type, group = live.ACTION_MESSAGE, live.organization_group(organization_id)
 
-    async with fanout().listen(message_type, group) as events:
+    types = frozenset({live_stream.ACTION_MESSAGE})
+    async with aclosing(stream.events(organization_id, types, position)) as events:
         async for event in events:
             message = event.message
             if message["organization_id"] != organization_id:
@@ -247,8 +273,8 @@ async def guarded(info: strawberry.Info, stream: AsyncGenerator) -> AsyncGenerat
 class Subscription:
     @strawberry.subscription(
         description=(
-            "Every creation and status change of a run in scope; dry runs only with "
-            "includeDryRuns: true."
+            "Every creation and status change of a run in scope, in cursor order; dry runs only "
+            "with includeDryRuns: true. With `after`, the events after that cursor first."
         )
     )
     async def automation_logs(
@@ -258,14 +284,16 @@ class Subscription:
         rule: strawberry.ID | None = None,
         statuses: list[RunStatus] | None = None,
         include_dry_runs: INCLUDE_DRY_RUNS = False,
+        after: AFTER = None,
     ) -> AsyncGenerator[AutomationLogType, None]:
-        stream = stream_logs(info, organization, rule, statuses, bool(include_dry_runs))
-        async for log in guarded(info, stream):
+        events = stream_logs(info, organization, rule, statuses, bool(include_dry_runs), after)
+        async for log in guarded(info, events):
             yield log
 
     @strawberry.subscription(
         description=(
-            "Every action status change as it executes; dry runs' only with includeDryRuns: true."
+            "Every action status change as it executes, in cursor order; dry runs' only with "
+            "includeDryRuns: true. With `after`, the events after that cursor first."
         )
     )
     async def action_updates(
@@ -275,9 +303,10 @@ class Subscription:
         rule: strawberry.ID | None = None,
         log: strawberry.ID | None = None,
         include_dry_runs: INCLUDE_DRY_RUNS = False,
+        after: AFTER = None,
     ) -> AsyncGenerator[ActionUpdate, None]:
-        stream = stream_action_updates(info, organization, rule, log, bool(include_dry_runs))
-        async for update in guarded(info, stream):
+        events = stream_action_updates(info, organization, rule, log, bool(include_dry_runs), after)
+        async for update in guarded(info, events):
             yield update
 
     @strawberry.subscription(description="The viewer's own notifications as they are created.")

@@ -352,3 +352,47 @@ def _label_of(content_type_id: int | None) -> str | None:
     if content_type_id is None:
         return None
     return model_label(ContentType.objects.get_for_id(content_type_id).model_class())
+
+
+# --- The run stream's journal (automation/live/journal.py) ---------------------------------------
+
+
+class StreamHead(models.Model):
+    """An organization's latest stream position: the counter its events' positions come from.
+
+    Bumped, and so locked, right before the commit of each transaction that publishes run or
+    action events (automation/live/journal.py), so positions follow commit order with no gap.
+    A plain id, not a foreign key: nothing to check or lock beyond this row.
+    """
+
+    organization_id = models.BigIntegerField(primary_key=True)
+    position = models.BigIntegerField(default=0)
+
+    def __str__(self):
+        return f"Stream of organization {self.organization_id} at {self.position}"
+
+
+class StreamEvent(models.Model):
+    """One event of an organization's run stream, as it was published: the journal a
+    subscription with `after` reads before it goes live. Purged by age with the logs
+    (AUTOMATION_STREAM_RETENTION_HOURS)."""
+
+    LOG = "L"
+    ACTION = "A"
+
+    pk = models.CompositePrimaryKey("organization_id", "position")
+    organization_id = models.BigIntegerField()
+    position = models.BigIntegerField()
+    kind = models.CharField(max_length=1, choices=[(LOG, "run"), (ACTION, "action")])
+    log_id = models.BigIntegerField()
+    rule_id = models.BigIntegerField()
+    created_at = models.DateTimeField()
+    # The published message (JSON text) without its type; a run's `context` and `changes`,
+    # written once with the run, are read from its log when asked for.
+    message = models.TextField()
+
+    class Meta:
+        indexes = [models.Index(fields=["log_id", "position"], name="stream_log_idx")]
+
+    def __str__(self):
+        return f"Event {self.position} of organization {self.organization_id}"

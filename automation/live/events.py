@@ -6,15 +6,16 @@ sees a state that was rolled back, and no subscriber needs a database query to r
 message carries the log's `seq`, so a client can drop a stale message when two processes publish
 close together.
 
-Groups and message types (graphql_api/subscriptions.py listens to them). Channels matches a
-message to a listener by its `type`, not by the group it came through, so each kind of group has
-a type of its own: a connection with an organization-wide and a rule-specific subscription then
-gets each event once per subscription, not twice.
+Groups and message types (graphql_api/subscriptions.py listens to them):
 
     automation.org.<id>    "automation.log", "automation.action"     every run of the organization
-    automation.rule.<id>   "automation.log.rule", "automation.action.rule"   runs of one rule
-    automation.run.<id>    "automation.action.run"                   actions of one run
     automation.user.<id>   "automation.notification"                 the user's notifications
+
+Run and action events form the organization's stream (automation/live/journal.py): each is
+journaled in the transaction that published it, numbered in commit order, and sent with its
+"position" (the cursor subscribers see). They go to the organization's group only: a
+subscriber needs every position of the organization to tell a late or lost message from one
+that is not for it (graphql_api/stream.py).
 
 Delivery order: messages leave in the order they were published. With the in-memory layer
 (embedded mode) they must also be delivered on the event loop of the ASGI server, where the
@@ -37,27 +38,16 @@ from channels_redis.pubsub import RedisPubSubChannelLayer
 from django.db import transaction
 
 from automation.core.snapshots import json_value
+from automation.live import journal
+from automation.live.journal import ACTION_MESSAGE, LOG_MESSAGE
 
 logger = logging.getLogger("automation.live.events")
 
-LOG_MESSAGE = "automation.log"
-LOG_BY_RULE_MESSAGE = "automation.log.rule"
-ACTION_MESSAGE = "automation.action"
-ACTION_BY_RULE_MESSAGE = "automation.action.rule"
-ACTION_BY_RUN_MESSAGE = "automation.action.run"
 NOTIFICATION_MESSAGE = "automation.notification"
 
 
 def organization_group(organization_id) -> str:
     return f"automation.org.{organization_id}"
-
-
-def rule_group(rule_id) -> str:
-    return f"automation.rule.{rule_id}"
-
-
-def run_group(log_id) -> str:
-    return f"automation.run.{log_id}"
 
 
 def user_group(user_id) -> str:
@@ -266,17 +256,36 @@ def _send(sends: list[tuple[str, dict]]) -> None:
     sender.submit(layer, sends)
 
 
+class _Publication(journal.Events):
+    """An on-commit callback: the stream events of one publication, journaled right before
+    the commit (`before_commit`, called by the database backend, config/db.py) and sent to the
+    organization's group after it."""
+
+    before_commit = staticmethod(journal.before_commit)
+
+    def __call__(self) -> None:
+        if not self.journaled():
+            # Committed without the backend's hook (or run by hand in a test): journal them
+            # now, in a transaction of their own, so they are still numbered in commit order.
+            try:
+                journal.journal_now(self)
+            except Exception:
+                logger.exception("could not journal %s live events", len(self.pairs))
+                return
+        _send([(organization_group(org), message) for org, message in self.pairs])
+
+
 class Held:
     """Publications held back by `hold()`; `publish()` hands them, in order, to the transaction
     open at that moment, to be sent after it commits."""
 
     def __init__(self):
-        self.sends: list[tuple[str, dict]] = []
+        self.items: list[tuple[bool, list]] = []  # (stream events?, pairs or sends)
 
     def publish(self) -> None:
-        sends, self.sends = self.sends, []
-        if sends:
-            _publish(sends)
+        items, self.items = self.items, []
+        for is_stream, item in items:
+            (_publish_stream if is_stream else _publish)(item)
 
 
 _holding: contextvars.ContextVar[Held | None] = contextvars.ContextVar("held", default=None)
@@ -301,25 +310,29 @@ def _publish(sends: list[tuple[str, dict]]) -> None:
     # changes in place), so no deep copy per message.
     held = _holding.get()
     if held is not None:
-        held.sends.extend(sends)
+        held.items.append((False, sends))
         return
     transaction.on_commit(lambda: _send(sends))
 
 
+def _publish_stream(pairs: list[tuple[int, dict]]) -> None:
+    """Publish stream events: journaled before the commit, sent after it."""
+    held = _holding.get()
+    if held is not None:
+        held.items.append((True, pairs))
+        return
+    transaction.on_commit(_Publication(pairs))
+
+
 def publish_log(log) -> None:
-    """Publish the run's current state (after commit)."""
-    payload = serialize_log(log)
-    _publish(
-        [
-            (organization_group(log.organization_id), {"type": LOG_MESSAGE, "log": payload}),
-            (rule_group(log.rule_id), {"type": LOG_BY_RULE_MESSAGE, "log": payload}),
-        ]
-    )
+    """Publish the run's current state (journaled, and sent after commit)."""
+    _publish_stream([(log.organization_id, {"type": LOG_MESSAGE, "log": serialize_log(log)})])
 
 
 def publish_action(log, entry: dict) -> None:
-    """Publish one action entry's new state (after commit)."""
-    body = {
+    """Publish one action entry's new state (journaled, and sent after commit)."""
+    message = {
+        "type": ACTION_MESSAGE,
         "organization_id": log.organization_id,
         "log_id": log.pk,
         "rule_id": log.rule_id,
@@ -327,13 +340,7 @@ def publish_action(log, entry: dict) -> None:
         "dry_run": log.dry_run,  # subscriptions leave dry runs out unless asked for
         "action": dict(entry),
     }
-    _publish(
-        [
-            (organization_group(log.organization_id), {"type": ACTION_MESSAGE, **body}),
-            (rule_group(log.rule_id), {"type": ACTION_BY_RULE_MESSAGE, **body}),
-            (run_group(log.pk), {"type": ACTION_BY_RUN_MESSAGE, **body}),
-        ]
-    )
+    _publish_stream([(log.organization_id, message)])
 
 
 def publish_notification(notification) -> None:

@@ -9,6 +9,10 @@ retry never loses its origin. Deletion therefore goes in rounds, leaves first: a
 nothing points to is deleted; once its referrers are gone, the log they pointed to becomes a leaf
 and goes in a later round; one pointed to by a kept log is never a leaf. Each batch is its own
 short transaction, so the table is never locked for long and the worker keeps writing meanwhile.
+
+The run stream's journal goes first (automation/live/journal.py: events older than
+AUTOMATION_STREAM_RETENTION_HOURS, oldest first), and a log is kept while the journal still has
+an event of it, so an event a subscriber replays always finds its run.
 """
 
 import datetime
@@ -20,8 +24,9 @@ from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from automation.core.choices import FINISHED_RUN_STATUSES
-from automation.core.models import AutomationLog
+from automation.core.models import AutomationLog, StreamEvent
 from automation.fanout import budget
+from automation.live import journal
 
 logger = logging.getLogger("automation.runs.retention")
 
@@ -40,16 +45,30 @@ def _expired(now) -> Q:
 
 
 def _unreferenced():
-    """No log points to this one (one Exists per reference, each served by its FK index)."""
-    referenced = Q()
+    """No log points to this one (one Exists per reference, each served by its FK index), and
+    the stream's journal has no event of it (its log_id index)."""
+    referenced = Exists(StreamEvent.objects.filter(log_id=OuterRef("pk")))
     for name in REFERENCES:
         referenced |= Exists(AutomationLog.objects.filter(**{name: OuterRef("pk")}))
     return ~referenced
 
 
-def purge_logs(now=None, *, dry_run: bool = False, batch_size: int = BATCH_SIZE) -> dict:
-    """Delete expired logs; returns {status: count} of what was (or would be) deleted."""
+def purge(now=None, *, dry_run: bool = False, batch_size: int = BATCH_SIZE) -> tuple[dict, int]:
+    """Purge the stream's journal, then the logs: ({status: logs}, stream events) deleted (or,
+    with `dry_run`, that would be)."""
     now = now or timezone.now()
+    events = journal.purge(now, dry_run=dry_run)
+    return purge_logs(now, dry_run=dry_run, batch_size=batch_size, journal_purged=True), events
+
+
+def purge_logs(
+    now=None, *, dry_run: bool = False, batch_size: int = BATCH_SIZE, journal_purged=False
+) -> dict:
+    """Delete expired logs (the stream's journal first, unless `journal_purged`); returns
+    {status: count} of the logs that were (or would be) deleted."""
+    now = now or timezone.now()
+    if not journal_purged:
+        journal.purge(now, dry_run=dry_run)
     if dry_run:
         return _plan(now)
     deleted: dict[str, int] = {}

@@ -6,12 +6,15 @@ and opening one (the file, Django's SQL functions, the pragmas) was about a mill
 request of the embedded server. Here a closed connection goes back to a pool of this process
 (rolled back first if a transaction was left open) and the next thread's connect takes it, as
 psycopg's pool does for PostgreSQL (DATABASE_POOL). In-memory databases are not pooled.
+It also runs the before-commit hooks of config/db.py.
 """
 
 import queue
 import threading
 
 from django.db.backends.sqlite3 import base
+
+from config.db import BeforeCommitMixin
 
 # Idle connections kept per database file; more are closed.
 IDLE_CONNECTIONS = 8
@@ -28,7 +31,7 @@ def _pool(name: str) -> queue.LifoQueue:
         return pool
 
 
-class DatabaseWrapper(base.DatabaseWrapper):
+class DatabaseWrapper(BeforeCommitMixin, base.DatabaseWrapper):
     def _pooled(self) -> bool:
         return not self.is_in_memory_db()
 

@@ -41,9 +41,9 @@ def counted(monkeypatch):
     counts = {"built": 0, "rendered": 0}
     build, execute = subscriptions.log_from_message, StrawberryGraphQLCoreExecutionContext
 
-    def counting_build(payload):
+    def counting_build(payload, *args):
         counts["built"] += 1
-        return build(payload)
+        return build(payload, *args)
 
     def counting_execute(self, serially=None):
         if isinstance(self.root_value, AutomationLog):

@@ -99,7 +99,8 @@ def test_urls_mean_distributed_postgres_redis_huey_and_redis_layer(tmp_path):
     )
 
     assert loaded["embedded"] is False
-    assert loaded["db_engine"] == "django.db.backends.postgresql"
+    # Django's backend with the before-commit hook of config/db.py (the run stream's journal).
+    assert loaded["db_engine"] == "config.postgresql"
     assert loaded["db_name"] == "automation"
     assert loaded["db_host"] == "db.internal"
     assert loaded["huey_class"] == "FairRedisHuey"
@@ -123,7 +124,7 @@ def test_persistent_connections_replace_the_pool(tmp_path):
         (
             {"DATABASE_URL": "postgres://h/db"},
             False,
-            "django.db.backends.postgresql",
+            "config.postgresql",
             "WakeableSqliteHuey",
         ),
         ({"REDIS_URL": "redis://h:6379/0"}, False, "config.sqlite", "FairRedisHuey"),
