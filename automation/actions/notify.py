@@ -54,7 +54,14 @@ class SendNotificationHandler(ActionHandler):
     )
 
     def check(self, parameters, rule, errors, scope):
-        recipients = parameters["recipients"]
+        if "title" in parameters:
+            template_errors(parameters["title"], "title", errors, scope)
+        template_errors(parameters.get("body", ""), "body", errors, scope)
+        if "recipients" in parameters:
+            self._check_recipients(parameters["recipients"], rule, errors)
+
+    @staticmethod
+    def _check_recipients(recipients, rule, errors) -> None:
         usernames = recipients.get("usernames", [])
         if not usernames and not recipients.get("roles"):
             add_message(errors, "recipients", "Name at least one username or role.")
@@ -72,8 +79,6 @@ class SendNotificationHandler(ActionHandler):
                         f"recipients.usernames.{index}",
                         f'"{username}" is not a member of this organization.',
                     )
-        template_errors(parameters["title"], "title", errors, scope)
-        template_errors(parameters.get("body", ""), "body", errors, scope)
 
     def _prepare(self, parameters, ctx):
         title = render_parameter(parameters["title"], ctx, "title", as_text=True)

@@ -49,7 +49,8 @@ def leaf_errors(
         return errors
     path = None
     if not rule.content_type_id:
-        _add(errors, "field_name", "This rule has no model, so it has no fields to test.")
+        if not rule.refused_model:  # else the model's own error says it
+            _add(errors, "field_name", "This rule has no model, so it has no fields to test.")
     else:
         try:
             path = resolve_path(rule.model, field_path)

@@ -80,6 +80,11 @@ class AutomationRule(Timestamped, Auditable, OrganizationScoped):
 
     objects = AutomationRuleQuerySet.as_manager()
 
+    # Not stored: the model label an input named that is not automatable, set by the rule service
+    # while it validates that input (content_type is then None), so that the checks of the
+    # conditions and actions do not add "this rule has no model" to the model's own error.
+    refused_model: str | None = None
+
     class Meta:
         ordering = ["name", "id"]
         constraints = [

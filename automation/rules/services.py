@@ -193,6 +193,7 @@ def _apply_model(rule, data, errors) -> None:
     except LookupError as exc:
         errors.add("model", [str(exc)])
         rule.content_type = None
+        rule.refused_model = str(label)
         return
     rule.content_type = ContentType.objects.get_for_model(entry.model)
 

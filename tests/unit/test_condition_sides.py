@@ -355,7 +355,11 @@ SCHEDULE = dict(schedule_rule=True)
         (
             {},
             dict(field_name="stock", operator=Operator.LESS_THAN, value_field="stok"),
-            {"value_field": ['"stok" is not a readable field of catalog.product.']},
+            {
+                "value_field": [
+                    '"stok" is not a readable field of catalog.product. Did you mean "stock"?'
+                ]
+            },
         ),
         (
             {},
