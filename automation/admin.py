@@ -110,7 +110,16 @@ class RuleConditionForm(CheckedForm):
 class RuleConditionInline(RuleScopedInline):
     model = RuleCondition
     form = RuleConditionForm
-    fields = ["group", "field_name", "operator", "value", "negate", "order"]
+    fields = [
+        "group",
+        "field_name",
+        "operator",
+        "value",
+        "previous",
+        "value_field",
+        "negate",
+        "order",
+    ]
 
 
 class RuleActionForm(CheckedForm):

@@ -38,12 +38,25 @@ class ConditionInput:
     operator: Operator
     value: JSON | None = None
     negate: bool | None = False
+    previous: bool | None = strawberry.field(
+        default=False,
+        description="Test the record as it was before the write (UPDATED rules, the record's "
+        "own fields): a field the write did not change had its current value.",
+    )
+    value_field: str | None = strawberry.field(
+        default=None,
+        description="Compare with this field path of the record instead of `value` (one or the "
+        "other): of the same kind as `field` (numbers, dates, date-times, text, true/false, "
+        "references to one model).",
+    )
 
     def to_data(self) -> dict:
         return {
             "field": self.field,
             "operator": _value(self.operator),
             "value": self.value,
+            "previous": bool(self.previous),
+            "value_field": self.value_field or "",
             "negate": bool(self.negate),
         }
 

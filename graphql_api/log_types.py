@@ -47,6 +47,26 @@ class ConditionTraceEntry:
         "condition was evaluated: an ISO 8601 date-time (UTC) or date, or the list with each "
         "relative item resolved. Null when `expected` is not relative.",
     )
+    previous: bool = strawberry.field(
+        default=False,
+        description="The condition tested the record as it was before the write (`previous: "
+        "true`): it compared `actualPrevious` (with `expectedPrevious` when it has a "
+        "valueField).",
+    )
+    value_field: str | None = strawberry.field(
+        default=None,
+        description="The field the condition compared with; `expected` is that field's value.",
+    )
+    actual_previous: JSON | None = strawberry.field(
+        default=None,
+        description="The field's value before the write, for the conditions that read it "
+        "(`previous: true`, CROSSED_BELOW, CROSSED_ABOVE); `actual` is its value after.",
+    )
+    expected_previous: JSON | None = strawberry.field(
+        default=None,
+        description="The valueField's value before the write, for the conditions that read it; "
+        "`expected` is its value after.",
+    )
 
     @classmethod
     def from_json(cls, entry: dict) -> "ConditionTraceEntry":
@@ -59,6 +79,10 @@ class ConditionTraceEntry:
             passed=bool(entry.get("passed")),
             error=entry.get("error") or None,
             resolved_expected=entry.get("resolved_expected"),
+            previous=bool(entry.get("previous")),
+            value_field=entry.get("value_field"),
+            actual_previous=entry.get("actual_previous"),
+            expected_previous=entry.get("expected_previous"),
         )
 
 

@@ -6,7 +6,7 @@ like an id that does not exist (NOT_FOUND): a non-member learns nothing.
 
 Roles: VIEWER reads; EDITOR also writes rules and catalog records and runs rules; ADMIN also
 manages members and invitations. `require_role()` raises PERMISSION_DENIED for a member whose role
-is too low. An invitation is the one record a non-member reads: the one addressed to them.
+is too low, saying which role is needed (`extensions.requiredRole`, and the member's `role`). An invitation is the one record a non-member reads: the one addressed to them.
 """
 
 import strawberry
@@ -105,8 +105,20 @@ def require_role(info: strawberry.Info, organization_id, minimum: str) -> str:
     if role is None:
         raise NotFound()
     if ROLE_RANK[Role(role)] < ROLE_RANK[Role(minimum)]:
-        raise PermissionDenied()
+        raise PermissionDenied(
+            f"This needs the {_roles_from(minimum)} role in this organization; yours is {role}.",
+            requiredRole=str(minimum),
+            role=role,
+        )
     return role
+
+
+def _roles_from(minimum: str) -> str:
+    """ "EDITOR or ADMIN": the roles that rank at least `minimum`."""
+    roles = [
+        str(r) for r in sorted(Role, key=ROLE_RANK.get) if ROLE_RANK[r] >= ROLE_RANK[Role(minimum)]
+    ]
+    return " or ".join(roles)
 
 
 def organization_id(info: strawberry.Info, value, minimum: str = READ) -> int:

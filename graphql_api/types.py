@@ -159,6 +159,12 @@ class ConditionNode:
     value: JSON | None
     negate: bool
     order: int
+    previous: bool = strawberry.field(
+        default=False, description="Tests the record as it was before the write."
+    )
+    value_field: str | None = strawberry.field(
+        default=None, description="The field path compared with instead of `value`."
+    )
 
 
 @strawberry.type(name="ConditionGroup", description="Every rule has exactly one root group.")
@@ -192,6 +198,8 @@ def condition_tree(rule) -> ConditionGroupNode | None:
                     value=c.value,
                     negate=c.negate,
                     order=c.order,
+                    previous=c.previous,
+                    value_field=c.value_field or None,
                 )
                 for c in sorted(leaves.get(group.pk, []), key=lambda c: (c.order, c.pk))
             ],

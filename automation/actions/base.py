@@ -113,20 +113,28 @@ class ActionHandler:
     def validate(self, parameters, rule, order: int | None = None) -> dict[str, list[str]]:
         """{parameter path: [messages]}, {} when the parameters are valid for action `order`
         (its position; None when not known) of `rule`."""
-        errors = parameters_bulk_errors(parameters) or self._schema_errors(parameters)
+        errors = parameters_bulk_errors(parameters)
         if errors:
-            return errors  # the shape is wrong: deeper checks would only add noise
-        for container, key, keys in secret_locations(parameters, self.secret_paths):
+            return errors  # too large or deep to walk any further
+        errors = self._schema_errors(parameters)
+        if "" in errors or not isinstance(parameters, dict):
+            return errors  # not an object of parameters at all
+        # Every parameter whose shape is right is checked further, so that one save reports
+        # every mistake; one with a schema error (at it or below it) is left out of the deeper
+        # checks, where it would only add noise. A check skips what is left out.
+        sound = {name: value for name, value in parameters.items() if not has_error(errors, name)}
+        for container, key, keys in secret_locations(sound, self.secret_paths):
             if container[key] == MASK:
                 add_message(
                     errors, join_path(*keys), f'"{MASK}" stands for a stored secret; send it again.'
                 )
-        self.check(parameters, rule, errors, template_scope(rule, order))
+        self.check(sound, rule, errors, template_scope(rule, order))
         return errors
 
     def check(self, parameters: dict, rule, errors: dict, scope: TemplateScope | None) -> None:
         """Checks beyond the schema (models, fields, templates: what `scope` lets placeholders
-        read). Adds to `errors`."""
+        read). Adds to `errors`. `parameters` holds only those of a valid shape: one that is
+        required may be missing (its schema error is reported), so read it with `.get()`."""
 
     def _schema_errors(self, parameters) -> dict[str, list[str]]:
         errors: dict[str, list[str]] = {}
@@ -140,6 +148,13 @@ class ActionHandler:
                 extra = set(error.instance) - set(error.schema.get("properties", {}))
                 for name in sorted(extra):
                     add_message(errors, join_path(path, name), "Unknown parameter.")
+            elif error.validator == "type" and path not in self.schema_messages:
+                add_message(errors, path, _type_message(error.validator_value, error.instance))
+            elif error.validator == "enum" and path not in self.schema_messages:
+                choices = ", ".join(str(choice) for choice in error.validator_value)
+                shown = json.dumps(error.instance)
+                shown = shown if len(shown) <= 100 else f"{shown[:100]}..."
+                add_message(errors, path, f"{shown} is not one of {choices}.")
             else:
                 message = self.schema_messages.get(path, error.message)
                 add_message(errors, path, message)
@@ -208,6 +223,37 @@ def add_message(errors: dict, path: str, message: str) -> None:
     errors.setdefault(path, []).append(message)
 
 
+_JSON_TYPES = {
+    "string": "text",
+    "integer": "a whole number",
+    "number": "a number",
+    "boolean": "true or false",
+    "object": "an object",
+    "array": "a list",
+    "null": "null",
+}
+
+
+def _type_message(expected, instance) -> str:
+    """ "Expected text, not a number." (jsonschema's own says "5 is not of type 'string'")."""
+    wanted = [expected] if isinstance(expected, str) else list(expected)
+    names = [_JSON_TYPES.get(name, name) for name in wanted]
+    if isinstance(instance, bool):
+        given = "true or false"
+    elif isinstance(instance, int | float):
+        given = "a number"
+    else:
+        given = _JSON_TYPES.get(
+            {str: "string", dict: "object", list: "array"}.get(type(instance), ""), "null"
+        )
+    return f"Expected {' or '.join(names)}, not {given}."
+
+
+def has_error(errors: dict, path: str) -> bool:
+    """Is there an error at parameter `path` or below it?"""
+    return any(key == path or key.startswith(f"{path}.") for key in errors)
+
+
 def render_parameter(value, ctx, what: str, *, as_text: bool = False):
     """Parameter `what` rendered for the run, within the size its placeholders may produce.
 
@@ -256,6 +302,8 @@ def template_scope(rule, order: int | None) -> TemplateScope | None:
     earlier results); None without a rule, when only placeholders' roots are checked."""
     if rule is None:
         return None
+    if rule.refused_model:  # reported at the rule's model
+        return TemplateScope(action_order=order)
     if not rule.content_type_id:
         has_payload = rule.trigger_type == TriggerType.WEBHOOK
         return TemplateScope(has_record=False, has_payload=has_payload, action_order=order)

@@ -64,10 +64,11 @@ class CallWebhookHandler(ActionHandler):
     )
 
     def check(self, parameters, rule, errors, scope):
-        url = parameters["url"]
-        template_errors(url, "url", errors, scope)
+        url = parameters.get("url")
         template_errors(parameters.get("body"), "body", errors, scope)
-        if "url" not in errors and "{{" not in url:
+        if url is not None:
+            template_errors(url, "url", errors, scope)
+        if url is not None and "url" not in errors and "{{" not in url:
             try:
                 _check_static_url(url)
             except webhooks.WebhookRefused as exc:

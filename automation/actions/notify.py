@@ -67,14 +67,19 @@ class SendNotificationHandler(ActionHandler):
         return isinstance(parameters, dict) and parameters.get("email") is True
 
     def check(self, parameters, rule, errors, scope):
-        recipients = parameters["recipients"]
+        if "title" in parameters:
+            template_errors(parameters["title"], "title", errors, scope)
+        template_errors(parameters.get("body", ""), "body", errors, scope)
+        if "recipients" in parameters:
+            self._check_recipients(parameters["recipients"], rule, errors)
+
+    @staticmethod
+    def _check_recipients(recipients, rule, errors) -> None:
         usernames = recipients.get("usernames", [])
         if not usernames and not recipients.get("roles"):
             add_message(errors, "recipients", "Name at least one username or role.")
         for path, message in non_member_errors(rule, usernames, "recipients.usernames"):
             add_message(errors, path, message)
-        template_errors(parameters["title"], "title", errors, scope)
-        template_errors(parameters.get("body", ""), "body", errors, scope)
 
     def _prepare(self, parameters, ctx):
         title = render_parameter(parameters["title"], ctx, "title", as_text=True)

@@ -3,7 +3,7 @@ organization, written through save()/delete() so signals fire, each write counte
 
 import logging
 
-from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
+from django.core.exceptions import NON_FIELD_ERRORS, FieldDoesNotExist, ValidationError
 from django.db import models, transaction
 
 from accounts.validation import full_clean_changes
@@ -12,6 +12,7 @@ from automation.actions.base import (
     ActionError,
     ActionHandler,
     add_message,
+    has_error,
     is_json_field,
     join_path,
     parameters_schema_of,
@@ -25,7 +26,9 @@ from automation.actions.templates import (
 from automation.core.choices import ActionType
 from automation.core.registry import (
     PathError,
+    did_you_mean,
     get_automatable,
+    name_field_of,
     organization_lookup_for,
     resolve_path,
 )
@@ -74,7 +77,7 @@ class RecordHandler(ActionHandler):
         """The target's model label when it is valid (errors added otherwise)."""
         if target == TRIGGER:
             label = rule.model if rule is not None else None
-            if label is None:
+            if label is None and not getattr(rule, "refused_model", None):
                 add_message(
                     errors,
                     "target",
@@ -121,7 +124,8 @@ class RecordHandler(ActionHandler):
         for name, value in fields.items():
             path = join_path("fields", name)
             if name not in entry.writable:
-                add_message(errors, path, f'"{name}" is not a writable field of {label}.')
+                hint = did_you_mean(name, entry.writable)
+                add_message(errors, path, f'"{name}" is not a writable field of {label}.{hint}')
                 continue
             template_errors(value, path, errors, scope)
             field = entry.field(name)
@@ -210,7 +214,7 @@ class RecordHandler(ActionHandler):
         try:
             full_clean_changes(instance, fields)
         except ValidationError as exc:
-            raise ActionError(_validation_message(exc, entry.label)) from None
+            raise ActionError(_validation_message(exc, entry)) from None
 
 
 class UpdateRecordHandler(RecordHandler):
@@ -223,8 +227,10 @@ class UpdateRecordHandler(RecordHandler):
     )
 
     def check(self, parameters, rule, errors, scope):
+        if has_error(errors, "target"):
+            return  # which record, and so which fields, is not known
         label = self.check_target(parameters.get("target", TRIGGER), rule, errors, scope)
-        if label is not None:
+        if label is not None and "fields" in parameters:
             self.check_fields(label, parameters["fields"], errors, rule, scope)
 
     def _prepare(self, parameters, ctx, *, lock):
@@ -266,8 +272,10 @@ class CreateRecordHandler(RecordHandler):
     )
 
     def check(self, parameters, rule, errors, scope):
+        if "model" not in parameters:
+            return  # its schema error is reported; the fields cannot be checked without it
         label = self.check_model(parameters["model"], "model", errors)
-        if label is not None:
+        if label is not None and "fields" in parameters:
             self.check_fields(label, parameters["fields"], errors, rule, scope)
             entry = get_automatable(label)
             if not entry.owns_organization and entry.owner_field not in parameters["fields"]:
@@ -318,7 +326,8 @@ class DeleteRecordHandler(RecordHandler):
     )
 
     def check(self, parameters, rule, errors, scope):
-        self.check_target(parameters.get("target", TRIGGER), rule, errors, scope)
+        if not has_error(errors, "target"):
+            self.check_target(parameters.get("target", TRIGGER), rule, errors, scope)
 
     def execute(self, parameters, ctx, *, on_attempt=None):
         entry, instance = self.find_target(parameters, ctx, lock=True)
@@ -339,8 +348,22 @@ def literal_value_errors(field, value) -> list[str]:
     try:
         field.clean(_field_input(field, value), None)
     except ValidationError as exc:
-        return exc.messages
+        return field_messages(field, exc.error_list)
     return []
+
+
+def field_messages(field, errors: list[ValidationError]) -> list[str]:
+    """The messages of a field's errors, where a bad choice lists the choices (Django's own
+    message says only that it is not one)."""
+    messages = []
+    for error in errors:
+        if error.code == "invalid_choice" and field is not None and field.choices:
+            choices = ", ".join(str(key) for key, _label in field.flatchoices)
+            value = (error.params or {}).get("value")
+            messages.append(f'"{value}" is not a choice of {field.name} ({choices}).')
+        else:
+            messages.extend(error.messages)
+    return messages
 
 
 def _field_input(field, value):
@@ -379,7 +402,18 @@ def _lookup_value(field, value, path):
     try:
         return None if value is None else target.to_python(value)
     except ValidationError as exc:
+        if field.is_relation:
+            raise ActionError(f"{path}: {not_an_id(field, value)}") from None
         raise ActionError(f"{path}: {' '.join(exc.messages)}") from None
+
+
+def not_an_id(field, value) -> str:
+    """A foreign key given something that is no id: most likely the related record's name."""
+    related = field.related_model
+    label = f"{related._meta.app_label}.{related._meta.model_name}"
+    message = f"{value!r} is not an id: {field.name} takes the id of a {label} (a number)"
+    name = name_field_of(related)
+    return f"{message}, not its {name}." if name else f"{message}."
 
 
 def _related_record(field, value, organization_id, path):
@@ -393,7 +427,7 @@ def _related_record(field, value, organization_id, path):
     try:
         pk = related._meta.pk.to_python(value)
     except ValidationError:
-        raise ActionError(f"{path}: {value!r} is not a valid id.") from None
+        raise ActionError(f"{path}: {not_an_id(field, value)}") from None
     record = related._default_manager.filter(pk=pk, **{lookup: organization_id}).first()
     if record is None:
         label = f"{related._meta.app_label}.{related._meta.model_name}"
@@ -401,11 +435,20 @@ def _related_record(field, value, organization_id, path):
     return record
 
 
-def _validation_message(exc: ValidationError, label: str) -> str:
+def _validation_message(exc: ValidationError, entry) -> str:
+    label = entry.label
     if not hasattr(exc, "error_dict"):
         return f"Invalid {label}: {' '.join(exc.messages)}"
     parts = []
-    for name, messages in exc.message_dict.items():
+    for name, errors in exc.error_dict.items():
         where = "record" if name == NON_FIELD_ERRORS else f"fields.{name}"
-        parts.append(f"{where}: {' '.join(messages)}")
+        field = None if name == NON_FIELD_ERRORS else _field_or_none(entry, name)
+        parts.append(f"{where}: {' '.join(field_messages(field, errors))}")
     return f"Invalid {label}: " + "; ".join(parts)
+
+
+def _field_or_none(entry, name):
+    try:
+        return entry.field(name)
+    except FieldDoesNotExist:  # a model's clean() may key its errors as it likes
+        return None

@@ -10,6 +10,7 @@ from django.db import models
 
 from automation.conditions import relative_dates
 from automation.conditions.tree import Clock, ConditionError
+from automation.core.registry import model_label, name_field_of
 
 
 def base_field(model_field):
@@ -88,9 +89,24 @@ def coerce_value(model_field, value):
             return value
         return base.to_python(value)
     except (ValueError, TypeError, ArithmeticError, ValidationError):
+        if model_field.is_relation and isinstance(value, str):
+            raise ConditionError(_not_an_id(model_field, value)) from None
         raise ConditionError(
             f"{value!r} cannot be compared with {model_field.name} ({kind})."
         ) from None
+
+
+def _not_an_id(model_field, value: str) -> str:
+    """A foreign key compared with text that is no id: most likely the related record's name."""
+    related = model_field.related_model
+    message = (
+        f"{value!r} is not an id: {model_field.name} refers to a {model_label(related)} by its "
+        "id, so compare it with the id (a number)"
+    )
+    name = name_field_of(related)
+    if name is None:
+        return f"{message}."
+    return f'{message}, or compare "{model_field.name}__{name}" with the {name}.'
 
 
 def _to_bool(value) -> bool:

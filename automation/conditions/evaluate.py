@@ -27,6 +27,9 @@ Semantics worth knowing:
 - `None` compares true only with IS_NULL, EQUALS null and NOT_EQUALS (None differs from any value);
   every other operator is false on a null actual. CHANGED_FROM / CHANGED_TO compare old / new
   values by equality, so "changed from null" works.
+- The record as it was before the write (`previous: true`, the crossings CROSSED_BELOW /
+  CROSSED_ABOVE) and comparisons with another field (`valueField`) are read here and compared
+  by sides.py, whose docstring says what they mean.
 - An empty group is met whatever its logic (then its own negate applies); a rule without a root
   group is met.
 - FAIL CLOSED: an error in any leaf (path no longer resolves, uncoercible value, a regex match too
@@ -41,18 +44,16 @@ Semantics worth knowing:
   use AUTOMATION_CONDITIONS_CPU_SECONDS_PER_MINUTE (cpu_budget.py); once it is spent, the leaves
   left fail closed the same way (`budget_error` names that setting, `cpu_budget_spent` is set)
   until the minute ends. A tree without leaves evaluates nothing and is still met.
-- The trace is bounded: texts longer than TRACE_MAX_TEXT characters and lists longer than
-  TRACE_MAX_VALUES are cut (saying how long they were), so a trace stays small whatever the
-  rule's values or the record hold.
+- The trace is bounded (trace.py), so it stays small whatever the rule's values or the record
+  hold.
 
 ONE CHECKER, TWO USES: `leaf_test` checks a leaf's rule side (the operator applies to the field,
 a value is there when needed, it coerces to the field's type, is a choice, a list, a valid
-pattern) before any record is seen. Evaluation calls it for every leaf; `leaf_errors` calls it
-when a rule is saved (RuleCondition.clean), so a rule is refused with the very message its runs
-would otherwise fail with.
+pattern) before any record is seen (`sides.field_test` for a leaf with a valueField). Evaluation
+calls it for every leaf; `checks.leaf_errors` calls it when a rule is saved, so a rule is refused
+with the very message its runs would otherwise fail with.
 """
 
-import json
 import logging
 import time
 from typing import Any
@@ -60,7 +61,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 
-from automation.conditions import cpu_budget, operators, payload
+from automation.conditions import cpu_budget, operators, payload, sides, trace
 from automation.conditions import tree as condition_tree
 from automation.conditions.coercion import coerce_value
 from automation.conditions.operators import resolved_relative
@@ -71,9 +72,11 @@ from automation.conditions.tree import (
     ConditionResult,
     GroupNode,
     LeafNode,
+    Outcome,
 )
 from automation.core.choices import (
     CHANGE_OPERATORS,
+    CROSSING_OPERATORS,
     ConditionLogic,
     Operator,
     TriggerEvent,
@@ -90,15 +93,6 @@ from automation.core.snapshots import diff, json_value
 
 logger = logging.getLogger("automation.conditions.evaluate")
 
-
-# A trace entry shows at most this many values of a list (a to-many leaf's related values, an IN
-# list; the verdict uses all of them), and texts up to this many characters.
-TRACE_MAX_VALUES = 20
-
-TRACE_MAX_TEXT = 200
-
-# An error message in a trace entry (it may quote the values it is about).
-TRACE_MAX_ERROR = 1000
 
 # --- Evaluation --------------------------------------------------------------------------------
 
@@ -147,57 +141,6 @@ def _charge_cpu(rule, cpu_started: float) -> None:
 def _internal_error(exc: Exception) -> str:
     """The trace is shown to the organization's users: the details stay in the server log."""
     return f"Internal error ({type(exc).__name__}); the server log has the details."
-
-
-def _trace_entry(path, field_path, operator, expected, actual, passed, error, resolved=None):
-    entry = {
-        "path": path,
-        "field": field_path,
-        "operator": operator,
-        "expected": _shown(expected),
-        "actual": _shown(actual),
-        "passed": passed,
-        "error": error if error is None else _cut(error, TRACE_MAX_ERROR),
-    }
-    if resolved is not None:  # only for relative values: other entries keep their shape
-        entry["resolved_expected"] = _shown(resolved)
-    return entry
-
-
-def _shown(value, nested: bool = False):
-    """`value` (JSON) as a trace entry shows it: texts and lists cut, saying how long they were.
-
-    A list or object inside a list or object is shown as its JSON text, cut the same way.
-    """
-    if isinstance(value, str):
-        return _cut(value, TRACE_MAX_TEXT)
-    if nested and isinstance(value, list | dict):
-        try:
-            text = json.dumps(value)
-        except (TypeError, ValueError, RecursionError):
-            text = repr(type(value))
-        return value if len(text) <= TRACE_MAX_TEXT else _cut(text, TRACE_MAX_TEXT)
-    if isinstance(value, list):
-        shown = [_shown(item, nested=True) for item in value[:TRACE_MAX_VALUES]]
-        if len(value) > TRACE_MAX_VALUES:
-            shown.append(f"... {len(value) - TRACE_MAX_VALUES} more ({len(value)} in all)")
-        return shown
-    if isinstance(value, dict):
-        items = list(value.items())
-        shown = {
-            _cut(str(key), TRACE_MAX_TEXT): _shown(item, nested=True)
-            for key, item in items[:TRACE_MAX_VALUES]
-        }
-        if len(items) > TRACE_MAX_VALUES:
-            shown["..."] = f"{len(items) - TRACE_MAX_VALUES} more ({len(items)} in all)"
-        return shown
-    return value
-
-
-def _cut(text: str, limit: int) -> str:
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}... ({len(text)} characters)"
 
 
 class _Evaluator:
@@ -279,11 +222,11 @@ class _Evaluator:
         )
 
     def leaf_verdict(self, leaf: LeafNode) -> bool:
-        actual = resolved = None
+        outcome = None
         try:
             self.check_budget()
-            passed, actual, resolved = self._evaluate_leaf(leaf)
-            passed = passed != leaf.negate
+            outcome = self._evaluate_leaf(leaf)
+            passed = outcome.passed != leaf.negate
             error = None
         except BudgetSpent as exc:
             passed, error = False, str(exc)
@@ -294,38 +237,69 @@ class _Evaluator:
         except Exception as exc:  # a database error or a bug: fail closed, keep evaluating
             passed, error = False, _internal_error(exc)
             logger.exception("Condition %s of rule %s crashed", leaf.path, self.rule.pk)
-        self.trace.append(
-            _trace_entry(
-                leaf.path, leaf.field, leaf.operator, leaf.value, actual, passed, error, resolved
-            )
-        )
+        self.trace.append(trace.leaf_entry(leaf, outcome, passed, error))
         return passed
 
-    def _evaluate_leaf(self, leaf: LeafNode) -> tuple[bool, Any, Any]:
-        """(comparison verdict before the leaf's negate, actual value for the trace, the
-        expected value resolved when it is relative, else None)."""
+    def _evaluate_leaf(self, leaf: LeafNode) -> Outcome:
+        """The leaf's comparison (its verdict before the leaf's negate) and what it read."""
         if self.scope_error:
             raise ConditionError(self.scope_error)
         if leaf.operator not in Operator.values:
             raise ConditionError(f'Unknown operator "{leaf.operator}".')
         if self.rule.trigger_type == TriggerType.WEBHOOK or payload.is_payload_path(leaf.field):
             return self._payload_leaf(leaf)
-        if self.model is None:
-            raise ConditionError("This rule has no model, so it has no fields to test.")
-        try:
-            path = resolve_path(model_label(self.model), leaf.field)
-        except (PathError, LookupError) as exc:
-            raise ConditionError(f"The field path no longer resolves: {exc}") from None
-
+        path = self._resolve(leaf.field)
         operator = Operator(leaf.operator)
+        if leaf.value_field:
+            return self._field_against_field(leaf, operator, path)
         compare = operators.leaf_test(operator, path, leaf.value, self.clock)
         resolved = resolved_relative(path.field, leaf.value, self.clock)
         if operator in CHANGE_OPERATORS:
             change = self._changes().get(path.field.name)
-            return compare(change), change, resolved
+            return Outcome(compare(change), change, resolved)
+        if operator in CROSSING_OPERATORS:
+            old, new = self._previous_value(path), self._local_value(path)
+            return Outcome(compare(old, new), new, resolved, {"actual_previous": old})
+        if leaf.previous:
+            old = self._previous_value(path)
+            actual = self._local_value(path)
+            return Outcome(compare(old), actual, resolved, {"actual_previous": old})
+        passed, actual = self._compare_field(path, compare)
+        return Outcome(passed, actual, resolved)
+
+    def _field_against_field(self, leaf: LeafNode, operator, path: ResolvedPath) -> Outcome:
+        """A leaf with a valueField (sides.py): the other field's value takes the place of the
+        leaf's value, read from the record as it was before the write too where the leaf needs
+        it (`previous`, a crossing)."""
+        other = self._resolve(leaf.value_field)
+        test = sides.field_test(operator, path, other, leaf.previous)
+        if operator in CROSSING_OPERATORS or leaf.previous:
+            old, new = self._previous_value(path), self._local_value(path)
+            other_old, other_new = self._previous_value(other), self._local_value(other)
+            if operator in CROSSING_OPERATORS:
+                passed = test(old, new, other_old, other_new)
+            else:
+                passed = test(old, other_old)
+            more = {"expected": other_new, "actual_previous": old, "expected_previous": other_old}
+            return Outcome(passed, new, more=more)
+        other_value = self._value_of(other)
+        passed, actual = self._compare_field(path, lambda value: test(value, other_value))
+        return Outcome(passed, actual, more={"expected": other_value})
+
+    def _resolve(self, field_path: str) -> ResolvedPath:
+        if self.model is None:
+            raise ConditionError("This rule has no model, so it has no fields to test.")
+        try:
+            return resolve_path(model_label(self.model), field_path)
+        except (PathError, LookupError) as exc:
+            raise ConditionError(f"The field path no longer resolves: {exc}") from None
+
+    def _compare_field(self, path: ResolvedPath, compare) -> tuple[bool, Any]:
+        """(verdict, actual value for the trace) of `compare` on the field's value now: the
+        record's own, a to-one relation's, or any of a to-many relation's."""
         if path.is_local:
             actual = self._local_value(path)
-            return compare(actual), actual, resolved
+            return compare(actual), actual
         values = self._related_values(path)
         if path.through_many:
             # Every row is compared (no early exit), so a bad row is an error, not hidden.
@@ -333,11 +307,11 @@ class _Evaluator:
             for value in values:
                 self.check_budget()
                 verdicts.append(compare(value))
-            return any(verdicts), [json_value(value) for value in values], resolved
+            return any(verdicts), [json_value(value) for value in values]
         actual = values[0] if values else None
-        return compare(actual), json_value(actual), resolved
+        return compare(actual), json_value(actual)
 
-    def _payload_leaf(self, leaf: LeafNode) -> tuple[bool, Any, None]:
+    def _payload_leaf(self, leaf: LeafNode) -> Outcome:
         """A leaf on the run's payload (conditions/payload.py): checked as at save time."""
         if self.rule.trigger_type != TriggerType.WEBHOOK:
             raise ConditionError("Only the runs of WEBHOOK rules have a payload.")
@@ -346,7 +320,7 @@ class _Evaluator:
         if self.ctx.payload is None:
             raise ConditionError("This run has no payload.")
         actual = payload.read(self.ctx.payload, leaf.field)
-        return compare(actual), actual, None
+        return Outcome(compare(actual), actual)
 
     # --- Where values come from -----------------------------------------------------------
 
@@ -355,6 +329,27 @@ class _Evaluator:
         if self.ctx.event == TriggerEvent.CREATED:
             return diff(None, self.ctx.object)
         return self.ctx.changes or {}
+
+    def _previous_value(self, resolved: ResolvedPath):
+        """A field of the record's own as it was before the write: its change's old value, or,
+        when the write did not change it, its value now (sides.py)."""
+        if not resolved.is_local:
+            raise ConditionError(
+                "Only the record's own fields have a value before the write: the values related "
+                "records had are not kept."
+            )
+        change = self._changes().get(resolved.field.name)
+        if change is not None:
+            return change.get("old")
+        return self._local_value(resolved)
+
+    def _value_of(self, resolved: ResolvedPath):
+        """One field's value now, the record's own or a to-one relation's (JSON, for the
+        trace, which shows it as `expected`)."""
+        if resolved.is_local:
+            return self._local_value(resolved)
+        values = self._related_values(resolved)
+        return json_value(values[0]) if values else None
 
     def _local_value(self, resolved: ResolvedPath):
         if self.ctx.object is None:

@@ -14,8 +14,8 @@ their JSON types:
 - The orderings compare numbers with numbers and text with text (by code point); the text
   operators and REGEX apply to text. A payload value of another type is an error of the condition
   (it fails closed, saying so), as a record's value that does not convert is.
-- CHANGED operators and relative dates do not apply: a payload has no previous version, and its
-  dates are text.
+- CHANGED operators, the crossings and relative dates do not apply: a payload has no previous
+  version, and its dates are text.
 
 The rule side is checked by `payload_test`, which the evaluator calls for every leaf and
 `leaf_errors` when the rule is saved, like operators.leaf_test for record fields.
@@ -29,6 +29,7 @@ from automation.conditions.comparisons import ORDERING, TEXT, json_type, regex_t
 from automation.conditions.tree import ConditionError, OperatorError
 from automation.core.choices import (
     CHANGE_OPERATORS,
+    CROSSING_OPERATORS,
     LIST_OPERATORS,
     VALUELESS_OPERATORS,
     Operator,
@@ -100,7 +101,7 @@ def read(payload, field_path: str):
 def payload_test(operator: Operator, expected):
     """A function actual -> bool for `operator` on a payload value, the expected value checked
     first (ConditionError; OperatorError when the operator does not apply to a payload)."""
-    if operator in CHANGE_OPERATORS:
+    if operator in CHANGE_OPERATORS or operator in CROSSING_OPERATORS:
         raise OperatorError(f"{operator} does not apply to a payload: it has no previous version.")
     if operator == Operator.IS_NULL:
         return lambda actual: actual is None

@@ -64,6 +64,8 @@ class LeafNode:
     operator: str
     value: Any
     negate: bool
+    previous: bool = False  # test the record as it was before the write
+    value_field: str = ""  # compare with this field path of the record instead of `value`
 
 
 @dataclass
@@ -79,6 +81,18 @@ class GroupNode:
         yield from self.conditions
         for group in self.groups:
             yield from group.leaves()
+
+
+@dataclass
+class Outcome:
+    """What the evaluation of one leaf found: its verdict before the leaf's negate, the record's
+    value (`actual`), what a relative expected value stood for, and the trace keys of leaves that
+    read more (`actual_previous`, `expected` read from a valueField, `expected_previous`)."""
+
+    passed: bool
+    actual: Any = None
+    resolved: Any = None
+    more: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -116,6 +130,8 @@ def load_condition_tree(rule) -> GroupNode:
                     operator=leaf.operator,
                     value=leaf.value,
                     negate=leaf.negate,
+                    previous=leaf.previous,
+                    value_field=leaf.value_field,
                 )
             )
         for index, child in enumerate(children.get(group.id, ())):

@@ -41,9 +41,13 @@ class Operator(models.TextChoices):
     CHANGED = "CHANGED", "changed"
     CHANGED_FROM = "CHANGED_FROM", "changed from"
     CHANGED_TO = "CHANGED_TO", "changed to"
+    CROSSED_BELOW = "CROSSED_BELOW", "crossed below"
+    CROSSED_ABOVE = "CROSSED_ABOVE", "crossed above"
 
 
 CHANGE_OPERATORS = {Operator.CHANGED, Operator.CHANGED_FROM, Operator.CHANGED_TO}
+# Compare the value before the write and the value after it (numbers and dates).
+CROSSING_OPERATORS = {Operator.CROSSED_BELOW, Operator.CROSSED_ABOVE}
 VALUELESS_OPERATORS = {Operator.IS_NULL, Operator.IS_NOT_NULL, Operator.CHANGED}
 LIST_OPERATORS = {Operator.IN, Operator.NOT_IN}
 

@@ -81,6 +81,11 @@ class AutomationRule(Timestamped, Auditable, OrganizationScoped):
 
     objects = AutomationRuleQuerySet.as_manager()
 
+    # Not stored: the model label an input named that is not automatable, set by the rule service
+    # while it validates that input (content_type is then None), so that the checks of the
+    # conditions and actions do not add "this rule has no model" to the model's own error.
+    refused_model: str | None = None
+
     class Meta:
         ordering = ["name", "id"]
         constraints = [
@@ -235,6 +240,10 @@ class RuleCondition(Timestamped, Auditable):
     field_name = models.CharField(max_length=300)
     operator = models.CharField(max_length=25, choices=Operator.choices)
     value = models.JSONField(null=True, blank=True)
+    # Test the record as it was before the write (UPDATED rules; see conditions/sides.py).
+    previous = models.BooleanField(default=False)
+    # Compare with this field path of the record instead of `value` ("" when comparing a value).
+    value_field = models.CharField(max_length=300, blank=True, default="")
     negate = models.BooleanField(default=False)
     order = models.PositiveIntegerField(default=0)
 
@@ -243,7 +252,9 @@ class RuleCondition(Timestamped, Auditable):
 
     def __str__(self):
         prefix = "NOT " if self.negate else ""
-        return f"{prefix}{self.field_name} {self.operator} {self.value!r}"
+        field = f"previous {self.field_name}" if self.previous else self.field_name
+        other = f"field {self.value_field}" if self.value_field else repr(self.value)
+        return f"{prefix}{field} {self.operator} {other}"
 
 
 class RuleAction(Timestamped, Auditable):

@@ -19,6 +19,7 @@ ImproperlyConfigured: register() checks the model's own fields at once, and the 
 relations between models included, so the server does not start with a mistake.
 """
 
+import difflib
 import functools
 from dataclasses import dataclass
 
@@ -262,10 +263,12 @@ def organization_lookup_for(model, registry=None) -> str | None:
 
 def get_automatable(label: str) -> AutomatableModel:
     """The registry entry for "app_label.model"; LookupError when the model is not automatable."""
+    models_by_label = automatable_models()
     try:
-        return automatable_models()[(label or "").lower()]
-    except KeyError:
-        raise LookupError(f'"{label}" is not an automatable model.') from None
+        return models_by_label[(label or "").lower()]
+    except (KeyError, AttributeError):
+        hint = did_you_mean(label, models_by_label) if isinstance(label, str) else ""
+        raise LookupError(f'"{label}" is not an automatable model.{hint}') from None
 
 
 def automatable_for(model) -> AutomatableModel | None:
@@ -287,7 +290,9 @@ def resolve_path(label: str, path: str) -> ResolvedPath:
     through_many = False
     for index, part in enumerate(parts):
         if part not in current.readable:
-            raise PathError(f'"{part}" is not a readable field of {current.label}.')
+            # No guess for a field the model has but rules may not read (created_by).
+            hint = "" if _has_field(current.model, part) else did_you_mean(part, current.readable)
+            raise PathError(f'"{part}" is not a readable field of {current.label}.{hint}')
         field = current.field(part)
         is_last = index == len(parts) - 1
         if is_last:
@@ -310,6 +315,43 @@ def resolve_path(label: str, path: str) -> ResolvedPath:
         hops.append(part)
         current = target
     raise PathError("A field path is required.")  # pragma: no cover - the loop always returns
+
+
+def _has_field(model, name: str) -> bool:
+    try:
+        model._meta.get_field(name)
+    except FieldDoesNotExist:
+        return False
+    return True
+
+
+def did_you_mean(name: str, names) -> str:
+    """' Did you mean "stock"?' naming the closest of `names` (up to three), or "" when none is
+    close: a typo'd field or model name is answered with the one meant."""
+    lowered = {candidate.lower(): candidate for candidate in names}
+    close = [
+        lowered[found]
+        for found in difflib.get_close_matches(name.lower(), sorted(lowered), n=3, cutoff=0.7)
+    ]
+    if not close:
+        return ""
+    quoted = [f'"{found}"' for found in close]
+    listed = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+    return f" Did you mean {listed}?"
+
+
+def name_field_of(model) -> str | None:
+    """The readable text field that names a record of `model` ("name", else the first readable
+    text field), for messages that tell a foreign key's id from its record's name."""
+    entry = automatable_for(model)
+    if entry is None:
+        return None
+    texts = [
+        name
+        for name in entry.readable
+        if isinstance(entry.field(name), models.CharField) and not entry.field(name).choices
+    ]
+    return "name" if "name" in texts else (texts[0] if texts else None)
 
 
 def readable_paths(label: str, max_depth: int = 2) -> list[str]:

@@ -18,7 +18,7 @@ def validate_cron(expression: str) -> None:
             f'"{expression}" is not a 5-field cron expression (minute hour day month weekday).'
         )
     if not croniter.is_valid(expression):
-        raise ValidationError(f'"{expression}" is not a valid cron expression.')
+        raise ValidationError(_cron_mistakes(expression))
     try:
         # Valid fields can still name a date that never comes ("0 0 31 2 *"): refuse it here,
         # instead of a rule whose next run can never be computed.
@@ -27,6 +27,32 @@ def validate_cron(expression: str) -> None:
         raise ValidationError(
             f'"{expression}" never fires (no match within {NEVER_FIRES_YEARS} years).'
         ) from None
+
+
+# The five fields of a cron expression: (name, what it takes).
+CRON_FIELDS = (
+    ("minute", "0-59"),
+    ("hour", "0-23"),
+    ("day of the month", "1-31"),
+    ("month", "1-12 or JAN-DEC"),
+    ("day of the week", "0-6 (0 and 7 are Sunday) or SUN-SAT"),
+)
+
+
+def _cron_mistakes(expression: str) -> list[str]:
+    """Which fields of a 5-field expression are wrong, each tested alone among stars: one
+    message per wrong field (or one for the whole when each field is fine alone)."""
+    parts = expression.split()
+    messages = []
+    for index, (name, takes) in enumerate(CRON_FIELDS):
+        alone = ["*"] * 5
+        alone[index] = parts[index]
+        if not croniter.is_valid(" ".join(alone)):
+            messages.append(
+                f'"{expression}" is not a valid cron expression: its {name} field takes {takes} '
+                f'(or a list "1,15", a range "1-5", a step "*/10"), not "{parts[index]}".'
+            )
+    return messages or [f'"{expression}" is not a valid cron expression.']
 
 
 def validate_timezone(name: str) -> None:

@@ -42,7 +42,7 @@ RULE_FIELD_PATHS = {
     "webhook_secret": "webhookSecret",
     "__all__": "input",
 }
-CONDITION_FIELD_PATHS = {"field_name": "field", "__all__": ""}
+CONDITION_FIELD_PATHS = {"field_name": "field", "value_field": "valueField", "__all__": ""}
 ACTION_FIELD_PATHS = {
     "action_type": "actionType",
     "continue_on_failure": "continueOnFailure",
@@ -89,7 +89,8 @@ def create_rule(organization, data: dict, *, user=None) -> AutomationRule:
 
     `data`: name, trigger_type, and optionally description, is_active, model ("app.model"),
     trigger_event, watched_fields, allow_self_trigger, schedule, timezone, missed_run_policy,
-    webhook_secret (WEBHOOK rules, whose URL token is made when the rule is saved), conditions ({logic, negate, conditions: [{field, operator, value, negate}], groups: [...]}),
+    webhook_secret (WEBHOOK rules, whose URL token is made when the rule is saved), conditions ({logic, negate, conditions: [{field, operator, value, previous, value_field,
+    negate}], groups: [...]}),
     actions ([{action_type, parameters, continue_on_failure}]).
     """
     with _acting(user), transaction.atomic():
@@ -192,6 +193,7 @@ def _apply_model(rule, data, errors) -> None:
     except LookupError as exc:
         errors.add("model", [str(exc)])
         rule.content_type = None
+        rule.refused_model = str(label)
         return
     rule.content_type = ContentType.objects.get_for_model(entry.model)
 
@@ -307,6 +309,8 @@ def _build_tree(rule, tree: dict, errors, path: str = ROOT_PATH):
             field_name=spec.get("field") or "",
             operator=spec.get("operator") or "",
             value=spec.get("value"),
+            previous=bool(spec.get("previous")),
+            value_field=spec.get("value_field") or "",
             negate=bool(spec.get("negate")),
             order=index,
         )
@@ -350,6 +354,8 @@ def _tree_data(rule) -> dict:
                     "field": c.field_name,
                     "operator": c.operator,
                     "value": c.value,
+                    "previous": c.previous,
+                    "value_field": c.value_field,
                     "negate": c.negate,
                 }
                 for c in conditions
@@ -429,9 +435,16 @@ def _save_actions(rule, actions) -> None:
 def check_condition(condition: RuleCondition) -> None:
     """The evaluator's own check of a leaf, so a rule is refused at save with the message its
     runs would fail with (leaf_errors)."""
-    from automation.conditions.operators import leaf_errors  # the evaluator, loaded when used
+    from automation.conditions.checks import leaf_errors  # the evaluator, loaded when used
 
-    errors = leaf_errors(condition.rule, condition.field_name, condition.operator, condition.value)
+    errors = leaf_errors(
+        condition.rule,
+        condition.field_name,
+        condition.operator,
+        condition.value,
+        previous=condition.previous,
+        value_field=condition.value_field,
+    )
     if errors:
         raise ValidationError(errors)
 

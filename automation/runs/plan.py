@@ -212,13 +212,20 @@ RUN_ERROR_MAX_ACTION_ERROR = 500
 
 
 def _failed_actions(action_logs: list[dict]) -> str:
-    """One 'Action 2 (CALL_WEBHOOK) failed: HTTP 502' per failed action; "" when none failed."""
+    """One 'Action 2 of 3 (actions.1, CALL_WEBHOOK) failed: HTTP 502' per failed action; ""
+    when none failed. Counted from 1 as conditions are ("Condition 2 of 3 (conditions...)"),
+    with the 0-based input path beside."""
     failed = []
+    total = len(action_logs)
     for entry in action_logs:
         if entry["status"] != ActionStatus.FAILED:
             continue
         reason = entry.get("error") or "no reason recorded"
         if len(reason) > RUN_ERROR_MAX_ACTION_ERROR:
             reason = f"{reason[:RUN_ERROR_MAX_ACTION_ERROR]}... ({len(reason)} characters)"
-        failed.append(f"Action {entry['order']} ({entry['action_type']}) failed: {reason}")
+        order = entry["order"]
+        failed.append(
+            f"Action {order + 1} of {total} (actions.{order}, {entry['action_type']}) failed: "
+            f"{reason}"
+        )
     return "; ".join(failed)

@@ -604,7 +604,7 @@ REFUSED_AT_SAVE = [
     (
         {"actions": only_action("UPDATE_RECORD", {"fields": {"status": "SOLD_OUT"}})},
         "actions.0.parameters.fields.status",
-        "Value 'SOLD_OUT' is not a valid choice.",
+        '"SOLD_OUT" is not a choice of status (DRAFT, ACTIVE, DISCONTINUED).',
     ),
     (
         {"actions": only_action("UPDATE_RECORD", {"fields": {"description": "{{ object.nam }}"}})},

@@ -18,7 +18,9 @@ runs a block is its language, or the HTML comment on the line before it:
 - `<!-- example: action on MODEL ID -->` before a json block: an ActionInput, saved as the one
   action of a MANUAL rule on MODEL and dry-run on record ID: the action must succeed.
 - `<!-- example: conditions of MODEL ID are met -->` (or `are not met`) before a json block: a
-  ConditionGroupInput, saved likewise; the dry run's `conditionsMet` must say so.
+  ConditionGroupInput, saved likewise; the dry run's `conditionsMet` must say so. With
+  `are met after {"field": {"old": .., "new": ..}}` the rule is an UPDATED rule instead, and the
+  dry run simulates those changes.
   Examples run after the document's blocks, so the rules and runs they make do not shift the ids
   the document's blocks use.
 - `<!-- test: subscription ... -->` before a python block: run as a script while the test changes
@@ -125,7 +127,9 @@ class Step:
     output: Block | None = None
 
 
-EXAMPLE = re.compile(r"example: (action on|conditions of) \S+ \d+( are( not)? met)?")
+EXAMPLE = re.compile(
+    r"example: (action on|conditions of) \S+ \d+( are( not)? met( after \{.*\})?)?"
+)
 
 
 def runner_of(block: Block) -> str | None:
@@ -371,7 +375,8 @@ class Reader:
     # examples ---------------------------------------------------------------------------------------
 
     def example(self, block: Block, number: int) -> None:
-        words = block.directive.split()
+        directive, _after, changes = block.directive.partition(" after ")
+        words = directive.split()
         kind, model, record = words[1], words[3], words[4]
         rule_input = {
             "organization": "1",
@@ -379,6 +384,8 @@ class Reader:
             "triggerType": "MANUAL",
             "model": model,
         }
+        if changes:
+            rule_input.update(triggerType="EVENT", triggerEvent="UPDATED")
         if kind == "action":
             rule_input["actions"] = [json.loads(block.text)]
         else:
@@ -390,9 +397,10 @@ class Reader:
         assert "errors" not in created, f"{block.where()}: {created['errors']}"
         rule_id = created["data"]["createRule"]["id"]
         dry = self.graphql(
-            """mutation($id: ID!, $object: ID!) { runRule(id: $id, objectId: $object, dryRun: true) {
-                 conditionsMet conditionTrace { error } actionLogs { status result error } } }""",
-            {"id": rule_id, "object": record},
+            """mutation($id: ID!, $object: ID!, $changes: JSON) {
+                 runRule(id: $id, objectId: $object, dryRun: true, changes: $changes) {
+                   conditionsMet conditionTrace { error } actionLogs { status result error } } }""",
+            {"id": rule_id, "object": record, "changes": json.loads(changes) if changes else None},
         )
         assert "errors" not in dry, f"{block.where()}: {dry['errors']}"
         run = dry["data"]["runRule"]
@@ -402,7 +410,7 @@ class Reader:
             assert [entry["error"] for entry in run["conditionTrace"]] == [None] * len(
                 run["conditionTrace"]
             )
-            assert run["conditionsMet"] is block.directive.endswith(" are met"), block.where()
+            assert run["conditionsMet"] is directive.endswith(" are met"), block.where()
         self.graphql("mutation($id: ID!) { deleteRule(id: $id) }", {"id": rule_id})
 
     def webhook_verification(self, block: Block) -> None:

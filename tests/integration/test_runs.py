@@ -231,9 +231,14 @@ def test_a_failure_stops_the_run_and_skips_the_rest(organization, product):
     log.refresh_from_db()
     assert log.status == RunStatus.FAILED
     assert [e["status"] for e in log.action_logs] == [ActionStatus.FAILED, ActionStatus.SKIPPED]
-    assert "fields.status" in log.action_logs[0]["error"]
-    # The run's error names the failing action and its reason.
-    assert log.error == f"Action 0 (UPDATE_RECORD) failed: {log.action_logs[0]['error']}"
+    assert log.action_logs[0]["error"] == (
+        'Invalid catalog.product: fields.status: "NOT_A_STATUS" is not a choice of status '
+        "(DRAFT, ACTIVE, DISCONTINUED)."
+    )
+    # The run's error names the failing action (counted from 1, its input path beside) and why.
+    assert log.error == (
+        f"Action 1 of 2 (actions.0, UPDATE_RECORD) failed: {log.action_logs[0]['error']}"
+    )
     assert not Category.objects.filter(name__startswith="Made by").exists()
 
 
@@ -254,7 +259,9 @@ def test_continue_on_failure_gives_partial(organization, product):
     log.refresh_from_db()
     assert log.status == RunStatus.PARTIAL
     assert [e["status"] for e in log.action_logs] == [ActionStatus.FAILED, ActionStatus.SUCCEEDED]
-    assert log.error == f"Action 0 (UPDATE_RECORD) failed: {log.action_logs[0]['error']}"
+    assert log.error == (
+        f"Action 1 of 2 (actions.0, UPDATE_RECORD) failed: {log.action_logs[0]['error']}"
+    )
 
 
 def test_a_failed_run_lists_every_failed_action(organization, product):
@@ -281,10 +288,10 @@ def test_a_failed_run_lists_every_failed_action(organization, product):
     statuses = [e["status"] for e in log.action_logs]
     assert statuses == ["FAILED", "SUCCEEDED", "FAILED", "SKIPPED"]
     assert log.error == (
-        "Action 0 (UPDATE_RECORD) failed: Invalid catalog.product: fields.stock: "
+        "Action 1 of 4 (actions.0, UPDATE_RECORD) failed: Invalid catalog.product: fields.stock: "
         "“lots” value must be an integer.; "
-        "Action 2 (DELETE_RECORD) failed: No record matched: catalog.product where {'id': 0} "
-        "in this organization."
+        "Action 3 of 4 (actions.2, DELETE_RECORD) failed: No record matched: catalog.product "
+        "where {'id': 0} in this organization."
     )
 
 

@@ -15,9 +15,10 @@ from django.db import models
 from django.test import override_settings
 from django.utils import timezone
 
+from automation.conditions.checks import leaf_errors
 from automation.conditions.coercion import coerce_value
 from automation.conditions.evaluate import evaluate_conditions
-from automation.conditions.operators import leaf_errors, leaf_test, resolved_relative
+from automation.conditions.operators import leaf_test, resolved_relative
 from automation.conditions.tree import Clock, ConditionError, OperatorError, load_condition_tree
 from automation.core.choices import ConditionLogic, Operator, TriggerEvent
 from automation.core.context import RunContext
