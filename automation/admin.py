@@ -166,6 +166,12 @@ class RuleActionInline(admin.StackedInline):
     model = RuleAction
     form = RuleActionForm
     extra = 0
+    # An action's `when` is a condition tree, edited through the API (checked there as a whole).
+    readonly_fields = ["when_tree"]
+
+    @admin.display(description="when")
+    def when_tree(self, action):
+        return "always runs" if action.when is None else pretty_json(action.when)
 
 
 # --- Rules --------------------------------------------------------------------------------------

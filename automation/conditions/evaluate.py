@@ -60,7 +60,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 
-from automation.conditions import cpu_budget, operators, payload
+from automation.conditions import cpu_budget, operators, payload, results
 from automation.conditions import tree as condition_tree
 from automation.conditions.coercion import coerce_value
 from automation.conditions.operators import resolved_relative
@@ -308,6 +308,8 @@ class _Evaluator:
             raise ConditionError(self.scope_error)
         if leaf.operator not in Operator.values:
             raise ConditionError(f'Unknown operator "{leaf.operator}".')
+        if results.is_results_path(leaf.field):
+            return self._results_leaf(leaf)
         if self.rule.trigger_type == TriggerType.WEBHOOK or payload.is_payload_path(leaf.field):
             return self._payload_leaf(leaf)
         if self.model is None:
@@ -346,6 +348,13 @@ class _Evaluator:
         if self.ctx.payload is None:
             raise ConditionError("This run has no payload.")
         actual = payload.read(self.ctx.payload, leaf.field)
+        return compare(actual), actual, None
+
+    def _results_leaf(self, leaf: LeafNode) -> tuple[bool, Any, None]:
+        """A leaf of an action's `when` on an earlier action's result (conditions/results.py)."""
+        results.check_path(leaf.field, self.ctx.action_order)
+        compare = payload.payload_test(Operator(leaf.operator), leaf.value, results.SOURCE)
+        actual = results.read(self.ctx.results, leaf.field)
         return compare(actual), actual, None
 
     # --- Where values come from -----------------------------------------------------------

@@ -3,7 +3,7 @@ CHANGED...), and the save-time check of a leaf (`leaf_errors`) that goes through
 
 from django.db import models
 
-from automation.conditions import payload, relative_dates
+from automation.conditions import payload, relative_dates, results
 from automation.conditions.coercion import (
     base_field,
     coerce_expected,
@@ -39,13 +39,19 @@ def leaf_test(operator: Operator, path: ResolvedPath, expected, clock: Clock):
     return comparison(operator, path.field, expected, clock)
 
 
-def leaf_errors(rule, field_path, operator, value) -> dict[str, list[str]]:
+def leaf_errors(rule, field_path, operator, value, action_order=None) -> dict[str, list[str]]:
     """Save-time check of one condition of `rule` (RuleCondition.clean):
-    {"field_name" | "operator" | "value": [messages]}, {} when it is valid.
+    {"field_name" | "operator" | "value": [messages]}, {} when it is valid. `action_order`: the
+    position of the action whose `when` holds the condition (None: the rule's conditions), which
+    may test earlier actions' results (results.py).
 
     The rule's side is checked by `leaf_test`, as every run of the rule would check it, against
     the current time (relative dates are resolved, so one that leaves the calendar is refused).
     """
+    if results.is_results_path(field_path):
+        if action_order is None:
+            return {"field_name": [results.ONLY_IN_WHEN]}
+        return results.leaf_errors(field_path, operator, value, action_order)
     errors: dict[str, list[str]] = {}
     if operator not in Operator.values:
         return errors  # the field's choices report it

@@ -90,7 +90,8 @@ def create_rule(organization, data: dict, *, user=None) -> AutomationRule:
     `data`: name, trigger_type, and optionally description, is_active, model ("app.model"),
     trigger_event, watched_fields, allow_self_trigger, schedule, timezone, missed_run_policy,
     webhook_secret (WEBHOOK rules, whose URL token is made when the rule is saved), conditions ({logic, negate, conditions: [{field, operator, value, negate}], groups: [...]}),
-    actions ([{action_type, parameters, continue_on_failure}]).
+    actions ([{action_type, parameters, continue_on_failure, when}], `when` a condition tree
+    like `conditions`, or None).
     """
     with _acting(user), transaction.atomic():
         rule = AutomationRule(organization=organization, trigger_type=data.get("trigger_type"))
@@ -234,7 +235,7 @@ def _build_condition_tree(rule, tree, errors):
     return _build_tree(rule, tree, errors)
 
 
-def _check_tree_size(tree, errors) -> bool:
+def _check_tree_size(tree, errors, root: str = ROOT_PATH) -> bool:
     """Is the input tree within the settings' bounds? Counted on the input before anything is
     built, and stopped at the first bound passed: a tree of 10,000 groups is refused without
     building and validating 10,000 groups. Each leaf costs evaluation time on every run, and a
@@ -244,7 +245,7 @@ def _check_tree_size(tree, errors) -> bool:
     max_leaves = settings.AUTOMATION_CONDITIONS_MAX_LEAVES
     max_depth = settings.AUTOMATION_CONDITIONS_MAX_DEPTH
     groups, leaves = 1, 0  # a group is counted when it is found, before it is visited
-    stack = [(tree, ROOT_PATH, 0)]
+    stack = [(tree, root, 0)]
     while stack:
         node, path, depth = stack.pop()
         if not isinstance(node, dict):
@@ -263,7 +264,7 @@ def _check_tree_size(tree, errors) -> bool:
         leaves += len(node.get("conditions") or [])
         if groups > max_groups:
             errors.add(
-                ROOT_PATH,
+                root,
                 [
                     f"A rule's conditions have at most {max_groups} groups "
                     "(AUTOMATION_CONDITIONS_MAX_GROUPS), the top-level group included."
@@ -272,7 +273,7 @@ def _check_tree_size(tree, errors) -> bool:
             return False
         if leaves > max_leaves:
             errors.add(
-                ROOT_PATH,
+                root,
                 [
                     f"A rule's conditions have at most {max_leaves} conditions in all "
                     "(AUTOMATION_CONDITIONS_MAX_LEAVES)."
@@ -285,11 +286,13 @@ def _check_tree_size(tree, errors) -> bool:
     return True
 
 
-def _build_tree(rule, tree: dict, errors, path: str = ROOT_PATH):
+def _build_tree(rule, tree: dict, errors, path: str = ROOT_PATH, check=None):
     """Validate a group dict and its subtree; return (group, [conditions], [subtrees]) unsaved.
+    `check`: each condition's own check (default check_condition, a rule's conditions').
 
     Call it through _build_condition_tree, which has checked the tree's size and depth.
     """
+    check = check or check_condition
     if not isinstance(tree, dict):
         errors.add(path, ["A condition group is an object."])
         return None
@@ -311,12 +314,12 @@ def _build_tree(rule, tree: dict, errors, path: str = ROOT_PATH):
             order=index,
         )
         try:
-            full_clean(condition, check_condition, exclude=["rule", "group"])
+            full_clean(condition, check, exclude=["rule", "group"])
         except ValidationError as exc:
             errors.add_validation_error(exc, f"{path}.conditions.{index}", CONDITION_FIELD_PATHS)
         conditions.append(condition)
     subtrees = [
-        _build_tree(rule, child, errors, f"{path}.groups.{index}")
+        _build_tree(rule, child, errors, f"{path}.groups.{index}", check)
         for index, child in enumerate(tree.get("groups") or [])
     ]
     return group, conditions, subtrees
@@ -397,6 +400,7 @@ def _build_actions(rule, specs, *, old_actions, errors) -> list[RuleAction]:
             parameters=parameters,
             order=index,
             continue_on_failure=bool(spec.get("continue_on_failure")),
+            when=_build_when(rule, spec.get("when"), index, errors),
         )
         try:
             full_clean(action, check_action, exclude=["rule"])
@@ -406,12 +410,47 @@ def _build_actions(rule, specs, *, old_actions, errors) -> list[RuleAction]:
     return actions
 
 
+def _build_when(rule, tree, index: int, errors) -> dict | None:
+    """Action `index`'s `when` as stored (ConditionGroupInput's shape), checked as a rule's
+    conditions are, its conditions also allowed to test earlier actions' results; None: none."""
+    if tree is None:
+        return None
+    path = f"actions.{index}.when"
+
+    def check(condition) -> None:
+        from automation.conditions.operators import leaf_errors  # the evaluator, loaded when used
+
+        found = leaf_errors(rule, condition.field_name, condition.operator, condition.value, index)
+        if found:
+            raise ValidationError(found)
+
+    if not _check_tree_size(tree, errors, root=path):
+        return None
+    built = _build_tree(rule, tree, errors, path, check)
+    return _tree_of(built) if built else None
+
+
+def _tree_of(built) -> dict:
+    """A validated tree (see _build_tree) as data."""
+    group, conditions, subtrees = built
+    return {
+        "logic": group.logic,
+        "negate": group.negate,
+        "conditions": [
+            {"field": c.field_name, "operator": c.operator, "value": c.value, "negate": c.negate}
+            for c in conditions
+        ],
+        "groups": [_tree_of(subtree) for subtree in subtrees if subtree],
+    }
+
+
 def _actions_data(actions) -> list[dict]:
     return [
         {
             "action_type": a.action_type,
             "parameters": a.parameters,
             "continue_on_failure": a.continue_on_failure,
+            "when": a.when,
         }
         for a in actions
     ]
