@@ -200,12 +200,11 @@ def _date(value, arguments, env: Env, source: str) -> str:
 def _add_duration(value, arguments, env: Env, source: str) -> str:
     duration = relative_dates.parse(arguments[0])
     moment = moment_of(value, "add_duration", source)
+    dated = not isinstance(moment, datetime.datetime)
+    if dated and duration.has_time:
+        raise FilterError(f"'{source}' is a date: {arguments[0]!r} has hours, minutes or seconds.")
     try:
-        if not isinstance(moment, datetime.datetime):
-            if duration.has_time:
-                raise FilterError(
-                    f"'{source}' is a date: {arguments[0]!r} has hours, minutes or seconds."
-                )
+        if dated:
             return (moment + duration.calendar_part()).isoformat()
         wall = moment.astimezone(env.zone) + duration.calendar_part()
         shifted = wall.astimezone(datetime.UTC) + duration.time_part()
