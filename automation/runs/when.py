@@ -36,10 +36,10 @@ class WhenVerdict:
 
 def evaluate_when(rule, ctx, action, index: int, budget: float | None = None):
     """The verdict of action `index`'s `when`; None when it has none (it always runs)."""
-    from automation.conditions.evaluate import evaluate_conditions  # the evaluator, when used
-
     if action.when is None:
         return None
+    from automation.conditions.evaluate import evaluate_conditions  # the evaluator, when used
+
     ctx.action_order = index  # results.N is checked against it
     tree = group_from_data(action.when, f"actions.{index}.when")
     result = evaluate_conditions(rule, ctx, tree, budget=budget)
