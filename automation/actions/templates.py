@@ -321,9 +321,12 @@ def placeholder_kind(value, scope: TemplateScope | None) -> str | None:
     if whole is None:
         return None
     try:
-        return _static_kind(_expression_of(whole), scope, [])
+        node = _expression_of(whole)
     except TemplateError:
         return None
+    if any(_filter_errors(node)):
+        return None
+    return _static_kind(node, scope, [])
 
 
 def _path_errors(node, scope: TemplateScope | None):

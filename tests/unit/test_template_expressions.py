@@ -349,6 +349,8 @@ def test_a_path_mistake_is_reported_before_kinds_and_suggests_subtracting():
         ("{{ rule.name }}", kinds.TEXT),
         ("{{ null }}", kinds.NULL),
         ("x {{ object.stock }}", None),  # not a whole placeholder: text
+        ("{{ object.name | uper }}", None),  # refused for its filter, not judged by its kind
+        ("{{ object.name | default }}", None),
     ],
 )
 def test_the_kind_of_a_whole_placeholder_is_known_at_save(template, kind):
