@@ -23,7 +23,8 @@ from automation.core.models import (
     RuleCondition,
 )
 from automation.core.registry import automatable_models
-from automation.rules.services import check_action, check_condition
+from automation.rules.condition_trees import check_condition
+from automation.rules.services import check_action
 
 logger = logging.getLogger("automation.admin")
 
@@ -175,6 +176,12 @@ class RuleActionInline(admin.StackedInline):
     model = RuleAction
     form = RuleActionForm
     extra = 0
+    # An action's `when` is a condition tree, edited through the API (checked there as a whole).
+    readonly_fields = ["when_tree"]
+
+    @admin.display(description="when")
+    def when_tree(self, action):
+        return "always runs" if action.when is None else pretty_json(action.when)
 
 
 # --- Rules --------------------------------------------------------------------------------------

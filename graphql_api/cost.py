@@ -108,6 +108,7 @@ SIZES = {
     # One trace entry per leaf of the condition tree, one action log per action.
     ("AutomationLog", "conditionTrace"): Size("AUTOMATION_CONDITIONS_MAX_LEAVES"),
     ("AutomationLog", "actionLogs"): Size(MAX_ACTIONS),
+    ("ActionLog", "whenTrace"): Size("AUTOMATION_CONDITIONS_MAX_LEAVES"),
 }
 
 # (type, field) -> {node type: the setting bounding how many nodes of that type}: fields that

@@ -82,12 +82,19 @@ class ActionInput:
     action_type: ActionType
     parameters: JSON
     continue_on_failure: bool | None = False
+    when: ConditionGroupInput | None = strawberry.field(
+        default=None,
+        description="The action's own conditions, evaluated at its turn against the record and "
+        "the earlier actions' results (`results.N...` fields); not met: the action is SKIPPED "
+        "and the run goes on. Null: it always runs.",
+    )
 
     def to_data(self) -> dict:
         return {
             "action_type": _value(self.action_type),
             "parameters": self.parameters,
             "continue_on_failure": bool(self.continue_on_failure),
+            "when": self.when.to_data() if given(self.when) else None,
         }
 
 

@@ -97,6 +97,16 @@ class ActionLogEntry:
     duration_ms: float | None
     result: JSON | None
     error: str | None
+    when_met: bool | None = strawberry.field(
+        default=None,
+        description="Whether the action's `when` was met when its turn came; null when it has "
+        "none or was not reached.",
+    )
+    when_trace: list[ConditionTraceEntry] = strawberry.field(
+        default_factory=list,
+        description="One entry per condition of the action's `when`, as conditionTrace (paths "
+        "like actions.1.when.conditions.0); empty when it has none or was not reached.",
+    )
 
     @classmethod
     def from_json(cls, entry: dict) -> "ActionLogEntry":
@@ -110,6 +120,8 @@ class ActionLogEntry:
             duration_ms=entry.get("duration_ms"),
             result=entry.get("result"),
             error=entry.get("error") or None,
+            when_met=entry.get("when_met"),
+            when_trace=[ConditionTraceEntry.from_json(e) for e in entry.get("when_trace") or []],
         )
 
 

@@ -220,6 +220,11 @@ class ActionNode:
     order: int
     continue_on_failure: bool
 
+    when: JSON | None = strawberry_django.field(
+        description="The action's own conditions, as ConditionGroupInput takes them (logic, "
+        "negate, conditions, groups); null: it always runs."
+    )
+
     @strawberry_django.field(only=["action_type", "parameters"], description="Secrets masked.")
     def parameters(self) -> JSON:
         from automation.api import mask_parameters

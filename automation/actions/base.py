@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db import models
 from jsonschema import Draft202012Validator
 
+from automation.actions import template_types
 from automation.actions.templates import (
     RenderBudget,
     TemplateError,
@@ -20,6 +21,7 @@ from automation.actions.templates import (
     render_text,
 )
 from automation.core.choices import TriggerType
+from automation.core.context import zone_of
 from automation.core.registry import get_automatable
 from automation.core.snapshots import local_fields, without_nul
 from automation.fanout import budget
@@ -262,11 +264,12 @@ def render_parameter(value, ctx, what: str, *, as_text: bool = False):
     result, the notifications it sends and its log keep what was rendered.
     """
     budget = render_budget(ctx)
+    zone = zone_of(ctx.timezone)  # dates are shown and shifted in the rule's time zone
     try:
         if as_text:
-            rendered = render_text(value, ctx.template_variables(), budget)
+            rendered = render_text(value, ctx.template_variables(), budget, zone)
         else:
-            rendered = render(value, ctx.template_variables(), budget)
+            rendered = render(value, ctx.template_variables(), budget, zone)
     except TemplateError as exc:
         raise ActionError(f"{what}: {exc}") from None
     ctx.rendered_bytes += budget.used
@@ -317,6 +320,7 @@ def template_scope(rule, order: int | None) -> TemplateScope | None:
         label=entry.label,
         value_fields=frozenset(field.name for field in fields if is_json_field(field)),
         action_order=order,
+        field_kinds={field.name: template_types.of_field(field) for field in fields},
     )
 
 

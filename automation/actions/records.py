@@ -20,9 +20,8 @@ from automation.actions.base import (
     spend_bytes,
     template_errors,
 )
-from automation.actions.templates import (
-    has_placeholder,
-)
+from automation.actions.template_types import fill_refusal
+from automation.actions.templates import has_placeholder, placeholder_kind
 from automation.core.choices import ActionType
 from automation.core.registry import (
     PathError,
@@ -127,6 +126,7 @@ class RecordHandler(ActionHandler):
                 hint = did_you_mean(name, entry.writable)
                 add_message(errors, path, f'"{name}" is not a writable field of {label}.{hint}')
                 continue
+            known = len(errors.get(path, ()))
             template_errors(value, path, errors, scope)
             field = entry.field(name)
             if field.is_relation and organization_lookup_for(field.related_model) is None:
@@ -134,7 +134,9 @@ class RecordHandler(ActionHandler):
             elif not is_json_field(field) and not _is_scalar(value):
                 add_message(errors, path, f'"{name}" takes a single value, not a list or object.')
             elif has_placeholder(value):
-                continue  # what a placeholder gives is only known, and checked, at run time
+                # What a placeholder gives is checked at run time, and here when it is known.
+                if len(errors.get(path, ())) == known:
+                    self._check_placeholder_kind(field, value, path, errors, scope)
             elif field.is_relation:
                 try:
                     _related_record(field, value, rule.organization_id, path)
@@ -143,6 +145,15 @@ class RecordHandler(ActionHandler):
             else:
                 for message in literal_value_errors(field, value):
                     add_message(errors, path, message)
+
+    @staticmethod
+    def _check_placeholder_kind(field, value, path, errors, scope) -> None:
+        """A value that is one placeholder keeps its JSON type: refuse one whose kind the field
+        can never take (`stock: "{{ object.name }}"`), as the write would on every run."""
+        kind = placeholder_kind(value, scope)
+        refusal = fill_refusal(field, kind) if kind is not None else None
+        if refusal:
+            add_message(errors, path, f"'{value.strip()}' {refusal}")
 
     # Run time -------------------------------------------------------------------------------
 

@@ -3,7 +3,7 @@ checks every run of the rule makes (`operators.leaf_test`, `sides.field_test`,
 `payload.payload_test`) plus what the rule's trigger allows, every mistake of the leaf reported
 at once, each at its part of the input."""
 
-from automation.conditions import operators, payload, sides
+from automation.conditions import operators, payload, results, sides
 from automation.conditions.tree import Clock, ConditionError, OperatorError
 from automation.core.choices import (
     CHANGE_OPERATORS,
@@ -17,15 +17,33 @@ from automation.core.registry import PathError, resolve_path
 
 
 def leaf_errors(
-    rule, field_path, operator, value, *, previous: bool = False, value_field: str = ""
+    rule,
+    field_path,
+    operator,
+    value,
+    *,
+    previous: bool = False,
+    value_field: str = "",
+    action_order: int | None = None,
 ) -> dict[str, list[str]]:
     """Save-time check of one condition of `rule`: {"field_name" | "operator" | "value" |
-    "previous" | "value_field": [messages]}, {} when it is valid.
+    "previous" | "value_field": [messages]}, {} when it is valid. `action_order`: the position
+    of the action whose `when` holds the condition (None: the rule's conditions), which may test
+    earlier actions' results (results.py).
 
     The rule's side is checked as every run of the rule would check it, against the current time
     (relative dates are resolved, so one that leaves the calendar is refused). A mistake does not
     hide the others: an operator the trigger refuses still has its value checked.
     """
+    if results.is_results_path(field_path):
+        if action_order is None:
+            return {"field_name": [results.ONLY_IN_WHEN]}
+        errors = results.leaf_errors(field_path, operator, value, action_order)
+        if previous:
+            _add(errors, "previous", "A result has no value before the write: leave previous out.")
+        if value_field:
+            _add(errors, "value_field", "A result is compared with a value, not a valueField.")
+        return errors
     errors: dict[str, list[str]] = {}
     if operator not in Operator.values:
         return errors  # the field's choices report it

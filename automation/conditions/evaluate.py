@@ -61,7 +61,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 
-from automation.conditions import cpu_budget, operators, payload, sides, trace
+from automation.conditions import cpu_budget, operators, payload, results, sides, trace
 from automation.conditions import tree as condition_tree
 from automation.conditions.coercion import coerce_value
 from automation.conditions.operators import resolved_relative
@@ -246,6 +246,8 @@ class _Evaluator:
             raise ConditionError(self.scope_error)
         if leaf.operator not in Operator.values:
             raise ConditionError(f'Unknown operator "{leaf.operator}".')
+        if results.is_results_path(leaf.field):
+            return self._results_leaf(leaf)
         if self.rule.trigger_type == TriggerType.WEBHOOK or payload.is_payload_path(leaf.field):
             return self._payload_leaf(leaf)
         path = self._resolve(leaf.field)
@@ -321,6 +323,13 @@ class _Evaluator:
             raise ConditionError("This run has no payload.")
         actual = payload.read(self.ctx.payload, leaf.field)
         return Outcome(compare(actual), actual)
+
+    def _results_leaf(self, leaf: LeafNode) -> tuple[bool, Any, None]:
+        """A leaf of an action's `when` on an earlier action's result (conditions/results.py)."""
+        results.check_path(leaf.field, self.ctx.action_order)
+        compare = payload.payload_test(Operator(leaf.operator), leaf.value, results.SOURCE)
+        actual = results.read(self.ctx.results, leaf.field)
+        return compare(actual), actual, None
 
     # --- Where values come from -----------------------------------------------------------
 

@@ -98,11 +98,18 @@ def read(payload, field_path: str):
     return value
 
 
-def payload_test(operator: Operator, expected):
+# How messages name the JSON a leaf reads: (with "a", with "the"). conditions/results.py tests
+# earlier actions' results with the same comparisons.
+PAYLOAD_SOURCE = ("a payload", "the payload")
+
+
+def payload_test(operator: Operator, expected, source: tuple[str, str] = PAYLOAD_SOURCE):
     """A function actual -> bool for `operator` on a payload value, the expected value checked
     first (ConditionError; OperatorError when the operator does not apply to a payload)."""
     if operator in CHANGE_OPERATORS or operator in CROSSING_OPERATORS:
-        raise OperatorError(f"{operator} does not apply to a payload: it has no previous version.")
+        raise OperatorError(
+            f"{operator} does not apply to {source[0]}: it has no previous version."
+        )
     if operator == Operator.IS_NULL:
         return lambda actual: actual is None
     if operator == Operator.IS_NOT_NULL:
@@ -122,13 +129,13 @@ def payload_test(operator: Operator, expected):
     if expected is None:
         raise ConditionError(f"{operator} needs a value.")
     if operator in ORDERING:
-        return _ordering(operator, expected)
+        return _ordering(operator, expected, source)
     if not isinstance(expected, str):
         raise ConditionError(f"{operator} needs a text value, not {json_type(expected)}.")
 
     def text_of(actual) -> str:
         if not isinstance(actual, str):
-            raise ConditionError(f"{operator} applies to text; the payload holds {_shown(actual)}.")
+            raise ConditionError(f"{operator} applies to text; {source[1]} holds {_shown(actual)}.")
         return actual
 
     if operator == Operator.REGEX:
@@ -137,7 +144,7 @@ def payload_test(operator: Operator, expected):
     return lambda actual: actual is not None and test(text_of(actual), expected)
 
 
-def _ordering(operator: Operator, expected):
+def _ordering(operator: Operator, expected, source: tuple[str, str]):
     if _is_number(expected):
         wanted, kind = _number(expected), "a number"
     elif isinstance(expected, str):
@@ -154,7 +161,7 @@ def _ordering(operator: Operator, expected):
         if kind == "a number" and _is_number(actual):
             return test(_number(actual), wanted)
         raise ConditionError(
-            f"{operator} {kind} cannot be compared with {_shown(actual)} from the payload."
+            f"{operator} {kind} cannot be compared with {_shown(actual)} from {source[1]}."
         )
 
     return compare

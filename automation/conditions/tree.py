@@ -141,3 +141,29 @@ def load_condition_tree(rule) -> GroupNode:
     roots = children.get(None, [])
     # Groups are only reached from the root, so a corrupt parent cycle cannot loop forever.
     return build(roots[0], ROOT_PATH) if roots else GroupNode(path=ROOT_PATH)
+
+
+def group_from_data(data: dict, path: str) -> GroupNode:
+    """A condition tree stored as JSON (an action's `when`, in ConditionGroupInput's shape:
+    logic, negate, conditions, groups) as the evaluator walks it; `path` is its input path
+    ("actions.1.when"), which its trace entries extend. Saved trees were validated whole."""
+    node = GroupNode(
+        path=path,
+        logic=data.get("logic") or ConditionLogic.AND,
+        negate=bool(data.get("negate")),
+    )
+    for index, leaf in enumerate(data.get("conditions") or ()):
+        node.conditions.append(
+            LeafNode(
+                path=f"{path}.conditions.{index}",
+                field=leaf.get("field") or "",
+                operator=leaf.get("operator") or "",
+                value=leaf.get("value"),
+                negate=bool(leaf.get("negate")),
+                previous=bool(leaf.get("previous")),
+                value_field=leaf.get("valueField") or "",
+            )
+        )
+    for index, child in enumerate(data.get("groups") or ()):
+        node.groups.append(group_from_data(child, f"{path}.groups.{index}"))
+    return node

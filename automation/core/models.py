@@ -263,6 +263,9 @@ class RuleAction(Timestamped, Auditable):
     parameters = models.JSONField(default=dict, blank=True)
     order = models.PositiveIntegerField(default=0)
     continue_on_failure = models.BooleanField(default=False)
+    # The action's own condition tree, evaluated at its turn (ConditionGroupInput's shape as
+    # JSON: logic, negate, conditions, groups); null: it always runs. See runs/when.py.
+    when = models.JSONField(null=True, blank=True, default=None)
 
     class Meta:
         ordering = ["order", "id"]

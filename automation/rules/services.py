@@ -12,22 +12,20 @@ nothing is written. Every successful change bumps the rule's `revision`. Writes 
 
 import logging
 
-from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.current import acting_as, get_current_user
-from automation.core.models import AutomationRule, ConditionGroup, RuleAction, RuleCondition
+from automation.core.models import AutomationRule, RuleAction
 from automation.core.registry import get_automatable
+from automation.rules import condition_trees
 
 logger = logging.getLogger("automation.rules.services")
 
-ROOT_PATH = "conditions"  # the condition tree's input path
-
 # A rule's actions: beyond this a rule is not something a person wrote. The condition tree's
-# bounds are settings (AUTOMATION_CONDITIONS_MAX_*), see _check_tree_size.
+# bounds are settings (AUTOMATION_CONDITIONS_MAX_*), see check_tree_size.
 MAX_ACTIONS = 50
 
 # Model field name -> API input name, for errors raised by the models' clean().
@@ -42,7 +40,6 @@ RULE_FIELD_PATHS = {
     "webhook_secret": "webhookSecret",
     "__all__": "input",
 }
-CONDITION_FIELD_PATHS = {"field_name": "field", "value_field": "valueField", "__all__": ""}
 ACTION_FIELD_PATHS = {
     "action_type": "actionType",
     "continue_on_failure": "continueOnFailure",
@@ -91,7 +88,8 @@ def create_rule(organization, data: dict, *, user=None) -> AutomationRule:
     trigger_event, watched_fields, allow_self_trigger, schedule, timezone, missed_run_policy,
     webhook_secret (WEBHOOK rules, whose URL token is made when the rule is saved), conditions ({logic, negate, conditions: [{field, operator, value, previous, value_field,
     negate}], groups: [...]}),
-    actions ([{action_type, parameters, continue_on_failure}]).
+    actions ([{action_type, parameters, continue_on_failure, when}], `when` a condition tree
+    like `conditions`, or None).
     """
     with _acting(user), transaction.atomic():
         rule = AutomationRule(organization=organization, trigger_type=data.get("trigger_type"))
@@ -101,11 +99,11 @@ def create_rule(organization, data: dict, *, user=None) -> AutomationRule:
         tree = data.get("conditions") or {}
         actions = data.get("actions") or []
         _validate_rule(rule, errors)
-        built_tree = _build_condition_tree(rule, tree, errors)
+        built_tree = condition_trees.build_condition_tree(rule, tree, errors)
         built_actions = _build_actions(rule, actions, old_actions=[], errors=errors)
         errors.raise_if_any()
         _save_rule(rule)
-        _save_tree(rule, built_tree)
+        condition_trees.save_tree(rule, built_tree)
         _save_actions(rule, built_actions)
         logger.info("rule %s created in organization %s", rule.pk, organization.pk)
         return rule
@@ -129,9 +127,9 @@ def update_rule(rule: AutomationRule, data: dict, *, user=None) -> AutomationRul
         old_actions = list(rule.actions.all())
         tree_given = "conditions" in data and data["conditions"] is not None
         actions_given = "actions" in data and data["actions"] is not None
-        tree = data["conditions"] if tree_given else _tree_data(rule)
+        tree = data["conditions"] if tree_given else condition_trees.tree_data(rule)
         actions = data["actions"] if actions_given else _actions_data(old_actions)
-        built_tree = _build_condition_tree(rule, tree, errors)
+        built_tree = condition_trees.build_condition_tree(rule, tree, errors)
         built_actions = _build_actions(rule, actions, old_actions=old_actions, errors=errors)
         errors.raise_if_any()
         rule.revision += 1
@@ -139,7 +137,7 @@ def update_rule(rule: AutomationRule, data: dict, *, user=None) -> AutomationRul
         if tree_given:
             for group in rule.condition_groups.filter(parent__isnull=True):
                 group.delete()  # cascades to subgroups and conditions
-            _save_tree(rule, built_tree)
+            condition_trees.save_tree(rule, built_tree)
         if actions_given:
             for action in old_actions:
                 action.delete()
@@ -226,148 +224,6 @@ def _save_rule(rule) -> None:
         ) from None
 
 
-# --- The condition tree --------------------------------------------------------------------------
-
-
-def _build_condition_tree(rule, tree, errors):
-    """The validated, unsaved tree (see _build_tree), or None when it is over a size limit."""
-    if not _check_tree_size(tree, errors):
-        return None
-    return _build_tree(rule, tree, errors)
-
-
-def _check_tree_size(tree, errors) -> bool:
-    """Is the input tree within the settings' bounds? Counted on the input before anything is
-    built, and stopped at the first bound passed: a tree of 10,000 groups is refused without
-    building and validating 10,000 groups. Each leaf costs evaluation time on every run, and a
-    run's evaluation has a budget; a tree within these bounds fits it unless its leaves are slow.
-    """
-    max_groups = settings.AUTOMATION_CONDITIONS_MAX_GROUPS
-    max_leaves = settings.AUTOMATION_CONDITIONS_MAX_LEAVES
-    max_depth = settings.AUTOMATION_CONDITIONS_MAX_DEPTH
-    groups, leaves = 1, 0  # a group is counted when it is found, before it is visited
-    stack = [(tree, ROOT_PATH, 0)]
-    while stack:
-        node, path, depth = stack.pop()
-        if not isinstance(node, dict):
-            continue  # _build_tree reports it
-        if depth > max_depth:
-            errors.add(
-                path,
-                [
-                    f"Condition groups nest at most {max_depth} levels deep "
-                    "(AUTOMATION_CONDITIONS_MAX_DEPTH)."
-                ],
-            )
-            return False
-        children = node.get("groups") or []
-        groups += len(children)
-        leaves += len(node.get("conditions") or [])
-        if groups > max_groups:
-            errors.add(
-                ROOT_PATH,
-                [
-                    f"A rule's conditions have at most {max_groups} groups "
-                    "(AUTOMATION_CONDITIONS_MAX_GROUPS), the top-level group included."
-                ],
-            )
-            return False
-        if leaves > max_leaves:
-            errors.add(
-                ROOT_PATH,
-                [
-                    f"A rule's conditions have at most {max_leaves} conditions in all "
-                    "(AUTOMATION_CONDITIONS_MAX_LEAVES)."
-                ],
-            )
-            return False
-        stack.extend(
-            (child, f"{path}.groups.{index}", depth + 1) for index, child in enumerate(children)
-        )
-    return True
-
-
-def _build_tree(rule, tree: dict, errors, path: str = ROOT_PATH):
-    """Validate a group dict and its subtree; return (group, [conditions], [subtrees]) unsaved.
-
-    Call it through _build_condition_tree, which has checked the tree's size and depth.
-    """
-    if not isinstance(tree, dict):
-        errors.add(path, ["A condition group is an object."])
-        return None
-    group = ConditionGroup(
-        rule=rule, logic=tree.get("logic") or "AND", negate=bool(tree.get("negate"))
-    )
-    try:
-        group.full_clean(exclude=["rule", "parent"], validate_constraints=False)
-    except ValidationError as exc:
-        errors.add_validation_error(exc, path, {"__all__": ""})
-    conditions = []
-    for index, spec in enumerate(tree.get("conditions") or []):
-        condition = RuleCondition(
-            rule=rule,
-            field_name=spec.get("field") or "",
-            operator=spec.get("operator") or "",
-            value=spec.get("value"),
-            previous=bool(spec.get("previous")),
-            value_field=spec.get("value_field") or "",
-            negate=bool(spec.get("negate")),
-            order=index,
-        )
-        try:
-            full_clean(condition, check_condition, exclude=["rule", "group"])
-        except ValidationError as exc:
-            errors.add_validation_error(exc, f"{path}.conditions.{index}", CONDITION_FIELD_PATHS)
-        conditions.append(condition)
-    subtrees = [
-        _build_tree(rule, child, errors, f"{path}.groups.{index}")
-        for index, child in enumerate(tree.get("groups") or [])
-    ]
-    return group, conditions, subtrees
-
-
-def _save_tree(rule, built, parent=None, order: int = 0) -> None:
-    group, conditions, subtrees = built
-    group.rule = rule
-    group.parent = parent
-    group.order = order
-    group.save()
-    for condition in conditions:
-        condition.rule = rule
-        condition.group = group
-        condition.save()
-    for index, subtree in enumerate(subtrees):
-        _save_tree(rule, subtree, parent=group, order=index)
-
-
-def _tree_data(rule) -> dict:
-    """The stored tree as input data, so kept conditions are validated like new ones."""
-    groups = list(rule.condition_groups.all())
-    conditions = list(rule.conditions.all())
-
-    def as_data(group) -> dict:
-        return {
-            "logic": group.logic,
-            "negate": group.negate,
-            "conditions": [
-                {
-                    "field": c.field_name,
-                    "operator": c.operator,
-                    "value": c.value,
-                    "previous": c.previous,
-                    "value_field": c.value_field,
-                    "negate": c.negate,
-                }
-                for c in conditions
-                if c.group_id == group.pk
-            ],
-            "groups": [as_data(g) for g in groups if g.parent_id == group.pk],
-        }
-
-    root = next((g for g in groups if g.parent_id is None), None)
-    return as_data(root) if root else {}
-
-
 # --- Actions -------------------------------------------------------------------------------------
 
 
@@ -403,9 +259,10 @@ def _build_actions(rule, specs, *, old_actions, errors) -> list[RuleAction]:
             parameters=parameters,
             order=index,
             continue_on_failure=bool(spec.get("continue_on_failure")),
+            when=condition_trees.build_when(rule, spec.get("when"), index, errors),
         )
         try:
-            full_clean(action, check_action, exclude=["rule"])
+            condition_trees.full_clean(action, check_action, exclude=["rule"])
         except ValidationError as exc:
             errors.add_validation_error(exc, path, ACTION_FIELD_PATHS)
         actions.append(action)
@@ -418,6 +275,7 @@ def _actions_data(actions) -> list[dict]:
             "action_type": a.action_type,
             "parameters": a.parameters,
             "continue_on_failure": a.continue_on_failure,
+            "when": a.when,
         }
         for a in actions
     ]
@@ -432,23 +290,6 @@ def _save_actions(rule, actions) -> None:
 # --- Checks of a condition and an action beyond their fields --------------------------------------
 
 
-def check_condition(condition: RuleCondition) -> None:
-    """The evaluator's own check of a leaf, so a rule is refused at save with the message its
-    runs would fail with (leaf_errors)."""
-    from automation.conditions.checks import leaf_errors  # the evaluator, loaded when used
-
-    errors = leaf_errors(
-        condition.rule,
-        condition.field_name,
-        condition.operator,
-        condition.value,
-        previous=condition.previous,
-        value_field=condition.value_field,
-    )
-    if errors:
-        raise ValidationError(errors)
-
-
 def check_action(action: RuleAction) -> None:
     """The action type's own check of its parameters (parameter_errors)."""
     from automation.actions.handlers import parameter_errors  # httpx too: loaded when used
@@ -458,16 +299,3 @@ def check_action(action: RuleAction) -> None:
         raise ValidationError(
             {f"parameters.{path}" if path else "parameters": msgs for path, msgs in errors.items()}
         )
-
-
-def full_clean(instance, check, **options) -> None:
-    """`instance.full_clean(**options)` and `check(instance)`, their errors together (as Django's
-    full_clean runs a model's clean() even when a field failed)."""
-    errors = {}
-    for validate in (lambda: instance.full_clean(**options), lambda: check(instance)):
-        try:
-            validate()
-        except ValidationError as exc:
-            errors = exc.update_error_dict(errors)
-    if errors:
-        raise ValidationError(errors)

@@ -14,6 +14,7 @@ from automation.core.context import RunContext
 from automation.core.snapshots import without_nul
 from automation.fanout import budget
 from automation.fanout.chain import Chain, running
+from automation.runs.when import evaluate_when
 from automation.runs.writer import (
     FINISHED_ACTION_STATUSES,
     LostClaim,
@@ -68,8 +69,10 @@ class Plan:
         """Run actions while they are database actions; finish the run if none are left."""
         while self.todo and not self.stopped and not self._reaches_outside(self.todo[-1]):
             index = self.todo.pop()
-            started = _begin(self.writer, self.ctx, index)
-            if self.deadline is not None and time.monotonic() >= self.deadline:
+            started = self._start(index)
+            if started is None:
+                continue  # its `when` skipped it, or could not be evaluated
+            if self._past_deadline():
                 outcome = (ActionStatus.FAILED, None, _dry_run_budget_error())
             else:
                 outcome = _call(
@@ -94,14 +97,49 @@ class Plan:
             index = self.todo.pop()
             handler = self.handlers[index]
             with self.writer.step():  # RUNNING is committed before the call goes out
-                started = _begin(self.writer, self.ctx, index)
-            outcome = _call(self.writer, self.ctx, self.actions[index], index, handler)
-            with self.writer.step():
-                self._record(index, started, outcome)
-                self._finish_if_over()
+                started = self._start(index)
+                if started is None:  # its `when` decided
+                    self._finish_if_over()
+            if started is not None:
+                outcome = _call(self.writer, self.ctx, self.actions[index], index, handler)
+                with self.writer.step():
+                    self._record(index, started, outcome)
+                    self._finish_if_over()
             if not self.done and not self._reaches_outside(self.todo[-1]):
                 with self.writer.step():
                     self.run_database_actions()
+
+    def _past_deadline(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def _start(self, index: int) -> float | None:
+        """Evaluate the action's `when` (runs/when.py), then mark it RUNNING: its start on the
+        monotonic clock. None when its `when` ended it (SKIPPED, or FAILED to evaluate)."""
+        verdict = None
+        if not self._past_deadline():  # past a dry run's deadline the action fails unrendered
+            budget = None if self.deadline is None else self.deadline - time.monotonic()
+            verdict = evaluate_when(
+                self.writer.log.rule, self.ctx, self.actions[index], index, budget
+            )
+        if verdict is None:
+            return _begin(self.writer, self.ctx, index)
+        entry = self.writer.log.action_logs[index]
+        entry.update(verdict.fields)
+        if verdict.status is None:
+            return _begin(self.writer, self.ctx, index)
+        if verdict.status == ActionStatus.FAILED:
+            self._record(index, time.monotonic(), (verdict.status, None, verdict.error))
+        else:
+            now = timezone.now().isoformat()
+            set_entry(
+                self.writer,
+                entry,
+                status=verdict.status,
+                error=verdict.error,
+                started_at=now,
+                finished_at=now,
+            )
+        return None
 
     def _record(self, index: int, started: float, outcome: tuple) -> None:
         status, result, error = outcome

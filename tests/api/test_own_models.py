@@ -126,7 +126,11 @@ def test_another_organizations_tasks_fire_nothing_and_cannot_be_reached(
                 "actionType": "CREATE_RECORD",
                 "parameters": {
                     "model": "projects.task",
-                    "fields": {"project": "{{ object.title }}", "title": "Planted"},
+                    # Text is refused for a foreign key at save; arithmetic gives a number.
+                    "fields": {
+                        "project": f"{{{{ object.project + {theirs.pk - mine.pk} }}}}",
+                        "title": "Planted",
+                    },
                 },
             }
         ],
@@ -135,7 +139,7 @@ def test_another_organizations_tasks_fire_nothing_and_cannot_be_reached(
     Task.objects.create(project=theirs, title="x")  # another organization's write
     assert not AutomationLog.objects.exists()
     # A template naming another organization's project at run time: the action fails.
-    Task.objects.create(project=mine, title=str(theirs.pk))
+    Task.objects.create(project=mine, title="mine")
     run_pending()
     log = AutomationLog.objects.get(rule_id=rule["id"])
     assert log.status == RunStatus.FAILED

@@ -17,6 +17,9 @@ runs a block is its language, or the HTML comment on the line before it:
   timestamps and durations compared by their form only.
 - `<!-- example: action on MODEL ID -->` before a json block: an ActionInput, saved as the one
   action of a MANUAL rule on MODEL and dry-run on record ID: the action must succeed.
+- `<!-- example: actions on MODEL ID end STATUS STATUS ... -->` before a json block: a list of
+  ActionInputs, saved as the actions of such a rule and dry-run likewise: each action must end
+  with its STATUS (an action's `when` may skip it).
 - `<!-- example: conditions of MODEL ID are met -->` (or `are not met`) before a json block: a
   ConditionGroupInput, saved likewise; the dry run's `conditionsMet` must say so. With
   `are met after {"field": {"old": .., "new": ..}}` the rule is an UPDATED rule instead, and the
@@ -128,7 +131,8 @@ class Step:
 
 
 EXAMPLE = re.compile(
-    r"example: (action on|conditions of) \S+ \d+( are( not)? met( after \{.*\})?)?"
+    r"example: (action on|conditions of|actions on) \S+ \d+"
+    r"( are( not)? met( after \{.*\})?| end( (SUCCEEDED|SKIPPED|FAILED))+)?"
 )
 
 
@@ -388,6 +392,8 @@ class Reader:
             rule_input.update(triggerType="EVENT", triggerEvent="UPDATED")
         if kind == "action":
             rule_input["actions"] = [json.loads(block.text)]
+        elif kind == "actions":
+            rule_input["actions"] = json.loads(block.text)
         else:
             rule_input["conditions"] = json.loads(block.text)
         created = self.graphql(
@@ -406,6 +412,9 @@ class Reader:
         run = dry["data"]["runRule"]
         if kind == "action":
             assert run["actionLogs"][0]["status"] == "SUCCEEDED", f"{block.where()}: {run}"
+        elif kind == "actions":
+            statuses = [entry["status"] for entry in run["actionLogs"]]
+            assert statuses == words[words.index("end") + 1 :], f"{block.where()}: {run}"
         else:
             assert [entry["error"] for entry in run["conditionTrace"]] == [None] * len(
                 run["conditionTrace"]

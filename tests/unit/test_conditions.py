@@ -728,7 +728,7 @@ def test_save_time_and_run_time_report_a_leaf_with_the_same_message(
 def test_save_time_and_run_time_call_the_same_checker(product, organization, monkeypatch):
     """Not two copies that agree today: both go through operators.leaf_test."""
     from automation.conditions import operators
-    from automation.rules.services import check_condition
+    from automation.rules.condition_trees import check_condition
 
     calls = []
     real_leaf_test = operators.leaf_test

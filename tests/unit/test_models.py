@@ -25,7 +25,7 @@ from automation.core.models import (
     RuleAction,
     RuleCondition,
 )
-from automation.rules.services import check_condition, full_clean
+from automation.rules.condition_trees import check_condition, full_clean
 from catalog.choices import ProductStatus
 from catalog.models import Category, Product
 from tests.factories import (
