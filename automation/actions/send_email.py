@@ -10,6 +10,7 @@ from automation.actions.base import (
     ActionHandler,
     add_message,
     count_bytes,
+    has_error,
     parameters_schema_of,
     render_parameter,
     template_errors,
@@ -62,7 +63,10 @@ class SendEmailHandler(ActionHandler):
 
     def check(self, parameters, rule, errors, scope):
         to, usernames = parameters.get("to", []), parameters.get("usernames", [])
-        if not to and not usernames and not parameters.get("roles"):
+        # A recipient list with a schema error is left out of `parameters` (base.validate): its
+        # own error says what is wrong, so "name one" would only repeat it.
+        lists_sound = not any(has_error(errors, name) for name in ("to", "usernames", "roles"))
+        if lists_sound and not to and not usernames and not parameters.get("roles"):
             add_message(errors, "to", "Name at least one address, username or role.")
         if len(to) + len(usernames) > mail.MAX_RECIPIENTS:
             add_message(
@@ -78,10 +82,11 @@ class SendEmailHandler(ActionHandler):
                 add_message(errors, f"to.{index}", problem)
         for path, message in non_member_errors(rule, usernames, "usernames"):
             add_message(errors, path, message)
-        subject = parameters["subject"]
-        if any(char in subject for char in "\r\n"):
-            add_message(errors, "subject", "An e-mail subject is one line: no line breaks.")
-        template_errors(subject, "subject", errors, scope)
+        subject = parameters.get("subject")
+        if subject is not None:
+            if any(char in subject for char in "\r\n"):
+                add_message(errors, "subject", "An e-mail subject is one line: no line breaks.")
+            template_errors(subject, "subject", errors, scope)
         template_errors(parameters.get("body", ""), "body", errors, scope)
 
     def _prepare(self, parameters, ctx):

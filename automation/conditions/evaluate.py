@@ -324,12 +324,12 @@ class _Evaluator:
         actual = payload.read(self.ctx.payload, leaf.field)
         return Outcome(compare(actual), actual)
 
-    def _results_leaf(self, leaf: LeafNode) -> tuple[bool, Any, None]:
+    def _results_leaf(self, leaf: LeafNode) -> Outcome:
         """A leaf of an action's `when` on an earlier action's result (conditions/results.py)."""
         results.check_path(leaf.field, self.ctx.action_order)
         compare = payload.payload_test(Operator(leaf.operator), leaf.value, results.SOURCE)
         actual = results.read(self.ctx.results, leaf.field)
-        return compare(actual), actual, None
+        return Outcome(compare(actual), actual)
 
     # --- Where values come from -----------------------------------------------------------
 

@@ -216,7 +216,7 @@ def test_a_when_that_cannot_be_evaluated_fails_its_action(gql, editor, organizat
         'GREATER_THAN a number cannot be compared with text ("catalog.product") from the result.'
     )
     assert log["actionLogs"][1]["error"] == reason
-    assert log["error"] == f"Action 1 (UPDATE_RECORD) failed: {reason}"
+    assert log["error"] == f"Action 2 of 3 (actions.1, UPDATE_RECORD) failed: {reason}"
     assert log["actionLogs"][1]["whenMet"] is False
 
 

@@ -36,7 +36,7 @@ def email(**parameters):
         ),
         (
             {"roles": ["OWNER"], "subject": "Hello"},
-            {"roles.0": ["'OWNER' is not one of ['ADMIN', 'EDITOR', 'VIEWER']"]},
+            {"roles.0": ['"OWNER" is not one of ADMIN, EDITOR, VIEWER.']},
         ),
         (
             {"to": ["{{ object.emial }}"], "subject": "{{ object.nam }}"},
@@ -93,7 +93,7 @@ def test_a_notification_email_flag_must_be_true_or_false(gql, editor, organizati
     }
     answer = gql(CREATE, {"input": rule_input(organization, actions=[action])}, token=editor)
     assert answer.error()["extensions"]["fields"] == {
-        "actions.0.parameters.email": ["'yes' is not of type 'boolean'"]
+        "actions.0.parameters.email": ["Expected true or false, not text."]
     }
 
 
