@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
-from accounts.models import Auditable, OrganizationScoped, Timestamped
+from accounts.models import Auditable, Organization, OrganizationScoped, Timestamped
 from automation.core.choices import (
     ActionType,
     ConditionLogic,
@@ -277,11 +277,24 @@ class RuleAction(Timestamped, Auditable):
 class AutomationLog(Timestamped, Auditable, OrganizationScoped):
     """One run of a rule: the outbox entry while PENDING, then its record, action by action."""
 
-    rule = models.ForeignKey(AutomationRule, on_delete=models.PROTECT, related_name="logs")
+    # No index of their own for organization, rule and content_type: a composite index of Meta
+    # starts with each (a foreign key needs one for deletes and cascades), and a plain one beside
+    # it would only cost every insert.
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    rule = models.ForeignKey(
+        AutomationRule, on_delete=models.PROTECT, related_name="logs", db_index=False
+    )
     trigger = models.CharField(max_length=10, choices=TriggerType.choices)
     event = models.CharField(max_length=10, choices=TriggerEvent.choices, null=True, blank=True)
     content_type = models.ForeignKey(
-        ContentType, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+        ContentType,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_index=False,
     )
     # Text, not a foreign key: a deleted record keeps its id here.
     object_id = models.CharField(max_length=64, null=True, blank=True)
@@ -320,11 +333,32 @@ class AutomationLog(Timestamped, Auditable, OrganizationScoped):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        # Each documented filter of `logs` has an index that ends with the keyset's order
+        # (-created_at, -id), so a page is a bounded index range whatever the table holds
+        # (automation/core/keyset.py; a test asserts each plan on PostgreSQL and SQLite).
         indexes = [
             models.Index(fields=["organization", "-created_at", "-id"], name="log_org_created_idx"),
             models.Index(fields=["rule", "-created_at", "-id"], name="log_rule_created_idx"),
-            models.Index(fields=["status", "created_at"], name="log_status_idx"),
-            models.Index(fields=["content_type", "object_id"], name="log_object_idx"),
+            models.Index(
+                fields=["organization", "status", "-created_at", "-id"], name="log_org_status_idx"
+            ),
+            models.Index(
+                fields=["organization", "trigger", "-created_at", "-id"], name="log_org_trigger_idx"
+            ),
+            models.Index(
+                fields=["organization", "content_type", "-created_at", "-id"],
+                name="log_org_type_idx",
+            ),
+            models.Index(
+                fields=["organization", "dry_run", "-created_at", "-id"], name="log_org_dry_run_idx"
+            ),
+            # A record's runs (objectType and objectId), across organizations: a record has one.
+            models.Index(
+                fields=["content_type", "object_id", "-created_at", "-id"], name="log_record_idx"
+            ),
+            # Expiry (retention walks it per status, newest first) and the sweeper's PENDING and
+            # RUNNING scans.
+            models.Index(fields=["status", "created_at", "id"], name="log_expiry_idx"),
         ]
         constraints = [
             models.UniqueConstraint(
