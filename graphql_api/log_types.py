@@ -236,7 +236,7 @@ class LogConnection:
         description=(
             "How many logs match the filter (the whole filter, not what is left after `after`), "
             "counted up to 10,000: past that it is 10,000 and `totalCountExact` is false, read "
-            "\"at least 10,000\". Counted only when selected."
+            '"at least 10,000". Counted only when selected.'
         )
     )
     def total_count(self) -> int:
