@@ -4,6 +4,7 @@ types' get_queryset (scoping) and the optimizer (prefetching)."""
 import strawberry
 import strawberry_django
 from django.core.exceptions import ValidationError
+from django.db.models import Value
 from strawberry.scalars import JSON
 from strawberry.types.nodes import SelectedField
 
@@ -330,7 +331,9 @@ def _filter_logs(info, queryset, log_filter: LogFilter, by: dict[str, list]):
     if given(log_filter.created_before):
         queryset = queryset.filter(created_at__lt=log_filter.created_before)
     if given(log_filter.dry_run):
-        queryset = queryset.filter(dry_run=log_filter.dry_run)
+        # `= %s`, not Django's bare `WHERE dry_run` for True: SQLite bounds an index with an
+        # equality only (log_org_dry_run_idx).
+        queryset = queryset.filter(dry_run=Value(log_filter.dry_run))
     return queryset
 
 

@@ -1,0 +1,194 @@
+"""9. Run logs at scale: `logs` pages, counts and the purge with 200,000 logs against 20,000.
+
+One organization's table of run logs (bench/log_data.py: 1.1 KB of JSON a row, 20 rules, 40
+days, 5 % FAILED, 1 % dry runs, chains and retries) is filled to the small size, measured, purged,
+then filled to the large size and measured again. Each `logs` filter the README documents is
+timed as a request through the whole HTTP stack (token, Strawberry, the page of 50 and its rows'
+relations), the median of several; a deep page starts from a cursor three quarters down the
+organization's logs. `totalCount` without a filter counts to its cap at both sizes; with FAILED it
+counts 1,000 and then 10,000 (the cap) logs, so it is shown without a goal. The purge (the hourly
+task: the stream's journal, then the logs) is timed per log deleted, dry and real.
+
+Goal: a page at most 1.5x as slow at ten times the logs, and a purge whose time per log does not
+grow (at most 1.5x). Before issue 24 every page counted all its matching logs and a deep cursor
+was no index bound: 2.4x to 9.2x at a million logs.
+"""
+
+import base64
+import datetime
+import time
+
+from django.test import Client
+from django.utils import timezone
+
+from automation.core.models import AutomationLog
+from automation.runs import retention
+from bench import data, log_data
+from bench.stats import Row, median
+
+PAGE = """query($org: ID, $filter: LogFilter, $after: String) {
+  logs(organization: $org, filter: $filter, first: 50, after: $after) {
+    %s
+    edges { node { id seq status trigger createdAt finishedAt dryRun error objectType objectId
+                   rule { id name } } }
+    pageInfo { hasNextPage endCursor }
+  }
+}"""
+DAYS = 40  # SUCCEEDED logs are kept 30 days, SKIPPED 7: about 29 % of the logs expire
+GOAL = 1.5
+
+
+def _filters(rule_id: int, now) -> list[tuple[str, dict]]:
+    week_ago = (now - datetime.timedelta(days=7)).isoformat()
+    return [
+        ("no filter", {}),
+        ("rule", {"rule": str(rule_id)}),
+        ("statuses [FAILED]", {"statuses": ["FAILED"]}),
+        ("statuses [FAILED, PARTIAL]", {"statuses": ["FAILED", "PARTIAL"]}),
+        ("trigger WEBHOOK", {"trigger": "WEBHOOK"}),
+        ("objectType (10 % of logs)", {"objectType": "catalog.category"}),
+        ("objectType + objectId", {"objectType": "catalog.product", "objectId": "17"}),
+        ("objectId alone", {"objectId": "17"}),
+        ("createdAfter a week ago", {"createdAfter": week_ago}),
+        ("createdBefore a week ago", {"createdBefore": week_ago}),
+        ("dryRun true (1 % of logs)", {"dryRun": True}),
+        ("runs page: dryRun false, [FAILED]", {"dryRun": False, "statuses": ["FAILED"]}),
+    ]
+
+
+class _Api:
+    def __init__(self, organization, token):
+        self.client = Client()
+        self.organization = organization
+        self.token = token
+
+    def logs(self, log_filter: dict, after=None, count: bool = False) -> dict:
+        variables = {"org": str(self.organization.pk), "filter": log_filter, "after": after}
+        response = self.client.post(
+            "/graphql/",
+            {"query": PAGE % ("totalCount" if count else ""), "variables": variables},
+            content_type="application/json",
+            headers={"Authorization": f"Bearer {self.token}"},
+        )
+        body = response.json()
+        if response.status_code != 200 or body.get("errors"):
+            raise RuntimeError(f"logs failed: {response.status_code} {body.get('errors')}")
+        return body["data"]["logs"]
+
+    def timed(self, repeats: int, log_filter: dict, after=None, count=False) -> tuple[float, dict]:
+        """(median seconds, the last answer) of `repeats` requests, after one untimed."""
+        answer = self.logs(log_filter, after, count)
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            answer = self.logs(log_filter, after, count)
+            times.append(time.perf_counter() - started)
+        return median(times), answer
+
+
+def _deep_cursor(organization) -> tuple[str, int]:
+    """A cursor three quarters down the organization's logs (as a client that paged there would
+    hold one), and how deep that is."""
+    logs = AutomationLog.objects.filter(organization=organization).order_by("-created_at", "-id")
+    depth = logs.count() * 3 // 4
+    created_at, pk = logs.values_list("created_at", "pk")[depth]
+    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{pk}".encode()).decode(), depth
+
+
+def _measure(api, organization, rule_id, repeats) -> dict:
+    """{label: (seconds, detail)} of every figure at the table's current size."""
+    now = timezone.now()
+    figures = {}
+    for label, log_filter in _filters(rule_id, now):
+        seconds, answer = api.timed(repeats, log_filter)
+        if not answer["edges"]:
+            raise RuntimeError(f"no logs for {label}: the data does not exercise the filter")
+        figures[label] = (seconds, f"{len(answer['edges'])} logs")
+    cursor, depth = _deep_cursor(organization)
+    seconds, answer = api.timed(repeats, {}, after=cursor)
+    figures["deep page"] = (seconds, f"{depth:,} logs deep")
+    for label, log_filter in (("count", {}), ("count FAILED", {"statuses": ["FAILED"]})):
+        seconds, answer = api.timed(repeats, log_filter, count=True)
+        figures[label] = (seconds, f"totalCount {answer['totalCount']:,}")
+    return figures
+
+
+def _purge() -> dict:
+    """{"dry": (seconds, logs), "real": (seconds, logs)} of the hourly purge."""
+    figures = {}
+    for label, dry in (("dry", True), ("real", False)):
+        started = time.perf_counter()
+        counts, _ = retention.purge(dry_run=dry)
+        figures[label] = (time.perf_counter() - started, sum(counts.values()))
+    if figures["real"][1] == 0:
+        raise RuntimeError("the purge deleted nothing: the data has no expired logs")
+    return figures
+
+
+def _fill(organization, rule_ids, count, journal) -> float:
+    started = time.perf_counter()
+    log_data.fill_logs(organization, rule_ids, count, days=DAYS)
+    log_data.fill_journal(organization, journal, hours=48)
+    log_data.analyze()
+    return time.perf_counter() - started
+
+
+def run(ctx) -> list[Row]:
+    large, small, repeats = ctx.size((200_000, 20_000, 15), (60_000, 20_000, 7), (1_500, 300, 2))
+    organization = data.organization("b9")
+    _, token = data.member_with_token(organization)
+    rule_ids = data.bulk_rules(organization, 20, tree=False)
+    api = _Api(organization, token)
+    filled = _fill(organization, rule_ids, small, small // 10)
+    before = _measure(api, organization, rule_ids[3], repeats)
+    purged_before = _purge()
+    kept = AutomationLog.objects.filter(organization=organization).count()
+    filled += _fill(organization, rule_ids, large - kept, large // 10)
+    after = _measure(api, organization, rule_ids[3], repeats)
+    purged_after = _purge()
+
+    rows = []
+    sizes = f"{large:,} vs {small:,} logs"
+    for label, (seconds, detail) in after.items():
+        small_seconds, small_detail = before[label]
+        ratio = seconds / small_seconds
+        judged = label != "count FAILED"
+        name = {
+            "deep page": "deep page (after a cursor 3/4 down)",
+            "count": "totalCount, no filter (past its cap at both sizes)",
+            "count FAILED": "totalCount, statuses [FAILED] (counted up to its cap)",
+        }.get(label, label)
+        rows.append(
+            Row(
+                bench=9,
+                name=f"logs page, {sizes}: {name}",
+                value=round(ratio, 3),
+                unit="x",
+                goal=f"<= {GOAL}x" if judged else "",
+                ok=(ratio <= GOAL) if judged else None,
+                detail=(
+                    f"{seconds * 1000:.1f} ms ({detail}) vs {small_seconds * 1000:.1f} ms "
+                    f"({small_detail})"
+                ),
+            )
+        )
+    for label in ("dry", "real"):
+        (seconds, count), (small_seconds, small_count) = purged_after[label], purged_before[label]
+        per_log, small_per_log = seconds / count, small_seconds / small_count
+        ratio = per_log / small_per_log
+        rows.append(
+            Row(
+                bench=9,
+                name=f"purge_logs{' --dry-run' if label == 'dry' else ''}, {sizes}: time per log",
+                value=round(ratio, 3),
+                unit="x",
+                goal=f"<= {GOAL}x",
+                ok=ratio <= GOAL,
+                detail=(
+                    f"{per_log * 1000:.3f} ms a log ({count:,} in {seconds:.1f} s) vs "
+                    f"{small_per_log * 1000:.3f} ms ({small_count:,} in {small_seconds:.2f} s); "
+                    f"filling took {filled:.0f} s"
+                ),
+            )
+        )
+    return rows
