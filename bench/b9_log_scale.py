@@ -75,16 +75,6 @@ class _Api:
             raise RuntimeError(f"logs failed: {response.status_code} {body.get('errors')}")
         return body["data"]["logs"]
 
-    def timed(self, repeats: int, log_filter: dict, after=None, count=False) -> tuple[float, dict]:
-        """(median seconds, the last answer) of `repeats` requests, after one untimed."""
-        answer = self.logs(log_filter, after, count)
-        times = []
-        for _ in range(repeats):
-            started = time.perf_counter()
-            answer = self.logs(log_filter, after, count)
-            times.append(time.perf_counter() - started)
-        return median(times), answer
-
 
 def _deep_cursor(organization) -> tuple[str, int]:
     """A cursor three quarters down the organization's logs (as a client that paged there would
@@ -96,20 +86,30 @@ def _deep_cursor(organization) -> tuple[str, int]:
 
 
 def _measure(api, organization, rule_id, repeats) -> dict:
-    """{label: (seconds, detail)} of every figure at the table's current size."""
+    """{label: (median seconds, detail)} of every figure at the table's current size. The
+    requests go round-robin (every figure once a round), so a busy moment of the machine falls
+    on all of them alike."""
     now = timezone.now()
+    cursor, depth = _deep_cursor(organization)
+    requests = {label: ({"log_filter": flt}, "") for label, flt in _filters(rule_id, now)}
+    requests["deep page"] = ({"log_filter": {}, "after": cursor}, f"{depth:,} logs deep")
+    requests["count"] = ({"log_filter": {}, "count": True}, "")
+    requests["count FAILED"] = ({"log_filter": {"statuses": ["FAILED"]}, "count": True}, "")
+    answers = {label: api.logs(**arguments) for label, (arguments, _) in requests.items()}
+    times = {label: [] for label in requests}
+    for _ in range(repeats):
+        for label, (arguments, _) in requests.items():
+            started = time.perf_counter()
+            api.logs(**arguments)
+            times[label].append(time.perf_counter() - started)
     figures = {}
-    for label, log_filter in _filters(rule_id, now):
-        seconds, answer = api.timed(repeats, log_filter)
+    for label, (_, detail) in requests.items():
+        answer = answers[label]
         if not answer["edges"]:
             raise RuntimeError(f"no logs for {label}: the data does not exercise the filter")
-        figures[label] = (seconds, f"{len(answer['edges'])} logs")
-    cursor, depth = _deep_cursor(organization)
-    seconds, answer = api.timed(repeats, {}, after=cursor)
-    figures["deep page"] = (seconds, f"{depth:,} logs deep")
-    for label, log_filter in (("count", {}), ("count FAILED", {"statuses": ["FAILED"]})):
-        seconds, answer = api.timed(repeats, log_filter, count=True)
-        figures[label] = (seconds, f"totalCount {answer['totalCount']:,}")
+        if "totalCount" in answer:
+            detail = f"totalCount {answer['totalCount']:,}"
+        figures[label] = (median(times[label]), detail or f"{len(answer['edges'])} logs")
     return figures
 
 

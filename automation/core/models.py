@@ -346,15 +346,17 @@ class AutomationLog(Timestamped, Auditable, OrganizationScoped):
                 fields=["organization", "trigger", "-created_at", "-id"], name="log_org_trigger_idx"
             ),
             models.Index(
-                fields=["organization", "content_type", "-created_at", "-id"],
-                name="log_org_type_idx",
-            ),
-            models.Index(
                 fields=["organization", "dry_run", "-created_at", "-id"], name="log_org_dry_run_idx"
             ),
-            # A record's runs (objectType and objectId), across organizations: a record has one.
+            # objectType; content type first, for the foreign key.
             models.Index(
-                fields=["content_type", "object_id", "-created_at", "-id"], name="log_record_idx"
+                fields=["content_type", "organization", "-created_at", "-id"], name="log_type_idx"
+            ),
+            # objectType and objectId: a record's runs. Three equalities, so SQLite (no
+            # statistics) prefers it to log_type_idx, which leaves the object id to a filter.
+            models.Index(
+                fields=["organization", "content_type", "object_id", "-created_at", "-id"],
+                name="log_record_idx",
             ),
             # Expiry (retention walks it per status, newest first) and the sweeper's PENDING and
             # RUNNING scans.
