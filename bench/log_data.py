@@ -27,7 +27,7 @@ STATUSES = (  # 78 % SUCCEEDED, 12 % SKIPPED, 5 % FAILED, 5 % PARTIAL
 TRIGGERS = ((85, "EVENT"), (95, "SCHEDULE"), (98, "WEBHOOK"), (100, "MANUAL"))
 DRY_RUN_EVERY = 100  # 1 % dry runs
 CATEGORY_EVERY = 10  # 10 % of the runs are about a category, the rest about a product
-RECORDS = 2_000  # object ids 1..2000
+RECORDS = 200  # object ids 1..200: a record has a page of runs or more at 20,000 logs
 CHAIN_EVERY = 50  # every 50th run was caused by the run before it (parent and root)
 RETRY_EVERY = 200  # and every 200th retries the run 5 before it
 
