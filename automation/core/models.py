@@ -338,7 +338,12 @@ class AutomationLog(Timestamped, Auditable, OrganizationScoped):
         # (automation/core/keyset.py; a test asserts each plan on PostgreSQL and SQLite).
         indexes = [
             models.Index(fields=["organization", "-created_at", "-id"], name="log_org_created_idx"),
-            models.Index(fields=["rule", "-created_at", "-id"], name="log_rule_created_idx"),
+            # The organization too: a rule moved to another organization (the admin can) keeps
+            # its logs in the old one, so a rule filter keeps the organization's, and SQLite
+            # (no statistics) prefers the index with both to log_org_created_idx.
+            models.Index(
+                fields=["rule", "organization", "-created_at", "-id"], name="log_rule_org_idx"
+            ),
             models.Index(
                 fields=["organization", "status", "-created_at", "-id"], name="log_org_status_idx"
             ),

@@ -34,7 +34,7 @@ FEW = 1_000
 # (filter, the indexes that serve it): every filter the README's logs section documents.
 FILTERS = {
     "none": ({}, {"log_org_created_idx"}),
-    "rule": ({"rule": "RULE"}, {"log_rule_created_idx"}),
+    "rule": ({"rule": "RULE"}, {"log_rule_org_idx"}),
     "one status": ({"statuses": ["FAILED"]}, {"log_org_status_idx"}),
     "statuses": ({"statuses": ["FAILED", "PARTIAL"]}, {"log_org_status_idx"}),
     "trigger": ({"trigger": "WEBHOOK"}, {"log_org_trigger_idx"}),

@@ -333,3 +333,20 @@ def test_a_rule_of_another_organization_than_the_one_asked_for_has_no_logs_there
     }
     asked["org"] = str(other_organization.pk)
     assert gql(COUNTED, asked, token=user).ok()["logs"]["totalCount"] == 1
+
+
+def test_a_rule_moved_to_another_organization_does_not_show_the_old_one_s_logs(
+    gql, make_member, organization, other_organization
+):
+    """The admin can move a rule; its earlier logs stay in the organization that ran them."""
+    from accounts.choices import Role
+
+    rule = AutomationRuleFactory(organization=organization)
+    AutomationLogFactory(rule=rule)
+    rule.organization = other_organization
+    rule.save()
+    newcomer = make_member(other_organization, Role.VIEWER)
+    variables = {"org": str(other_organization.pk), "filter": {"rule": str(rule.pk)}}
+    assert gql(COUNTED, variables, token=newcomer).ok()["logs"]["edges"] == []
+    del variables["org"]
+    assert gql(COUNTED, variables, token=newcomer).ok()["logs"]["totalCount"] == 0
