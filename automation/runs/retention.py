@@ -37,6 +37,7 @@ from automation.live import journal
 logger = logging.getLogger("automation.runs.retention")
 
 BATCH_SIZE = 500
+DRY_RUN_BATCH_SIZE = 2_000
 REFERENCES = ("parent_log", "root_log", "retry_of")
 # Logs the walk passed while others pointed to them, looked at again at its end; more wait for
 # the next purge.
@@ -72,6 +73,8 @@ def purge_logs(
     if not journal_purged:
         journal.purge(now, dry_run=dry_run)
     sweep = _Sweep(dry_run)
+    if dry_run:  # nothing locked or deleted: fewer, larger batches
+        batch_size = max(batch_size, DRY_RUN_BATCH_SIZE)
     parts, after = _expired(now), None
     while True:
         with transaction.atomic():
@@ -132,9 +135,13 @@ class _Sweep:
         """Delete the candidates ({id: (status, points to a log)}) that nothing kept points to,
         in rounds; remember (up to HELD_AT_MOST) the ones something still points to."""
         referrers = _referrers(candidates)
-        journaled = set(
-            StreamEvent.objects.filter(log_id__in=list(candidates)).values_list("log_id", flat=True)
-        )
+        journaled = {
+            log_id
+            for chunk in _chunks(list(candidates), 1)
+            for log_id in StreamEvent.objects.filter(log_id__in=chunk).values_list(
+                "log_id", flat=True
+            )
+        }
         deletable: set[int] = set()
 
         def free(pk) -> bool:
@@ -161,17 +168,28 @@ class _Sweep:
 
 
 def _referrers(candidates) -> dict[int, set[int]]:
-    """{candidate id: ids of the logs that point to it}: one statement, a range of each
-    reference's index (an OR of the three made SQLite read the whole table)."""
-    pks = list(candidates)
+    """{candidate id: ids of the logs that point to it}: a statement per chunk of candidates,
+    a range of each reference's index (an OR of the three made SQLite read the whole table)."""
     columns = ["pk", *(f"{name}_id" for name in REFERENCES)]
-    pointing = [
-        AutomationLog.objects.filter(**{f"{name}_id__in": pks}).order_by().values_list(*columns)
-        for name in REFERENCES
-    ]
     found: dict[int, set[int]] = {}
-    for pk, *targets in pointing[0].union(*pointing[1:], all=True):
-        for target in targets:
-            if target in candidates and target != pk:
-                found.setdefault(target, set()).add(pk)
+    for chunk in _chunks(list(candidates), len(REFERENCES)):
+        pointing = [
+            AutomationLog.objects.filter(**{f"{name}_id__in": chunk})
+            .order_by()
+            .values_list(*columns)
+            for name in REFERENCES
+        ]
+        for pk, *targets in pointing[0].union(*pointing[1:], all=True):
+            for target in targets:
+                if target in candidates and target != pk:
+                    found.setdefault(target, set()).add(pk)
     return found
+
+
+def _chunks(values: list, uses: int):
+    """`values` in chunks that keep a statement using each `uses` times within the database's
+    limit of parameters (999 for Django on SQLite)."""
+    limit = transaction.get_connection().features.max_query_params
+    size = max(limit // uses, 1) if limit else len(values) or 1
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
