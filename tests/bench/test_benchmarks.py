@@ -86,7 +86,9 @@ def check_log_scale(rows, large: int) -> None:
     count = next(row for row in pages if "totalCount, no filter" in row["name"])
     assert f"totalCount {large:,}" in count["detail"]  # tiny: under the cap
     purges = [row for row in scale if row["name"].startswith("purge_logs")]
-    assert len(purges) == 2 and all(" a log (" in row["detail"] for row in purges)
+    assert len(purges) == 2 and all(
+        " a log in the median batch (" in row["detail"] for row in purges
+    )
 
 
 @pytest.mark.skipif(
