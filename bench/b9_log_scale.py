@@ -10,7 +10,7 @@ counts 1,000 and then 10,000 (the cap) logs, so it is shown without a goal. The 
 task: the stream's journal, then the logs) is timed per log deleted, dry and real.
 
 The two sizes are timed minutes apart on a machine others may be loading, so each figure is the
-one least disturbed by other work: a page's fastest of its 15 requests (round-robin: every
+one least disturbed by other work: a page's fastest of its 25 requests (round-robin: every
 figure once a round), the purge's median batch (the time between two reads of its walk) per log;
 the median request and the whole purge are in the row's detail. Goal: a page at most 1.5x as
 slow at ten times the logs, and a purge whose time per log does not grow (at most 1.5x). Before issue 24 every page counted all its matching logs and a deep cursor
@@ -165,7 +165,7 @@ def _fill(organization, rule_ids, count, journal) -> float:
 
 
 def run(ctx) -> list[Row]:
-    large, small, repeats = ctx.size((200_000, 20_000, 15), (60_000, 20_000, 7), (1_500, 300, 2))
+    large, small, repeats = ctx.size((200_000, 20_000, 25), (60_000, 20_000, 9), (1_500, 300, 2))
     organization = data.organization("b9")
     _, token = data.member_with_token(organization)
     rule_ids = data.bulk_rules(organization, 20, tree=False)
