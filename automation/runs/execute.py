@@ -349,25 +349,27 @@ def _start(writer: RunWriter, prepared: Prepared) -> "Plan | None":
     log.rule_revision = rule.revision
     actions = list(definition.actions)
     if not _resuming(log):
+        recorded = ("rule_revision", "conditions_met", "condition_trace")
         if prepared.recheck is not None:
-            reason = waits.record_recheck(
+            reason, rechecked = waits.record_recheck(
                 writer, prepared.recheck, prepared.result, prepared.checked_at
             )
             if reason:
-                return finish(writer, RunStatus.SKIPPED, error=reason)
+                return finish(writer, RunStatus.SKIPPED, reason, *rechecked)
+            recorded = ("rule_revision", *rechecked)
         else:
             result = prepared.result
             log.conditions_met = result.met
             log.condition_trace = result.trace
             if not result.met:
                 return finish(writer, RunStatus.SKIPPED, error=_not_met_reason(result))
+            if rule.hold_for and not log.dry_run:
+                waits.start_hold(writer, rule.hold_for, *recorded)
+                return None  # WAITING: the actions run after the second check
             if rule.hold_for:
-                writer.change("rule_revision", "conditions_met", "condition_trace")
-                waits.start_hold(writer, rule.hold_for)
-                if not log.dry_run:
-                    return None  # WAITING: the actions run after the second check
+                waits.start_hold(writer, rule.hold_for)  # notes what a real run would do
         log.action_logs = [new_entry(index, action) for index, action in enumerate(actions)]
-        writer.change("rule_revision", "conditions_met", "condition_trace", "action_logs")
+        writer.change(*recorded, "action_logs")
     # The rule may have gained actions since the run started: keep to the recorded plan.
     return Plan(writer, prepared.ctx, actions[: len(log.action_logs)])
 

@@ -35,15 +35,16 @@ def iso(instant: datetime.datetime) -> str:
     return instant.astimezone(datetime.UTC).isoformat().replace("+00:00", "Z")
 
 
-def pause(writer, due: datetime.datetime) -> None:
-    """Store the run WAITING until `due` (in the writer's transaction); once that commits, the
-    run is woken at `due` (runs/wakeups.py), by a hint to the queue or by the tick."""
+def pause(writer, due: datetime.datetime, *fields: str) -> None:
+    """Store the run WAITING until `due` (in the writer's transaction), with the other
+    `fields` it changed, as one state change; once that commits, the run is woken at `due`
+    (runs/wakeups.py), by a hint to the queue or by the tick."""
     from automation.runs.wakeups import schedule_wakeup
 
     log = writer.log
     log.status = RunStatus.WAITING
     log.resume_at = due
-    writer.change("status", "resume_at")
+    writer.change(*fields, "status", "resume_at")
     transaction.on_commit(lambda: schedule_wakeup(due))
 
 
@@ -55,9 +56,9 @@ def holding(log: AutomationLog) -> bool:
     return bool(log.hold) and not log.dry_run and not log.hold.get("checked_at")
 
 
-def start_hold(writer, hold_for: datetime.timedelta) -> None:
+def start_hold(writer, hold_for: datetime.timedelta, *fields: str) -> None:
     """The conditions were met: hold for `hold_for`, then check them again (a dry run only
-    notes that a real run would)."""
+    notes that a real run would); one state change with the other `fields` the run changed."""
     log = writer.log
     now = timezone.now()
     until = now + hold_for
@@ -74,10 +75,9 @@ def start_hold(writer, hold_for: datetime.timedelta) -> None:
             f"A dry run does not wait: a real run would hold for {iso_duration(hold_for)} "
             f"(until about {iso(until)}), then check the conditions again before its actions."
         )
-        writer.change("hold")
+        writer.change(*fields, "hold")
         return
-    writer.change("hold")
-    pause(writer, until)
+    pause(writer, until, *fields, "hold")
 
 
 class Recheck:
@@ -112,26 +112,25 @@ def _current_record(log: AutomationLog) -> dict | None:
     return None if instance is None else snapshot(instance)
 
 
-def record_recheck(writer, recheck: Recheck, result, checked_at: datetime.datetime) -> str | None:
-    """Record the second check in the run's hold (and the record it read as the run's, for
-    its actions); the SKIPPED run's error when the conditions no longer hold, else None."""
+def record_recheck(writer, recheck: Recheck, result, checked_at) -> tuple[str | None, tuple]:
+    """Put the second check in the run's hold (and the record it read in the run's context,
+    for its actions): (the SKIPPED run's error when the conditions no longer hold, else None;
+    the log's fields that changed, for the caller's next state change)."""
     log = writer.log
     hold = dict(log.hold)
     hold["checked_at"] = iso(checked_at)
-    fields = ["hold"]
     if recheck.deleted:
         hold["met"] = False
         log.hold = hold
-        writer.change(*fields)
-        return f"The record was deleted while the run held ({hold['hold_for']})."
+        return f"The record was deleted while the run held ({hold['hold_for']}).", ("hold",)
     hold["met"], hold["trace"] = result.met, result.trace
     log.hold = hold
     log.context = {**(log.context or {}), "object": recheck.object}
     log.changes = recheck.changes
-    writer.change(*fields, "context", "changes")
+    fields = ("hold", "context", "changes")
     if result.met:
-        return None
-    return f"Conditions no longer met after holding for {hold['hold_for']}: {_why(result)}"
+        return None, fields
+    return f"Conditions no longer met after holding for {hold['hold_for']}: {_why(result)}", fields
 
 
 def _why(result) -> str:

@@ -157,16 +157,17 @@ def mark_running(writer: RunWriter) -> None:
     writer.change("status", "started_at")
 
 
-def finish(writer: RunWriter, status: str, error: str = "") -> None:
+def finish(writer: RunWriter, status: str, error: str = "", *fields: str) -> None:
+    """The run's last state change: `status`, with the other `fields` it changed."""
     log = writer.log
     log.status = status
     log.finished_at = timezone.now()
     if error:
         log.error = error
-    fields = ["status", "finished_at", "error", "rule_revision"]
+    changed = [*fields, "status", "finished_at", "error", "rule_revision"]
     if status == RunStatus.SKIPPED:
-        fields += ["conditions_met", "condition_trace"]
-    writer.change(*fields)
+        changed += ["conditions_met", "condition_trace"]
+    writer.change(*changed)
 
 
 def fail_unexpectedly(writer: RunWriter, exc: Exception) -> None:
