@@ -91,6 +91,10 @@ class AutomationRule(Timestamped, Auditable, OrganizationScoped):
     # while it validates that input (content_type is then None), so that the checks of the
     # conditions and actions do not add "this rule has no model" to the model's own error.
     refused_model: str | None = None
+    # Not stored: set by the rule service when the input's holdFor is no duration it takes
+    # (reported there; hold_for is then None), so that what the rule's trigger says of any hold
+    # is still reported with it.
+    refused_hold: bool = False
 
     class Meta:
         ordering = ["name", "id"]
@@ -189,34 +193,29 @@ class AutomationRule(Timestamped, Auditable, OrganizationScoped):
         return errors
 
     def _hold_errors(self) -> dict:
-        """A hold re-checks the run's record after it: only a rule whose runs have one that
-        still exists can hold."""
-        if self.hold_for is None:
+        """A hold is a positive, bounded duration, and re-checks the run's record after it:
+        only a rule whose runs have one that still exists can hold."""
+        if self.hold_for is None and not self.refused_hold:
             return {}
+        messages = []
         maximum = datetime.timedelta(seconds=settings.AUTOMATION_MAX_WAIT_SECONDS)
-        if self.hold_for <= datetime.timedelta(0):
-            return {"hold_for": ["A hold is a positive duration."]}
-        if self.hold_for > maximum:
-            return {
-                "hold_for": [
-                    f"A hold is at most {iso_duration(maximum)} (AUTOMATION_MAX_WAIT_SECONDS)."
-                ]
-            }
+        if self.hold_for is not None and self.hold_for <= datetime.timedelta(0):
+            messages.append("A hold is a positive duration.")
+        elif self.hold_for is not None and self.hold_for > maximum:
+            messages.append(
+                f"A hold is at most {iso_duration(maximum)} (AUTOMATION_MAX_WAIT_SECONDS)."
+            )
         if self.trigger_event == TriggerEvent.DELETED:
-            return {
-                "hold_for": [
-                    "A DELETED rule cannot hold: after the hold its conditions are checked "
-                    "again against the record, which is gone."
-                ]
-            }
-        if not self.content_type_id and not self.refused_model:
-            return {
-                "hold_for": [
-                    "Only a rule with a model can hold: after the hold its conditions are "
-                    "checked again against the run's record as it is then."
-                ]
-            }
-        return {}
+            messages.append(
+                "A DELETED rule cannot hold: after the hold its conditions are checked again "
+                "against the record, which is gone."
+            )
+        elif not self.content_type_id and not self.refused_model:
+            messages.append(
+                "Only a rule with a model can hold: after the hold its conditions are checked "
+                "again against the run's record as it is then."
+            )
+        return {"hold_for": messages} if messages else {}
 
     def _watched_field_errors(self, label):
         if not isinstance(self.watched_fields, list) or not all(

@@ -184,6 +184,7 @@ def _apply_rule_fields(rule, data, names, errors) -> None:
             value = ""
         elif name == "hold_for":
             value = _hold_length(value, errors)
+            rule.refused_hold = "holdFor" in errors
         setattr(rule, name, value)
 
 

@@ -89,6 +89,24 @@ def test_a_hold_needs_a_record_to_check_again(gql, editor, organization, overrid
     assert fields_of(answer)["holdFor"] == [message]
 
 
+def test_a_bad_hold_on_a_rule_that_cannot_hold_gets_both_messages_at_once(
+    gql, editor, organization
+):
+    rule = rule_input(
+        organization,
+        holdFor="P1M",
+        triggerEvent="DELETED",
+        watchedFields=[],
+        conditions=None,
+    )
+    messages = fields_of(gql(CREATE, {"input": rule}, token=editor))["holdFor"]
+    assert [message.split(":")[0] for message in messages] == [
+        "'P1M' counts years or months, which have no fixed length; write days or weeks instead "
+        '("P30D", "P4W").',
+        "A DELETED rule cannot hold",
+    ]
+
+
 def test_a_hold_reads_back_in_iso_8601_and_is_changed_or_removed(gql, editor, organization):
     created = gql(CREATE, {"input": rule_input(organization, holdFor="P1DT90M")}, token=editor)
     rule = created.ok()["createRule"]

@@ -503,3 +503,14 @@ def test_the_live_stream_shows_the_run_waiting(
     assert statuses == [
         "PENDING", "RUNNING", "WAITING", "PENDING", "RUNNING", "RUNNING", "SUCCEEDED"
     ]  # fmt: skip
+
+
+def test_health_reports_how_late_the_most_overdue_waiting_run_is(
+    organization, product, clock, client
+):
+    held_rule(organization)
+    log = write_stock(product, 3)
+    execute_run(log.pk)
+    assert client.get("/healthz").json()["most_overdue_waiting_run_seconds"] is None
+    clock.move_to(START + HALF_AN_HOUR + datetime.timedelta(seconds=90))
+    assert client.get("/healthz").json()["most_overdue_waiting_run_seconds"] == 90
