@@ -13,14 +13,12 @@ the WAIT waited at least its 2 s), the hold re-checked after its time.
 import contextlib
 import datetime
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
-from tests.e2e.conftest import REPO_ROOT, isolated_environment, launch
-from tests.e2e.test_subscriptions import distributed
+from tests.e2e.conftest import isolated_environment, launch
+from tests.e2e.test_subscriptions import distributed, huey_worker
 from tests.e2e.test_waits import FINISHED, RUN, Member, low_stock_rule
 
 pytestmark = pytest.mark.slow
@@ -95,30 +93,6 @@ def test_embedded_server_killed_while_runs_wait(tmp_path):
             server.stop()
 
 
-@contextlib.contextmanager
-def worker(env, data_dir, name):
-    """`manage.py run_huey` against the server's database and queue."""
-    with open(data_dir / f"{name}.log", "w") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "manage.py", "run_huey", "--workers", "2"],
-            cwd=REPO_ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            yield process
-        finally:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-
-
 @distributed
 def test_distributed_worker_killed_while_runs_wait(tmp_path):
     data_dir = tmp_path / "distributed"
@@ -127,10 +101,10 @@ def test_distributed_worker_killed_while_runs_wait(tmp_path):
         server = launch(env, data_dir, ["--no-worker"])
         stack.callback(server.stop)
         member = Member(server, "drill")
-        with worker(env, data_dir, "worker-1") as first:
+        with huey_worker(env, data_dir) as first:
             held, waiting = start_waiting(member)
             first.send_signal(signal.SIGKILL)
             first.wait(30)
         time.sleep(DOWN_SECONDS)
-        with worker(env, data_dir, "worker-2"):
+        with huey_worker(env, data_dir):
             check_resumed_once(member, held, waiting)

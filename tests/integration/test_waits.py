@@ -88,6 +88,14 @@ def write_stock(product, stock) -> AutomationLog | None:
     return write(product, stock=stock)
 
 
+def go_on(clock, log, moment=START + HALF_AN_HOUR) -> None:
+    """Move the clock to `moment`, wake what is due and execute `log` as a worker would."""
+    clock.move_to(moment)
+    wakeups.wake_due_runs()
+    execute_run(log.pk)
+    log.refresh_from_db()
+
+
 def test_a_held_run_waits_then_executes_when_its_conditions_still_hold(
     organization, product, clock
 ):
@@ -133,11 +141,8 @@ def test_a_held_run_whose_state_changed_back_ends_skipped_saying_so(organization
 
     clock.move_to(START + datetime.timedelta(minutes=10))
     write_stock(product, 20)  # restocked during the hold: nothing to cancel
-    clock.move_to(START + HALF_AN_HOUR)
-    wakeups.wake_due_runs()
-    execute_run(log.pk)
+    go_on(clock, log)
 
-    log.refresh_from_db()
     product.refresh_from_db()
     assert log.status == RunStatus.SKIPPED
     assert log.error == (
@@ -157,11 +162,8 @@ def test_a_held_run_whose_record_was_deleted_ends_skipped(organization, product,
     execute_run(log.pk)
     product.delete()
 
-    clock.move_to(START + HALF_AN_HOUR)
-    wakeups.wake_due_runs()
-    execute_run(log.pk)
+    go_on(clock, log)
 
-    log.refresh_from_db()
     assert log.status == RunStatus.SKIPPED
     assert log.error == "The record was deleted while the run held (PT30M)."
     assert log.hold["met"] is False
@@ -179,10 +181,7 @@ def test_the_recheck_sees_the_write_from_before_it_to_the_record_now(organizatio
     execute_run(log.pk)
     write(product, status="DRAFT")  # back where it was: nothing to cancel
 
-    clock.move_to(START + HALF_AN_HOUR)
-    wakeups.wake_due_runs()
-    execute_run(log.pk)
-    log.refresh_from_db()
+    go_on(clock, log)
     assert log.status == RunStatus.SKIPPED
     assert "status" not in log.changes
     assert log.hold["trace"][0]["actual"] is None, "no change of status to show"
@@ -198,10 +197,7 @@ def test_a_change_that_still_holds_passes_the_recheck(organization, clock):
     execute_run(log.pk)
     write(product, stock=1)  # another field moves meanwhile: the status change still holds
 
-    clock.move_to(START + HALF_AN_HOUR)
-    wakeups.wake_due_runs()
-    execute_run(log.pk)
-    log.refresh_from_db()
+    go_on(clock, log)
     assert log.status == RunStatus.SUCCEEDED
     assert log.changes["status"] == {"old": "DRAFT", "new": "ACTIVE"}
     assert log.changes["stock"]["new"] == 1
@@ -415,10 +411,7 @@ def test_a_rule_paused_during_the_wait_ends_the_run_skipped(organization, produc
     execute_run(log.pk)
     rule.is_active = False
     rule.save()
-    clock.move_to(START + HALF_AN_HOUR)
-    wakeups.wake_due_runs()
-    execute_run(log.pk)
-    log.refresh_from_db()
+    go_on(clock, log)
     assert log.status == RunStatus.SKIPPED
     assert log.error == "The rule was deactivated while the run waited."
 
