@@ -419,7 +419,7 @@ def test_a_viewer_signs_in_and_watches_filters_and_pauses_without_changing_anyth
     # The chart counts the hour's runs by status.
     chromium.wait_for(
         "[...document.querySelectorAll('#chart-legend .legend-item')].map(i => i.textContent)"
-        ".join() === 'pending 0,running 0,succeeded 2,partial 0,failed 2,skipped 0'"
+        ".join() === 'pending 0,running 0,waiting 0,succeeded 2,partial 0,failed 2,skipped 0'"
     )
     assert chromium.evaluate("document.querySelectorAll('#chart rect.segment').length") >= 2
 
