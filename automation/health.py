@@ -1,4 +1,5 @@
-"""GET /healthz: database, broker, queue depth and the age of the oldest PENDING run."""
+"""GET /healthz: database, broker, queue depth, the age of the oldest PENDING run and how late
+the most overdue WAITING run is (its wake-up hint lost and the sweeper's tick not running)."""
 
 import logging
 
@@ -43,7 +44,17 @@ def healthz(request):
             .values_list("created_at", flat=True)
             .first()
         )
+        now = timezone.now()
         report["oldest_pending_run_age_seconds"] = (
-            round((timezone.now() - oldest).total_seconds(), 3) if oldest else None
+            round((now - oldest).total_seconds(), 3) if oldest else None
+        )
+        overdue = (
+            AutomationLog.objects.filter(status=RunStatus.WAITING, resume_at__lte=now)
+            .order_by("resume_at")
+            .values_list("resume_at", flat=True)
+            .first()
+        )
+        report["most_overdue_waiting_run_seconds"] = (
+            round((now - overdue).total_seconds(), 3) if overdue else None
         )
     return JsonResponse(report, status=200 if report["status"] == "ok" else 503)

@@ -433,6 +433,10 @@ AUTOMATION_SWEEP_PENDING_AFTER_SECONDS = env.int(
     "AUTOMATION_SWEEP_PENDING_AFTER_SECONDS", default=60
 )
 AUTOMATION_HEARTBEAT_STALE_SECONDS = env.int("AUTOMATION_HEARTBEAT_STALE_SECONDS", default=120)
+# The longest a run may wait (automation/runs/waits.py): a rule's holdFor, a WAIT action's
+# `seconds` or how far ahead its `until` lands. Waiting runs are stored rows, so a bound keeps what
+# an organization can leave waiting (and retention cannot purge) from growing without end.
+AUTOMATION_MAX_WAIT_SECONDS = env.int("AUTOMATION_MAX_WAIT_SECONDS", default=30 * 24 * 3600)
 # Most runs a worker takes off the queue at once and executes in one transaction when all their
 # actions write the database (a burst of triggering writes); 1 executes every run alone.
 AUTOMATION_RUN_BATCH_SIZE = env.int("AUTOMATION_RUN_BATCH_SIZE", default=50)
