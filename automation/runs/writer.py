@@ -12,6 +12,7 @@ from django.utils import timezone
 from automation.core.choices import ActionStatus, RunStatus
 from automation.core.models import AutomationLog
 from automation.live.events import publish_action, publish_log
+from automation.runs import outcomes
 
 logger = logging.getLogger("automation.runs.writer")
 
@@ -163,6 +164,7 @@ def finish(writer: RunWriter, status: str, error: str = "") -> None:
     if status == RunStatus.SKIPPED:
         fields += ["conditions_met", "condition_trace"]
     writer.change(*fields)
+    outcomes.finished(log)  # counted, and a failure logged, once this commits
 
 
 def fail_unexpectedly(writer: RunWriter, exc: Exception) -> None:

@@ -4,6 +4,11 @@ One command is the whole embedded deployment: uvicorn runs the ASGI application 
 thread while the Huey workers and the periodic scheduler run as threads of the same process, so
 live events published by a run reach WebSocket subscribers through the in-memory channel layer.
 
+With --skip-migrate (web processes of a distributed deployment, after `migrate` ran once) it
+refuses to start while migrations are unapplied: new code on an old schema fails on every query
+that reads a new column. On SQLite it holds a shared lock on the data directory while it runs
+(management/datadir_lock.py), which `restore` checks.
+
 Shutdown: uvicorn owns SIGINT/SIGTERM while it serves. When it has stopped, the consumer's
 threads are stopped gracefully (a run in progress finishes) and the command returns, so the
 process exits 0.
@@ -20,9 +25,15 @@ from django.conf import settings
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
 from django.utils.module_loading import autodiscover_modules, import_string
 from huey.consumer import Consumer, ConsumerStopped
 from huey.consumer_options import ConsumerConfig
+
+import automation
+from automation.core import heartbeats
+from automation.management import datadir_lock
 
 logger = logging.getLogger("automation.serve")
 
@@ -67,11 +78,28 @@ def consumer_options(workers: int | None) -> dict:
     return values
 
 
+def unapplied_migrations() -> list[str]:
+    """The migrations `migrate` would apply now ("app.name"), in order."""
+    executor = MigrationExecutor(connection)
+    targets = executor.loader.graph.leaf_nodes()
+    return [
+        f"{migration.app_label}.{migration.name}"
+        for migration, _ in executor.migration_plan(targets)
+    ]
+
+
+def uses_sqlite() -> bool:
+    return settings.DATABASES["default"]["ENGINE"] == "config.sqlite"
+
+
 class Command(BaseCommand):
     help = (
         "Apply migrations, then serve HTTP and WebSocket (uvicorn) with the Huey consumer and "
         "its periodic scheduler running in the same process."
     )
+
+    def get_version(self):
+        return automation.__version__
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default="127.0.0.1", help="Address to bind (127.0.0.1).")
@@ -100,8 +128,18 @@ class Command(BaseCommand):
                 "--no-worker in embedded mode: runs wait in the SQLite queue until a "
                 "`manage.py run_huey` process on this machine picks them up."
             )
+        lock = datadir_lock.hold_shared() if uses_sqlite() else None  # noqa: F841 - held
         if not skip_migrate:
             call_command("migrate", interactive=False, verbosity=options["verbosity"])
+        else:
+            pending = unapplied_migrations()
+            if pending:
+                raise CommandError(
+                    f"{len(pending)} migration(s) not applied ({', '.join(pending[:5])}"
+                    f"{', ...' if len(pending) > 5 else ''}): run `manage.py migrate` first "
+                    "(README, Upgrading)."
+                )
+        logger.info("automation %s on %s:%s.", automation.__version__, host, port)
 
         consumer = None if no_worker else self._start_consumer(workers)
         server = self._make_server(host, port)
@@ -140,6 +178,8 @@ class Command(BaseCommand):
         )
         supervisor.start()
         consumer.supervisor_thread = supervisor
+        if consumer.periodic:
+            heartbeats.beat(heartbeats.SCHEDULER, now_required=True)
         logger.info(
             "Huey consumer running in-process: %s worker thread(s), periodic tasks %s.",
             consumer.workers,
