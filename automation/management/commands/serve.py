@@ -15,6 +15,7 @@ process exits 0.
 """
 
 import gc
+import io
 import logging
 import signal
 import threading
@@ -130,7 +131,7 @@ class Command(BaseCommand):
             )
         lock = datadir_lock.hold_shared() if uses_sqlite() else None  # noqa: F841 - held
         if not skip_migrate:
-            call_command("migrate", interactive=False, verbosity=options["verbosity"])
+            self._migrate(options["verbosity"])
         else:
             pending = unapplied_migrations()
             if pending:
@@ -164,6 +165,18 @@ class Command(BaseCommand):
         if not server.started:
             raise CommandError(f"The server could not start on {host}:{port}.")
         logger.info("Stopped.")
+
+    def _migrate(self, verbosity: int) -> None:
+        """Apply the migrations; with LOG_FORMAT=json, what migrate prints becomes log records
+        (its plain lines would break a log read one JSON object per line)."""
+        if settings.LOG_FORMAT != "json":
+            call_command("migrate", interactive=False, verbosity=verbosity)
+            return
+        printed = io.StringIO()
+        call_command("migrate", interactive=False, verbosity=verbosity, stdout=printed)
+        for line in printed.getvalue().splitlines():
+            if line.strip():
+                logger.info("migrate: %s", line.strip())
 
     def _start_consumer(self, workers):
         from huey.contrib.djhuey import HUEY
