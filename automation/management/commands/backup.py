@@ -5,6 +5,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+import automation
 from automation.management.sqlite_backup import BackupError, backup
 
 
@@ -13,6 +14,9 @@ class Command(BaseCommand):
         "Copy the embedded mode's SQLite databases (db.sqlite3, huey.sqlite3) into the new "
         "directory PATH, consistently, while the server runs."
     )
+
+    def get_version(self):
+        return automation.__version__
 
     def add_arguments(self, parser):
         parser.add_argument("path", type=Path, help="A new (or empty) directory for the copy.")

@@ -6,6 +6,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+import automation
 from automation.management.sqlite_backup import BackupError, restore
 
 
@@ -16,6 +17,9 @@ class Command(BaseCommand):
     )
     # The checks may open the database about to be replaced.
     requires_system_checks = []
+
+    def get_version(self):
+        return automation.__version__
 
     def add_arguments(self, parser):
         parser.add_argument("path", type=Path, help="The directory `backup` wrote.")
