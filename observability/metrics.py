@@ -99,13 +99,26 @@ for _outcome in WEBHOOK_OUTCOMES:  # every outcome shows from the start, at 0
     WEBHOOK_ATTEMPTS.labels(_outcome)
 
 
+_children: dict = {}
+
+
+def child(metric, *labels):
+    """`metric.labels(*labels)`, kept: the library checks the values and takes a lock on each
+    call, and a run's end asks for a few of them (a dictionary lookup here)."""
+    key = (metric, labels)
+    found = _children.get(key)
+    if found is None:
+        found = _children[key] = metric.labels(*labels)
+    return found
+
+
 def refused(limit: str) -> None:
     """Count one refusal by the limit the setting `limit` (its name, e.g.
     "AUTOMATION_MAX_RUNS_PER_ROOT") sets."""
-    REFUSALS.labels(limit).inc()
+    child(REFUSALS, limit).inc()
 
 
 def webhook_attempt(outcome: str, seconds: float | None) -> None:
-    WEBHOOK_ATTEMPTS.labels(outcome).inc()
+    child(WEBHOOK_ATTEMPTS, outcome).inc()
     if seconds is not None:
-        WEBHOOK_DURATION.labels(outcome).observe(seconds)
+        child(WEBHOOK_DURATION, outcome).observe(seconds)

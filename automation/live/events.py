@@ -261,10 +261,10 @@ def _send(sends: list[tuple[str, dict]]) -> None:
 def _count(sends: list[tuple[str, dict]]) -> None:
     """Count the events published (automation_live_events_published_total), by type."""
     if len(sends) == 1:
-        metrics.LIVE_EVENTS.labels(sends[0][1]["type"]).inc()
+        metrics.child(metrics.LIVE_EVENTS, sends[0][1]["type"]).inc()
         return
     for kind, number in collections.Counter(message["type"] for _, message in sends).items():
-        metrics.LIVE_EVENTS.labels(kind).inc(number)
+        metrics.child(metrics.LIVE_EVENTS, kind).inc(number)
 
 
 class _Publication(journal.Events):

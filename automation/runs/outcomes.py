@@ -57,15 +57,15 @@ class _Ended:
         ]
 
     def __call__(self) -> None:
-        metrics.RUNS.labels(self.status, self.trigger).inc()
+        metrics.child(metrics.RUNS, self.status, self.trigger).inc()
         if self.run is not None:
             metrics.RUN_DURATION.observe(self.run)
         if self.wait is not None:
             metrics.QUEUE_WAIT.observe(self.wait)
         for action_type, status, duration_ms in self.actions:
-            metrics.ACTIONS.labels(action_type, status).inc()
+            metrics.child(metrics.ACTIONS, action_type, status).inc()
             if duration_ms is not None:
-                metrics.ACTION_DURATION.labels(action_type).observe(duration_ms / 1000)
+                metrics.child(metrics.ACTION_DURATION, action_type).observe(duration_ms / 1000)
         if self.status in WARNED_STATUSES:
             self._warn()
 

@@ -183,7 +183,9 @@ def internal_error(what: str, exc: Exception) -> str:
     tables): it belongs in the server log, which the reference finds.
     """
     reference = uuid.uuid4().hex[:12]
-    logger.error("%s (reference %s)", what, reference, exc_info=exc)
+    logger.error(
+        "%s (reference %s)", what, reference, exc_info=exc, extra={"correlation_id": reference}
+    )
     return f"Internal error (reference {reference})."
 
 

@@ -294,3 +294,17 @@ def test_healthz_turns_503_while_the_only_worker_is_stopped_and_runs_wait(start_
             ],
         )
         assert len(edges) == 1
+
+
+def test_a_metrics_port_needs_thread_workers(tmp_path):
+    with isolated_environment(tmp_path, embedded=True) as env:
+        done = subprocess.run(
+            [sys.executable, "manage.py", "run_huey", "-k", "process", "--metrics-port", "1"],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode != 0
+    assert "its workers must be threads" in done.stderr

@@ -377,3 +377,12 @@ def test_livez_says_only_that_the_process_answers(client, django_assert_num_quer
     with django_assert_num_queries(0):
         answer = client.get("/livez")
     assert answer.status_code == 200 and answer.json() == {"status": "ok"}
+
+
+def test_an_internal_errors_reference_is_its_log_records_correlation_id(caplog):
+    from automation.runs.writer import internal_error
+
+    caplog.set_level(logging.ERROR, logger="automation.runs.writer")
+    shown = internal_error("run 5 failed unexpectedly", ValueError("SQL text"))
+    (record,) = caplog.records
+    assert shown == f"Internal error (reference {record.correlation_id})."

@@ -71,6 +71,11 @@ class Command(run_huey.Command):
         config.validate()
         if settings.DATABASES["default"]["ENGINE"] == "config.sqlite":
             self.data_dir_lock = datadir_lock.hold_shared()  # `restore` checks it
+        if metrics_port is not None and config.worker_type == "process":
+            raise CommandError(
+                "--metrics-port serves the counts of this process: its workers must be threads "
+                "(-k thread, the default), not processes; run one run_huey per port instead."
+            )
         if metrics_port is not None:
             try:
                 server = start_metrics_server(metrics_port, metrics_host)
