@@ -104,17 +104,19 @@ EXPECTED = {
 }
 
 
+def lamp(server, member) -> str:
+    """A new ACTIVE product of the member's organization, stock 10; its id."""
+    product = {"organization": member.organization_id, "name": "Lamp", "status": "ACTIVE"}
+    created = ok(server, member, CREATE_PRODUCT, {"input": {**product, "stock": 10}})
+    return created["createProduct"]["id"]
+
+
 def fire_runs_of_every_status(server, member) -> dict[str, str]:
     """Create the rules and a product, update its stock once; {rule name: final status}."""
     org = member.organization_id
     for rule_input in rules_of_every_status(org).values():
         ok(server, member, CREATE_RULE, {"input": rule_input})
-    product = ok(
-        server,
-        member,
-        CREATE_PRODUCT,
-        {"input": {"organization": org, "name": "Lamp", "status": "ACTIVE", "stock": 10}},
-    )["createProduct"]["id"]
+    product = lamp(server, member)
     ok(server, member, UPDATE_PRODUCT, {"id": product, "stock": 3})
     deadline = time.monotonic() + RUN_TIMEOUT_SECONDS
     while True:
@@ -264,12 +266,7 @@ def test_healthz_turns_503_while_the_only_worker_is_stopped_and_runs_wait(start_
     member = server.create_member("ops-carol", "ops-initech")
     org = member.organization_id
     ok(server, member, CREATE_RULE, {"input": rules_of_every_status(org)["SUCCEEDED"]})
-    product = ok(
-        server,
-        member,
-        CREATE_PRODUCT,
-        {"input": {"organization": org, "name": "Lamp", "status": "ACTIVE", "stock": 10}},
-    )["createProduct"]["id"]
+    product = lamp(server, member)
 
     with worker(server.env, server.data_dir) as process:
         wait_for("a worker heartbeat", lambda: health(server)[1]["workers"]["seen"] >= 1)
