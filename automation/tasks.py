@@ -31,10 +31,13 @@ def sweep_runs_task() -> None:
 
 @db_periodic_task(crontab(minute="*"))
 def schedule_tick_task() -> None:
-    """Every minute: fire the due slots of SCHEDULE rules (once per slot, however many workers)."""
+    """Every minute: fire the due slots of SCHEDULE rules (once per slot, however many workers),
+    then record the tick (the scheduler's heartbeat, which /healthz reads)."""
+    from automation.core import heartbeats
     from automation.triggers import schedules
 
     schedules.tick()
+    heartbeats.beat(heartbeats.SCHEDULER, now_required=True)
 
 
 @db_periodic_task(crontab(minute="17"))

@@ -37,6 +37,7 @@ from graphql_api.log_types import ActionLogEntry, AutomationLogType, Notificatio
 from graphql_api.permissions import parse_id
 from graphql_api.shared_render import shareable
 from graphql_api.types import RunStatus
+from observability import metrics
 
 logger = logging.getLogger("graphql_api.subscriptions")
 
@@ -270,13 +271,18 @@ async def stream_notifications(info: strawberry.Info) -> AsyncGenerator[Notifica
 
 
 async def guarded(info: strawberry.Info, stream: AsyncGenerator) -> AsyncGenerator:
-    """The stream's items; a public error ends it located at the field (see `located`)."""
-    async with aclosing(stream):
-        try:
-            async for item in stream:
-                yield item
-        except ApiError as exc:
-            raise located(info, exc) from exc
+    """The stream's items; a public error ends it located at the field (see `located`). Open
+    subscriptions are counted (automation_live_subscriptions) until they end, however."""
+    metrics.LIVE_SUBSCRIPTIONS.inc()
+    try:
+        async with aclosing(stream):
+            try:
+                async for item in stream:
+                    yield item
+            except ApiError as exc:
+                raise located(info, exc) from exc
+    finally:
+        metrics.LIVE_SUBSCRIPTIONS.dec()
 
 
 @strawberry.type

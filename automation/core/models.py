@@ -12,6 +12,7 @@ from django.db import models
 from django.db.models import Q
 
 from accounts.models import Auditable, OrganizationScoped, Timestamped
+from automation.core import heartbeats
 from automation.core.choices import (
     ActionType,
     ConditionLogic,
@@ -458,3 +459,31 @@ class StreamEvent(models.Model):
 
     def __str__(self):
         return f"Event {self.position} of organization {self.organization_id}"
+
+
+# --- Heartbeats of workers and schedulers (automation/core/heartbeats.py) -------------------------
+
+
+class Heartbeat(models.Model):
+    """The last sign of life of one worker or scheduler process, which /healthz reads.
+
+    One row per (kind, process), written at most every AUTOMATION_WORKER_HEARTBEAT_SECONDS by
+    the process itself, and by a scheduler at each tick; rows of processes gone for a week are
+    deleted by the next writer. In the database so that both modes read it the same way.
+    """
+
+    WORKER, SCHEDULER = heartbeats.WORKER, heartbeats.SCHEDULER
+
+    kind = models.CharField(max_length=10, choices=[(WORKER, "worker"), (SCHEDULER, "scheduler")])
+    process = models.CharField(max_length=200, help_text="host:pid")
+    started_at = models.DateTimeField()
+    seen_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "process"], name="unique_heartbeat_process")
+        ]
+        indexes = [models.Index(fields=["kind", "-seen_at"], name="heartbeat_kind_seen_idx")]
+
+    def __str__(self):
+        return f"{self.kind} {self.process} seen at {self.seen_at}"

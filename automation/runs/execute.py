@@ -34,6 +34,7 @@ from automation.runs.writer import (
     mark_running,
     new_entry,
 )
+from observability import logs
 
 logger = logging.getLogger("automation.runs.execute")
 
@@ -130,9 +131,24 @@ def _claimable(prepared: "Prepared", locked: dict) -> bool | None:
     return state[1] == prepared.seq
 
 
+def _log_context(log: AutomationLog):
+    """Log records written while the run executes carry its ids (observability/logs.py)."""
+    return logs.context(
+        run_id=log.pk,
+        rule_id=log.rule_id,
+        organization_id=log.organization_id,
+        correlation_id=log.run_key(),
+    )
+
+
 def _claim_and_execute(prepared: "Prepared") -> bool:
     """Claim the run and execute it with what `prepared` worked out; False when the run changed
     since it was read, so that work is stale and nothing was done."""
+    with _log_context(prepared.log):
+        return _claim_and_execute_now(prepared)
+
+
+def _claim_and_execute_now(prepared: "Prepared") -> bool:
     log_id = prepared.log.pk
     writer = None
     try:
@@ -232,9 +248,10 @@ def _execute_together(batch: list["Prepared"]) -> list[int]:
                     stale.append(prepared.log.pk)
                     continue
                 writer = RunWriter(prepared.log, together=True)
-                plan = _start(writer, prepared)
-                if plan is not None:
-                    plan.run_database_actions()
+                with _log_context(prepared.log):
+                    plan = _start(writer, prepared)
+                    if plan is not None:
+                        plan.run_database_actions()
                 writers.append(writer)
             RunWriter.flush_many(writers)
     except RedoAlone as exc:

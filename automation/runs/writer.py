@@ -12,6 +12,7 @@ from django.utils import timezone
 from automation.core.choices import ActionStatus, RunStatus
 from automation.core.models import AutomationLog
 from automation.live.events import publish_action, publish_log
+from automation.runs import outcomes
 
 logger = logging.getLogger("automation.runs.writer")
 
@@ -168,6 +169,7 @@ def finish(writer: RunWriter, status: str, error: str = "", *fields: str) -> Non
     if status == RunStatus.SKIPPED:
         changed += ["conditions_met", "condition_trace"]
     writer.change(*changed)
+    outcomes.finished(log)  # counted, and a failure logged, once this commits
 
 
 def fail_unexpectedly(writer: RunWriter, exc: Exception) -> None:
@@ -186,7 +188,9 @@ def internal_error(what: str, exc: Exception) -> str:
     tables): it belongs in the server log, which the reference finds.
     """
     reference = uuid.uuid4().hex[:12]
-    logger.error("%s (reference %s)", what, reference, exc_info=exc)
+    logger.error(
+        "%s (reference %s)", what, reference, exc_info=exc, extra={"correlation_id": reference}
+    )
     return f"Internal error (reference {reference})."
 
 
