@@ -6,7 +6,6 @@ DATABASE_URL (PostgreSQL) and REDIS_URL to run *distributed*: RedisHuey, channel
 Redis cache shared by every server process and worker.
 """
 
-import ipaddress
 import os
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -14,6 +13,8 @@ from urllib.parse import urlsplit
 import environ
 from corsheaders.defaults import default_headers as cors_default_headers
 from django.core.exceptions import ImproperlyConfigured
+
+from config import operations
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -49,9 +50,7 @@ INSTALLED_APPS = [
     "automation",
     "graphql_api",
     "dashboard",
-    # After automation: of two apps with a command of the same name, Django runs the first
-    # one's, and automation's `run_huey` (Huey's, with --metrics-port and heartbeats) must win.
-    "huey.contrib.djhuey",
+    "huey.contrib.djhuey",  # after automation: its `run_huey` wins (Django takes the first app's)
 ]
 # Your own apps, whose models automation may watch (README, "Automate your own models"): dotted
 # module paths of installed Python packages, e.g. "tasks" or "myproject.tasks".
@@ -308,56 +307,19 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
 
-# LOG_FORMAT: "plain" (a line of text per record) or "json" (one JSON object per line, with the
-# run, rule, organization and correlation ids of what the record is about: observability/logs.py).
+# Logs (LOG_FORMAT plain, or json: an object a line), metrics, health: config/operations.py, README.
 LOG_FORMAT = env("LOG_FORMAT", default="plain").strip().lower()
-if LOG_FORMAT not in ("plain", "json"):
-    raise ImproperlyConfigured(f"LOG_FORMAT: {LOG_FORMAT!r} is neither plain nor json.")
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-        "json": {"()": "observability.logs.json_formatter"},
-    },
-    "filters": {"context": {"()": "observability.logs.ContextFilter"}},
-    "handlers": {
-        "console": {
-            "class": "logging.StreamHandler",
-            "formatter": LOG_FORMAT,
-            "filters": ["context"],
-        }
-    },
-    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
-    "loggers": {"huey": {"level": env("HUEY_LOG_LEVEL", default="WARNING")}},
-}
-
-# --- Metrics and health ------------------------------------------------------------------------
-# Who may read /metrics (and a worker's `run_huey --metrics-port`): clients in these networks
-# (CIDRs; set to nothing, none), or any client sending `Authorization: Bearer METRICS_TOKEN`.
-# Behind a reverse proxy on the same machine every request comes from loopback: list the
-# scraper's network instead, or set a token.
-METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", default=["127.0.0.0/8", "::1/128"])
-if "METRICS_ALLOWED_NETWORKS" in os.environ and not os.environ["METRICS_ALLOWED_NETWORKS"].strip():
-    METRICS_ALLOWED_NETWORKS = []  # django-environ reads "" as unset
-for _network in METRICS_ALLOWED_NETWORKS:
-    try:
-        ipaddress.ip_network(_network, strict=False)
-    except ValueError:
-        raise ImproperlyConfigured(
-            f"METRICS_ALLOWED_NETWORKS: {_network!r} is not a network (write 10.0.0.0/8)."
-        ) from None
-METRICS_TOKEN = env("METRICS_TOKEN", default="")
-# Workers write a heartbeat at most this often (automation/core/heartbeats.py); /healthz answers
-# 503 when runs have waited longer than AUTOMATION_HEALTH_WORKER_STALE_SECONDS and no worker was
-# seen for as long, or when no scheduler tick (every minute) came for
-# AUTOMATION_HEALTH_SCHEDULER_STALE_SECONDS.
-AUTOMATION_WORKER_HEARTBEAT_SECONDS = env.float("AUTOMATION_WORKER_HEARTBEAT_SECONDS", default=10)
-AUTOMATION_HEALTH_WORKER_STALE_SECONDS = env.float(
-    "AUTOMATION_HEALTH_WORKER_STALE_SECONDS", default=60
+LOGGING = operations.logging_config(
+    LOG_FORMAT, env("LOG_LEVEL", default="INFO"), env("HUEY_LOG_LEVEL", default="WARNING")
 )
+METRICS_ALLOWED_NETWORKS = operations.networks(
+    env.str("METRICS_ALLOWED_NETWORKS", default="127.0.0.0/8,::1/128")
+)
+METRICS_TOKEN = env("METRICS_TOKEN", default="")
+AUTOMATION_WORKER_HEARTBEAT_SECONDS = env.float("AUTOMATION_WORKER_HEARTBEAT_SECONDS", default=10)
+AUTOMATION_HEALTH_WORKER_STALE_SECONDS = env.float("AUTOMATION_HEALTH_WORKER_STALE_SECONDS", 60)
 AUTOMATION_HEALTH_SCHEDULER_STALE_SECONDS = env.float(
-    "AUTOMATION_HEALTH_SCHEDULER_STALE_SECONDS", default=180
+    "AUTOMATION_HEALTH_SCHEDULER_STALE_SECONDS", 180
 )
 
 # --- The automation engine --------------------------------------------------------------------
