@@ -204,7 +204,13 @@ class LogFilter:
     statuses: list[RunStatus] | None = strawberry.UNSET
     trigger: TriggerType | None = strawberry.UNSET
     object_type: str | None = strawberry.UNSET
-    object_id: strawberry.ID | None = strawberry.UNSET
+    object_id: strawberry.ID | None = strawberry.field(
+        default=strawberry.UNSET,
+        description=(
+            "With objectType, that record's runs; alone, the runs of the record with this id of "
+            "every automatable model."
+        ),
+    )
     created_after: datetime.datetime | None = strawberry.UNSET
     created_before: datetime.datetime | None = strawberry.UNSET
     dry_run: bool | None = strawberry.field(

@@ -267,7 +267,6 @@ class LogEdge:
 class LogConnection:
     edges: list[LogEdge]
     page_info: PageInfo
-    total_count: int
     stream_cursor: str | None = strawberry.field(
         default=None,
         description=(
@@ -276,3 +275,21 @@ class LogConnection:
             "`organization`."
         ),
     )
+    # graphql_api.pagination.BoundedCount: counts on first use, so only when selected.
+    count: strawberry.Private[object] = None
+
+    @strawberry.field(
+        description=(
+            "How many logs match the filter (the whole filter, not what is left after `after`), "
+            "counted up to 10,000: past that it is 10,000 and `totalCountExact` is false, read "
+            '"at least 10,000". Counted only when selected.'
+        )
+    )
+    def total_count(self) -> int:
+        return self.count.value
+
+    @strawberry.field(
+        description="False when more logs match than `totalCount` says (it stopped at its cap)."
+    )
+    def total_count_exact(self) -> bool:
+        return self.count.exact

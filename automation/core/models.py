@@ -11,8 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
-from accounts.models import Auditable, OrganizationScoped, Timestamped
-from automation.core import heartbeats
+from accounts.models import Auditable, Organization, OrganizationScoped, Timestamped
 from automation.core.choices import (
     ActionType,
     ConditionLogic,
@@ -314,11 +313,24 @@ class RuleAction(Timestamped, Auditable):
 class AutomationLog(Timestamped, Auditable, OrganizationScoped):
     """One run of a rule: the outbox entry while PENDING, then its record, action by action."""
 
-    rule = models.ForeignKey(AutomationRule, on_delete=models.PROTECT, related_name="logs")
+    # No index of their own for organization, rule and content_type: a composite index of Meta
+    # starts with each (a foreign key needs one for deletes and cascades), and a plain one beside
+    # it would only cost every insert.
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    rule = models.ForeignKey(
+        AutomationRule, on_delete=models.PROTECT, related_name="logs", db_index=False
+    )
     trigger = models.CharField(max_length=10, choices=TriggerType.choices)
     event = models.CharField(max_length=10, choices=TriggerEvent.choices, null=True, blank=True)
     content_type = models.ForeignKey(
-        ContentType, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+        ContentType,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_index=False,
     )
     # Text, not a foreign key: a deleted record keeps its id here.
     object_id = models.CharField(max_length=64, null=True, blank=True)
@@ -363,11 +375,39 @@ class AutomationLog(Timestamped, Auditable, OrganizationScoped):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        # Each documented filter of `logs` has an index that ends with the keyset's order
+        # (-created_at, -id), so a page is a bounded index range whatever the table holds
+        # (automation/core/keyset.py; a test asserts each plan on PostgreSQL and SQLite).
         indexes = [
             models.Index(fields=["organization", "-created_at", "-id"], name="log_org_created_idx"),
-            models.Index(fields=["rule", "-created_at", "-id"], name="log_rule_created_idx"),
-            models.Index(fields=["status", "created_at"], name="log_status_idx"),
-            models.Index(fields=["content_type", "object_id"], name="log_object_idx"),
+            # The organization too: a rule moved to another organization (the admin can) keeps
+            # its logs in the old one, so a rule filter keeps the organization's, and SQLite
+            # (no statistics) prefers the index with both to log_org_created_idx.
+            models.Index(
+                fields=["rule", "organization", "-created_at", "-id"], name="log_rule_org_idx"
+            ),
+            models.Index(
+                fields=["organization", "status", "-created_at", "-id"], name="log_org_status_idx"
+            ),
+            models.Index(
+                fields=["organization", "trigger", "-created_at", "-id"], name="log_org_trigger_idx"
+            ),
+            models.Index(
+                fields=["organization", "dry_run", "-created_at", "-id"], name="log_org_dry_run_idx"
+            ),
+            # objectType; content type first, for the foreign key.
+            models.Index(
+                fields=["content_type", "organization", "-created_at", "-id"], name="log_type_idx"
+            ),
+            # objectType and objectId: a record's runs. Three equalities, so SQLite (no
+            # statistics) prefers it to log_type_idx, which leaves the object id to a filter.
+            models.Index(
+                fields=["organization", "content_type", "object_id", "-created_at", "-id"],
+                name="log_record_idx",
+            ),
+            # Expiry (retention walks it per status, newest first) and the sweeper's PENDING and
+            # RUNNING scans.
+            models.Index(fields=["status", "created_at", "id"], name="log_expiry_idx"),
             # The wake-up tick: due waiting runs only, however many runs are stored.
             models.Index(
                 fields=["resume_at"],
@@ -415,75 +455,3 @@ def _label_of(content_type_id: int | None) -> str | None:
     if content_type_id is None:
         return None
     return model_label(ContentType.objects.get_for_id(content_type_id).model_class())
-
-
-# --- The run stream's journal (automation/live/journal.py) ---------------------------------------
-
-
-class StreamHead(models.Model):
-    """An organization's latest stream position: the counter its events' positions come from.
-
-    Bumped, and so locked, right before the commit of each transaction that publishes run or
-    action events (automation/live/journal.py), so positions follow commit order with no gap.
-    A plain id, not a foreign key: nothing to check or lock beyond this row.
-    """
-
-    organization_id = models.BigIntegerField(primary_key=True)
-    position = models.BigIntegerField(default=0)
-
-    def __str__(self):
-        return f"Stream of organization {self.organization_id} at {self.position}"
-
-
-class StreamEvent(models.Model):
-    """One event of an organization's run stream, as it was published: the journal a
-    subscription with `after` reads before it goes live. Purged by age with the logs
-    (AUTOMATION_STREAM_RETENTION_HOURS)."""
-
-    LOG = "L"
-    ACTION = "A"
-
-    pk = models.CompositePrimaryKey("organization_id", "position")
-    organization_id = models.BigIntegerField()
-    position = models.BigIntegerField()
-    kind = models.CharField(max_length=1, choices=[(LOG, "run"), (ACTION, "action")])
-    log_id = models.BigIntegerField()
-    rule_id = models.BigIntegerField()
-    created_at = models.DateTimeField()
-    # The published message (JSON text) without its type; a run's `context` and `changes`,
-    # written once with the run, are read from its log when asked for.
-    message = models.TextField()
-
-    class Meta:
-        indexes = [models.Index(fields=["log_id", "position"], name="stream_log_idx")]
-
-    def __str__(self):
-        return f"Event {self.position} of organization {self.organization_id}"
-
-
-# --- Heartbeats of workers and schedulers (automation/core/heartbeats.py) -------------------------
-
-
-class Heartbeat(models.Model):
-    """The last sign of life of one worker or scheduler process, which /healthz reads.
-
-    One row per (kind, process), written at most every AUTOMATION_WORKER_HEARTBEAT_SECONDS by
-    the process itself, and by a scheduler at each tick; rows of processes gone for a week are
-    deleted by the next writer. In the database so that both modes read it the same way.
-    """
-
-    WORKER, SCHEDULER = heartbeats.WORKER, heartbeats.SCHEDULER
-
-    kind = models.CharField(max_length=10, choices=[(WORKER, "worker"), (SCHEDULER, "scheduler")])
-    process = models.CharField(max_length=200, help_text="host:pid")
-    started_at = models.DateTimeField()
-    seen_at = models.DateTimeField()
-
-    class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["kind", "process"], name="unique_heartbeat_process")
-        ]
-        indexes = [models.Index(fields=["kind", "-seen_at"], name="heartbeat_kind_seen_idx")]
-
-    def __str__(self):
-        return f"{self.kind} {self.process} seen at {self.seen_at}"
