@@ -1,6 +1,7 @@
 """GET /healthz: is the deployment doing its work? GET /livez: does this process answer?
 
-/healthz reports the database, the broker, the queue, the oldest waiting run, the workers and
+/healthz reports the database, the broker, the queue, the oldest PENDING run, how late the most
+overdue WAITING run is (its wake-up hint lost and the sweeper's tick not running), the workers and
 the scheduler (from their heartbeats, automation/core/heartbeats.py), and answers 503
 "degraded" when any of these holds:
 - the database or the broker does not answer;
@@ -76,6 +77,15 @@ def _work(report: dict, now) -> list[str]:
     )
     waited = round((now - oldest).total_seconds(), 3) if oldest else None
     report["oldest_pending_run_age_seconds"] = waited
+    overdue = (
+        AutomationLog.objects.filter(status=RunStatus.WAITING, resume_at__lte=now)
+        .order_by("resume_at")
+        .values_list("resume_at", flat=True)
+        .first()
+    )
+    report["most_overdue_waiting_run_seconds"] = (
+        round((now - overdue).total_seconds(), 3) if overdue else None
+    )
     problems = []
 
     worker_stale = settings.AUTOMATION_HEALTH_WORKER_STALE_SECONDS

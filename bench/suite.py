@@ -26,6 +26,7 @@ BENCHMARKS = {
     6: "bench.b6_subscribers",
     7: "bench.b7_throughput",
     8: "bench.b8_fairness",
+    9: "bench.b9_log_scale",
 }
 # Benchmarks that only mean something on Redis + PostgreSQL.
 REDIS_ONLY = {7}

@@ -57,12 +57,9 @@ INSTALLED_APPS = [
 EXTRA_INSTALLED_APPS = env.list("EXTRA_INSTALLED_APPS", default=[])
 INSTALLED_APPS += [app for app in EXTRA_INSTALLED_APPS if app not in INSTALLED_APPS]
 
-# Under ASGI every request crosses between the event loop and a sync thread; an async-capable
-# middleware (all of Django's) inside a sync-only one costs two more crossings per hook. The
-# sync-only middleware (ours) therefore come last, so the whole chain runs in one sync call.
-# With CORS_ALLOWED_ORIGINS set, django-cors-headers' middleware (async-capable) goes first (see
-# below): it answers preflight requests before any other middleware could (CommonMiddleware's
-# redirects).
+# Under ASGI an async-capable middleware (all of Django's) inside a sync-only one (ours) costs two
+# more event-loop/thread crossings per hook, so ours come last: one sync call for the chain. With
+# CORS_ALLOWED_ORIGINS set, django-cors-headers' goes first, to answer preflights (see below).
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -441,6 +438,9 @@ AUTOMATION_SWEEP_PENDING_AFTER_SECONDS = env.int(
     "AUTOMATION_SWEEP_PENDING_AFTER_SECONDS", default=60
 )
 AUTOMATION_HEARTBEAT_STALE_SECONDS = env.int("AUTOMATION_HEARTBEAT_STALE_SECONDS", default=120)
+# The longest a run may wait (runs/waits.py: holdFor, a WAIT's seconds or until): waiting runs
+# are stored rows retention cannot purge, so a bound keeps them from growing without end.
+AUTOMATION_MAX_WAIT_SECONDS = env.int("AUTOMATION_MAX_WAIT_SECONDS", default=30 * 24 * 3600)
 # Most runs a worker takes off the queue at once and executes in one transaction when all their
 # actions write the database (a burst of triggering writes); 1 executes every run alone.
 AUTOMATION_RUN_BATCH_SIZE = env.int("AUTOMATION_RUN_BATCH_SIZE", default=50)

@@ -58,7 +58,14 @@ AFTER = Annotated[
     ),
 ]
 
-DATETIME_FIELDS = {"created_at", "started_at", "finished_at", "scheduled_for", "read_at"}
+DATETIME_FIELDS = {
+    "created_at",
+    "started_at",
+    "finished_at",
+    "scheduled_for",
+    "resume_at",
+    "read_at",
+}
 
 
 @strawberry.type(name="ActionUpdate")
@@ -91,6 +98,9 @@ def instance_from(model, data: dict):
 def log_from_message(payload: dict, position: int | None = None) -> AutomationLog:
     fields = {key: value for key, value in payload.items() if key != "rule"}
     fields["rule_id"] = payload["rule"]["id"]
+    # Events published before runs could wait (still in the journal) have neither.
+    fields.setdefault("resume_at", None)
+    fields.setdefault("hold", None)
     log = instance_from(AutomationLog, fields)
     log.stream_position = position
     log.rule = instance_from(

@@ -61,7 +61,7 @@ def beat(kind: str, *, now_required: bool = False) -> None:
 
 
 def _write(kind: str) -> None:
-    from automation.core.models import Heartbeat
+    from automation.core.system_models import Heartbeat
 
     now = timezone.now()
     process = process_name()
@@ -90,7 +90,7 @@ class Seen:
 
 def seen(kind: str, within_seconds: float, now=None) -> Seen:
     """Two indexed reads of a table with a row per process (heartbeat_kind_seen_idx)."""
-    from automation.core.models import Heartbeat
+    from automation.core.system_models import Heartbeat
 
     now = now or timezone.now()
     rows = Heartbeat.objects.filter(kind=kind)

@@ -82,6 +82,8 @@ def serialize_log(log) -> dict:
         "error": log.error,
         "triggered_by_id": log.triggered_by_id,
         "scheduled_for": json_value(log.scheduled_for),
+        "resume_at": json_value(log.resume_at),
+        "hold": log.hold,
         "parent_log_id": log.parent_log_id,
         "root_log_id": log.root_log_id,
         "depth": log.depth,

@@ -33,7 +33,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from automation.core.models import StreamEvent, StreamHead
+from automation.core.system_models import StreamEvent, StreamHead
 
 logger = logging.getLogger("automation.live.journal")
 
@@ -314,27 +314,31 @@ def retention_cutoff(now):
 def purge(now=None, *, dry_run: bool = False, batch_size: int = 5000) -> int:
     """Delete events older than AUTOMATION_STREAM_RETENTION_HOURS, oldest first per
     organization (so what is kept of a stream stays one unbroken run of positions); returns
-    how many were (or would be) deleted."""
+    how many were (or would be) deleted.
+
+    Per organization: its oldest position, then the first one recent enough to keep (a walk
+    over the events to delete), then the positions between deleted in windows of
+    `batch_size`, each a range of the primary key. A window is not looked for again: after a
+    delete, PostgreSQL's index still holds the dead entries until a vacuum, and asking for the
+    oldest position again each batch walked over every one of them."""
     cutoff = retention_cutoff(now or timezone.now())
     deleted = 0
     for organization_id in StreamHead.objects.values_list("organization_id", flat=True):
         events = StreamEvent.objects.filter(organization_id=organization_id)
-        kept = (
-            events.filter(created_at__gte=cutoff)
-            .order_by("position")
-            .values_list("position", flat=True)
-            .first()
-        )
-        old = events if kept is None else events.filter(position__lt=kept)
-        if dry_run:
-            deleted += old.count()
+        positions = events.order_by("position").values_list("position", flat=True)
+        first = positions.first()
+        if first is None:
             continue
-        while True:
-            first = old.order_by("position").values_list("position", flat=True).first()
-            if first is None:
-                break
+        kept = positions.filter(created_at__gte=cutoff).first()
+        end = (positions.order_by("-position").first() + 1) if kept is None else kept
+        if dry_run:
+            deleted += events.filter(position__lt=end).count()
+            continue
+        for start in range(first, end, batch_size):
             with transaction.atomic():
-                count, _ = old.filter(position__lt=first + batch_size).delete()
+                count, _ = events.filter(
+                    position__gte=start, position__lt=min(start + batch_size, end)
+                ).delete()
             deleted += count
     if deleted and not dry_run:
         logger.info("retention: deleted %s stream events", deleted)

@@ -6,7 +6,7 @@ import pytest
 from django.utils import timezone
 
 from automation.core.choices import RunStatus, TriggerType
-from tests.factories import AutomationLogFactory, AutomationRuleFactory
+from tests.factories import AutomationLogFactory, AutomationRuleFactory, MembershipFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -205,3 +205,148 @@ def test_trace_and_action_logs_are_typed(gql, editor, organization):
     assert action["durationMs"] == 1500.0
     assert action["result"] == {"status_code": 502}
     assert action["error"] == "HTTP 502"
+
+
+# --- At scale (issue 24): counts only when asked and capped, lists read per value ------------
+
+COUNTED = """query($org: ID, $filter: LogFilter, $first: Int) {
+  logs(organization: $org, filter: $filter, first: $first) {
+    totalCount totalCountExact edges { node { id } }
+  }
+}"""
+
+
+def _logs_sql(captured) -> list[str]:
+    return [q["sql"] for q in captured if "automation_automationlog" in q["sql"]]
+
+
+def test_total_count_is_exact_up_to_its_cap_then_says_at_least(
+    gql, editor, organization, monkeypatch
+):
+    from graphql_api import pagination
+
+    monkeypatch.setattr(pagination, "TOTAL_COUNT_CAP", 3)
+    rule = AutomationRuleFactory(organization=organization)
+    for status in ("FAILED", "FAILED", "PARTIAL", "PARTIAL", "SUCCEEDED"):
+        AutomationLogFactory(rule=rule, status=status)
+    org = str(organization.pk)
+
+    def count(log_filter):
+        page = gql(COUNTED, {"org": org, "filter": log_filter, "first": 1}, token=editor).ok()
+        return page["logs"]["totalCount"], page["logs"]["totalCountExact"]
+
+    assert count({}) == (3, False)  # 5 match: "at least 3"
+    assert count({"statuses": ["FAILED"]}) == (2, True)
+    assert count({"statuses": ["SUCCEEDED", "FAILED"]}) == (3, True)  # two parts, 1 + 2
+    assert count({"statuses": ["FAILED", "PARTIAL"]}) == (3, False)  # 2 + 2, past the cap
+    assert count({"statuses": []}) == (0, True)
+
+
+def test_a_page_counts_only_when_total_count_is_selected(gql, editor, organization):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    rule = AutomationRuleFactory(organization=organization)
+    AutomationLogFactory(rule=rule)
+    plain = """query($org: ID) { logs(organization: $org, first: 5) { edges { node { id } } } }"""
+    with CaptureQueriesContext(connection) as captured:
+        gql(plain, {"org": str(organization.pk)}, token=editor).ok()
+    assert [sql for sql in _logs_sql(captured) if "COUNT(" in sql] == []
+    with CaptureQueriesContext(connection) as captured:
+        page = gql(COUNTED, {"org": str(organization.pk)}, token=editor).ok()["logs"]
+    counts = [sql for sql in _logs_sql(captured) if "COUNT(" in sql]
+    assert len(counts) == 1 and "LIMIT 10001" in counts[0]  # bounded, and run once for both
+    assert (page["totalCount"], page["totalCountExact"]) == (1, True)
+
+
+def test_lists_of_statuses_and_organizations_page_newest_first_across_values(
+    gql, make_member, organization, other_organization
+):
+    """Each status (and each organization) is read on its own and merged: the merged pages
+    are the same newest-first walk an IN list gave, ties on created_at broken by id."""
+    from accounts.choices import Role
+
+    user = make_member(organization, Role.VIEWER)
+    MembershipFactory(user=user, organization=other_organization, role=Role.VIEWER)
+    rules = [AutomationRuleFactory(organization=org) for org in (organization, other_organization)]
+    base = timezone.now() - datetime.timedelta(hours=1)
+    logs = []
+    for index in range(18):
+        rule = rules[index % 2]
+        status = ("FAILED", "PARTIAL", "SUCCEEDED")[index // 2 % 3]
+        when = base + datetime.timedelta(seconds=index // 4)  # ties across statuses and orgs
+        logs.append(AutomationLogFactory(rule=rule, status=status, created_at=when))
+
+    def walk(variables):
+        seen, after = [], None
+        while True:
+            page = gql(PAGE, {**variables, "first": 4, "after": after}, token=user).ok()["logs"]
+            seen.extend(edge["node"]["id"] for edge in page["edges"])
+            if not page["pageInfo"]["hasNextPage"]:
+                return seen
+            after = page["pageInfo"]["endCursor"]
+
+    def newest_first(kept):
+        ordered = sorted(kept, key=lambda log: (log.created_at, log.pk), reverse=True)
+        return [str(log.pk) for log in ordered]
+
+    wanted = {"FAILED", "PARTIAL"}
+    assert walk({"filter": {"statuses": ["FAILED", "PARTIAL", "FAILED"]}}) == newest_first(
+        [log for log in logs if log.status in wanted]
+    )
+    assert walk({}) == newest_first(logs)  # both organizations, merged
+
+
+def test_object_id_alone_matches_that_id_of_every_automatable_model(gql, editor, organization):
+    from django.contrib.contenttypes.models import ContentType
+
+    from catalog.models import Category
+
+    rule = AutomationRuleFactory(organization=organization)
+    product_run = AutomationLogFactory(rule=rule, object_id="5")
+    category_run = AutomationLogFactory(
+        rule=rule, object_id="5", content_type=ContentType.objects.get_for_model(Category)
+    )
+    AutomationLogFactory(rule=rule, object_id="6")
+    page = gql(PAGE, {"filter": {"objectId": "5"}}, token=editor).ok()["logs"]
+    assert [edge["node"]["id"] for edge in page["edges"]] == [
+        str(category_run.pk),
+        str(product_run.pk),
+    ]
+    assert page["totalCount"] == 2
+
+
+def test_a_rule_of_another_organization_than_the_one_asked_for_has_no_logs_there(
+    gql, make_member, organization, other_organization
+):
+    from accounts.choices import Role
+
+    user = make_member(organization, Role.VIEWER)
+    MembershipFactory(user=user, organization=other_organization, role=Role.VIEWER)
+    theirs = AutomationRuleFactory(organization=other_organization)
+    AutomationLogFactory(rule=theirs)
+    asked = {"org": str(organization.pk), "filter": {"rule": str(theirs.pk)}}
+    assert gql(COUNTED, asked, token=user).ok()["logs"] == {
+        "totalCount": 0,
+        "totalCountExact": True,
+        "edges": [],
+    }
+    asked["org"] = str(other_organization.pk)
+    assert gql(COUNTED, asked, token=user).ok()["logs"]["totalCount"] == 1
+
+
+def test_a_rule_moved_to_another_organization_does_not_show_the_old_one_s_logs(
+    gql, make_member, organization, other_organization
+):
+    """The admin can move a rule; its earlier logs stay in the organization that ran them."""
+    from accounts.choices import Role
+
+    rule = AutomationRuleFactory(organization=organization)
+    AutomationLogFactory(rule=rule)
+    rule.organization = other_organization
+    rule.save()
+    newcomer = make_member(other_organization, Role.VIEWER)
+    variables = {"org": str(other_organization.pk), "filter": {"rule": str(rule.pk)}}
+    assert gql(COUNTED, variables, token=newcomer).ok()["logs"]["edges"] == []
+    del variables["org"]
+    assert gql(COUNTED, variables, token=newcomer).ok()["logs"]["totalCount"] == 0

@@ -70,16 +70,33 @@ def test_every_embedded_benchmark_runs_and_its_invariants_hold(tmp_path):
     delivered = next(row for row in rows if row["bench"] == 6 and row["unit"] == "%")
     assert delivered["value"] == 100.0 and delivered["ok"] is True
 
+    check_log_scale(rows, large=1_500)
+
     rendered = table(rows, baseline={})
     assert rendered.count("\n") == len(rows) + 1
+
+
+def check_log_scale(rows, large: int) -> None:
+    """Benchmark 9 timed every documented filter, the counts and both purges at both sizes
+    (it fails when a filter finds no log or the purge deletes none)."""
+    scale = [row for row in rows if row["bench"] == 9]
+    pages = [row for row in scale if row["name"].startswith("logs page")]
+    assert len(pages) == 15 and all(row["value"] > 0 for row in pages)
+    assert all(row["goal"] == "<= 1.5x" for row in pages if "[FAILED] (counted" not in row["name"])
+    count = next(row for row in pages if "totalCount, no filter" in row["name"])
+    assert f"totalCount {large:,}" in count["detail"]  # tiny: under the cap
+    purges = [row for row in scale if row["name"].startswith("purge_logs")]
+    assert len(purges) == 2 and all(
+        " a log in the median batch (" in row["detail"] for row in purges
+    )
 
 
 @pytest.mark.skipif(
     not (os.environ.get("DATABASE_URL") and os.environ.get("REDIS_URL")),
     reason="needs DATABASE_URL (PostgreSQL) and REDIS_URL",
 )
-def test_latency_and_throughput_benchmarks_run_on_redis_and_postgresql(tmp_path):
-    result = run_suite(tmp_path, bench_env.REDIS, only=[5, 7])
+def test_latency_throughput_and_log_benchmarks_run_on_redis_and_postgresql(tmp_path):
+    result = run_suite(tmp_path, bench_env.REDIS, only=[5, 7, 9])
     rows = result["rows"]
     assert [row["name"] for row in rows if row["name"] == "benchmark failed"] == []
     assert result["machine"]["database"].startswith("postgresql")
@@ -106,3 +123,5 @@ def test_latency_and_throughput_benchmarks_run_on_redis_and_postgresql(tmp_path)
         "throughput, 2 worker(s): rule runs/s vs hand-written update tasks/s"
     ]
     assert judged[0]["ok"] is (judged[0]["value"] >= 0.5)
+
+    check_log_scale(rows, large=1_500)  # the PostgreSQL filler and plans

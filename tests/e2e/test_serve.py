@@ -20,6 +20,7 @@ def test_healthz_reports_database_broker_and_queue(e2e_server):
     assert report["broker"]["ok"] is True
     assert report["broker"]["queue_depth"] == 0
     assert report["oldest_pending_run_age_seconds"] is None
+    assert report["most_overdue_waiting_run_seconds"] is None
 
 
 def test_me_answers_the_token_owner_over_http(e2e_server):

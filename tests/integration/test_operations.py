@@ -15,7 +15,8 @@ from prometheus_client import REGISTRY
 
 from automation.core import heartbeats
 from automation.core.choices import ActionType, RunStatus, TriggerType
-from automation.core.models import AutomationLog, AutomationRule, Heartbeat
+from automation.core.models import AutomationLog, AutomationRule
+from automation.core.system_models import Heartbeat
 from automation.runs.execute import execute_run, execute_runs
 from automation.triggers.outbox import emit_event
 from tests.factories import AutomationRuleFactory, ProductFactory

@@ -89,3 +89,78 @@ def test_purge_logs_command_and_dry_run(rule, capsys):
     call_command("purge_logs", "--batch-size", "1")
     assert "Deleted 2 log(s) (SKIPPED 2)." in capsys.readouterr().out
     assert remaining() == set()
+
+
+# --- Work that does not grow with the table (issue 24) ------------------------------------------
+
+
+def test_the_walk_reads_each_expired_log_once_and_goes_on_where_its_last_batch_ended(
+    rule, monkeypatch
+):
+    """Kept logs (a kept log points to them) and deleted ones are not read again by later
+    batches: the former purge started each batch at the lowest id and walked past them all."""
+    from automation.core import keyset
+
+    kept_roots = []
+    for _ in range(4):
+        root = log_aged(rule, RunStatus.SUCCEEDED, 40)
+        log_aged(rule, RunStatus.SUCCEEDED, 1, retry_of=root)  # recent: kept, keeps its root
+        kept_roots.append(root)
+    gone = [log_aged(rule, status, 50) for status in (RunStatus.SKIPPED, RunStatus.SUCCEEDED) * 3]
+    read, walk = [], keyset.newest
+
+    def reading(*args, **kwargs):
+        rows = walk(*args, **kwargs)
+        read.extend(row.pk for row in rows)
+        return rows
+
+    monkeypatch.setattr(keyset, "newest", reading)
+    assert purge_logs(batch_size=2) == {"SKIPPED": 3, "SUCCEEDED": 3}
+    expired = {log.pk for log in kept_roots + gone}
+    assert sorted(read) == sorted(expired)  # each once, over 5 batches
+    assert remaining() >= {log.pk for log in kept_roots}
+
+
+def test_a_log_older_than_the_log_that_points_to_it_goes_in_the_same_purge(rule):
+    """The walk goes newest first because a log points only to older ones; one that points to
+    a newer log (written by hand, say) holds it until the end, when it is looked at again."""
+    newer = log_aged(rule, RunStatus.SUCCEEDED, 40)
+    older = log_aged(rule, RunStatus.SKIPPED, 60, parent_log=newer, root_log=newer)
+    assert purge_logs(dry_run=True, batch_size=1) == {"SUCCEEDED": 1, "SKIPPED": 1}
+    assert purge_logs(batch_size=1) == {"SUCCEEDED": 1, "SKIPPED": 1}
+    assert not remaining() & {newer.pk, older.pk}
+
+
+def test_the_journal_is_purged_in_windows_without_looking_for_the_oldest_again(
+    organization, settings
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from automation.core.system_models import StreamEvent, StreamHead
+    from automation.live import journal
+
+    settings.AUTOMATION_STREAM_RETENTION_HOURS = 24
+    old = timezone.now() - datetime.timedelta(hours=30)
+    StreamEvent.objects.bulk_create(
+        StreamEvent(
+            organization_id=organization.pk,
+            position=position,
+            kind=StreamEvent.LOG,
+            log_id=1,
+            rule_id=1,
+            created_at=old if position <= 40 else timezone.now(),
+            message="{}",
+        )
+        for position in range(1, 51)
+    )
+    StreamHead.objects.create(organization_id=organization.pk, position=50)
+    assert journal.purge(dry_run=True) == 40
+    with CaptureQueriesContext(connection) as captured:
+        assert journal.purge(batch_size=3) == 40
+    statements = [query["sql"] for query in captured.captured_queries]
+    reads = [sql for sql in statements if sql.startswith("SELECT") and "streamevent" in sql]
+    deletes = [sql for sql in statements if sql.startswith("DELETE")]
+    assert len(deletes) == 14  # windows of 3 positions, 1..40
+    assert len(reads) == 2  # the oldest position and the first one kept, once
+    assert journal.oldest(organization.pk) == 40

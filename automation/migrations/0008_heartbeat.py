@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('automation', '0006_action_when'),
+        ('automation', '0007_waits'),
     ]
 
     operations = [
