@@ -33,6 +33,8 @@ from django.core.cache import cache, caches
 from django.core.cache.backends.locmem import LocMemCache
 from django.core.cache.backends.redis import RedisCache
 
+from observability import metrics
+
 
 def _key(kind: str, value: str) -> str:
     digest = hashlib.sha256(value.encode()).hexdigest()[:32]
@@ -98,6 +100,7 @@ def count_login_attempt(username: str, client_address: str) -> int | None:
     by_name_here = _key("login:user-addr", f"{address}\n{name}")
     attempts, started = _hit(by_address, window, now)
     if attempts > settings.LOGIN_ATTEMPTS_PER_ADDRESS:
+        metrics.refused("LOGIN_ATTEMPTS_PER_ADDRESS")
         # Refused without counting further: an address over its limit makes no new keys,
         # however many usernames it tries. Its pair counter may hold the caller back longer.
         over = [
@@ -105,12 +108,21 @@ def count_login_attempt(username: str, client_address: str) -> int | None:
             *_over_since(by_name_here, settings.LOGIN_ATTEMPTS_PER_USERNAME_AND_ADDRESS),
         ]
         return _retry_after(over, window, now)
-    for key, limit in [
-        (by_name_here, settings.LOGIN_ATTEMPTS_PER_USERNAME_AND_ADDRESS),
-        (_key("login:user", name), settings.LOGIN_ATTEMPTS_PER_USERNAME),
+    for key, limit, setting in [
+        (
+            by_name_here,
+            settings.LOGIN_ATTEMPTS_PER_USERNAME_AND_ADDRESS,
+            "LOGIN_ATTEMPTS_PER_USERNAME_AND_ADDRESS",
+        ),
+        (
+            _key("login:user", name),
+            settings.LOGIN_ATTEMPTS_PER_USERNAME,
+            "LOGIN_ATTEMPTS_PER_USERNAME",
+        ),
     ]:
         attempts, started = _hit(key, window, now)
         if attempts > limit:
+            metrics.refused(setting)
             return _retry_after([started], window, now)
     return None
 

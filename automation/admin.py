@@ -233,6 +233,7 @@ class AutomationRuleAdmin(admin.ModelAdmin):
                     "schedule",
                     "timezone",
                     "missed_run_policy",
+                    "hold_for",
                 ]
             },
         ),
@@ -296,6 +297,7 @@ class AutomationLogAdmin(admin.ModelAdmin):
         "error",
         "triggered_by",
         "scheduled_for",
+        "resume_at",
         "parent_log",
         "root_log",
         "depth",
@@ -306,6 +308,7 @@ class AutomationLogAdmin(admin.ModelAdmin):
         "finished_at",
         "pretty_changes",
         "pretty_condition_trace",
+        "pretty_hold",
         "pretty_action_logs",
         "pretty_context",
     ]
@@ -335,6 +338,10 @@ class AutomationLogAdmin(admin.ModelAdmin):
     @admin.display(description="condition trace")
     def pretty_condition_trace(self, log):
         return pretty_json(log.condition_trace)
+
+    @admin.display(description="hold")
+    def pretty_hold(self, log):
+        return pretty_json(log.hold)
 
     @admin.display(description="action logs")
     def pretty_action_logs(self, log):

@@ -5,6 +5,7 @@ heavy dependencies (the action handlers load httpx) are loaded when first called
 
 from automation.core import choices, keyset
 from automation.core.context import local_isoformat
+from automation.core.durations import iso_duration
 from automation.core.models import (
     AutomationLog,
     AutomationRule,
@@ -47,6 +48,7 @@ __all__ = [
     "fire_now",
     "fires_by_hand",
     "get_automatable",
+    "iso_duration",
     "keyset",
     "live",
     "local_isoformat",

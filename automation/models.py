@@ -1,4 +1,5 @@
-"""Django finds an app's models here; they live in automation/core/models.py."""
+"""Django finds an app's models here; they live in automation/core/models.py (rules and runs)
+and automation/core/system_models.py (the stream journal, heartbeats)."""
 
 from automation.core.models import (
     AutomationLog,
@@ -6,14 +7,14 @@ from automation.core.models import (
     ConditionGroup,
     RuleAction,
     RuleCondition,
-    StreamEvent,
-    StreamHead,
 )
+from automation.core.system_models import Heartbeat, StreamEvent, StreamHead
 
 __all__ = [
     "AutomationLog",
     "AutomationRule",
     "ConditionGroup",
+    "Heartbeat",
     "RuleAction",
     "RuleCondition",
     "StreamEvent",

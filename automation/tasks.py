@@ -8,6 +8,7 @@ from huey import crontab
 from huey.contrib.djhuey import HUEY, db_periodic_task
 
 from automation.runs import sweeper
+from automation.runs.wakeups import wake_due_runs_task  # noqa: F401 - registers the task
 from automation.runs.worker import execute_queued_runs_task  # noqa: F401 - registers the task
 
 logger = logging.getLogger("automation.tasks")
@@ -23,16 +24,20 @@ def load_the_engine() -> None:
 
 @db_periodic_task(crontab(minute="*"))
 def sweep_runs_task() -> None:
-    """Every minute: revive runs whose worker died and re-enqueue runs nobody picked up."""
+    """Every minute: revive runs whose worker died, re-enqueue runs nobody picked up and wake
+    waiting runs that are due (whose hint was lost)."""
     sweeper.sweep()
 
 
 @db_periodic_task(crontab(minute="*"))
 def schedule_tick_task() -> None:
-    """Every minute: fire the due slots of SCHEDULE rules (once per slot, however many workers)."""
+    """Every minute: fire the due slots of SCHEDULE rules (once per slot, however many workers),
+    then record the tick (the scheduler's heartbeat, which /healthz reads)."""
+    from automation.core import heartbeats
     from automation.triggers import schedules
 
     schedules.tick()
+    heartbeats.beat(heartbeats.SCHEDULER, now_required=True)
 
 
 @db_periodic_task(crontab(minute="17"))

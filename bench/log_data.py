@@ -15,7 +15,8 @@ import json
 from django.contrib.contenttypes.models import ContentType
 from django.db import connection, transaction
 
-from automation.core.models import AutomationLog, StreamEvent, StreamHead
+from automation.core.models import AutomationLog
+from automation.core.system_models import StreamEvent, StreamHead
 
 # Shares of the rows, in hundredths, from (n * a prime) % 100.
 STATUSES = (  # 78 % SUCCEEDED, 12 % SKIPPED, 5 % FAILED, 5 % PARTIAL

@@ -14,6 +14,8 @@ import environ
 from corsheaders.defaults import default_headers as cors_default_headers
 from django.core.exceptions import ImproperlyConfigured
 
+from config import operations
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -43,24 +45,21 @@ INSTALLED_APPS = [
     "channels",
     "corsheaders",
     "strawberry_django",
-    "huey.contrib.djhuey",
     "accounts",
     "catalog",
     "automation",
     "graphql_api",
     "dashboard",
+    "huey.contrib.djhuey",  # after automation: its `run_huey` wins (Django takes the first app's)
 ]
 # Your own apps, whose models automation may watch (README, "Automate your own models"): dotted
 # module paths of installed Python packages, e.g. "tasks" or "myproject.tasks".
 EXTRA_INSTALLED_APPS = env.list("EXTRA_INSTALLED_APPS", default=[])
 INSTALLED_APPS += [app for app in EXTRA_INSTALLED_APPS if app not in INSTALLED_APPS]
 
-# Under ASGI every request crosses between the event loop and a sync thread; an async-capable
-# middleware (all of Django's) inside a sync-only one costs two more crossings per hook. The
-# sync-only middleware (ours) therefore come last, so the whole chain runs in one sync call.
-# With CORS_ALLOWED_ORIGINS set, django-cors-headers' middleware (async-capable) goes first (see
-# below): it answers preflight requests before any other middleware could (CommonMiddleware's
-# redirects).
+# Under ASGI an async-capable middleware (all of Django's) inside a sync-only one (ours) costs two
+# more event-loop/thread crossings per hook, so ours come last: one sync call for the chain. With
+# CORS_ALLOWED_ORIGINS set, django-cors-headers' goes first, to answer preflights (see below).
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -305,14 +304,20 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
-    "loggers": {"huey": {"level": env("HUEY_LOG_LEVEL", default="WARNING")}},
-}
+# Logs (LOG_FORMAT plain, or json: an object a line), metrics, health: config/operations.py, README.
+LOG_FORMAT = env("LOG_FORMAT", default="plain").strip().lower()
+LOGGING = operations.logging_config(
+    LOG_FORMAT, env("LOG_LEVEL", default="INFO"), env("HUEY_LOG_LEVEL", default="WARNING")
+)
+METRICS_ALLOWED_NETWORKS = operations.networks(
+    env.str("METRICS_ALLOWED_NETWORKS", default="127.0.0.0/8,::1/128")
+)
+METRICS_TOKEN = env("METRICS_TOKEN", default="")
+AUTOMATION_WORKER_HEARTBEAT_SECONDS = env.float("AUTOMATION_WORKER_HEARTBEAT_SECONDS", default=10)
+AUTOMATION_HEALTH_WORKER_STALE_SECONDS = env.float("AUTOMATION_HEALTH_WORKER_STALE_SECONDS", 60)
+AUTOMATION_HEALTH_SCHEDULER_STALE_SECONDS = env.float(
+    "AUTOMATION_HEALTH_SCHEDULER_STALE_SECONDS", 180
+)
 
 # --- The automation engine --------------------------------------------------------------------
 # Models automation may watch, read and write: "fields" are readable (relations may be followed
@@ -433,6 +438,9 @@ AUTOMATION_SWEEP_PENDING_AFTER_SECONDS = env.int(
     "AUTOMATION_SWEEP_PENDING_AFTER_SECONDS", default=60
 )
 AUTOMATION_HEARTBEAT_STALE_SECONDS = env.int("AUTOMATION_HEARTBEAT_STALE_SECONDS", default=120)
+# The longest a run may wait (runs/waits.py: holdFor, a WAIT's seconds or until): waiting runs
+# are stored rows retention cannot purge, so a bound keeps them from growing without end.
+AUTOMATION_MAX_WAIT_SECONDS = env.int("AUTOMATION_MAX_WAIT_SECONDS", default=30 * 24 * 3600)
 # Most runs a worker takes off the queue at once and executes in one transaction when all their
 # actions write the database (a burst of triggering writes); 1 executes every run alone.
 AUTOMATION_RUN_BATCH_SIZE = env.int("AUTOMATION_RUN_BATCH_SIZE", default=50)

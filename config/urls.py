@@ -3,8 +3,9 @@ from django.contrib.auth.views import LoginView, LogoutView
 from django.urls import path, re_path
 
 from accounts.forms import RateLimitedLoginForm
-from automation.health import healthz
+from automation.health import healthz, livez
 from automation.hooks import PATH_PATTERN, receive_webhook
+from automation.metrics import metrics_view
 from dashboard.views import runs_page
 from graphql_api.views import graphql_view
 
@@ -22,6 +23,8 @@ urlpatterns = [
     # The live runs page: a signed-in user's organizations' runs, read over /graphql/.
     path("runs/", runs_page, name="runs"),
     path("healthz", healthz, name="healthz"),
+    path("livez", livez, name="livez"),
+    path("metrics", metrics_view, name="metrics"),
     # WEBHOOK rules: the token is the credential (automation/hooks.py); with or without a slash.
     re_path(PATH_PATTERN, receive_webhook, name="webhook"),
 ]

@@ -109,6 +109,7 @@ SIZES = {
     ("AutomationLog", "conditionTrace"): Size("AUTOMATION_CONDITIONS_MAX_LEAVES"),
     ("AutomationLog", "actionLogs"): Size(MAX_ACTIONS),
     ("ActionLog", "whenTrace"): Size("AUTOMATION_CONDITIONS_MAX_LEAVES"),
+    ("RunHold", "trace"): Size("AUTOMATION_CONDITIONS_MAX_LEAVES"),  # the second check's
 }
 
 # (type, field) -> {node type: the setting bounding how many nodes of that type}: fields that

@@ -177,6 +177,7 @@ class ErrorCodes(MaskErrors):
             ".".join(str(part) for part in error.path or ()),
             correlation_id,
             exc_info=(type(original), original, original.__traceback__),
+            extra={"correlation_id": correlation_id},  # a field of its own with LOG_FORMAT=json
         )
         return self._rebuild(
             error,

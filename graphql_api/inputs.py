@@ -98,6 +98,14 @@ class ActionInput:
         }
 
 
+HOLD_FOR = (
+    'Hold before acting: an ISO 8601 duration ("PT30M", "P1D"; weeks, days, hours, minutes, '
+    "seconds) the conditions must keep holding. A run whose conditions are met waits that long "
+    "(stored WAITING), checks them again against the record as it is then, and runs the actions "
+    "only if they still hold (else SKIPPED). Rules with a model, not DELETED ones; at most "
+    'AUTOMATION_MAX_WAIT_SECONDS (30 days). "" removes it.'
+)
+
 # Rule fields whose input name and service key differ only by case.
 _RULE_FIELDS = (
     "name",
@@ -111,6 +119,7 @@ _RULE_FIELDS = (
     "timezone",
     "missed_run_policy",
     "webhook_secret",
+    "hold_for",
 )
 
 
@@ -149,6 +158,7 @@ class RuleInput:
             'characters); write-only, see webhookSecretSet. "" removes it.'
         ),
     )
+    hold_for: str | None = strawberry.field(default=strawberry.UNSET, description=HOLD_FOR)
     conditions: ConditionGroupInput | None = strawberry.UNSET
     actions: list[ActionInput] | None = strawberry.field(default_factory=list)
 
@@ -180,6 +190,7 @@ class RuleUpdateInput:
             'characters); write-only, see webhookSecretSet. "" removes it.'
         ),
     )
+    hold_for: str | None = strawberry.field(default=strawberry.UNSET, description=HOLD_FOR)
     conditions: ConditionGroupInput | None = strawberry.UNSET
     actions: list[ActionInput] | None = strawberry.UNSET
 

@@ -125,6 +125,40 @@ class ActionLogEntry:
         )
 
 
+@strawberry.type(
+    name="RunHold",
+    description="A run that held (its rule's holdFor): the second check of its conditions.",
+)
+class RunHold:
+    hold_for: str = strawberry.field(description='The rule\'s holdFor then ("PT30M").')
+    until: datetime.datetime | None = strawberry.field(
+        description="When the conditions are (were) checked again; in a dry run, when they "
+        "would be (a dry run does not wait)."
+    )
+    checked_at: datetime.datetime | None = strawberry.field(
+        description="When they were checked again; null until then, and in a dry run."
+    )
+    met: bool | None = strawberry.field(
+        description="Whether they still held (false also when the record was deleted); null "
+        "until then."
+    )
+    trace: list[ConditionTraceEntry] = strawberry.field(
+        description="The second check, entry by entry as conditionTrace (which keeps the first)."
+    )
+    note: str | None = strawberry.field(description="A dry run's: what a real run would do.")
+
+    @classmethod
+    def from_json(cls, hold: dict) -> "RunHold":
+        return cls(
+            hold_for=hold.get("hold_for") or "",
+            until=_as_datetime(hold.get("until")),
+            checked_at=_as_datetime(hold.get("checked_at")),
+            met=hold.get("met"),
+            trace=[ConditionTraceEntry.from_json(entry) for entry in hold.get("trace") or []],
+            note=hold.get("note"),
+        )
+
+
 @strawberry_django.type(automation_models.AutomationLog, name="AutomationLog")
 class AutomationLogType:
     id: strawberry.ID
@@ -141,6 +175,10 @@ class AutomationLogType:
     context: JSON | None
     triggered_by: UserType | None
     scheduled_for: datetime.datetime | None
+    resume_at: datetime.datetime | None = strawberry_django.field(
+        description="WAITING: when the run goes on (the end of its hold or of a WAIT action); "
+        "afterwards, when it last did. Null for a run that never waited."
+    )
     parent_log: "AutomationLogType | None"
     root_log: "AutomationLogType | None"
     depth: int
@@ -168,6 +206,14 @@ class AutomationLogType:
     @strawberry_django.field(only=["action_logs"])
     def action_logs(self) -> list[ActionLogEntry]:
         return [ActionLogEntry.from_json(entry) for entry in self.action_logs or []]
+
+    @strawberry_django.field(
+        only=["hold"],
+        description="A run of a rule with holdFor, once its conditions were met: the hold and "
+        "its second check; null otherwise.",
+    )
+    def hold(self) -> RunHold | None:
+        return RunHold.from_json(self.hold) if self.hold else None
 
     @strawberry_django.field(only=["error"])
     def error(self) -> str | None:

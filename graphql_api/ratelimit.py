@@ -20,6 +20,7 @@ from django.core.cache import cache
 
 from accounts.ratelimit import count, count_login_attempt
 from graphql_api.errors import RateLimited
+from observability import metrics
 
 
 def check_obtain_token(username: str, client_address: str) -> None:
@@ -36,24 +37,26 @@ def check_add_member(inviter_id, organization_id) -> None:
     """Count one invitation by this inviter and by this organization; RATE_LIMITED when either
     is over its hourly limit. Counted before the username is looked at, so the answer is the
     same whoever is invited (31 organizations of one user once invited a user in 5 seconds)."""
-    for kind, scope, limit, what in [
+    for kind, scope, setting, what in [
         (
             "invite:inviter",
             inviter_id,
-            settings.ACCOUNTS_INVITATIONS_PER_INVITER_PER_HOUR,
+            "ACCOUNTS_INVITATIONS_PER_INVITER_PER_HOUR",
             "You have sent {limit} invitations this hour "
             "(ACCOUNTS_INVITATIONS_PER_INVITER_PER_HOUR).",
         ),
         (
             "invite:org",
             organization_id,
-            settings.ACCOUNTS_INVITATIONS_PER_ORGANIZATION_PER_HOUR,
+            "ACCOUNTS_INVITATIONS_PER_ORGANIZATION_PER_HOUR",
             "This organization has sent {limit} invitations this hour "
             "(ACCOUNTS_INVITATIONS_PER_ORGANIZATION_PER_HOUR).",
         ),
     ]:
+        limit = getattr(settings, setting)
         retry_after = count(kind, str(scope), limit, HOUR)
         if retry_after is not None:
+            metrics.refused(setting)
             raise RateLimited(retry_after, what.format(limit=limit) + " Try again later.")
 
 
@@ -63,6 +66,7 @@ def check_create_organization(user_id) -> None:
     limit = settings.ACCOUNTS_ORGANIZATIONS_PER_USER_PER_DAY
     retry_after = count("create-org:user", str(user_id), limit, DAY)
     if retry_after is not None:
+        metrics.refused("ACCOUNTS_ORGANIZATIONS_PER_USER_PER_DAY")
         raise RateLimited(
             retry_after,
             f"You have created {limit} organizations in the last 24 hours "
@@ -89,13 +93,13 @@ def dry_run_slot(organization_id, user_id):
     with (
         _slot(
             f"org:{organization_id}",
-            settings.AUTOMATION_DRY_RUNS_PER_ORGANIZATION,
+            "AUTOMATION_DRY_RUNS_PER_ORGANIZATION",
             "This organization already has {limit} runs being evaluated inside requests (dry "
             "runs and runSchedule fan-outs; AUTOMATION_DRY_RUNS_PER_ORGANIZATION).",
         ),
         _slot(
             f"user:{user_id}",
-            settings.AUTOMATION_DRY_RUNS_PER_USER,
+            "AUTOMATION_DRY_RUNS_PER_USER",
             "You already have {limit} runs being evaluated inside requests (dry runs and "
             "runSchedule fan-outs, in any organization; AUTOMATION_DRY_RUNS_PER_USER).",
         ),
@@ -104,13 +108,15 @@ def dry_run_slot(organization_id, user_id):
 
 
 @contextlib.contextmanager
-def _slot(scope: str, limit: int, refusal: str):
-    """Hold one of `limit` slots of `scope`, or raise RATE_LIMITED with `refusal`.
+def _slot(scope: str, setting: str, refusal: str):
+    """Hold one of the slots of `scope` (as many as the setting `setting` says), or raise
+    RATE_LIMITED with `refusal`.
 
     Each slot is a cache key taken with add(), atomic in Redis and in locmem, so the slots are
     shared by every server process in distributed mode. It is given back when the block ends,
     however it ends, and expires on its own after the budget and a margin (a killed process).
     """
+    limit = getattr(settings, setting)
     budget = settings.AUTOMATION_DRY_RUN_BUDGET_SECONDS
     expiry = max(1, math.ceil(budget + DRY_RUN_SLOT_MARGIN_SECONDS))
     token = uuid.uuid4().hex
@@ -119,6 +125,7 @@ def _slot(scope: str, limit: int, refusal: str):
         if cache.add(key, token, timeout=expiry):
             break
     else:
+        metrics.refused(setting)
         raise RateLimited(
             retry_after=max(1, math.ceil(budget)),
             message=refusal.format(limit=limit) + " Try again when one has finished.",
@@ -137,6 +144,7 @@ def check_retry(user_id) -> None:
     limit = settings.AUTOMATION_RETRIES_PER_USER_PER_MINUTE
     retry_after = count("retry:user", str(user_id), limit, 60)
     if retry_after is not None:
+        metrics.refused("AUTOMATION_RETRIES_PER_USER_PER_MINUTE")
         raise RateLimited(
             retry_after,
             f"You have retried {limit} runs in the last minute "
@@ -167,6 +175,7 @@ def take_expensive_query_lease(user_id) -> tuple[str, str]:
         key = f"ratelimit:expensive_query:user:{user_id}:{index}"
         if cache.add(key, token, timeout=EXPENSIVE_QUERY_LEASE_SECONDS):
             return key, token
+    metrics.refused("GRAPHQL_EXPENSIVE_QUERIES_PER_USER")
     raise RateLimited(
         retry_after=EXPENSIVE_QUERY_RETRY_AFTER_SECONDS,
         message=(

@@ -37,6 +37,7 @@ from graphql_api.log_types import ActionLogEntry, AutomationLogType, Notificatio
 from graphql_api.permissions import parse_id
 from graphql_api.shared_render import shareable
 from graphql_api.types import RunStatus
+from observability import metrics
 
 logger = logging.getLogger("graphql_api.subscriptions")
 
@@ -57,7 +58,14 @@ AFTER = Annotated[
     ),
 ]
 
-DATETIME_FIELDS = {"created_at", "started_at", "finished_at", "scheduled_for", "read_at"}
+DATETIME_FIELDS = {
+    "created_at",
+    "started_at",
+    "finished_at",
+    "scheduled_for",
+    "resume_at",
+    "read_at",
+}
 
 
 @strawberry.type(name="ActionUpdate")
@@ -90,6 +98,9 @@ def instance_from(model, data: dict):
 def log_from_message(payload: dict, position: int | None = None) -> AutomationLog:
     fields = {key: value for key, value in payload.items() if key != "rule"}
     fields["rule_id"] = payload["rule"]["id"]
+    # Events published before runs could wait (still in the journal) have neither.
+    fields.setdefault("resume_at", None)
+    fields.setdefault("hold", None)
     log = instance_from(AutomationLog, fields)
     log.stream_position = position
     log.rule = instance_from(
@@ -260,13 +271,18 @@ async def stream_notifications(info: strawberry.Info) -> AsyncGenerator[Notifica
 
 
 async def guarded(info: strawberry.Info, stream: AsyncGenerator) -> AsyncGenerator:
-    """The stream's items; a public error ends it located at the field (see `located`)."""
-    async with aclosing(stream):
-        try:
-            async for item in stream:
-                yield item
-        except ApiError as exc:
-            raise located(info, exc) from exc
+    """The stream's items; a public error ends it located at the field (see `located`). Open
+    subscriptions are counted (automation_live_subscriptions) until they end, however."""
+    metrics.LIVE_SUBSCRIPTIONS.inc()
+    try:
+        async with aclosing(stream):
+            try:
+                async for item in stream:
+                    yield item
+            except ApiError as exc:
+                raise located(info, exc) from exc
+    finally:
+        metrics.LIVE_SUBSCRIPTIONS.dec()
 
 
 @strawberry.type

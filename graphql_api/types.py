@@ -300,6 +300,16 @@ class RuleType:
     def webhook_secret_set(self) -> bool:
         return bool(self.webhook_secret)
 
+    @strawberry_django.field(
+        only=["hold_for"],
+        description="How long the conditions must keep holding before the actions run (ISO "
+        '8601, "PT30M"); null: no hold.',
+    )
+    def hold_for(self) -> str | None:
+        from automation.api import iso_duration
+
+        return None if self.hold_for is None else iso_duration(self.hold_for)
+
     @strawberry_django.field(only=["schedule"], description="5-field cron expression")
     def schedule(self) -> str | None:
         return self.schedule or None

@@ -59,6 +59,7 @@ from graphql_api.errors import GRAPHQL_VALIDATION_FAILED, RATE_LIMITED, UNAUTHEN
 from graphql_api.live_auth import Refused, authenticate
 from graphql_api.schema import schema
 from graphql_api.websocket_slots import ConnectionSlots
+from observability import metrics
 
 logger = logging.getLogger("graphql_api.websocket")
 
@@ -152,6 +153,7 @@ def runs_once(query: str | None, operation_name: str | None) -> bool:
 
 
 def too_many_operations(limit: int) -> GraphQLError:
+    metrics.refused("GRAPHQL_MAX_SUBSCRIPTIONS_PER_CONNECTION")
     return GraphQLError(
         f"This connection already runs {limit} operations "
         "(GRAPHQL_MAX_SUBSCRIPTIONS_PER_CONNECTION): complete one, or open another connection.",
@@ -289,6 +291,7 @@ class ApiWebSocketConsumer(GraphQLWSConsumer):
         try:
             limit = settings.GRAPHQL_MAX_UNAUTHENTICATED_WEBSOCKETS_PER_ADDRESS
             if not await self.slots.take(self.address_key, limit):
+                metrics.refused("GRAPHQL_MAX_UNAUTHENTICATED_WEBSOCKETS_PER_ADDRESS")
                 await self.refuse_at_open(TOO_MANY_FOR_ADDRESS)
                 return self
             return await super().run(request, context, root_value)
@@ -322,6 +325,7 @@ class ApiWebSocketConsumer(GraphQLWSConsumer):
             ) from None
         limit = settings.GRAPHQL_MAX_WEBSOCKETS_PER_USER
         if not await self.slots.take(f"user:{access.user.pk}", limit):
+            metrics.refused("GRAPHQL_MAX_WEBSOCKETS_PER_USER")
             self.refusal = TOO_MANY_FOR_USER.format(limit=limit)
             self.refusal_code = TOO_MANY_CLOSE_CODE
             raise ConnectionRejectionError({"message": self.refusal, "code": RATE_LIMITED})

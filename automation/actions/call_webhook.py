@@ -15,6 +15,7 @@ from automation.actions.base import (
     template_errors,
 )
 from automation.core.choices import ActionType
+from observability import metrics
 
 logger = logging.getLogger("automation.actions.call_webhook")
 
@@ -90,6 +91,8 @@ class CallWebhookHandler(ActionHandler):
         try:
             _check_static_url(url)
         except webhooks.WebhookRefused as exc:
+            if ctx.run_key is not None and not ctx.dry_run:  # a real call, refused before it left
+                metrics.webhook_attempt(metrics.WEBHOOK_REFUSED, None)
             raise ActionError(f"url: {exc}") from None
         body = render_parameter(parameters.get("body"), ctx, "body")
         try:

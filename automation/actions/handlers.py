@@ -33,6 +33,7 @@ from automation.actions.call_webhook import CallWebhookHandler
 from automation.actions.notify import SendNotificationHandler
 from automation.actions.records import CreateRecordHandler, DeleteRecordHandler, UpdateRecordHandler
 from automation.actions.send_email import SendEmailHandler
+from automation.actions.wait import WaitHandler
 from automation.core.choices import ActionType
 
 logger = logging.getLogger("automation.actions.handlers")
@@ -47,6 +48,7 @@ _HANDLERS: dict[str, ActionHandler] = {
         SendNotificationHandler(),
         CallWebhookHandler(),
         SendEmailHandler(),
+        WaitHandler(),
     )
 }
 

@@ -40,6 +40,8 @@ import anyio.to_thread
 import httpx
 from django.conf import settings
 
+from observability import metrics
+
 logger = logging.getLogger("automation.actions.webhooks")
 
 MAX_REDIRECTS = 5
@@ -260,23 +262,28 @@ def send(request: WebhookRequest, on_attempt: Callable[[int], None] | None = Non
         if on_attempt is not None:
             on_attempt(attempt)
         result.update(attempts=attempt, status_code=None, body="")  # this attempt's outcome only
+        started = time.monotonic()
         try:
             response_status, body_text = _attempt(request)
         except WebhookRefused as exc:
+            metrics.webhook_attempt(metrics.WEBHOOK_REFUSED, None)
             raise WebhookError(redact(str(exc), request), result) from None
         except (TimeoutError, httpx.TimeoutException):
             error = f"timed out after {request.timeout:g} s"
-            retryable = True
+            retryable, outcome = True, metrics.WEBHOOK_TIMEOUT
         except httpx.TransportError as exc:
             error = redact(f"network error: {exc or type(exc).__name__}", request)
-            retryable = True
+            retryable, outcome = True, metrics.WEBHOOK_NETWORK_ERROR
         else:
             result.update(status_code=response_status, body=_kept(redact(body_text, request)))
             if 200 <= response_status < 300:
+                metrics.webhook_attempt(metrics.WEBHOOK_SUCCESS, time.monotonic() - started)
                 result.pop("error", None)
                 return result
             error = f"HTTP {response_status}"
             retryable = response_status >= 500 or response_status in RETRYABLE_STATUS
+            outcome = metrics.WEBHOOK_RETRIED_STATUS if retryable else metrics.WEBHOOK_FAILED_STATUS
+        metrics.webhook_attempt(outcome, time.monotonic() - started)
         result["error"] = error
         logger.info("webhook %s attempt %s failed: %s", request.url, attempt, error)
         if not retryable:

@@ -13,16 +13,14 @@ month back from 31 March is 28 or 29 February); hours, minutes and seconds are t
 time. A date field counts in whole days from today in the rule's time zone, so its durations have
 no time part.
 
-A small strict parser rather than a library: the subset is a regular expression, and the
-calendar arithmetic is dateutil's relativedelta (installed with croniter).
+The durations are parsed by core/durations.py, shared with the `add_duration` filter and waits;
+the calendar arithmetic is dateutil's relativedelta (installed with croniter).
 """
 
 import datetime
-import decimal
 import re
-from dataclasses import dataclass
 
-from dateutil.relativedelta import relativedelta
+from automation.core.durations import Duration, parse_duration
 
 NOW = "now"
 
@@ -32,49 +30,12 @@ ACCEPTED_FORMS = (
     "S; only seconds may have a fraction)"
 )
 
-# Each number has at most 9 digits: enough for any real use, and far below what overflows.
-_DURATION = re.compile(
-    r"(?P<sign>[+-])?P(?!$)"
-    r"(?:(?P<years>\d{1,9})Y)?(?:(?P<months>\d{1,9})M)?"
-    r"(?:(?P<weeks>\d{1,9})W)?(?:(?P<days>\d{1,9})D)?"
-    r"(?:T(?=\d)(?:(?P<hours>\d{1,9})H)?(?:(?P<minutes>\d{1,9})M)?"
-    r"(?:(?P<seconds>\d{1,9}(?:\.\d{1,6})?)S)?)?"
-)
 # What reads as an attempt at a relative value (so a typo gets the relative-value message).
 _LOOKS_RELATIVE = re.compile(r"\s*(?:now|[+-]?p.*)\s*", re.IGNORECASE | re.DOTALL)
 
 
 class RelativeDateError(ValueError):
     """A relative value that is malformed or lands outside the calendar; the message says why."""
-
-
-@dataclass(frozen=True)
-class Duration:
-    sign: int  # +1 or -1
-    years: int = 0
-    months: int = 0
-    weeks: int = 0
-    days: int = 0
-    hours: int = 0
-    minutes: int = 0
-    seconds: decimal.Decimal = decimal.Decimal(0)
-
-    @property
-    def has_time(self) -> bool:
-        return bool(self.hours or self.minutes or self.seconds)
-
-    def calendar_part(self) -> relativedelta:
-        return relativedelta(
-            years=self.sign * self.years,
-            months=self.sign * self.months,
-            weeks=self.sign * self.weeks,
-            days=self.sign * self.days,
-        )
-
-    def time_part(self) -> datetime.timedelta:
-        return self.sign * datetime.timedelta(
-            hours=self.hours, minutes=self.minutes, seconds=float(self.seconds)
-        )
 
 
 def is_relative(value) -> bool:
@@ -84,18 +45,12 @@ def is_relative(value) -> bool:
 
 def parse(value: str) -> Duration | None:
     """The duration `value` stands for (None for "now"); RelativeDateError when malformed."""
-    text = value.strip()
-    if text == NOW:
+    if value.strip() == NOW:
         return None
-    match = _DURATION.fullmatch(text)
-    if match is None:
+    duration = parse_duration(value)
+    if duration is None:
         raise RelativeDateError(f"{value!r} is not a relative date: use {ACCEPTED_FORMS}.")
-    parts = match.groupdict()
-    return Duration(
-        sign=-1 if parts.pop("sign") == "-" else 1,
-        seconds=decimal.Decimal(parts.pop("seconds") or 0),
-        **{name: int(number or 0) for name, number in parts.items()},
-    )
+    return duration
 
 
 def resolve_datetime(value: str, now: datetime.datetime, zone: datetime.tzinfo):

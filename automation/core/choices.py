@@ -59,11 +59,15 @@ class ActionType(models.TextChoices):
     SEND_NOTIFICATION = "SEND_NOTIFICATION", "Send a notification"
     CALL_WEBHOOK = "CALL_WEBHOOK", "Call a webhook"
     SEND_EMAIL = "SEND_EMAIL", "Send an e-mail"
+    WAIT = "WAIT", "Wait"
 
 
 class RunStatus(models.TextChoices):
     PENDING = "PENDING", "Pending"
     RUNNING = "RUNNING", "Running"
+    # Paused until its `resume_at` (a rule's holdFor, a WAIT action): held by no worker, woken
+    # by runs/waits.py. Not finished: never purged, never retried.
+    WAITING = "WAITING", "Waiting"
     SUCCEEDED = "SUCCEEDED", "Succeeded"
     PARTIAL = "PARTIAL", "Partially succeeded"
     FAILED = "FAILED", "Failed"
@@ -81,6 +85,7 @@ FINISHED_RUN_STATUSES = {
 class ActionStatus(models.TextChoices):
     PENDING = "PENDING", "Pending"
     RUNNING = "RUNNING", "Running"
+    WAITING = "WAITING", "Waiting"  # a WAIT action whose run waits for its time
     SUCCEEDED = "SUCCEEDED", "Succeeded"
     FAILED = "FAILED", "Failed"
     SKIPPED = "SKIPPED", "Skipped"

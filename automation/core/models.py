@@ -1,6 +1,7 @@
 """The engine's stored data: rules, their condition tree and actions, and run logs."""
 
 import collections
+import datetime
 import secrets
 import uuid
 
@@ -20,6 +21,7 @@ from automation.core.choices import (
     TriggerEvent,
     TriggerType,
 )
+from automation.core.durations import iso_duration
 from automation.core.registry import PathError, get_automatable, model_label, resolve_path
 from automation.core.validators import validate_cron, validate_timezone
 
@@ -68,6 +70,10 @@ class AutomationRule(Timestamped, Auditable, OrganizationScoped):
     )
     next_run_at = models.DateTimeField(null=True, blank=True)
     last_run_at = models.DateTimeField(null=True, blank=True)
+    # How long the conditions must keep holding before the actions run (the API's `holdFor`,
+    # an ISO 8601 duration): a run whose conditions are met waits this long, then checks them
+    # again against the record as it is then (runs/waits.py). Null: no hold.
+    hold_for = models.DurationField(null=True, blank=True)
     revision = models.PositiveIntegerField(default=1)
     deleted_at = models.DateTimeField(null=True, blank=True)
     # WEBHOOK rules: the credential in the rule's URL (/hooks/<token>), made when the rule is
@@ -85,6 +91,10 @@ class AutomationRule(Timestamped, Auditable, OrganizationScoped):
     # while it validates that input (content_type is then None), so that the checks of the
     # conditions and actions do not add "this rule has no model" to the model's own error.
     refused_model: str | None = None
+    # Not stored: set by the rule service when the input's holdFor is no duration it takes
+    # (reported there; hold_for is then None), so that what the rule's trigger says of any hold
+    # is still reported with it.
+    refused_hold: bool = False
 
     class Meta:
         ordering = ["name", "id"]
@@ -158,6 +168,7 @@ class AutomationRule(Timestamped, Auditable, OrganizationScoped):
         elif self.trigger_event:
             errors["trigger_event"] = ["Only EVENT rules have a trigger event."]
         errors.update(self._webhook_errors())
+        errors.update(self._hold_errors())
         if self.watched_fields:
             errors.update(self._watched_field_errors(label))
         if errors:
@@ -180,6 +191,31 @@ class AutomationRule(Timestamped, Auditable, OrganizationScoped):
                 "shorter one can be guessed from one signed request."
             ]
         return errors
+
+    def _hold_errors(self) -> dict:
+        """A hold is a positive, bounded duration, and re-checks the run's record after it:
+        only a rule whose runs have one that still exists can hold."""
+        if self.hold_for is None and not self.refused_hold:
+            return {}
+        messages = []
+        maximum = datetime.timedelta(seconds=settings.AUTOMATION_MAX_WAIT_SECONDS)
+        if self.hold_for is not None and self.hold_for <= datetime.timedelta(0):
+            messages.append("A hold is a positive duration.")
+        elif self.hold_for is not None and self.hold_for > maximum:
+            messages.append(
+                f"A hold is at most {iso_duration(maximum)} (AUTOMATION_MAX_WAIT_SECONDS)."
+            )
+        if self.trigger_event == TriggerEvent.DELETED:
+            messages.append(
+                "A DELETED rule cannot hold: after the hold its conditions are checked again "
+                "against the record, which is gone."
+            )
+        elif not self.content_type_id and not self.refused_model:
+            messages.append(
+                "Only a rule with a model can hold: after the hold its conditions are checked "
+                "again against the run's record as it is then."
+            )
+        return {"hold_for": messages} if messages else {}
 
     def _watched_field_errors(self, label):
         if not isinstance(self.watched_fields, list) or not all(
@@ -312,6 +348,12 @@ class AutomationLog(Timestamped, Auditable, OrganizationScoped):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     scheduled_for = models.DateTimeField(null=True, blank=True)
+    # WAITING: when the run is due to go on (runs/waits.py wakes it then); kept afterwards as
+    # the last time it was due.
+    resume_at = models.DateTimeField(null=True, blank=True)
+    # The rule's holdFor as this run held: {"hold_for": "PT30M", "until", "checked_at", "met",
+    # "trace", "note"}; null for a run that did not hold (runs/waits.py).
+    hold = models.JSONField(null=True, blank=True)
     parent_log = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="child_logs"
     )
@@ -366,6 +408,12 @@ class AutomationLog(Timestamped, Auditable, OrganizationScoped):
             # Expiry (retention walks it per status, newest first) and the sweeper's PENDING and
             # RUNNING scans.
             models.Index(fields=["status", "created_at", "id"], name="log_expiry_idx"),
+            # The wake-up tick: due waiting runs only, however many runs are stored.
+            models.Index(
+                fields=["resume_at"],
+                condition=Q(status=RunStatus.WAITING),
+                name="log_waiting_due_idx",
+            ),
         ]
         constraints = [
             models.UniqueConstraint(
@@ -407,47 +455,3 @@ def _label_of(content_type_id: int | None) -> str | None:
     if content_type_id is None:
         return None
     return model_label(ContentType.objects.get_for_id(content_type_id).model_class())
-
-
-# --- The run stream's journal (automation/live/journal.py) ---------------------------------------
-
-
-class StreamHead(models.Model):
-    """An organization's latest stream position: the counter its events' positions come from.
-
-    Bumped, and so locked, right before the commit of each transaction that publishes run or
-    action events (automation/live/journal.py), so positions follow commit order with no gap.
-    A plain id, not a foreign key: nothing to check or lock beyond this row.
-    """
-
-    organization_id = models.BigIntegerField(primary_key=True)
-    position = models.BigIntegerField(default=0)
-
-    def __str__(self):
-        return f"Stream of organization {self.organization_id} at {self.position}"
-
-
-class StreamEvent(models.Model):
-    """One event of an organization's run stream, as it was published: the journal a
-    subscription with `after` reads before it goes live. Purged by age with the logs
-    (AUTOMATION_STREAM_RETENTION_HOURS)."""
-
-    LOG = "L"
-    ACTION = "A"
-
-    pk = models.CompositePrimaryKey("organization_id", "position")
-    organization_id = models.BigIntegerField()
-    position = models.BigIntegerField()
-    kind = models.CharField(max_length=1, choices=[(LOG, "run"), (ACTION, "action")])
-    log_id = models.BigIntegerField()
-    rule_id = models.BigIntegerField()
-    created_at = models.DateTimeField()
-    # The published message (JSON text) without its type; a run's `context` and `changes`,
-    # written once with the run, are read from its log when asked for.
-    message = models.TextField()
-
-    class Meta:
-        indexes = [models.Index(fields=["log_id", "position"], name="stream_log_idx")]
-
-    def __str__(self):
-        return f"Event {self.position} of organization {self.organization_id}"

@@ -40,6 +40,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from automation.core.stores import StorePerUrl
+from observability import metrics
 
 logger = logging.getLogger("automation.fanout.budget")
 
@@ -185,6 +186,7 @@ def admit_bytes(
     if refusal:
         return refusal
     if quota_key is not None and stored > quota:
+        metrics.refused(QUOTA_SETTING)
         return (
             f"Storage quota of the organization reached (about {stored} of {quota} bytes of run "
             f"logs and notifications, {QUOTA_SETTING}); {kind.outcome}. Retention frees room "
@@ -281,6 +283,7 @@ def _refusal(kind: _Kind, counts, root_id, window: int, *, uncounted=0, opened=N
         limit = opened if slot else getattr(settings, kind.per_root)
         setting = kind.per_slot if slot else kind.per_root
         if counts[1] + uncounted > limit:
+            metrics.refused(setting)
             tree = "schedule slot" if slot else "root run"
             return (
                 f"{kind.title} budget of the {tree} {root_id} reached ({limit} {kind.what}, "
@@ -288,6 +291,7 @@ def _refusal(kind: _Kind, counts, root_id, window: int, *, uncounted=0, opened=N
             )
     limit = getattr(settings, kind.per_minute)
     if counts[0] > limit:
+        metrics.refused(kind.per_minute)
         start = datetime.datetime.fromtimestamp(window * WINDOW_SECONDS, datetime.UTC)
         end = start + datetime.timedelta(seconds=WINDOW_SECONDS)
         return (

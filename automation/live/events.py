@@ -40,6 +40,7 @@ from django.db import transaction
 from automation.core.snapshots import json_value
 from automation.live import journal
 from automation.live.journal import ACTION_MESSAGE, LOG_MESSAGE
+from observability import metrics
 
 logger = logging.getLogger("automation.live.events")
 
@@ -81,6 +82,8 @@ def serialize_log(log) -> dict:
         "error": log.error,
         "triggered_by_id": log.triggered_by_id,
         "scheduled_for": json_value(log.scheduled_for),
+        "resume_at": json_value(log.resume_at),
+        "hold": log.hold,
         "parent_log_id": log.parent_log_id,
         "root_log_id": log.root_log_id,
         "depth": log.depth,
@@ -241,6 +244,7 @@ def _send(sends: list[tuple[str, dict]]) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
+    _count(sends)
     if isinstance(layer, InMemoryChannelLayer):
         sender = _server_sender
         if sender is None or not sender.usable():
@@ -254,6 +258,15 @@ def _send(sends: list[tuple[str, dict]]) -> None:
     else:
         sender = _background()
     sender.submit(layer, sends)
+
+
+def _count(sends: list[tuple[str, dict]]) -> None:
+    """Count the events published (automation_live_events_published_total), by type."""
+    if len(sends) == 1:
+        metrics.child(metrics.LIVE_EVENTS, sends[0][1]["type"]).inc()
+        return
+    for kind, number in collections.Counter(message["type"] for _, message in sends).items():
+        metrics.child(metrics.LIVE_EVENTS, kind).inc(number)
 
 
 class _Publication(journal.Events):

@@ -33,7 +33,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from automation.core.models import StreamEvent, StreamHead
+from automation.core.system_models import StreamEvent, StreamHead
 
 logger = logging.getLogger("automation.live.journal")
 

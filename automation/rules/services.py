@@ -10,14 +10,17 @@ nothing is written. Every successful change bumps the rule's `revision`. Writes 
 `save()` / `delete()` so model signals (the rule index version, live events) fire.
 """
 
+import datetime
 import logging
 
+from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.current import acting_as, get_current_user
+from automation.core.durations import length_of
 from automation.core.models import AutomationRule, RuleAction
 from automation.core.registry import get_automatable
 from automation.rules import condition_trees
@@ -38,6 +41,7 @@ RULE_FIELD_PATHS = {
     "missed_run_policy": "missedRunPolicy",
     "is_active": "isActive",
     "webhook_secret": "webhookSecret",
+    "hold_for": "holdFor",
     "__all__": "input",
 }
 ACTION_FIELD_PATHS = {
@@ -58,6 +62,7 @@ UPDATABLE_FIELDS = (
     "timezone",
     "missed_run_policy",
     "webhook_secret",  # "" removes it
+    "hold_for",  # an ISO 8601 duration; "" removes it
 )
 
 
@@ -86,7 +91,8 @@ def create_rule(organization, data: dict, *, user=None) -> AutomationRule:
 
     `data`: name, trigger_type, and optionally description, is_active, model ("app.model"),
     trigger_event, watched_fields, allow_self_trigger, schedule, timezone, missed_run_policy,
-    webhook_secret (WEBHOOK rules, whose URL token is made when the rule is saved), conditions ({logic, negate, conditions: [{field, operator, value, previous, value_field,
+    webhook_secret (WEBHOOK rules, whose URL token is made when the rule is saved), hold_for
+    (an ISO 8601 duration such as "PT30M"), conditions ({logic, negate, conditions: [{field, operator, value, previous, value_field,
     negate}], groups: [...]}),
     actions ([{action_type, parameters, continue_on_failure, when}], `when` a condition tree
     like `conditions`, or None).
@@ -176,7 +182,22 @@ def _apply_rule_fields(rule, data, names, errors) -> None:
             value = list(value or [])
         elif name in ("description", "webhook_secret") and value is None:
             value = ""
+        elif name == "hold_for":
+            value = _hold_length(value, errors)
+            rule.refused_hold = "holdFor" in errors
         setattr(rule, name, value)
+
+
+def _hold_length(text, errors) -> datetime.timedelta | None:
+    """holdFor's ISO 8601 duration as a length of time; "" or None: no hold. A duration that
+    is not one is reported at holdFor (and the rule is checked as if it had no hold)."""
+    if text in (None, ""):
+        return None
+    try:
+        return length_of(text, datetime.timedelta(seconds=settings.AUTOMATION_MAX_WAIT_SECONDS))
+    except ValueError as exc:
+        errors.add("holdFor", [str(exc)])
+        return None
 
 
 def _apply_model(rule, data, errors) -> None:

@@ -17,6 +17,7 @@ from automation.core.models import AutomationLog, AutomationRule
 from automation.core.snapshots import without_nul
 from automation.fanout import budget
 from automation.live.events import publish_log
+from automation.runs import outcomes
 
 logger = logging.getLogger("automation.runs.create")
 
@@ -49,8 +50,7 @@ def create_run(
     """
     if status == RunStatus.PENDING and not dry_run:
         refusal = budget.admit_run(rule.organization_id, budget_root)
-        if refusal:
-            logger.warning("rule %s: %s", rule.pk, refusal)
+        if refusal:  # the run's WARNING line says it (runs/outcomes.py)
             status, error = RunStatus.FAILED, refusal
     context = without_nul({"object": object_snapshot, **(extra_context or {})})
     changes = without_nul(changes)
@@ -83,6 +83,8 @@ def create_run(
         finished_at=now if finished else None,
     )
     publish_log(log)
+    if finished:
+        outcomes.finished(log, queued=False)
     if status == RunStatus.PENDING and not dry_run:
         log_id, organization_id = log.pk, log.organization_id
         transaction.on_commit(lambda: enqueue_runs(organization_id, [log_id]))
@@ -102,7 +104,7 @@ def _spend_bytes(rule, budget_root, status, error, context, changes) -> tuple:
     )
     if not refusal:
         return status, error, context, changes
-    logger.warning("rule %s: %s", rule.pk, refusal)
+    logger.info("rule %s: %s", rule.pk, refusal)  # a run it fails logs a WARNING line
     context = {**context, "object": None, OMITTED_KEY: True}
     if status == RunStatus.PENDING:
         status, error = RunStatus.FAILED, refusal

@@ -9,6 +9,7 @@ transaction as its SUCCEEDED entry, so a run that is resumed after its worker di
 it twice. No exception leaves a log RUNNING.
 """
 
+import datetime
 import logging
 import time
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from automation.core.context import RunContext
 from automation.core.models import AutomationLog, AutomationRule
 from automation.index.definitions import RuleDefinition, rule_definition
 from automation.live import events as live
+from automation.runs import waits
 from automation.runs.plan import Plan, RedoAlone
 from automation.runs.writer import (
     LostClaim,
@@ -32,6 +34,7 @@ from automation.runs.writer import (
     mark_running,
     new_entry,
 )
+from observability import logs
 
 logger = logging.getLogger("automation.runs.execute")
 
@@ -128,9 +131,24 @@ def _claimable(prepared: "Prepared", locked: dict) -> bool | None:
     return state[1] == prepared.seq
 
 
+def _log_context(log: AutomationLog):
+    """Log records written while the run executes carry its ids (observability/logs.py)."""
+    return logs.context(
+        run_id=log.pk,
+        rule_id=log.rule_id,
+        organization_id=log.organization_id,
+        correlation_id=log.run_key(),
+    )
+
+
 def _claim_and_execute(prepared: "Prepared") -> bool:
     """Claim the run and execute it with what `prepared` worked out; False when the run changed
     since it was read, so that work is stale and nothing was done."""
+    with _log_context(prepared.log):
+        return _claim_and_execute_now(prepared)
+
+
+def _claim_and_execute_now(prepared: "Prepared") -> bool:
     log_id = prepared.log.pk
     writer = None
     try:
@@ -230,9 +248,10 @@ def _execute_together(batch: list["Prepared"]) -> list[int]:
                     stale.append(prepared.log.pk)
                     continue
                 writer = RunWriter(prepared.log, together=True)
-                plan = _start(writer, prepared)
-                if plan is not None:
-                    plan.run_database_actions()
+                with _log_context(prepared.log):
+                    plan = _start(writer, prepared)
+                    if plan is not None:
+                        plan.run_database_actions()
                 writers.append(writer)
             RunWriter.flush_many(writers)
     except RedoAlone as exc:
@@ -292,21 +311,30 @@ class Prepared:
     definition: RuleDefinition
     ctx: RunContext
     result: ConditionResult | None  # None when the run evaluates nothing (see _evaluates)
+    # A run back from its hold: the record as it is now, which `result` checked (waits.py).
+    recheck: waits.Recheck | None = None
+    checked_at: datetime.datetime | None = None
 
 
 def prepare(log: AutomationLog, budget: float | None = None) -> Prepared:
     """Load the rule and evaluate the conditions the run will record, in whatever transaction
     is open (none for a run: reads in autocommit). The run then uses this definition of the
-    rule: what it evaluated is what it executes."""
+    rule: what it evaluated is what it executes. A run back from its hold evaluates them
+    against its record as it is now (runs/waits.py)."""
     from automation.conditions.evaluate import evaluate_conditions
 
     definition = rule_definition(log.rule_id)
     rule = definition.rule
     ctx = run_context(log, rule)
-    result = None
+    result = recheck = checked_at = None
     if _evaluates(log, rule):
+        if waits.holding(log):
+            recheck, checked_at = waits.Recheck(log), timezone.now()
+            if recheck.deleted:
+                return Prepared(log, log.seq, definition, ctx, None, recheck, checked_at)
+            ctx.object, ctx.changes, ctx.now = recheck.object, recheck.changes, checked_at
         result = evaluate_conditions(rule, ctx, definition.tree, budget=budget)
-    return Prepared(log=log, seq=log.seq, definition=definition, ctx=ctx, result=result)
+    return Prepared(log, log.seq, definition, ctx, result, recheck, checked_at)
 
 
 def _evaluates(log: AutomationLog, rule: AutomationRule) -> bool:
@@ -330,24 +358,35 @@ def _start(writer: RunWriter, prepared: Prepared) -> "Plan | None":
     definition = prepared.definition
     rule = log.rule = definition.rule
     mark_running(writer)
+    when = "while the run waited" if log.resume_at else "before the run started"
     if rule.deleted_at is not None:
-        return finish(
-            writer, RunStatus.SKIPPED, error="The rule was deleted before the run started."
-        )
+        return finish(writer, RunStatus.SKIPPED, error=f"The rule was deleted {when}.")
     if not rule.is_active and log.trigger != TriggerType.MANUAL:
-        return finish(
-            writer, RunStatus.SKIPPED, error="The rule was deactivated before the run started."
-        )
+        return finish(writer, RunStatus.SKIPPED, error=f"The rule was deactivated {when}.")
     log.rule_revision = rule.revision
     actions = list(definition.actions)
     if not _resuming(log):
-        result = prepared.result
-        log.conditions_met = result.met
-        log.condition_trace = result.trace
-        if not result.met:
-            return finish(writer, RunStatus.SKIPPED, error=_not_met_reason(result))
+        recorded = ("rule_revision", "conditions_met", "condition_trace")
+        if prepared.recheck is not None:
+            reason, rechecked = waits.record_recheck(
+                writer, prepared.recheck, prepared.result, prepared.checked_at
+            )
+            if reason:
+                return finish(writer, RunStatus.SKIPPED, reason, *rechecked)
+            recorded = ("rule_revision", *rechecked)
+        else:
+            result = prepared.result
+            log.conditions_met = result.met
+            log.condition_trace = result.trace
+            if not result.met:
+                return finish(writer, RunStatus.SKIPPED, error=_not_met_reason(result))
+            if rule.hold_for and not log.dry_run:
+                waits.start_hold(writer, rule.hold_for, *recorded)
+                return None  # WAITING: the actions run after the second check
+            if rule.hold_for:
+                waits.start_hold(writer, rule.hold_for)  # notes what a real run would do
         log.action_logs = [new_entry(index, action) for index, action in enumerate(actions)]
-        writer.change("rule_revision", "conditions_met", "condition_trace", "action_logs")
+        writer.change(*recorded, "action_logs")
     # The rule may have gained actions since the run started: keep to the recorded plan.
     return Plan(writer, prepared.ctx, actions[: len(log.action_logs)])
 

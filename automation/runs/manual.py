@@ -142,7 +142,7 @@ def retry_run(log: AutomationLog, *, user=None) -> AutomationLog:
     depth is cut again). The retry of a real run is queued and returned PENDING; the retry of a
     dry run is a dry run, executed here like runRule's (no worker ever takes a dry run).
     """
-    if log.status in (RunStatus.PENDING, RunStatus.RUNNING):
+    if log.status in (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING):
         raise RunConflict(f"Run {log.pk} is still {log.status}; retry it once it has finished.")
     if (log.context or {}).get(OMITTED_KEY):
         raise RunConflict(

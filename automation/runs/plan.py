@@ -1,6 +1,7 @@
 """Executing a run's actions in order: database actions in the open transaction, an action
 with outside effects (a webhook) committed RUNNING before it goes out, then the finish."""
 
+import datetime
 import logging
 import time
 
@@ -14,6 +15,7 @@ from automation.core.context import RunContext
 from automation.core.snapshots import without_nul
 from automation.fanout import budget
 from automation.fanout.chain import Chain, running
+from automation.runs import waits
 from automation.runs.when import evaluate_when
 from automation.runs.writer import (
     FINISHED_ACTION_STATUSES,
@@ -66,9 +68,12 @@ class Plan:
         return self.handlers[index].reaches_outside(self.actions[index].parameters)
 
     def run_database_actions(self) -> None:
-        """Run actions while they are database actions; finish the run if none are left."""
+        """Run actions while they are database actions; finish the run if none are left, or
+        leave it WAITING at a WAIT action (runs/waits.py)."""
         while self.todo and not self.stopped and not self._reaches_outside(self.todo[-1]):
             index = self.todo.pop()
+            if self._resume_wait(index):
+                continue  # a WAIT whose time came: the run goes on after it
             started = self._start(index)
             if started is None:
                 continue  # its `when` skipped it, or could not be evaluated
@@ -78,8 +83,50 @@ class Plan:
                 outcome = _call(
                     self.writer, self.ctx, self.actions[index], index, self.handlers[index]
                 )
+            if self._pause(index, outcome):
+                return
             self._record(index, started, outcome)
         self._finish_if_over()
+
+    def _pause(self, index: int, outcome: tuple) -> bool:
+        """A WAIT action worked out when it ends: still ahead, the run waits there (its entry
+        WAITING with the due time, the run WAITING; nothing after it runs now). True then."""
+        status, result, _error = outcome
+        if status != ActionStatus.SUCCEEDED or self.writer.log.dry_run:
+            return False
+        if not getattr(self.handlers[index], "pauses_run", False):
+            return False
+        due = datetime.datetime.fromisoformat(result["until"])
+        if due <= timezone.now():
+            result["waited"] = False  # its time had come: go on at once
+            return False
+        entry = self.writer.log.action_logs[index]
+        set_entry(self.writer, entry, status=ActionStatus.WAITING, result=result)
+        waits.pause(self.writer, due)
+        self.done = True
+        return True
+
+    def _resume_wait(self, index: int) -> bool:
+        """The WAIT the run was woken for: it ends SUCCEEDED (waited) and the run goes on."""
+        entry = self.writer.log.action_logs[index]
+        if entry["status"] != ActionStatus.WAITING:
+            return False
+        now = timezone.now()
+        started = entry.get("started_at")
+        waited_ms = None
+        if started:
+            waited_ms = (now - datetime.datetime.fromisoformat(started)).total_seconds() * 1000
+        result = {**(entry.get("result") or {}), "waited": True}
+        set_entry(
+            self.writer,
+            entry,
+            status=ActionStatus.SUCCEEDED,
+            result=result,
+            finished_at=now.isoformat(),
+            duration_ms=None if waited_ms is None else round(waited_ms, 3),
+        )
+        self.ctx.results[index] = result
+        return True
 
     def _finish_if_over(self) -> None:
         """Once a failure stopped the run or nothing is left: skip the rest and finish."""

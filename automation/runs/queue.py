@@ -8,6 +8,9 @@ storage here reports itself as blocking, and `dequeue()` waits on a condition va
 processes (a separate `run_huey`, the shell). A new run starts without a polling delay; an
 idle worker costs one cheap indexed SELECT per POLL_SECONDS, as it did with the polling backoff.
 
+Both storages' `dequeue()` is where a worker says it is alive (automation/core/heartbeats.py): a
+worker thread calls it at least once a second while idle, and between tasks.
+
 Both storages (this one and the Redis one) also hold the organizations' run queues
 (automation/runs/fair_queue.py): Huey's queue carries only wake-ups, and `take_queued` lets a worker
 take the wake-ups its batch made surplus off the queue at once.
@@ -21,6 +24,7 @@ import redis
 from huey import RedisHuey, SqliteHuey
 from huey.storage import RedisStorage, SqliteStorage
 
+from automation.core import heartbeats
 from automation.runs.fair_queue import (
     SQLITE_DDL,
     MemoryFairQueues,
@@ -69,6 +73,7 @@ class WakeableSqliteStorage(SqliteStorage):
             self._enqueued.notify_all()
 
     def dequeue(self):
+        heartbeats.beat(heartbeats.WORKER)
         deadline = time.monotonic() + self.read_timeout
         while True:
             # Read the generation before looking at the table: an enqueue that lands after the
@@ -116,6 +121,10 @@ class FairRedisStorage(RedisStorage):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fair = RedisFairQueues(self)
+
+    def dequeue(self):
+        heartbeats.beat(heartbeats.WORKER)
+        return super().dequeue()
 
     def flush_all(self):
         super().flush_all()

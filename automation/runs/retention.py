@@ -30,7 +30,8 @@ from django.utils import timezone
 
 from automation.core import keyset
 from automation.core.choices import FINISHED_RUN_STATUSES
-from automation.core.models import AutomationLog, StreamEvent
+from automation.core.models import AutomationLog
+from automation.core.system_models import StreamEvent
 from automation.fanout import budget
 from automation.live import journal
 

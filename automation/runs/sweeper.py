@@ -6,7 +6,7 @@ import logging
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from automation.core.choices import RunStatus
@@ -22,8 +22,12 @@ def sweep(batch_size: int = 500) -> dict:
 
     RUNNING logs whose heartbeat stopped (their worker died) go back to PENDING, to be resumed at
     their first unfinished action; PENDING logs no worker claimed in time are enqueued again (a
-    duplicate delivery is harmless: the claim lets one through).
+    duplicate delivery is harmless: the claim lets one through); WAITING logs that are due are
+    woken (runs/wakeups.py: the tick behind the hints).
     """
+    from automation.runs.wakeups import wake_due_runs
+
+    woken = wake_due_runs()
     now = timezone.now()
     stale = now - datetime.timedelta(seconds=settings.AUTOMATION_HEARTBEAT_STALE_SECONDS)
     revived = 0
@@ -36,9 +40,14 @@ def sweep(batch_size: int = 500) -> dict:
                 revived += 1
                 publish_log(AutomationLog.objects.select_related("rule").get(pk=log_id))
     waiting = now - datetime.timedelta(seconds=settings.AUTOMATION_SWEEP_PENDING_AFTER_SECONDS)
+    # A run woken from a wait (or revived) has been PENDING since its heartbeat, not since it
+    # was created: it is queued again only once it has waited that long since.
     pending = list(
         AutomationLog.objects.filter(
-            status=RunStatus.PENDING, dry_run=False, created_at__lt=waiting
+            Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=waiting),
+            status=RunStatus.PENDING,
+            dry_run=False,
+            created_at__lt=waiting,
         )
         .order_by("created_at")
         .values_list("organization_id", "pk")[: _queue_room(batch_size)]
@@ -52,7 +61,7 @@ def sweep(batch_size: int = 500) -> dict:
         logger.info(
             "sweeper: %s stalled runs revived, %s pending runs re-enqueued", revived, len(pending)
         )
-    return {"revived": revived, "requeued": len(pending)}
+    return {"revived": revived, "requeued": len(pending), "woken": woken}
 
 
 def _queue_room(limit: int) -> int:

@@ -46,13 +46,13 @@ def evaluate_when(rule, ctx, action, index: int, budget: float | None = None):
     fields = {"when_met": result.met, "when_trace": result.trace}
     if result.met:
         return WhenVerdict(None, None, fields)
-    failure = _failure(result)
-    if failure:
-        return WhenVerdict(ActionStatus.FAILED, f"When could not be evaluated: {failure}", fields)
-    return WhenVerdict(ActionStatus.SKIPPED, f"When not met{_not_passed(result)}", fields)
+    problem = failure(result)
+    if problem:
+        return WhenVerdict(ActionStatus.FAILED, f"When could not be evaluated: {problem}", fields)
+    return WhenVerdict(ActionStatus.SKIPPED, f"When not met{not_passed(result)}", fields)
 
 
-def _failure(result: ConditionResult) -> str | None:
+def failure(result: ConditionResult) -> str | None:
     """Why the tree could not be evaluated (the first failed condition, and how many more)."""
     if result.error:
         return result.error
@@ -68,7 +68,7 @@ def _failure(result: ConditionResult) -> str | None:
     return reason
 
 
-def _not_passed(result: ConditionResult) -> str:
+def not_passed(result: ConditionResult) -> str:
     """': <the first condition that did not pass> (and N more).', or '.' when every condition
     passed and a negated group made the tree false."""
     failed = [entry for entry in result.trace if not entry["passed"]]

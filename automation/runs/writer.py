@@ -12,6 +12,7 @@ from django.utils import timezone
 from automation.core.choices import ActionStatus, RunStatus
 from automation.core.models import AutomationLog
 from automation.live.events import publish_action, publish_log
+from automation.runs import outcomes
 
 logger = logging.getLogger("automation.runs.writer")
 
@@ -148,21 +149,27 @@ def set_entry(writer: RunWriter, entry: dict, **changes) -> None:
 
 
 def mark_running(writer: RunWriter) -> None:
-    writer.log.status = RunStatus.RUNNING
-    writer.log.started_at = timezone.now()
+    """Claimed: RUNNING. A run back from a wait keeps the start of its first claim, so its
+    duration covers the wait."""
+    log = writer.log
+    log.status = RunStatus.RUNNING
+    if log.resume_at is None or log.started_at is None:
+        log.started_at = timezone.now()
     writer.change("status", "started_at")
 
 
-def finish(writer: RunWriter, status: str, error: str = "") -> None:
+def finish(writer: RunWriter, status: str, error: str = "", *fields: str) -> None:
+    """The run's last state change: `status`, with the other `fields` it changed."""
     log = writer.log
     log.status = status
     log.finished_at = timezone.now()
     if error:
         log.error = error
-    fields = ["status", "finished_at", "error", "rule_revision"]
+    changed = [*fields, "status", "finished_at", "error", "rule_revision"]
     if status == RunStatus.SKIPPED:
-        fields += ["conditions_met", "condition_trace"]
-    writer.change(*fields)
+        changed += ["conditions_met", "condition_trace"]
+    writer.change(*changed)
+    outcomes.finished(log)  # counted, and a failure logged, once this commits
 
 
 def fail_unexpectedly(writer: RunWriter, exc: Exception) -> None:
@@ -181,7 +188,9 @@ def internal_error(what: str, exc: Exception) -> str:
     tables): it belongs in the server log, which the reference finds.
     """
     reference = uuid.uuid4().hex[:12]
-    logger.error("%s (reference %s)", what, reference, exc_info=exc)
+    logger.error(
+        "%s (reference %s)", what, reference, exc_info=exc, extra={"correlation_id": reference}
+    )
     return f"Internal error (reference {reference})."
 
 
@@ -197,7 +206,7 @@ def settle_actions(writer: RunWriter, error: str) -> None:
     log.action_logs = stored.first() or []
     now = timezone.now().isoformat()
     for entry in log.action_logs:
-        if entry["status"] == ActionStatus.RUNNING:
+        if entry["status"] in (ActionStatus.RUNNING, ActionStatus.WAITING):
             set_entry(writer, entry, status=ActionStatus.FAILED, error=error, finished_at=now)
         elif entry["status"] == ActionStatus.PENDING:
             set_entry(writer, entry, status=ActionStatus.SKIPPED, error="The run failed.")

@@ -23,6 +23,7 @@ from automation.core.choices import TriggerType
 from automation.core.models import AutomationLog, AutomationRule
 from automation.runs.create import create_run
 from automation.triggers import signatures
+from observability import metrics
 
 logger = logging.getLogger("automation.triggers.inbound")
 
@@ -102,6 +103,7 @@ def _count(rule: AutomationRule) -> None:
             continue
         retry_after = count(kind, str(scope), limit, WINDOW_SECONDS)
         if retry_after is not None:
+            metrics.refused(setting)
             raise Refused(
                 429,
                 "RATE_LIMITED",

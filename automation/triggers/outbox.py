@@ -20,6 +20,7 @@ from automation.core.snapshots import snapshot
 from automation.fanout.chain import current_chain
 from automation.index.watching import rules_watching, watched_anywhere
 from automation.runs.create import create_run, depth_limit_error
+from observability import metrics
 
 logger = logging.getLogger("automation.triggers.outbox")
 
@@ -86,8 +87,9 @@ def emit_event(instance, event: str, changes: dict | None = None) -> list[Automa
             }
             if depth > settings.AUTOMATION_MAX_CHAIN_DEPTH:
                 error = depth_limit_error((*chain.rule_names, rule.name))
+                metrics.refused("AUTOMATION_MAX_CHAIN_DEPTH")
+                # Its WARNING line (runs/outcomes.py) tells the chain.
                 logs.append(create_run(rule, **common, status=RunStatus.FAILED, error=error))
-                logger.warning("chain depth limit reached: %s", error)
                 continue
             logs.append(create_run(rule, **common))
     return logs

@@ -54,6 +54,7 @@ def test_available_models_and_action_types(gql, viewer):
         "SEND_NOTIFICATION",
         "CALL_WEBHOOK",
         "SEND_EMAIL",
+        "WAIT",
     }
     assert types["CALL_WEBHOOK"]["properties"]["url"]["type"] == "string"
     assert types["SEND_EMAIL"]["properties"]["to"]["maxItems"] == 50

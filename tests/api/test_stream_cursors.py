@@ -6,7 +6,7 @@ import pytest
 from django.db import transaction
 from django.test.utils import CaptureQueriesContext
 
-from automation.core.models import StreamEvent
+from automation.core.system_models import StreamEvent
 from automation.live import events as live
 from automation.live import journal
 from tests.factories import AutomationLogFactory, AutomationRuleFactory

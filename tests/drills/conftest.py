@@ -22,6 +22,7 @@ SIZES = {
     "fuzz_cases": (100, 1_000),
     "scheduled_rules": (60, 400),
     "stream_runs": (1_000, 1_000),
+    "backup_writes": (150, 2_000),
 }
 
 

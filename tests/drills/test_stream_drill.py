@@ -47,7 +47,8 @@ CLIENTS = 4
 # What the database holds, printed as JSON by `manage.py shell` on the servers' storage.
 DATABASE_VIEW = """
 import json
-from automation.core.models import AutomationLog, StreamEvent
+from automation.core.models import AutomationLog
+from automation.core.system_models import StreamEvent
 org = {org}
 events = []
 for position, text in StreamEvent.objects.filter(

@@ -14,7 +14,9 @@ watches. Each test signs in through the plain login page, as a user would.
 - stored names and results that look like HTML are shown as text: no element is made of them,
   no script runs, no Content-Security-Policy violation;
 - an open run held by a (local) webhook shows its condition trace, then its actions turning from
-  RUNNING to SUCCEEDED as they go.
+  RUNNING to SUCCEEDED as they go;
+- a run that holds (holdFor) is WAITING in the table and the status filter, says when it
+  resumes, then shows the second check of its conditions once it went on.
 
 The tests need Debian's chromium (/usr/bin/chromium): skipped without it, failed under CI.
 """
@@ -91,7 +93,11 @@ class Organization:
         return body["data"]
 
     def rule_on_new_products(
-        self, name: str, actions: list | None = None, conditions: dict | None = None
+        self,
+        name: str,
+        actions: list | None = None,
+        conditions: dict | None = None,
+        hold_for: str | None = None,
     ) -> str:
         actions = actions or [
             {
@@ -107,6 +113,7 @@ class Organization:
             "triggerEvent": "CREATED",
             "actions": actions,
             "conditions": conditions or {},
+            "holdFor": hold_for,
         }
         return self.api(CREATE_RULE, {"input": rule})["createRule"]["id"]
 
@@ -412,7 +419,7 @@ def test_a_viewer_signs_in_and_watches_filters_and_pauses_without_changing_anyth
     # The chart counts the hour's runs by status.
     chromium.wait_for(
         "[...document.querySelectorAll('#chart-legend .legend-item')].map(i => i.textContent)"
-        ".join() === 'pending 0,running 0,succeeded 2,partial 0,failed 2,skipped 0'"
+        ".join() === 'pending 0,running 0,waiting 0,succeeded 2,partial 0,failed 2,skipped 0'"
     )
     assert chromium.evaluate("document.querySelectorAll('#chart rect.segment').length") >= 2
 
@@ -576,5 +583,51 @@ def test_an_open_run_shows_its_trace_and_its_actions_change_live(
         )
         == "attempt 1"
     )
+    assert_reads_only(chromium)
+    assert chromium.errors == []
+
+
+def test_a_waiting_run_shows_when_it_resumes_then_its_second_check(chromium, e2e_server):
+    username, password = f"waiter-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    org = Organization(e2e_server, members=[(username, password, "VIEWER")])
+    org.rule_on_new_products(
+        "Still in stock",
+        conditions={"conditions": [{"field": "stock", "operator": "GREATER_THAN", "value": 0}]},
+        hold_for="PT3S",
+    )
+    sign_in(chromium, e2e_server.base_url, username, password)
+    chromium.wait_for("!document.querySelector('#empty').hidden")
+    choose(chromium, "status-filter", "WAITING")
+
+    product = org.write_product()
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not (runs := org.runs_of(product)) or runs[0]["status"] in ("PENDING", "RUNNING"):
+        assert time.monotonic() < deadline, runs
+        time.sleep(0.05)
+    [run] = runs
+    assert run["status"] == "WAITING"
+    wait_for_row(chromium, run["id"], "WAITING")
+    chromium.evaluate(f"document.querySelector('#runs tr[data-run-id=\"{run['id']}\"] a').click()")
+    chromium.wait_for("document.querySelector('#detail header .badge')?.textContent === 'WAITING'")
+    facts = chromium.evaluate(
+        "Object.fromEntries([...document.querySelectorAll('#detail dl.facts dt')]"
+        ".map(dt => [dt.textContent, dt.nextElementSibling.textContent]))"
+    )
+    assert facts["Resumes at"]
+    assert facts["Held for"].startswith("PT3S, checked again at ")
+
+    chromium.wait_for(
+        "document.querySelector('#detail header .badge').textContent === 'SUCCEEDED'",
+        timeout=WAIT_SECONDS,
+    )
+    headings = chromium.evaluate(
+        "[...document.querySelectorAll('#detail h3')].map(h => h.textContent)"
+    )
+    assert headings == ["Conditions", "Conditions after the hold", "Actions"]
+    held = chromium.evaluate(
+        "[...document.querySelectorAll('#detail dl.facts dt')]"
+        ".find(dt => dt.textContent === 'Held for').nextElementSibling.textContent"
+    )
+    assert held.startswith("PT3S, then still met at ")
     assert_reads_only(chromium)
     assert chromium.errors == []

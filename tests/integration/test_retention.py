@@ -137,7 +137,7 @@ def test_the_journal_is_purged_in_windows_without_looking_for_the_oldest_again(
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from automation.core.models import StreamEvent, StreamHead
+    from automation.core.system_models import StreamEvent, StreamHead
     from automation.live import journal
 
     settings.AUTOMATION_STREAM_RETENTION_HOURS = 24

@@ -13,7 +13,8 @@ from django.core.management import call_command
 from django.db import connection, transaction
 from django.utils import timezone
 
-from automation.core.models import AutomationLog, StreamEvent, StreamHead
+from automation.core.models import AutomationLog
+from automation.core.system_models import StreamEvent, StreamHead
 from automation.live import events as live
 from automation.live import journal
 from automation.runs.execute import execute_run

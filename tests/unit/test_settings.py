@@ -324,3 +324,77 @@ def test_cors_origins_and_the_websocket_origins_that_follow_them(
         assert loaded["CORS_URLS_REGEX"] == urls
     assert loaded["CORS_ALLOW_CREDENTIALS"] is False
     assert loaded["WEBSOCKET_ALLOWED_ORIGINS"] == websocket
+
+
+OPS_PROBE = (
+    "import json\nfrom django.conf import settings\n"
+    "print(json.dumps({name: getattr(settings, name) for name in ["
+    "'LOG_FORMAT', 'METRICS_ALLOWED_NETWORKS', 'METRICS_TOKEN', "
+    "'AUTOMATION_WORKER_HEARTBEAT_SECONDS', 'AUTOMATION_HEALTH_WORKER_STALE_SECONDS', "
+    "'AUTOMATION_HEALTH_SCHEDULER_STALE_SECONDS']} | "
+    "{'formatter': settings.LOGGING['handlers']['console']['formatter']}))"
+)
+
+
+def ops_settings(tmp_path, **env) -> subprocess.CompletedProcess:
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("METRICS_", "LOG_FORMAT", "AUTOMATION_HEALTH", "AUTOMATION_WORKER"))
+    }
+    environment.update(
+        {"DJANGO_SETTINGS_MODULE": "config.settings", "AUTOMATION_DATA_DIR": str(tmp_path), **env}
+    )
+    return subprocess.run(
+        [sys.executable, "-c", OPS_PROBE],
+        cwd=REPO_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_metrics_health_and_log_settings_default_and_come_from_the_environment(tmp_path):
+    default = json.loads(ops_settings(tmp_path).stdout)
+    assert default == {
+        "LOG_FORMAT": "plain",
+        "METRICS_ALLOWED_NETWORKS": ["127.0.0.0/8", "::1/128"],
+        "METRICS_TOKEN": "",
+        "AUTOMATION_WORKER_HEARTBEAT_SECONDS": 10,
+        "AUTOMATION_HEALTH_WORKER_STALE_SECONDS": 60,
+        "AUTOMATION_HEALTH_SCHEDULER_STALE_SECONDS": 180,
+        "formatter": "plain",
+    }
+    chosen = ops_settings(
+        tmp_path,
+        LOG_FORMAT="JSON",
+        METRICS_ALLOWED_NETWORKS="10.0.0.0/8,fd00::/8",
+        METRICS_TOKEN="t",
+        AUTOMATION_HEALTH_WORKER_STALE_SECONDS="5",
+    )
+    assert chosen.returncode == 0, chosen.stderr
+    values = json.loads(chosen.stdout)
+    assert values["formatter"] == values["LOG_FORMAT"] == "json"
+    assert values["METRICS_ALLOWED_NETWORKS"] == ["10.0.0.0/8", "fd00::/8"]
+    assert values["AUTOMATION_HEALTH_WORKER_STALE_SECONDS"] == 5
+    # Set to nothing: no network (a token only), not the loopback default.
+    assert (
+        json.loads(ops_settings(tmp_path, METRICS_ALLOWED_NETWORKS="").stdout)[
+            "METRICS_ALLOWED_NETWORKS"
+        ]
+        == []
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"LOG_FORMAT": "xml"}, "LOG_FORMAT: 'xml' is neither plain nor json."),
+        ({"METRICS_ALLOWED_NETWORKS": "10.0.0.0/33"}, "'10.0.0.0/33' is not a network"),
+    ],
+)
+def test_bad_ops_settings_stop_the_process_saying_why(tmp_path, env, message):
+    result = ops_settings(tmp_path, **env)
+    assert result.returncode != 0
+    assert message in result.stderr

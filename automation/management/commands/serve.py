@@ -4,12 +4,18 @@ One command is the whole embedded deployment: uvicorn runs the ASGI application 
 thread while the Huey workers and the periodic scheduler run as threads of the same process, so
 live events published by a run reach WebSocket subscribers through the in-memory channel layer.
 
+With --skip-migrate (web processes of a distributed deployment, after `migrate` ran once) it
+refuses to start while migrations are unapplied: new code on an old schema fails on every query
+that reads a new column. On SQLite it holds a shared lock on the data directory while it runs
+(management/datadir_lock.py), which `restore` checks.
+
 Shutdown: uvicorn owns SIGINT/SIGTERM while it serves. When it has stopped, the consumer's
 threads are stopped gracefully (a run in progress finishes) and the command returns, so the
 process exits 0.
 """
 
 import gc
+import io
 import logging
 import signal
 import threading
@@ -20,9 +26,15 @@ from django.conf import settings
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
 from django.utils.module_loading import autodiscover_modules, import_string
 from huey.consumer import Consumer, ConsumerStopped
 from huey.consumer_options import ConsumerConfig
+
+import automation
+from automation.core import heartbeats
+from automation.management import datadir_lock
 
 logger = logging.getLogger("automation.serve")
 
@@ -67,11 +79,28 @@ def consumer_options(workers: int | None) -> dict:
     return values
 
 
+def unapplied_migrations() -> list[str]:
+    """The migrations `migrate` would apply now ("app.name"), in order."""
+    executor = MigrationExecutor(connection)
+    targets = executor.loader.graph.leaf_nodes()
+    return [
+        f"{migration.app_label}.{migration.name}"
+        for migration, _ in executor.migration_plan(targets)
+    ]
+
+
+def uses_sqlite() -> bool:
+    return settings.DATABASES["default"]["ENGINE"] == "config.sqlite"
+
+
 class Command(BaseCommand):
     help = (
         "Apply migrations, then serve HTTP and WebSocket (uvicorn) with the Huey consumer and "
         "its periodic scheduler running in the same process."
     )
+
+    def get_version(self):
+        return automation.__version__
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default="127.0.0.1", help="Address to bind (127.0.0.1).")
@@ -100,8 +129,18 @@ class Command(BaseCommand):
                 "--no-worker in embedded mode: runs wait in the SQLite queue until a "
                 "`manage.py run_huey` process on this machine picks them up."
             )
+        lock = datadir_lock.hold_shared() if uses_sqlite() else None  # noqa: F841 - held
         if not skip_migrate:
-            call_command("migrate", interactive=False, verbosity=options["verbosity"])
+            self._migrate(options["verbosity"])
+        else:
+            pending = unapplied_migrations()
+            if pending:
+                raise CommandError(
+                    f"{len(pending)} migration(s) not applied ({', '.join(pending[:5])}"
+                    f"{', ...' if len(pending) > 5 else ''}): run `manage.py migrate` first "
+                    "(README, Upgrading)."
+                )
+        logger.info("automation %s on %s:%s.", automation.__version__, host, port)
 
         consumer = None if no_worker else self._start_consumer(workers)
         server = self._make_server(host, port)
@@ -127,6 +166,18 @@ class Command(BaseCommand):
             raise CommandError(f"The server could not start on {host}:{port}.")
         logger.info("Stopped.")
 
+    def _migrate(self, verbosity: int) -> None:
+        """Apply the migrations; with LOG_FORMAT=json, what migrate prints becomes log records
+        (its plain lines would break a log read one JSON object per line)."""
+        if settings.LOG_FORMAT != "json":
+            call_command("migrate", interactive=False, verbosity=verbosity)
+            return
+        printed = io.StringIO()
+        call_command("migrate", interactive=False, verbosity=verbosity, stdout=printed)
+        for line in printed.getvalue().splitlines():
+            if line.strip():
+                logger.info("migrate: %s", line.strip())
+
     def _start_consumer(self, workers):
         from huey.contrib.djhuey import HUEY
 
@@ -140,6 +191,8 @@ class Command(BaseCommand):
         )
         supervisor.start()
         consumer.supervisor_thread = supervisor
+        if consumer.periodic:
+            heartbeats.beat(heartbeats.SCHEDULER, now_required=True)
         logger.info(
             "Huey consumer running in-process: %s worker thread(s), periodic tasks %s.",
             consumer.workers,

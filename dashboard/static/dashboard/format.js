@@ -1,6 +1,14 @@
 // How values read on the page: times in the browser's zone, durations, records, triggers.
 
-export const STATUSES = ["PENDING", "RUNNING", "SUCCEEDED", "PARTIAL", "FAILED", "SKIPPED"];
+export const STATUSES = [
+  "PENDING",
+  "RUNNING",
+  "WAITING",
+  "SUCCEEDED",
+  "PARTIAL",
+  "FAILED",
+  "SKIPPED",
+];
 export const FINAL = new Set(["SUCCEEDED", "PARTIAL", "FAILED", "SKIPPED"]);
 
 const pad = (n) => String(n).padStart(2, "0");

@@ -9,8 +9,10 @@ import { ConnectionLost } from "./graphql-socket.js";
 const RUN = "id seq status trigger event objectType objectId dryRun createdAt startedAt durationMs rule { id name }";
 // What the open run shows besides; the relations (organization, triggeredBy, retryOf) only in
 // the query, since a live event carries none of them.
-const RUN_DETAIL = `${RUN} ruleRevision conditionsMet error depth finishedAt
-  conditionTrace { path field operator expected actual passed error }
+const TRACE = "path field operator expected actual passed error";
+const RUN_DETAIL = `${RUN} ruleRevision conditionsMet error depth finishedAt resumeAt
+  conditionTrace { ${TRACE} }
+  hold { holdFor until checkedAt met note trace { ${TRACE} } }
   actionLogs { order actionType status attempt durationMs result error }`;
 
 export const DOCUMENTS = {

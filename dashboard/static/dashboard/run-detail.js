@@ -100,10 +100,15 @@ export class RunDetail {
     fact("Finished", time(run.finishedAt));
     fact("Duration", duration(run.durationMs));
     fact("Conditions met", run.conditionsMet === null ? "" : run.conditionsMet ? "yes" : "no");
+    fact(run.status === "WAITING" ? "Resumes at" : "Last resumed", time(run.resumeAt));
+    fact("Held for", held(run.hold));
 
     const parts = [header, facts];
     if (run.error) parts.push(el("p", { className: "error", text: run.error }));
     parts.push(el("h3", { text: "Conditions" }), this._conditions(run));
+    if (run.hold && run.hold.checkedAt) {
+      parts.push(el("h3", { text: "Conditions after the hold" }), traceTable(run.hold.trace));
+    }
     parts.push(el("h3", { text: "Actions" }), this._actions(run.actionLogs || []));
     this.panel.replaceChildren(...parts);
   }
@@ -132,20 +137,7 @@ export class RunDetail {
           : "The rule has no conditions.";
       return el("p", { className: "muted", text });
     }
-    const rows = trace.map((entry) =>
-      el(
-        "tr",
-        { className: entry.passed ? "passed" : "not-passed" },
-        el("td", { className: "mark", text: entry.passed ? "✓" : "✗" }),
-        el("td", { className: "mono", text: entry.path }),
-        el("td", { className: "mono", text: entry.field }),
-        el("td", { text: entry.operator }),
-        el("td", {}, el("code", { text: json(entry.expected) })),
-        el("td", {}, el("code", { text: json(entry.actual) })),
-        el("td", { className: "error", text: entry.error || "" }),
-      ),
-    );
-    return table(["", "Path", "Field", "Operator", "Expected", "Actual", "Error"], rows);
+    return traceTable(trace);
   }
 
   // One block per action: what it is and how it went on one line, then its error and result.
@@ -192,4 +184,30 @@ function summary(result) {
     return keys.length > 4 ? `{${keys.slice(0, 4).join(", ")}, …}` : `{${keys.join(", ")}}`;
   }
   return Array.isArray(result) ? `[${result.length} items]` : json(result);
+}
+
+// A condition trace, one row per condition (the first check, or the one after a hold).
+function traceTable(trace) {
+  const rows = (trace || []).map((entry) =>
+    el(
+      "tr",
+      { className: entry.passed ? "passed" : "not-passed" },
+      el("td", { className: "mark", text: entry.passed ? "✓" : "✗" }),
+      el("td", { className: "mono", text: entry.path }),
+      el("td", { className: "mono", text: entry.field }),
+      el("td", { text: entry.operator }),
+      el("td", {}, el("code", { text: json(entry.expected) })),
+      el("td", {}, el("code", { text: json(entry.actual) })),
+      el("td", { className: "error", text: entry.error || "" }),
+    ),
+  );
+  return table(["", "Path", "Field", "Operator", "Expected", "Actual", "Error"], rows);
+}
+
+// A hold in a word: how long, and how its second check went (or when it comes).
+function held(hold) {
+  if (!hold) return "";
+  if (hold.note) return `${hold.holdFor} (dry run: not held)`;
+  if (!hold.checkedAt) return `${hold.holdFor}, checked again at ${time(hold.until)}`;
+  return `${hold.holdFor}, then ${hold.met ? "still met" : "no longer met"} at ${time(hold.checkedAt)}`;
 }

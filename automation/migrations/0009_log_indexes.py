@@ -37,7 +37,7 @@ def create_plain_indexes(apps, schema_editor):
 class Migration(migrations.Migration):
     dependencies = [
         ("accounts", "0003_invitation"),
-        ("automation", "0006_action_when"),
+        ("automation", "0008_heartbeat"),
         ("contenttypes", "0002_remove_content_type_name"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
