@@ -43,6 +43,7 @@ def by_name(rows, bench: int) -> dict:
     return {row["name"].split(":")[-1].strip(): row for row in rows if row["bench"] == bench}
 
 
+@pytest.mark.embedded_only
 def test_every_embedded_benchmark_runs_and_its_invariants_hold(tmp_path):
     result = run_suite(tmp_path, bench_env.EMBEDDED)
     rows = result["rows"]

@@ -120,6 +120,7 @@ def stored(database) -> tuple[set[str], set[int]]:
         connection.close()
 
 
+@pytest.mark.embedded_only
 def test_a_backup_during_a_burst_restores_every_write_answered_before_it(tmp_path):
     writes = size("backup_writes")
     data_dir = tmp_path / "live"

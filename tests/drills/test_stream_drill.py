@@ -280,6 +280,7 @@ async def drop(client: StreamClient) -> None:
     await client.drop()
 
 
+@pytest.mark.embedded_only
 async def test_embedded_subscriber_cut_off_mid_burst_resumes_with_exactly_what_it_missed(
     tmp_path,
 ):

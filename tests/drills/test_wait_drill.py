@@ -75,6 +75,7 @@ def _at(text: str) -> datetime.datetime:
     return datetime.datetime.fromisoformat(text)
 
 
+@pytest.mark.embedded_only
 def test_embedded_server_killed_while_runs_wait(tmp_path):
     data_dir = tmp_path / "embedded"
     with isolated_environment(data_dir, embedded=True) as env:

@@ -7,6 +7,13 @@ Each server gets isolated storage, so it never touches the test database pytest-
   names (dropped afterwards), and a Huey queue name and a live-event prefix of its own on
   REDIS_URL (the xdist worker's database, see tests/parallel.py).
 
+Migrations: a server migrates its database as it starts, which costs seconds of CPU on an empty
+one. So each test process migrates one template per mode once (`migrated_template`), and a new
+server's database starts as a copy of it (SQLite: the file; PostgreSQL: CREATE DATABASE ...
+TEMPLATE); its start then finds nothing left to apply. `isolated_environment(migrated=False)`
+gives an empty database instead, as a first start on a new machine has (the session's
+`e2e_server` and the README's server start that way).
+
 Ports: each server asks the OS for a free one; when another test process took it meanwhile (the
 server cannot bind), it starts again on another.
 
@@ -21,13 +28,18 @@ A `ServerProcess` knows its `base_url`, runs `manage(...)` commands against the 
 members with tokens (`create_member`), posts GraphQL (`graphql`) and stops (`stop`).
 """
 
+import atexit
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -178,12 +190,61 @@ def _postgres_admin(url: str):
         return psycopg.connect(dbname=parts.path.lstrip("/") or "postgres", **server)
 
 
+_templates: dict[str, str] = {}
+_templates_lock = threading.Lock()
+
+
+def migrated_template(env: dict, distributed: bool) -> str:
+    """This process's migrated template for the mode of `env` (made at the first call): the path
+    of a SQLite file, or the name of a PostgreSQL database. Removed when the process exits."""
+    key = "distributed" if distributed else "embedded"
+    with _templates_lock:
+        if key not in _templates:
+            _templates[key] = _make_template(env, distributed)
+        return _templates[key]
+
+
+def _make_template(env: dict, distributed: bool) -> str:
+    directory = tempfile.mkdtemp(prefix="e2e-template-")
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    env = {**env, "AUTOMATION_DATA_DIR": directory}
+    if distributed:
+        database = f"e2e_template_{uuid.uuid4().hex[:12]}"
+        admin_url = env["DATABASE_URL"]
+        with _postgres_admin(admin_url) as conn:
+            conn.execute(f'CREATE DATABASE "{database}"')
+        atexit.register(_drop_database, admin_url, database)
+        env["DATABASE_URL"] = _with_database(admin_url, database)
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--verbosity", "0"],
+        cwd=REPO_ROOT,
+        env=env,
+        check=True,
+        timeout=300,
+    )
+    return database if distributed else os.path.join(directory, "db.sqlite3")
+
+
+def _drop_database(admin_url: str, database: str) -> None:
+    with _postgres_admin(admin_url) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+def _copy_sqlite(source: str, target: Path) -> None:
+    """Copy through SQLite's backup API: whatever the source's WAL still holds comes along."""
+    with (
+        contextlib.closing(sqlite3.connect(source)) as src,
+        contextlib.closing(sqlite3.connect(target)) as dst,
+    ):
+        src.backup(dst)
+
+
 @contextlib.contextmanager
-def isolated_environment(data_dir: Path, embedded: bool | None = None):
+def isolated_environment(data_dir: Path, embedded: bool | None = None, migrated: bool = True):
     """The environment for a server with storage of its own (see the module docstring).
 
     `embedded=None` follows the suite's mode (the DATABASE_URL / REDIS_URL of this process);
-    True forces embedded mode.
+    True forces embedded mode. `migrated=False`: an empty database, not a copy of the template.
     """
     env = dict(os.environ)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -194,13 +255,16 @@ def isolated_environment(data_dir: Path, embedded: bool | None = None):
     if not distributed:
         env.pop("DATABASE_URL", None)
         env.pop("REDIS_URL", None)
+        if migrated:
+            _copy_sqlite(migrated_template(env, distributed=False), data_dir / "db.sqlite3")
         yield env
         return
     suffix = uuid.uuid4().hex[:12]
     database = f"e2e_{suffix}"
     admin_url = env["DATABASE_URL"]
+    template = f' TEMPLATE "{migrated_template(env, distributed=True)}"' if migrated else ""
     with _postgres_admin(admin_url) as conn:
-        conn.execute(f'CREATE DATABASE "{database}"')
+        conn.execute(f'CREATE DATABASE "{database}"{template}')
     env["DATABASE_URL"] = _with_database(admin_url, database)
     env["HUEY_NAME"] = f"e2e-{suffix}"
     # Redis pub/sub ignores database numbers: servers of other tests (organization ids repeat)
@@ -209,8 +273,7 @@ def isolated_environment(data_dir: Path, embedded: bool | None = None):
     try:
         yield env
     finally:
-        with _postgres_admin(admin_url) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        _drop_database(admin_url, database)
 
 
 PORT_ATTEMPTS = 3
@@ -281,7 +344,8 @@ def start_server(tmp_path):
 def e2e_server(tmp_path_factory):
     """One server for the whole session (follows the suite's embedded/distributed mode)."""
     data_dir = tmp_path_factory.mktemp("e2e-server")
-    with isolated_environment(data_dir) as env:
+    # An empty database, as on a new machine: this server's start applies every migration.
+    with isolated_environment(data_dir, migrated=False) as env:
         server = launch(env, data_dir)
         try:
             yield server

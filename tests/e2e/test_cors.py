@@ -81,6 +81,7 @@ def test_without_cors_allowed_origins_no_other_origin_is_answered(e2e_server):
     assert handshake(e2e_server, APP) == 403
 
 
+@pytest.mark.embedded_only
 @pytest.mark.parametrize("value", ["app.example.com", "https://app.example.com/"])
 def test_a_malformed_origin_stops_the_server_saying_why(start_server, tmp_path, value):
     from tests.e2e.conftest import isolated_environment, launch

@@ -142,6 +142,7 @@ def counted(samples: dict) -> dict:
     return {key: samples.get(key, 0) for key in EXPECTED}
 
 
+@pytest.mark.embedded_only
 def test_an_embedded_servers_metrics_count_runs_of_every_status_and_its_log_is_json(
     start_server,
 ):
@@ -293,6 +294,7 @@ def test_healthz_turns_503_while_the_only_worker_is_stopped_and_runs_wait(start_
         assert len(edges) == 1
 
 
+@pytest.mark.embedded_only
 def test_a_metrics_port_needs_thread_workers(tmp_path):
     with isolated_environment(tmp_path, embedded=True) as env:
         done = subprocess.run(

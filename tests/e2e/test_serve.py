@@ -5,6 +5,7 @@ import signal
 import time
 
 import httpx
+import pytest
 from huey.storage import SqliteStorage
 
 from tests.e2e.conftest import json_of
@@ -98,6 +99,7 @@ def test_no_worker_serves_without_a_consumer(start_server):
     assert "Huey consumer running in-process" not in server.log()
 
 
+@pytest.mark.embedded_only
 def test_idle_embedded_consumer_keeps_taking_queued_messages(start_server):
     """After idle pauses the in-process workers still take what is queued.
 
@@ -117,6 +119,7 @@ def test_idle_embedded_consumer_keeps_taking_queued_messages(start_server):
         assert queue.queue_size() == 0
 
 
+@pytest.mark.embedded_only
 def test_a_busy_port_fails_with_an_error(start_server):
     first = start_server(embedded=True)
     port = first.base_url.rsplit(":", 1)[1]

@@ -216,11 +216,13 @@ def embedded_server(tmp_path_factory):
             server.stop()
 
 
+@pytest.mark.embedded_only
 async def test_embedded_resume_replays_missed_events_then_goes_live(embedded_server):
     member = embedded_server.create_member("stream-alice", "stream-acme")
     await resume_scenario(embedded_server, embedded_server, member)
 
 
+@pytest.mark.embedded_only
 async def test_embedded_bad_cursors_get_their_codes(embedded_server):
     member = embedded_server.create_member("stream-bob", "stream-globex")
     stranger = embedded_server.create_member("stream-eve", "stream-initech")

@@ -293,6 +293,7 @@ def embedded_server(tmp_path_factory):
             server.stop()
 
 
+@pytest.mark.embedded_only
 async def test_embedded_server_streams_a_run_to_its_members_only(embedded_server, webhook_target):
     alice = embedded_server.create_member("alice", "acme")
     bob = embedded_server.create_member("bob", "globex")
@@ -309,6 +310,7 @@ async def closed_with(server, payload) -> tuple[int, str]:
         return closed.value.rcvd.code, closed.value.rcvd.reason
 
 
+@pytest.mark.embedded_only
 async def test_missing_bad_and_revoked_tokens_are_refused_with_the_reason(embedded_server):
     carol = embedded_server.create_member("carol", "acme")
     embedded_server.manage(
@@ -335,6 +337,7 @@ async def test_missing_bad_and_revoked_tokens_are_refused_with_the_reason(embedd
         assert json.loads(await ws.recv())["type"] == "connection_error"
 
 
+@pytest.mark.embedded_only
 async def test_other_organization_subscription_is_not_found(embedded_server):
     alice = embedded_server.create_member("alice", "acme")
     bob = embedded_server.create_member("bob", "globex")

@@ -78,6 +78,7 @@ async def check_the_cap(server_a, server_b, token) -> None:
         await ws.close()
 
 
+@pytest.mark.embedded_only
 async def test_embedded_server_caps_connections_per_user(start_server, two_per_user):
     server = start_server(embedded=True)
     member = server.create_member("many-sockets", "sockets")
