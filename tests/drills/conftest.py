@@ -21,7 +21,7 @@ SIZES = {
     "burst_kills": (1, 2),
     "fuzz_cases": (100, 1_000),
     "scheduled_rules": (60, 400),
-    "stream_runs": (1_000, 1_000),
+    "stream_runs": (300, 1_000),
     "backup_writes": (150, 2_000),
 }
 
