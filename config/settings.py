@@ -34,8 +34,10 @@ DATA_DIR.mkdir(parents=True, exist_ok=True)
 REDIS_URL = env("REDIS_URL", default="")
 EMBEDDED = not env("DATABASE_URL", default="") and not REDIS_URL
 
+# Not installed apps, though used: strawberry_django (graphql_api offers its export_schema
+# command; as an app every process would import it at start-up) and daphne (`serve` runs
+# uvicorn).
 INSTALLED_APPS = [
-    "daphne",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -44,7 +46,6 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "corsheaders",
-    "strawberry_django",
     "accounts",
     "catalog",
     "automation",
