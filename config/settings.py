@@ -34,9 +34,8 @@ DATA_DIR.mkdir(parents=True, exist_ok=True)
 REDIS_URL = env("REDIS_URL", default="")
 EMBEDDED = not env("DATABASE_URL", default="") and not REDIS_URL
 
-# Not installed apps, though used: strawberry_django (graphql_api offers its export_schema
-# command; as an app every process would import it at start-up) and daphne (`serve` runs
-# uvicorn).
+# strawberry_django is used but not installed: every process would import it at start-up
+# (graphql_api offers its export_schema command).
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
