@@ -199,8 +199,15 @@ def connect(key: Key, context: ssl.SSLContext | None) -> httpcore.HTTP11Connecti
 class ConnectionPool:
     """Idle keep-alive connections by key, bounded (see the module's docstring); thread-safe."""
 
-    def __init__(self, per_key=POOL_PER_KEY, keys=POOL_KEYS, idle_seconds=POOL_IDLE_SECONDS):
+    def __init__(
+        self,
+        per_key=POOL_PER_KEY,
+        keys=POOL_KEYS,
+        idle_seconds=POOL_IDLE_SECONDS,
+        clock=time.monotonic,
+    ):
         self.per_key, self.keys, self.idle_seconds = per_key, keys, idle_seconds
+        self.clock = clock
         self._idle: OrderedDict[Key, list[tuple[float, httpcore.HTTP11Connection]]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -212,7 +219,7 @@ class ConnectionPool:
             idle = self._idle.get(key, [])
             while idle and found is None:
                 since, connection = idle.pop()  # the most recent: the least likely closed
-                if time.monotonic() - since < self.idle_seconds and not connection.has_expired():
+                if self.clock() - since < self.idle_seconds and not connection.has_expired():
                     found = connection
                 else:
                     stale.append(connection)
@@ -227,7 +234,7 @@ class ConnectionPool:
         if not connection.is_idle():
             connection.close()
             return
-        now = time.monotonic()
+        now = self.clock()
         closing = []
         with self._lock:
             for other in list(self._idle):  # expired ones go, whatever their key
