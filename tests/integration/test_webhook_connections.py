@@ -274,3 +274,52 @@ def test_a_server_trickling_on_a_reused_connection_is_cut_at_the_deadline(allow_
         assert (second_port, number) == (first_port, 2), "the second went down the kept connection"
     finally:
         server.close()
+
+
+class TricklingHandshake:
+    """Takes the TLS ClientHello, then answers with a TLS record header announcing 16 KB and
+    sends its bytes one every 0.2 s: a handshake that never stalls long enough for a per-read
+    timeout, for up to 20 s."""
+
+    def __init__(self):
+        self.stopped = threading.Event()
+        server = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self):
+                with contextlib.suppress(OSError):
+                    self.request.recv(65536)
+                    self.request.sendall(b"\x16\x03\x03\x40\x00")
+                    give_up = time.monotonic() + 20
+                    while time.monotonic() < give_up and not server.stopped.is_set():
+                        self.request.sendall(b"\x02")
+                        server.stopped.wait(0.2)
+
+        self.tcp = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.tcp.daemon_threads = True
+        self.port = self.tcp.server_address[1]
+        threading.Thread(target=self.tcp.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.stopped.set()
+        self.tcp.shutdown()
+        self.tcp.server_close()
+
+
+def test_a_tls_handshake_trickled_byte_by_byte_is_cut_at_the_deadline(allow_only, dns):
+    server = TricklingHandshake()
+    try:
+        allow_only(server)
+        dns({"a.example.test": ["127.0.0.1"]})
+        started = time.monotonic()
+        with pytest.raises(ActionError, match=r"timed out after 1 s \(attempt 1 of 1\)"):
+            call(
+                {
+                    "url": f"https://a.example.test:{server.port}/hook",
+                    "timeoutSeconds": 1,
+                    "maxAttempts": 1,
+                }
+            )
+        assert time.monotonic() - started >= 1
+    finally:
+        server.close()
