@@ -1,4 +1,5 @@
-"""A Huey worker process for benchmarks 5 (redis) and 7: `python -m bench.worker --workers N`.
+"""A Huey worker process for benchmarks 5, 7, 8, 10 and 11 (redis): `python -m bench.worker
+--workers N`.
 
 `manage.py run_huey` with the bench's tasks registered too (run_huey only discovers the
 installed apps' tasks modules). Runs in the environment its parent gives it; never resets data.
@@ -57,6 +58,9 @@ def main() -> None:
 
     if args.handwritten:
         import bench.handwritten  # noqa: F401
+    from bench.receiver import trust_bench_ca
+
+    trust_bench_ca()  # benchmark 10's https receiver
 
     Consumer(HUEY, workers=args.workers, worker_type="thread", periodic=False).run()
 
