@@ -5,8 +5,10 @@ Each mode's documented deployment, as benchmark 5: embedded, `serve` with its in
 consumer; redis, `serve --no-worker` beside a separate worker process (one thread). Private
 networks are allowed to the server and the worker (AUTOMATION_WEBHOOK_ALLOW_PRIVATE_NETWORKS),
 so the webhook may call the receiver on 127.0.0.1; the https receiver's certificate comes from a
-CA made for the run (trustme, as the tests), which the server and the worker trust
-(BENCH_WEBHOOK_CA, bench/receiver.py). Each round updates a product's stock with the
+CA made for the run (trustme, as the tests), which the server and the worker of the https rounds
+trust (BENCH_WEBHOOK_CA, bench/receiver.py: TLS_VERIFY set to a context trusting it); the http
+rounds run on a server and worker of their own with the production setting (TLS_VERIFY = True,
+certifi's trust store). Each round updates a product's stock with the
 `updateProduct` mutation, which fires a rule (1 condition, 1 CALL_WEBHOOK posting the product's id
 and stock, signed); measured from sending the mutation to the arrival of that stock's webhook at
 the receiver (bench/receiver.py, in this process: one clock). Rounds run one at a time with a
@@ -24,6 +26,7 @@ Goal: what the engine adds to the mutation (webhook p50 - floor p50) at most 2x 
 trip + raw POST p50), for http and for https (its raw POST over a kept TLS connection).
 """
 
+import contextlib
 import time
 
 import httpx
@@ -109,6 +112,20 @@ def _raw_posts(url: str, rounds: int, verify=True) -> list[float]:
     return times
 
 
+@contextlib.contextmanager
+def _deployment(ctx, env):
+    """The mode's documented deployment: `serve` (embedded), or `serve --no-worker` beside one
+    worker process (redis)."""
+    separate_worker = ctx.mode != EMBEDDED
+    extra = ["--no-worker"] if separate_worker else []
+    with Server(env, ctx.mode, extra, command=SERVE_WITH_HANDWRITTEN) as server:
+        workers = start_workers(env, 1) if separate_worker else []
+        try:
+            yield server
+        finally:
+            stop_workers(workers)
+
+
 def _switch(active, *rules) -> None:
     for rule in rules:
         rule.is_active = rule is active
@@ -131,27 +148,23 @@ def run(ctx) -> list[Row]:
         queue = median(queue_round_trips(probes))
         raw_http = _raw_posts(plain.url(), rounds)
         raw_https = _raw_posts(secure.url(host="localhost"), rounds, verify=tls.client)
-        env = dict(
-            ctx.env,
-            AUTOMATION_WEBHOOK_ALLOW_PRIVATE_NETWORKS="true",
-            BENCH_WEBHOOK_CA=str(tls.ca_file),
-        )
-        separate_worker = ctx.mode != EMBEDDED
-        extra = ["--no-worker"] if separate_worker else []
-        with Server(env, ctx.mode, extra, command=SERVE_WITH_HANDWRITTEN) as server:
-            workers = start_workers(env, 1) if separate_worker else []
-            try:
-                http = _webhook_rounds(server, token, product, plain, rounds, 10_000)
-                _switch(https_rule, http_rule, https_rule)
-                https = _webhook_rounds(server, token, product, secure, rounds, 20_000)
-                _switch(None, http_rule, https_rule)
-                floors = _floor(server, token, product, rounds)
-            finally:
-                stop_workers(workers)
+        # http: the production setting (TLS_VERIFY = True, certifi's store, which the code
+        # before issue 22 loaded for every request, http:// included); https: the run's CA
+        # trusted (TLS_VERIFY set to a context trusting it, as the tests do).
+        env = dict(ctx.env, AUTOMATION_WEBHOOK_ALLOW_PRIVATE_NETWORKS="true")
+        with _deployment(ctx, env) as server:
+            http = _webhook_rounds(server, token, product, plain, rounds, 10_000)
+            _switch(None, http_rule, https_rule)
+            floors = _floor(server, token, product, rounds)
+        _switch(https_rule, http_rule, https_rule)
+        with _deployment(ctx, dict(env, BENCH_WEBHOOK_CA=str(tls.ca_file))) as server:
+            https = _webhook_rounds(server, token, product, secure, rounds, 20_000)
+        _switch(None, http_rule, https_rule)
         connections = {"http": plain.connections, "https": secure.connections}
     finally:
         plain.close()
         secure.close()
+    separate_worker = ctx.mode != EMBEDDED
     floor = median(floors)
     where = "a worker process beside `serve --no-worker`" if separate_worker else "`serve`"
     rows = []
