@@ -46,7 +46,10 @@ class Receiver:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
-        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+        # Cancelled at close: end as a normal return (asyncio's stream callback reads the
+        # task's exception and would log a cancelled one).
+        quiet = (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, asyncio.CancelledError)
+        with contextlib.suppress(*quiet):
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
                 lines = head.decode("latin-1").split("\r\n")
@@ -91,6 +94,10 @@ class Receiver:
     def close(self) -> None:
         async def stop():
             self._server.close()
+            others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in others:  # the connections still open (kept alive)
+                task.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
             await self._server.wait_closed()
 
         with contextlib.suppress(Exception):
