@@ -323,3 +323,15 @@ def test_a_tls_handshake_trickled_byte_by_byte_is_cut_at_the_deadline(allow_only
         assert time.monotonic() - started >= 1
     finally:
         server.close()
+
+
+def test_header_values_go_as_utf8_and_the_answer_is_asked_unencoded(make_server, allow_only):
+    """A non-ASCII header value used to fail the run (httpx encodes header values as ASCII); the
+    kept body is the answer's own bytes, so no compression is asked for."""
+    server = make_server()
+    allow_only(server)
+    assert call({"url": server.url(), "headers": {"X-Note": "café ✓"}})["status_code"] == 200
+    (request,) = server.requests
+    # http.server reads header bytes as latin-1.
+    assert request["headers"]["x-note"].encode("latin-1").decode() == "café ✓"
+    assert request["headers"]["accept-encoding"] == "identity"
