@@ -32,11 +32,12 @@ from automation.core.choices import RunStatus
 from automation.core.models import AutomationLog
 from bench import data
 from bench.b7_throughput import FINISHED, measure_rate
+from bench.env import data_dir
 from bench.live import UPDATE_PRODUCT
 from bench.receiver import Receiver
 from bench.server import Server
 from bench.stats import Row, median, percentile
-from bench.worker import start_workers, stop_workers
+from bench.worker import start_workers, stop_workers, wait_ready
 
 GOAL_VS_BY_HAND = 0.5
 WORKERS = 2
@@ -95,12 +96,17 @@ async def _writes(base_url, token, products) -> tuple[dict, float]:
 
 def _burst(env, mode, token, products, receiver: Receiver) -> dict:
     before = receiver.count()
+    HUEY.flush()  # the throughput phase's last runs, popped by workers stopped since
+    log = data_dir(mode) / "b11-burst-workers.log"
+    log.write_text("")
     with Server(env, mode, ["--no-worker"]) as server:
-        workers = start_workers(env, WORKERS)
+        workers = start_workers(env, WORKERS, log_to=log)
         try:
+            wait_ready(log, WORKERS)
             started = time.perf_counter()
             sent, writing = asyncio.run(_writes(server.base_url, token, products))
             _wait_for_deliveries(receiver, before, len(sent))
+            exits = [worker.poll() for worker in workers]
         finally:
             stop_workers(workers)
     arrivals = receiver.arrivals[before:]
@@ -111,7 +117,12 @@ def _burst(env, mode, token, products, receiver: Receiver) -> dict:
         first.setdefault(key, arrival.at)
     latencies = [first[key] - at for key, at in sent.items() if key in first]
     last = max(first.values()) if first else started
+    runs = AutomationLog.objects.filter(object_id__in=[str(p.pk) for p in products])
+    states = collections.Counter(runs.values_list("status", flat=True))
     return {
+        "unfinished": {status: n for status, n in states.items() if status != RunStatus.SUCCEEDED},
+        "exits": exits,
+        "log": log,
         "writes": len(sent),
         "writes_per_second": len(sent) / writing,
         "webhooks_per_second": len(first) / (last - started) if first else 0.0,
@@ -119,6 +130,14 @@ def _burst(env, mode, token, products, receiver: Receiver) -> dict:
         "lost": len(set(sent) - set(first)),
         "duplicated": sum(count - 1 for count in by_key.values()),
     }
+
+
+def _why_lost(burst: dict) -> str:
+    """Where the lost writes' runs were when the burst gave up (a run left PENDING by a dead
+    worker is redelivered by the sweeper, which bench workers do not run)."""
+    states = ", ".join(f"{n} {status}" for status, n in sorted(burst["unfinished"].items()))
+    exits = ", ".join("running" if code is None else f"exited {code}" for code in burst["exits"])
+    return f"; their runs: {states or 'none unfinished'}; workers: {exits} (log: {burst['log']})"
 
 
 def _wait_for_deliveries(receiver: Receiver, before: int, expected: int) -> None:
@@ -183,6 +202,9 @@ def run(ctx) -> list[Row]:
             unit="",
             goal="0",
             ok=lost == 0 and duplicated == 0,
-            detail=f"{lost} lost, {duplicated} duplicated of {burst['writes']:,} writes",
+            detail=(
+                f"{lost} lost, {duplicated} duplicated of {burst['writes']:,} writes"
+                + ("" if not lost else _why_lost(burst))
+            ),
         ),
     ]
