@@ -60,6 +60,9 @@ RETRYABLE_STATUS = {408, 429}  # besides every 5xx
 REDACTED = "********"  # what a secret echoed in an answer is replaced with
 REDACT_MIN_LENGTH = 8
 USER_AGENT = "automation-rule-engine-webhook/1"
+# Sent unless the rule's headers name them (in any case). The kept prefix of an answer is its
+# own bytes: no compression is asked for.
+DEFAULT_HEADERS = {"User-Agent": USER_AGENT, "Accept": "*/*", "Accept-Encoding": "identity"}
 # Certificates are verified against the URL's host name. True = the certifi trust store; a test
 # that serves HTTPS with its own CA sets an ssl.SSLContext trusting that CA here.
 TLS_VERIFY = True
@@ -391,7 +394,6 @@ def _attempt(request: WebhookRequest) -> tuple[int, str]:
             ip = pinned_address(url, deadline)
             timestamp = str(int(time.time()))
             headers = {
-                "User-Agent": USER_AGENT,
                 **extra_headers,
                 "Content-Type": "application/json",
                 "X-Automation-Timestamp": timestamp,
@@ -422,12 +424,9 @@ def _send_to(url: httpx.URL, ip, method, headers, body, read_limit) -> tuple[int
     host_name = url.raw_host.decode("ascii")
     port = url.port or (443 if url.scheme == "https" else 80)
     context = transport.ssl_context(TLS_VERIFY) if url.scheme == "https" else None
-    fields = {
-        **headers,
-        "Host": url.netloc.decode("ascii"),
-        "Accept": "*/*",
-        "Accept-Encoding": "identity",  # the kept prefix is the answer's own bytes
-    }
+    given = {name.lower() for name in headers}
+    defaults = {name: value for name, value in DEFAULT_HEADERS.items() if name.lower() not in given}
+    fields = {**defaults, **headers, "Host": url.netloc.decode("ascii")}
     if body or method in ("POST", "PUT", "PATCH"):
         fields["Content-Length"] = str(len(body))
     status, answer_headers, answer = transport.exchange(

@@ -335,3 +335,15 @@ def test_header_values_go_as_utf8_and_the_answer_is_asked_unencoded(make_server,
     # http.server reads header bytes as latin-1.
     assert request["headers"]["x-note"].encode("latin-1").decode() == "café ✓"
     assert request["headers"]["accept-encoding"] == "identity"
+
+
+def test_the_rules_own_accept_and_user_agent_replace_the_defaults_whatever_their_case(
+    make_server, allow_only
+):
+    server = make_server()
+    allow_only(server)
+    call({"url": server.url(), "headers": {"accept": "application/json", "USER-AGENT": "mine/1"}})
+    (request,) = server.requests
+    sent = request["raw_headers"]
+    assert [value for name, value in sent if name.lower() == "accept"] == ["application/json"]
+    assert [value for name, value in sent if name.lower() == "user-agent"] == ["mine/1"]

@@ -52,6 +52,7 @@ class RecordingServer:
                         "method": self.command,
                         "path": self.path,
                         "headers": {k.lower(): v for k, v in self.headers.items()},
+                        "raw_headers": list(self.headers.items()),
                         "body": self.rfile.read(length),
                         # (client port, this server's address): which connection carried it
                         "connection": (self.client_address[1], self.server.server_address[0]),
