@@ -30,6 +30,7 @@ worker's own thread: nothing is set up per attempt that does not depend on the a
 
 import contextlib
 import os
+import select
 import socket
 import ssl
 import threading
@@ -132,8 +133,6 @@ def _mapped(timeout_error, other_error):
 def _readable(sock: socket.socket) -> bool:
     if sock.fileno() < 0:
         return True
-    import select
-
     poller = select.poll()
     poller.register(sock, select.POLLIN)
     return bool(poller.poll(0))
