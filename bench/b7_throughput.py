@@ -28,7 +28,7 @@ from bench.worker import start_workers, stop_workers
 FINISHED = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.PARTIAL, RunStatus.SKIPPED)
 
 
-def _rate(env, workers: int, total: int, progress, timeout: float = 600) -> float:
+def measure_rate(env, workers: int, total: int, progress, timeout: float = 600) -> float:
     """Items per second between 10 % and 90 % finished; `progress()` counts finished items."""
     low, high = max(1, total // 10), max(2, total * 9 // 10)
     processes = start_workers(env, workers)
@@ -63,7 +63,7 @@ def _raw(env, workers: int, total: int) -> float:
     key = f"bench:done:{time.time_ns()}"
     for _ in range(total):
         count_done(key)
-    return _rate(env, workers, total, lambda: int(HUEY.storage.conn.get(key) or 0))
+    return measure_rate(env, workers, total, lambda: int(HUEY.storage.conn.get(key) or 0))
 
 
 def _runs(env, rule, items, workers: int) -> float:
@@ -71,7 +71,7 @@ def _runs(env, rule, items, workers: int) -> float:
     with transaction.atomic():
         ids = [log.pk for log in data.stock_runs(rule, items)]
     done = AutomationLog.objects.filter(pk__in=ids, status__in=FINISHED)
-    rate = _rate(env, workers, len(ids), done.count)
+    rate = measure_rate(env, workers, len(ids), done.count)
     failed = AutomationLog.objects.filter(pk__in=ids, status__in=FINISHED).exclude(
         status=RunStatus.SUCCEEDED
     )
@@ -89,7 +89,7 @@ def _by_hand(env, items, workers: int) -> float:
     for product in items:
         update_product_by_hand(product.pk, marker)
     done = Product.objects.filter(pk__in=[p.pk for p in items], description=marker)
-    return _rate(env, workers, len(items), done.count)
+    return measure_rate(env, workers, len(items), done.count)
 
 
 # Rule runs/s with 2 workers against the hand-written task's rate with the same workers.

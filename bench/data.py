@@ -78,6 +78,40 @@ def event_rule(org: Organization, name: str = "Restock note", user=None) -> Auto
     )
 
 
+def webhook_rule(
+    org: Organization, url: str, name: str = "Restock webhook", user=None, secret=None
+) -> AutomationRule:
+    """Benchmarks 10 and 11's rule: product UPDATED (stock watched), status ACTIVE, one
+    CALL_WEBHOOK posting the product's id and stock to `url` (a local receiver: private networks
+    are allowed while the rule is checked, as the bench's server and workers allow them)."""
+    from django.test import override_settings
+
+    from automation.rules.services import create_rule
+
+    webhook = {
+        "url": url,
+        "body": {"product": "{{ object.id }}", "stock": "{{ object.stock }}"},
+        "timeoutSeconds": 10,
+        "maxAttempts": 3,
+    }
+    if secret:
+        webhook["secret"] = secret
+    with override_settings(AUTOMATION_WEBHOOK_ALLOW_PRIVATE_NETWORKS=True):
+        return create_rule(
+            org,
+            {
+                "name": name,
+                "trigger_type": TriggerType.EVENT,
+                "model": "catalog.product",
+                "trigger_event": TriggerEvent.UPDATED,
+                "watched_fields": ["stock"],
+                "conditions": {"logic": "AND", "conditions": [STATUS_ACTIVE]},
+                "actions": [{"action_type": ActionType.CALL_WEBHOOK, "parameters": webhook}],
+            },
+            user=user,
+        )
+
+
 def stock_runs(rule: AutomationRule, items: list[Product]) -> list[AutomationLog]:
     """PENDING runs of `rule` as a stock update of each product would make (call in a transaction)."""
     return [

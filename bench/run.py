@@ -8,7 +8,7 @@ bench/baseline.json (`--save-baseline` replaces that file with this run's figure
 Modes: embedded (SQLite, SqliteHuey, in-memory layer) and redis (PostgreSQL database h_bench,
 Redis database 8, RedisHuey, channels-redis). The default `all` runs embedded, then redis when
 PostgreSQL and Redis answer on BENCH_DATABASE_URL / BENCH_REDIS_URL (default 127.0.0.1).
-Benchmark 7 (throughput) runs in redis mode only.
+Benchmarks 7 and 11 (throughput) run in redis mode only.
 """
 
 import argparse

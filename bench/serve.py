@@ -1,5 +1,5 @@
-"""`manage.py serve` with benchmark 5's hand-written pipeline connected:
-`python -m bench.serve [serve's options]`.
+"""`manage.py serve` with benchmark 5's hand-written pipeline connected (and webhooks trusting
+benchmark 10's CA when BENCH_WEBHOOK_CA names it): `python -m bench.serve [serve's options]`.
 
 Runs in the environment its parent gives it (bench/server.py); never resets data.
 """
@@ -16,6 +16,9 @@ def main() -> None:
     from django.core.management import execute_from_command_line
 
     import bench.handwritten  # noqa: F401 - connects the receiver, registers the task
+    from bench.receiver import trust_bench_ca
+
+    trust_bench_ca()  # benchmark 10's https receiver
 
     execute_from_command_line(["manage.py", "serve", *sys.argv[1:]])
 

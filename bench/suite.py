@@ -27,9 +27,11 @@ BENCHMARKS = {
     7: "bench.b7_throughput",
     8: "bench.b8_fairness",
     9: "bench.b9_log_scale",
+    10: "bench.b10_webhook_latency",
+    11: "bench.b11_webhook_throughput",
 }
 # Benchmarks that only mean something on Redis + PostgreSQL.
-REDIS_ONLY = {7}
+REDIS_ONLY = {7, 11}
 QUICK, DEFAULT, TINY = "quick", "default", "tiny"
 
 

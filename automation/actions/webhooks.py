@@ -17,29 +17,37 @@ never retried. Each attempt has `timeout` seconds in all, enforced as one deadli
 connect, TLS, redirects, headers and body included), and at most RESPONSE_BODY_LIMIT bytes of the
 answer are read and kept.
 
+The request itself travels through actions/webhook_transport.py: synchronous, in the worker's
+thread, with one SSL context per process and kept-alive connections reused only for the same
+(scheme, checked IP, port, host name). Every attempt resolves and checks again before it looks
+for a connection, so reuse never skips the guard.
+
 Tests: `resolve_host` is the module's view of the outside world's DNS and may be patched;
 `check_address(ip, port)` is the guard, and a test that must reach its own loopback server while
 private networks stay refused patches it to accept exactly that server's (address, port) and
 delegate everything else to the original (see tests/integration/test_webhooks.py).
 """
 
+import concurrent.futures
 import hashlib
 import hmac
 import ipaddress
 import json
 import logging
+import os
 import random
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urljoin
 
-import anyio
-import anyio.to_thread
+import httpcore
 import httpx
 from django.conf import settings
 
+from automation.actions import webhook_transport as transport
 from observability import metrics
 
 logger = logging.getLogger("automation.actions.webhooks")
@@ -52,6 +60,9 @@ RETRYABLE_STATUS = {408, 429}  # besides every 5xx
 REDACTED = "********"  # what a secret echoed in an answer is replaced with
 REDACT_MIN_LENGTH = 8
 USER_AGENT = "automation-rule-engine-webhook/1"
+# Sent unless the rule's headers name them (in any case). The kept prefix of an answer is its
+# own bytes: no compression is asked for.
+DEFAULT_HEADERS = {"User-Agent": USER_AGENT, "Accept": "*/*", "Accept-Encoding": "identity"}
 # Certificates are verified against the URL's host name. True = the certifi trust store; a test
 # that serves HTTPS with its own CA sets an ssl.SSLContext trusting that CA here.
 TLS_VERIFY = True
@@ -205,22 +216,58 @@ def literal_address(host: str):
     return None
 
 
-def pinned_address(url: httpx.URL):
-    """Resolve the URL's host, check every address, and return the one to connect to."""
+def pinned_address(url: httpx.URL, deadline: transport.Deadline):
+    """Resolve the URL's host, check every address, and return the one to connect to.
+
+    A host that names an address (literal_address) is not looked up at all; a name is resolved
+    in a thread the attempt waits for until its deadline (the resolver cannot be interrupted: an
+    abandoned lookup ends on its own).
+    """
     port = url.port or (443 if url.scheme == "https" else 80)
     ip = literal_address(url.host)
     if ip is not None:
         addresses = [ip]
     else:
         try:
-            addresses = resolve_host(url.raw_host.decode("ascii"), port)
+            addresses = resolve_in_thread(url.raw_host.decode("ascii"), port, deadline)
         except (OSError, UnicodeError) as exc:
-            raise httpx.ConnectError(f"Could not resolve {url.host}: {exc}") from exc
+            raise httpcore.ConnectError(f"Could not resolve {url.host}: {exc}") from exc
         if not addresses:
-            raise httpx.ConnectError(f"Could not resolve {url.host}: no address")
+            raise httpcore.ConnectError(f"Could not resolve {url.host}: no address")
     for address in addresses:  # every one: a mixed answer is refused whole
         check_address(address, port)
     return addresses[0]
+
+
+RESOLVER_THREADS = 8
+_resolver_lock = threading.Lock()
+_resolver: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def resolve_in_thread(host: str, port: int, deadline: transport.Deadline) -> list:
+    """resolve_host(host, port) in the resolver's threads, waited for until the deadline."""
+    global _resolver
+    with _resolver_lock:
+        if _resolver is None:
+            _resolver = concurrent.futures.ThreadPoolExecutor(
+                RESOLVER_THREADS, thread_name_prefix="webhook-resolver"
+            )
+        future = _resolver.submit(resolve_host, host, port)
+    try:
+        return future.result(timeout=deadline.left(TimeoutError))
+    except concurrent.futures.TimeoutError:
+        future.cancel()  # still queued: never runs; running: abandoned
+        raise TimeoutError(f"resolving {host} took longer than the attempt's deadline") from None
+
+
+def _forget_resolver() -> None:
+    """A forked child has none of its parent's threads: it starts a resolver of its own."""
+    global _resolver
+    _resolver = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_resolver)
 
 
 # --- Signing ----------------------------------------------------------------------------------
@@ -268,10 +315,10 @@ def send(request: WebhookRequest, on_attempt: Callable[[int], None] | None = Non
         except WebhookRefused as exc:
             metrics.webhook_attempt(metrics.WEBHOOK_REFUSED, None)
             raise WebhookError(redact(str(exc), request), result) from None
-        except (TimeoutError, httpx.TimeoutException):
+        except (TimeoutError, httpcore.TimeoutException):
             error = f"timed out after {request.timeout:g} s"
             retryable, outcome = True, metrics.WEBHOOK_TIMEOUT
-        except httpx.TransportError as exc:
+        except (httpcore.NetworkError, httpcore.ProtocolError) as exc:
             error = redact(f"network error: {exc or type(exc).__name__}", request)
             retryable, outcome = True, metrics.WEBHOOK_NETWORK_ERROR
         else:
@@ -329,26 +376,24 @@ def _kept(text: str) -> str:
 def _attempt(request: WebhookRequest) -> tuple[int, str]:
     """One attempt, bounded as a whole by `request.timeout`: (status, body up to _read_limit).
 
-    httpx's timeouts bound each network operation alone, so a server that trickles its status
-    line, headers or body a byte at a time never trips them (one kept a worker for minutes). The
-    attempt runs on an event loop of its own under one deadline, which cancels whatever it is
-    waiting for (DNS, connect, TLS, sending, headers, body) when the time is up: TimeoutError.
+    Socket timeouts bound each operation alone, so a server that trickles its status line,
+    headers or body a byte at a time never trips them (one kept a worker for minutes). The
+    attempt has one deadline instead: the resolver is waited for until it, and every socket
+    operation gets the time left (actions/webhook_transport.py), whatever it waits for (connect,
+    TLS, sending, headers, body); past it: TimeoutError or httpcore.TimeoutException.
+
+    Redirects are followed by hand, checking every hop.
     """
-    return anyio.run(_attempt_within_deadline, request)
-
-
-async def _attempt_within_deadline(request: WebhookRequest) -> tuple[int, str]:
-    """Follows redirects by hand, checking every hop."""
+    deadline = transport.Deadline(request.timeout)
     url = check_url_syntax(request.url)
     method, body = request.method, request.body
     extra_headers, secret = dict(request.headers), request.secret
-    with anyio.fail_after(request.timeout):
+    read_limit = _read_limit(request)
+    with transport.within(deadline):
         for _hop in range(MAX_REDIRECTS + 1):
-            # The resolver blocks: in a thread, abandoned at the deadline (it ends on its own).
-            ip = await anyio.to_thread.run_sync(pinned_address, url, abandon_on_cancel=True)
+            ip = pinned_address(url, deadline)
             timestamp = str(int(time.time()))
             headers = {
-                "User-Agent": USER_AGENT,
                 **extra_headers,
                 "Content-Type": "application/json",
                 "X-Automation-Timestamp": timestamp,
@@ -356,9 +401,7 @@ async def _attempt_within_deadline(request: WebhookRequest) -> tuple[int, str]:
             }
             if secret:
                 headers["X-Automation-Signature"] = sign(secret, timestamp, body)
-            status, location, text = await _send_to(
-                url, ip, method, headers, body, request.timeout, _read_limit(request)
-            )
+            status, location, text = _send_to(url, ip, method, headers, body, read_limit)
             if status not in _REDIRECT_STATUS or not location:
                 return status, text
             next_url = check_url_syntax(urljoin(str(url), location))
@@ -372,38 +415,34 @@ async def _attempt_within_deadline(request: WebhookRequest) -> tuple[int, str]:
     raise WebhookRefused(f"Too many redirects (more than {MAX_REDIRECTS}) from {request.url}.")
 
 
-async def _send_to(
-    url: httpx.URL, ip, method, headers, body, timeout, read_limit: int
-) -> tuple[int, str | None, str]:
-    """Send to the checked `ip`, with the URL's own host in Host and SNI. Reads at most
-    `read_limit` bytes of the body."""
-    pinned_url = url.copy_with(host=str(ip))
+def _send_to(url: httpx.URL, ip, method, headers, body, read_limit) -> tuple[int, str | None, str]:
+    """Send to the checked `ip`, with the URL's own host in Host and in TLS (server name and
+    certificate): (status, Location, body's first `read_limit` bytes as text).
+
+    No proxy from the environment: a proxy would connect to an address this guard never saw.
+    """
     host_name = url.raw_host.decode("ascii")
-    extensions = {"sni_hostname": host_name} if url.scheme == "https" else {}
-    # A fresh client per hop: its connection pool is keyed by IP, so a pooled TLS connection made
-    # for one host name must never serve another. trust_env=False: no proxy from the environment
-    # (a proxy would connect to an address this guard never saw).
-    async with httpx.AsyncClient(
-        timeout=timeout, follow_redirects=False, trust_env=False, verify=TLS_VERIFY
-    ) as client:
-        request = client.build_request(
-            method,
-            pinned_url,
-            headers={**headers, "Host": url.netloc.decode("ascii")},
-            content=body,
-            extensions=extensions,
-        )
-        response = await client.send(request, stream=True)
-        try:
-            collected = bytearray()
-            async for chunk in response.aiter_bytes():
-                collected.extend(chunk)
-                if len(collected) > read_limit:
-                    break  # keep a bounded prefix; never load a huge answer
-        finally:
-            await response.aclose()
-        text = bytes(collected[:read_limit]).decode("utf-8", errors="replace")
-        return response.status_code, response.headers.get("location"), text
+    port = url.port or (443 if url.scheme == "https" else 80)
+    context = transport.ssl_context(TLS_VERIFY) if url.scheme == "https" else None
+    given = {name.lower() for name in headers}
+    defaults = {name: value for name, value in DEFAULT_HEADERS.items() if name.lower() not in given}
+    fields = {**defaults, **headers, "Host": url.netloc.decode("ascii")}
+    if body or method in ("POST", "PUT", "PATCH"):
+        fields["Content-Length"] = str(len(body))
+    status, answer_headers, answer = transport.exchange(
+        (url.scheme, str(ip), port, host_name),
+        context,
+        method,
+        url.raw_path,
+        [(name.encode("ascii"), value.encode()) for name, value in fields.items()],
+        body,
+        read_limit,
+    )
+    location = next(
+        (value.decode("latin-1") for name, value in answer_headers if name.lower() == b"location"),
+        None,
+    )
+    return status, location, answer.decode("utf-8", errors="replace")
 
 
 def _netloc(ip, port) -> str:

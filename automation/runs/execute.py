@@ -51,7 +51,9 @@ EVALUATION_ATTEMPTS = 3
 #     with outside effects commit together (with the finish when nothing is left), so a worker
 #     killed before then leaves the run PENDING with nothing applied;
 #   - an action with outside effects (a webhook) commits RUNNING before the call goes out, so a
-#     crash shows that it may have happened, and its result on its own (or with the finish);
+#     crash shows that it may have happened: with whatever precedes it (the claim, the database
+#     actions before it, the previous webhook's result), not in a commit of its own ahead of the
+#     call; its result commits on its own (or with the finish, or the next webhook's start);
 #   - the database actions after it commit together, up to the next such action.
 # Every state change still bumps `seq` and is published, in order, after its commit.
 
@@ -163,6 +165,7 @@ def _claim_and_execute_now(prepared: "Prepared") -> bool:
             plan = _start(writer, prepared)
             if plan is not None:
                 plan.run_database_actions()
+                plan.begin_outside_action()  # a webhook next: RUNNING with the claim
             writer.flush()
     except Exception as exc:
         if writer is None:

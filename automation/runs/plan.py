@@ -48,6 +48,9 @@ class Plan:
         self.writer, self.ctx, self.actions = writer, ctx, actions
         self.failures, self.stopped, self.done = 0, False, False
         self.deadline: float | None = None  # a dry run's: actions after it are not rendered
+        # The outside action marked RUNNING in the open transaction, to call once it commits:
+        # (index, its start on the monotonic clock).
+        self.begun: tuple[int, float] | None = None
         self.todo: list[int] = []
         log = writer.log
         for index, action in enumerate(actions):
@@ -134,27 +137,44 @@ class Plan:
             _conclude(self.writer, self.failures, self.stopped)
             self.done = True
 
+    def begin_outside_action(self) -> None:
+        """In the open transaction, when the next action reaches outside (a webhook): mark it
+        RUNNING, so it commits with what came before it (the claim, the database actions before
+        it, or the previous outside action's result) and the call goes out after that one
+        commit, not after a commit of its own. A crash after the commit shows the call as
+        possibly made, as it always has."""
+        if self.done or self.begun is not None or not self._reaches_outside(self.todo[-1]):
+            return
+        index = self.todo.pop()
+        started = self._start(index)
+        if started is None:  # its `when` decided
+            self._finish_if_over()
+        else:
+            self.begun = (index, started)
+
     def run_the_rest(self) -> None:
         """After the claim's transaction: each outside action, then the database actions after it.
 
-        An outside action's result commits on its own (with the finish when it is the last), so
-        a crash in a later database action does not make it run again.
+        An outside action's result commits on its own (with the finish when it is the last, or
+        the next outside action's start), so a crash in a later database action does not make it
+        run again.
         """
         while not self.done:
-            index = self.todo.pop()
-            handler = self.handlers[index]
-            with self.writer.step():  # RUNNING is committed before the call goes out
-                started = self._start(index)
-                if started is None:  # its `when` decided
-                    self._finish_if_over()
-            if started is not None:
+            if self.begun is None:
+                with self.writer.step():  # RUNNING is committed before the call goes out
+                    self.begin_outside_action()
+            if self.begun is not None:
+                (index, started), self.begun = self.begun, None
+                handler = self.handlers[index]
                 outcome = _call(self.writer, self.ctx, self.actions[index], index, handler)
                 with self.writer.step():
                     self._record(index, started, outcome)
                     self._finish_if_over()
-            if not self.done and not self._reaches_outside(self.todo[-1]):
+                    self.begin_outside_action()
+            if not self.done and self.begun is None and not self._reaches_outside(self.todo[-1]):
                 with self.writer.step():
                     self.run_database_actions()
+                    self.begin_outside_action()
 
     def _past_deadline(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline

@@ -72,6 +72,7 @@ def test_every_embedded_benchmark_runs_and_its_invariants_hold(tmp_path):
     assert delivered["value"] == 100.0 and delivered["ok"] is True
 
     check_log_scale(rows, large=1_500)
+    check_webhook_latency(rows, "`serve`")
 
     rendered = table(rows, baseline={})
     assert rendered.count("\n") == len(rows) + 1
@@ -92,12 +93,29 @@ def check_log_scale(rows, large: int) -> None:
     )
 
 
+def check_webhook_latency(rows, sender: str) -> None:
+    """Benchmark 10 timed the webhook of every round at the receiver, over http and https (it
+    fails when one does not arrive), beside the floor, the raw queue round trip and raw POSTs."""
+    latency = [row for row in rows if row["bench"] == 10]
+    judged = [row for row in latency if row["goal"]]
+    assert [row["name"].split(":")[0] for row in judged] == [
+        "webhook latency, http",
+        "webhook latency, https",
+    ]
+    for row in judged:
+        assert row["goal"] == "<= 2x" and row["ok"] is (row["value"] <= 2)
+        assert f"sent by {sender}" in row["detail"]
+        assert "queue" in row["detail"] and "POST p50" in row["detail"]
+    (floor,) = [row for row in latency if row["name"].startswith("floor")]
+    assert floor["value"] > 0 and "receiver connections" in floor["detail"]
+
+
 @pytest.mark.skipif(
     not (os.environ.get("DATABASE_URL") and os.environ.get("REDIS_URL")),
     reason="needs DATABASE_URL (PostgreSQL) and REDIS_URL",
 )
-def test_latency_throughput_and_log_benchmarks_run_on_redis_and_postgresql(tmp_path):
-    result = run_suite(tmp_path, bench_env.REDIS, only=[5, 7, 9])
+def test_latency_throughput_log_and_webhook_benchmarks_run_on_redis_and_postgresql(tmp_path):
+    result = run_suite(tmp_path, bench_env.REDIS, only=[5, 7, 9, 10, 11])
     rows = result["rows"]
     assert [row["name"] for row in rows if row["name"] == "benchmark failed"] == []
     assert result["machine"]["database"].startswith("postgresql")
@@ -126,3 +144,13 @@ def test_latency_throughput_and_log_benchmarks_run_on_redis_and_postgresql(tmp_p
     assert judged[0]["ok"] is (judged[0]["value"] >= 0.5)
 
     check_log_scale(rows, large=1_500)  # the PostgreSQL filler and plans
+    check_webhook_latency(rows, "a worker process beside `serve --no-worker`")
+
+    # 11: webhook runs against hand-written POST tasks on 2 worker processes, then a burst whose
+    # every write's webhook arrived exactly once.
+    throughput, burst, deliveries = [row for row in rows if row["bench"] == 11]
+    assert throughput["goal"] == ">= 0.5x" and throughput["ok"] is (throughput["value"] >= 0.5)
+    assert throughput["value"] > 0 and "hand-written tasks/s" in throughput["detail"]
+    assert burst["name"].startswith("burst of 16 writes from 8 clients") and burst["value"] > 0
+    assert deliveries["value"] == 0 and deliveries["ok"] is True
+    assert deliveries["detail"] == "0 lost, 0 duplicated of 16 writes"

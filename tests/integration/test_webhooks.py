@@ -37,7 +37,9 @@ RUN_KEY = "5f2b1c9e-8d4a-4f6b-9c3e-2a7d1e0b4c58"  # the run log's run_uuid
 class RecordingServer:
     """A loopback HTTP server that records every request and answers from a script."""
 
-    def __init__(self, tls_context=None):
+    def __init__(self, tls_context=None, keep_alive=False, address="127.0.0.1", port=0):
+        """keep_alive: answer in HTTP/1.1 and keep the connection open (a server the engine may
+        reuse connections to); otherwise HTTP/1.0, one request per connection."""
         self.requests: list[dict] = []
         self.responses: list[dict] = []  # consumed in order; the last one repeats
         server = self
@@ -50,7 +52,10 @@ class RecordingServer:
                         "method": self.command,
                         "path": self.path,
                         "headers": {k.lower(): v for k, v in self.headers.items()},
+                        "raw_headers": list(self.headers.items()),
                         "body": self.rfile.read(length),
+                        # (client port, this server's address): which connection carried it
+                        "connection": (self.client_address[1], self.server.server_address[0]),
                     }
                 )
                 spec = server.responses.pop(0) if len(server.responses) > 1 else server.responses[0]
@@ -64,19 +69,22 @@ class RecordingServer:
                 # The client may have given up already (timeout test).
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     self.wfile.write(payload)
+                if spec.get("hang_up"):  # keep-alive said, yet closed (as at an idle timeout)
+                    self.close_connection = True
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+            protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
 
             def log_message(self, *args):
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer((address, port), Handler)
         self.httpd.daemon_threads = True
         self.scheme = "http"
         if tls_context is not None:
             self.httpd.socket = tls_context.wrap_socket(self.httpd.socket, server_side=True)
             self.scheme = "https"
-        self.port = self.httpd.server_address[1]
+        self.address, self.port = self.httpd.server_address[:2]
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     def url(self, path="/hook", host="127.0.0.1"):
@@ -90,8 +98,8 @@ class RecordingServer:
 def make_server():
     servers = []
 
-    def make(tls_context=None):
-        server = RecordingServer(tls_context)
+    def make(tls_context=None, **options):
+        server = RecordingServer(tls_context, **options)
         server.respond({"status": 200, "body": b'{"ok":true}'})
         server.thread.start()
         servers.append(server)
@@ -114,7 +122,7 @@ def allow_only(monkeypatch):
     original = webhooks.check_address
 
     def allow(*servers):
-        allowed = {(LOOPBACK, s.port) for s in servers}
+        allowed = {(ipaddress.ip_address(getattr(s, "address", LOOPBACK)), s.port) for s in servers}
 
         def check(ip, port):
             if (ip, port) not in allowed:
