@@ -16,6 +16,9 @@ def main() -> None:
     from django.core.management import execute_from_command_line
 
     import bench.handwritten  # noqa: F401 - connects the receiver, registers the task
+    from bench import stages
+
+    stages.install()  # only when BENCH_STAGES_FILE is set (python -m bench.stages)
 
     execute_from_command_line(["manage.py", "serve", *sys.argv[1:]])
 

@@ -57,6 +57,9 @@ def main() -> None:
 
     if args.handwritten:
         import bench.handwritten  # noqa: F401
+    from bench import stages
+
+    stages.install()  # only when BENCH_STAGES_FILE is set (python -m bench.stages)
 
     Consumer(HUEY, workers=args.workers, worker_type="thread", periodic=False).run()
 
