@@ -8,7 +8,6 @@ import asyncio
 import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
-from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from accounts.choices import Role
 from accounts.models import Membership
@@ -16,6 +15,7 @@ from automation.core.models import AutomationLog
 from automation.live.events import organization_group
 from automation.runs.execute import execute_run
 from graphql_api import live_auth, subscriptions
+from graphql_api.shared_render import SharedRenderExecutor
 from tests.integration.test_live_subscriptions import (
     LOGS,
     Client,
@@ -38,22 +38,22 @@ VIEWER_ROLE = """subscription($org: ID!) {
 
 @pytest.fixture
 def counted(monkeypatch):
-    """{"built": messages made model instances, "rendered": executions of a run event}."""
+    """{"built": messages made model instances, "rendered": renders of a run event, executed
+    or direct (graphql_api/fast_render.py)}."""
     counts = {"built": 0, "rendered": 0}
-    build, execute = subscriptions.log_from_message, StrawberryGraphQLCoreExecutionContext
+    build, render = subscriptions.log_from_message, SharedRenderExecutor._render
 
     def counting_build(payload, *args):
         counts["built"] += 1
         return build(payload, *args)
 
-    def counting_execute(self, serially=None):
+    def counting_render(self, serially=None):
         if isinstance(self.root_value, AutomationLog):
             counts["rendered"] += 1
-        return base_execute(self, serially)
+        return render(self, serially)
 
-    base_execute = execute.execute_operation
     monkeypatch.setattr(subscriptions, "log_from_message", counting_build)
-    monkeypatch.setattr(execute, "execute_operation", counting_execute, raising=False)
+    monkeypatch.setattr(SharedRenderExecutor, "_render", counting_render)
     return counts
 
 
