@@ -14,6 +14,12 @@ slow minute of a shared machine weighs on all three alike):
   organization, which has no rule; a hand-written receiver turns it into a hand-written Huey task
   that checks the condition, updates the description and publishes one log-shaped event through
   the engine's publication path, delivered by the same kind of subscription: timed to that event;
+- recorded (bench/recorded.py, a reference without a goal): the hand-written pipeline plus the
+  least record of a run, on a third product of the second organization: a PENDING log inserted
+  with the write, then the task locks it, publishes RUNNING, does the same check and update,
+  writes the outcome with a guarded UPDATE and publishes it (three log events, as the engine's
+  contract has), all by hand with SQL compiled once: timed to the outcome's event. What it adds
+  is the floor of "write the run's record and publish two more events" on this machine;
 - floor: the same mutation on another product of the second organization (no rule, no
   receiver), timed to its HTTP response. No event can arrive before the write that causes it.
 
@@ -37,7 +43,7 @@ import httpx
 from accounts.choices import Role
 from accounts.models import Membership
 from bench import data
-from bench.data import HANDWRITTEN_PREFIX
+from bench.data import HANDWRITTEN_PREFIX, RECORDED_PREFIX
 from bench.env import EMBEDDED
 from bench.live import FINAL, LOGS, baseline, update_stock
 from bench.server import SERVE_WITH_HANDWRITTEN, Server
@@ -46,8 +52,8 @@ from bench.worker import start_workers, stop_workers
 from bench.wsclient import Subscriber
 from catalog.models import Product
 
-ENGINE, BY_HAND, FLOOR = "engine", "hand-written", "floor"
-KINDS = (ENGINE, BY_HAND, FLOOR)
+ENGINE, BY_HAND, RECORDED, FLOOR = "engine", "hand-written", "recorded", "floor"
+KINDS = (ENGINE, BY_HAND, RECORDED, FLOOR)
 PAUSE = 0.15  # seconds between two rounds: the workers settle into their idle polling
 WARM_UP = 2  # rounds of each kind, not counted
 # The goal: the engine adds at most this many times what the hand-written pipeline adds.
@@ -85,16 +91,26 @@ def setup() -> Subjects:
     product = data.products(org, 1)[0]
     quiet = data.organization("b5-no-rule")
     Membership.objects.create(user=user, organization=quiet, role=Role.ADMIN)
-    by_hand = Product.objects.create(
-        organization=quiet, name=f"{HANDWRITTEN_PREFIX} 1", status="ACTIVE", price="9.99", stock=1
+    by_hand, recorded = (
+        Product.objects.create(
+            organization=quiet, name=f"{prefix} 1", status="ACTIVE", price="9.99", stock=1
+        )
+        for prefix in (HANDWRITTEN_PREFIX, RECORDED_PREFIX)
     )
+    # The rule the recorded pipeline's logs belong to: inactive, so the engine runs nothing here.
+    inactive = data.event_rule(quiet, name=RECORDED_RULE, user=user)
+    inactive.is_active = False
+    inactive.save()
     floor = data.products(quiet, 1)[0]
     return Subjects(
         token,
         rule,
-        {ENGINE: product, BY_HAND: by_hand, FLOOR: floor},
-        {ENGINE: org.pk, BY_HAND: quiet.pk, FLOOR: None},
+        {ENGINE: product, BY_HAND: by_hand, RECORDED: recorded, FLOOR: floor},
+        {ENGINE: org.pk, BY_HAND: quiet.pk, RECORDED: quiet.pk, FLOOR: None},
     )
+
+
+RECORDED_RULE = "Restock note, recorded by hand (inactive)"  # bench/recorded.py's RULE_NAME
 
 
 async def _until_final(subscriber, new_event, mark: int, seen: set, timed: Round, task):
@@ -123,10 +139,19 @@ async def interleaved_rounds(server, subjects: Subjects, rounds: int) -> list[Ro
     """`rounds` of each kind (after the warm-up), the kinds in turn, starting each time with the
     next kind. Returns every round, warm-up included (first WARM_UP of each kind)."""
     subscribers, tasks, signals = {}, {}, {}
-    for kind in (ENGINE, BY_HAND):
-        subscriber = Subscriber(
-            server.ws_url, subjects.token, LOGS, {"org": str(subjects.organizations[kind])}
+    for kind in (ENGINE, BY_HAND, RECORDED):
+        organization = subjects.organizations[kind]
+        shared = next(
+            (other for other in subscribers if subjects.organizations[other] == organization), None
         )
+        if shared is not None:  # one subscription per organization
+            subscribers[kind], signals[kind], tasks[kind] = (
+                subscribers[shared],
+                signals[shared],
+                tasks[shared],
+            )
+            continue
+        subscriber = Subscriber(server.ws_url, subjects.token, LOGS, {"org": str(organization)})
         await subscriber.open()
         signal = signals[kind] = asyncio.Event()
         subscribers[kind] = subscriber
@@ -151,8 +176,8 @@ async def interleaved_rounds(server, subjects: Subjects, rounds: int) -> list[Ro
                         )
                     done.append(timed)
     finally:
-        for kind, task in tasks.items():
-            task.cancel()
+        for kind in {id(task): kind for kind, task in tasks.items()}.values():
+            tasks[kind].cancel()
             await subscribers[kind].close()
     return done
 
@@ -183,6 +208,7 @@ def run(ctx) -> list[Row]:
     firsts = [r.first - r.started for r in engine]
     finals = [r.final - r.started for r in engine]
     handwritten = [r.final - r.started for r in by_hand]
+    recorded = [r.final - r.started for r in measured(timed, RECORDED)]
     floor = median(floors)
     raw = f"raw round trips: channel {channel * 1000:.2f} ms + queue {queue * 1000:.2f} ms"
     if separate_worker:
@@ -190,8 +216,14 @@ def run(ctx) -> list[Row]:
     rows = [
         _handwritten_row(median(finals), median(handwritten), floor, rounds),
         _engine_row(median(finals), floor, raw, rounds),
+        _recorded_row(median(finals), median(handwritten), median(recorded), floor, rounds),
     ]
-    for name, values in (("first", firsts), ("final", finals), ("hand-written final", handwritten)):
+    for name, values in (
+        ("first", firsts),
+        ("final", finals),
+        ("hand-written final", handwritten),
+        ("recorded final", recorded),
+    ):
         rows.append(
             Row(
                 bench=5,
@@ -246,5 +278,25 @@ def _handwritten_row(final: float, handwritten: float, floor: float, rounds: int
             f"engine {engine * 1000:.1f} ms, hand-written {by_hand * 1000:.1f} ms (final p50 "
             f"{final * 1000:.1f} and {handwritten * 1000:.1f} ms - floor p50 "
             f"{floor * 1000:.1f} ms; interleaved, {rounds} rounds each)"
+        ),
+    )
+
+
+def _recorded_row(
+    final: float, handwritten: float, recorded: float, floor: float, rounds: int
+) -> Row:
+    """The reference: what the hand-written pipeline with a run record adds, against what the
+    plain one adds (no goal: the least any engine keeping the contract's record pays)."""
+    engine, by_hand, with_record = final - floor, handwritten - floor, recorded - floor
+    ratio = with_record / by_hand if by_hand > 0 else 0.0
+    return Row(
+        bench=5,
+        name="reference: hand-written pipeline with a run record vs without (each - floor p50)",
+        value=round(ratio, 3),
+        unit="x",
+        detail=(
+            f"with a record {with_record * 1000:.1f} ms, without {by_hand * 1000:.1f} ms, the "
+            f"engine {engine * 1000:.1f} ms (engine vs with a record: "
+            f"{engine / with_record if with_record > 0 else 0:.2f}x; {rounds} rounds each)"
         ),
     )

@@ -57,6 +57,7 @@ def main() -> None:
 
     if args.handwritten:
         import bench.handwritten  # noqa: F401
+        import bench.recorded  # noqa: F401 - the same, with a run record
     from bench import stages
 
     stages.install()  # only when BENCH_STAGES_FILE is set (python -m bench.stages)

@@ -85,8 +85,11 @@ def check_latency(rows) -> list:
     assert "interleaved" in ratio["detail"] and "hand-written" in ratio["detail"]
     # Times are positive; the engine's share (final - floor) is a difference, of any sign.
     times = [row for row in latency if row["name"].startswith(("mutation", "floor"))]
-    assert len(times) == 4 and all(row["unit"] == "ms" and row["value"] > 0 for row in times)
+    assert len(times) == 5 and all(row["unit"] == "ms" and row["value"] > 0 for row in times)
     assert any(row["name"].startswith("engine latency: final") for row in latency)
+    # The reference (no goal): the hand-written pipeline with a run record delivered its events.
+    reference = next(row for row in latency if row["name"].startswith("reference:"))
+    assert reference["goal"] == "" and "with a record" in reference["detail"]
     return latency
 
 
