@@ -48,13 +48,19 @@ def create_run(
     A run that would run is counted against the fan-out budgets (of its organization, and of
     the tree `budget_root` when a run causes it); over one, it is written FAILED with the reason.
     """
-    if status == RunStatus.PENDING and not dry_run:
-        refusal = budget.admit_run(rule.organization_id, budget_root)
-        if refusal:  # the run's WARNING line says it (runs/outcomes.py)
-            status, error = RunStatus.FAILED, refusal
     context = without_nul({"object": object_snapshot, **(extra_context or {})})
     changes = without_nul(changes)
-    if not dry_run:
+    if status == RunStatus.PENDING and not dry_run:
+        # The run and the bytes its log keeps, counted in one round trip.
+        refusal, bytes_refusal = budget.admit_run_with_bytes(
+            rule.organization_id, budget_root, budget.stored_size(context, changes)
+        )
+        if refusal:  # the run's WARNING line says it (runs/outcomes.py)
+            status, error = RunStatus.FAILED, refusal
+        status, error, context, changes = _settle_bytes(
+            rule, bytes_refusal, status, error, context, changes
+        )
+    elif not dry_run:
         status, error, context, changes = _spend_bytes(
             rule, budget_root, status, error, context, changes
         )
@@ -102,6 +108,11 @@ def _spend_bytes(rule, budget_root, status, error, context, changes) -> tuple:
         budget.stored_size(context, changes),
         kind=budget.RUN_BYTES,
     )
+    return _settle_bytes(rule, refusal, status, error, context, changes)
+
+
+def _settle_bytes(rule, refusal: str, status, error, context, changes) -> tuple:
+    """The run as written after the byte budgets' answer `refusal` (see _spend_bytes)."""
     if not refusal:
         return status, error, context, changes
     logger.info("rule %s: %s", rule.pk, refusal)  # a run it fails logs a WARNING line
