@@ -18,6 +18,7 @@ from automation.core.snapshots import without_nul
 from automation.fanout import budget
 from automation.live.events import publish_log
 from automation.runs import outcomes
+from automation.runs.inserts import insert_log
 
 logger = logging.getLogger("automation.runs.create")
 
@@ -66,27 +67,29 @@ def create_run(
         )
     finished = status != RunStatus.PENDING
     now = timezone.now()
-    log = AutomationLog.objects.create(
-        organization_id=rule.organization_id,
-        rule=rule,
-        trigger=trigger,
-        event=event,
-        content_type=content_type,
-        object_id=None if object_id is None else str(object_id),
-        status=status,
-        rule_revision=rule.revision,
-        dry_run=dry_run,
-        changes=changes,
-        context=context,
-        error=error,
-        triggered_by_id=user_id,
-        scheduled_for=scheduled_for,
-        parent_log_id=parent_log_id,
-        root_log_id=root_log_id,
-        depth=depth,
-        retry_of=retry_of,
-        started_at=now if finished else None,
-        finished_at=now if finished else None,
+    log = insert_log(  # compiled once per process (runs/inserts.py)
+        AutomationLog(
+            organization_id=rule.organization_id,
+            rule=rule,
+            trigger=trigger,
+            event=event,
+            content_type=content_type,
+            object_id=None if object_id is None else str(object_id),
+            status=status,
+            rule_revision=rule.revision,
+            dry_run=dry_run,
+            changes=changes,
+            context=context,
+            error=error,
+            triggered_by_id=user_id,
+            scheduled_for=scheduled_for,
+            parent_log_id=parent_log_id,
+            root_log_id=root_log_id,
+            depth=depth,
+            retry_of=retry_of,
+            started_at=now if finished else None,
+            finished_at=now if finished else None,
+        )
     )
     publish_log(log)
     if finished:
