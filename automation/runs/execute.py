@@ -288,6 +288,7 @@ def execute_dry_run(log: AutomationLog) -> None:
             if plan is not None:
                 plan.deadline = deadline
                 plan.run_database_actions()  # in a dry run, no action reaches outside
+            writer.publish_pending()  # held with the others, in order
         with transaction.atomic():
             writer.flush()
             held.publish()

@@ -82,6 +82,35 @@ def test_a_status_change_in_the_same_transaction_is_an_event_of_its_own(organiza
     assert journal.head(organization.pk) == 3
 
 
+def test_a_dry_runs_events_are_journaled_in_the_order_of_its_changes(organization):
+    """A dry run is worked out outside any transaction and its events are held, then handed to
+    the transaction that writes its log: its one RUNNING event, its action's events and its
+    outcome keep their order."""
+    from automation.runs.manual import run_rule
+
+    rule = AutomationRuleFactory(
+        organization=organization, manual_rule=True, actions=[update_description()]
+    )
+    product = ProductFactory(organization=organization, status="ACTIVE")
+    log = run_rule(rule, object_id=product.pk, dry_run=True)
+
+    messages = journal.read(organization.pk, 0, journal.head(organization.pk))
+    shown = [
+        (m["log"]["status"], m["log"]["seq"])
+        if m["type"] == journal.LOG_MESSAGE
+        else (f"action {m['action']['status']}", m["seq"])
+        for m in messages
+    ]
+    assert shown == [
+        ("PENDING", 0),
+        ("RUNNING", 2),
+        ("action RUNNING", 3),
+        ("action SUCCEEDED", 4),
+        ("SUCCEEDED", 5),
+    ]
+    assert {m.get("log", {}).get("id", m.get("log_id")) for m in messages} == {log.pk}
+
+
 def test_positions_are_per_organization(organization, other_organization):
     for org in (organization, other_organization, organization):
         log = AutomationLogFactory(rule=AutomationRuleFactory(organization=org))
