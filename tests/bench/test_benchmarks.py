@@ -124,7 +124,7 @@ def test_latency_throughput_and_log_benchmarks_run_on_redis_and_postgresql(tmp_p
     assert all(
         "a worker process beside `serve --no-worker`" in row["detail"]
         for row in latency
-        if row["name"].startswith(("mutation", "engine latency"))
+        if row["name"].startswith(("mutation", "engine latency:"))
     )
 
     throughput = [row for row in rows if row["bench"] == 7]
