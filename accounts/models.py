@@ -47,15 +47,22 @@ class Auditable(models.Model):
         abstract = True
 
     def save(self, *args, **kwargs):
-        user = get_current_user()
-        if user is not None:
-            if self._state.adding and self.created_by_id is None:
-                self.created_by = user
-            self.updated_by = user
+        if self.stamp_auditor():
             update_fields = kwargs.get("update_fields")
             if update_fields is not None:
                 kwargs["update_fields"] = {*update_fields, "updated_by"}
         super().save(*args, **kwargs)
+
+    def stamp_auditor(self) -> bool:
+        """Record the current user as creator (when new) and last editor; False without one.
+        (A code path that writes the row without save(), automation/runs/inserts.py, calls it.)"""
+        user = get_current_user()
+        if user is None:
+            return False
+        if self._state.adding and self.created_by_id is None:
+            self.created_by = user
+        self.updated_by = user
+        return True
 
 
 class Organization(Timestamped):

@@ -29,6 +29,9 @@ _counter = itertools.count(1)
 
 # Products whose updates benchmark 5's hand-written pipeline (bench/handwritten.py) automates.
 HANDWRITTEN_PREFIX = "bench-handwritten"
+# ... and whose updates its reference, the hand-written pipeline with a run record, automates
+# (bench/recorded.py).
+RECORDED_PREFIX = "bench-recorded"
 
 # The rule most benchmarks run: product UPDATED (stock watched), 1 condition, 1 UPDATE_RECORD.
 STATUS_ACTIVE = {"field": "status", "operator": Operator.EQUALS, "value": "ACTIVE"}

@@ -16,6 +16,10 @@ def main() -> None:
     from django.core.management import execute_from_command_line
 
     import bench.handwritten  # noqa: F401 - connects the receiver, registers the task
+    import bench.recorded  # noqa: F401 - the same, with a run record
+    from bench import stages
+
+    stages.install()  # only when BENCH_STAGES_FILE is set (python -m bench.stages)
     from bench.receiver import trust_bench_ca
 
     trust_bench_ca()  # benchmark 10's https receiver

@@ -81,7 +81,11 @@ def main() -> None:
 
     if args.handwritten:
         import bench.handwritten  # noqa: F401
+        import bench.recorded  # noqa: F401 - the same, with a run record
+    from bench import stages
     from bench.receiver import trust_bench_ca
+
+    stages.install()  # only when BENCH_STAGES_FILE is set (python -m bench.stages)
 
     trust_bench_ca()  # benchmark 10's https receiver
 

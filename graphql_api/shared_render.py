@@ -15,8 +15,10 @@ not shared: each connection renders it again itself, and gets its own masked err
 
 import asyncio
 
+from django.conf import settings
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
+from graphql_api import fast_render
 from graphql_api.answer_size import AnswerSizeLimit
 
 RENDERS = "_shared_renders"
@@ -41,24 +43,37 @@ def subscription_key(executor) -> tuple | None:
 
 
 class SharedRenderExecutor(AnswerSizeLimit, StrawberryGraphQLCoreExecutionContext):
-    """Strawberry's executor; a subscription event of a `shareable` object is rendered once.
-    Every answer is counted against GRAPHQL_MAX_RESPONSE_BYTES (graphql_api/answer_size.py)."""
+    """Strawberry's executor; a subscription event of a `shareable` object is rendered once,
+    directly when its selection allows it (graphql_api/fast_render.py). Every answer is counted
+    against GRAPHQL_MAX_RESPONSE_BYTES (graphql_api/answer_size.py)."""
 
     share_key: tuple | None = None
+    fast_plan: "fast_render.Plan | None | bool" = False  # False: not worked out yet
 
     def build_per_event_executor(self, payload):
         if self.share_key is None:
             # Once per subscription; each event's executor is a copy of this one.
             self.share_key = subscription_key(self) or ()
+        if self.fast_plan is False:
+            self.fast_plan = fast_render.plan_for(self)
         return super().build_per_event_executor(payload)
+
+    def _render(self, serially):
+        """This event's answer: directly when the plan and the event allow it, else executed."""
+        if self.fast_plan:
+            limit = settings.GRAPHQL_MAX_RESPONSE_BYTES
+            data = fast_render.render(self.fast_plan, self.root_value, limit)
+            if data is not None:
+                return self.build_response(data)
+        return super().execute_operation(serially)
 
     def execute_operation(self, serially=None):
         renders = getattr(self.root_value, RENDERS, None) if self.share_key else None
         if renders is None:
-            return super().execute_operation(serially)
+            return self._render(serially)
         shared = renders.get(self.share_key)
         if shared is None:
-            result = super().execute_operation(serially)
+            result = self._render(serially)
             if not self.is_awaitable(result):
                 if not result.errors:
                     renders[self.share_key] = result
@@ -81,7 +96,7 @@ class SharedRenderExecutor(AnswerSizeLimit, StrawberryGraphQLCoreExecutionContex
             result = None
         # The first render failed or has errors: this connection renders on its own.
         if result is None or result.errors:
-            result = super().execute_operation(serially)
+            result = self._render(serially)
             if self.is_awaitable(result):
                 result = await result
         return result

@@ -17,7 +17,6 @@ from automation.actions.base import (
     join_path,
     parameters_schema_of,
     render_parameter,
-    spend_bytes,
     template_errors,
 )
 from automation.actions.template_types import fill_refusal
@@ -200,10 +199,18 @@ class RecordHandler(ActionHandler):
         if refusal:
             raise ActionError(refusal)
 
-    def spend_record_bytes(self, ctx, instance) -> None:
-        """Count the record about to be written, twice (the row, and its snapshot in the
-        action's result), against the byte budgets; over one, the action fails before writing."""
-        spend_bytes(ctx, 2 * budget.stored_size(snapshot(instance)))
+    def spend_write_and_bytes(self, ctx, instance) -> None:
+        """Count the write about to happen and the record it stores, twice (the row, and its
+        snapshot in the action's result), against the fan-out and byte budgets, in one round
+        trip (budget.py); over one, the action fails with the reason before writing."""
+        chain = current_chain()
+        refusal = budget.admit_write_with_bytes(
+            ctx.organization_id,
+            chain.root_log_id if chain else None,
+            2 * budget.stored_size(snapshot(instance)),
+        )
+        if refusal:
+            raise ActionError(refusal)
 
     def assign_fields(self, entry, instance, fields: dict, ctx) -> None:
         """Set rendered field values on `instance` and validate it with the model's own rules."""
@@ -254,8 +261,7 @@ class UpdateRecordHandler(RecordHandler):
 
     def execute(self, parameters, ctx, *, on_attempt=None):
         entry, instance, fields = self._prepare(parameters, ctx, lock=True)
-        self.spend_write(ctx)
-        self.spend_record_bytes(ctx, instance)
+        self.spend_write_and_bytes(ctx, instance)
         instance.save()
         return {
             "model": entry.label,
@@ -316,8 +322,7 @@ class CreateRecordHandler(RecordHandler):
 
     def execute(self, parameters, ctx, *, on_attempt=None):
         entry, instance, _fields = self._prepare(parameters, ctx)
-        self.spend_write(ctx)
-        self.spend_record_bytes(ctx, instance)
+        self.spend_write_and_bytes(ctx, instance)
         instance.save()
         return {"model": entry.label, "id": json_value(instance.pk), "record": snapshot(instance)}
 

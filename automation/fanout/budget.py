@@ -29,24 +29,18 @@ counters.
 import datetime
 import json
 import logging
-import math
-import threading
 import time
 from dataclasses import dataclass
 
-import redis
 from django.conf import settings
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from automation.core.stores import StorePerUrl
+from automation.fanout.counters import KEY_PREFIX, WINDOW_SECONDS, MemoryCounters, RedisCounters
 from observability import metrics
 
 logger = logging.getLogger("automation.fanout.budget")
 
 ROOT_TTL_SECONDS = 3600
-WINDOW_SECONDS = 60
-KEY_PREFIX = "automation:budget:"
 QUOTA_KEY_PREFIX = f"{KEY_PREFIX}stored:"
 
 
@@ -168,31 +162,118 @@ def admit_bytes(
     `kind` words the refusal: RUN_BYTES for a run's log (the run is not run), ACTION_BYTES for
     what an action writes (nothing is). A store that does not answer counts nothing.
     """
-    window = int(time.time()) // WINDOW_SECONDS
-    counters = [(f"{KEY_PREFIX}org:{organization_id}:{window}:{kind.key}", 2 * WINDOW_SECONDS)]
-    if root_id is not None:
-        counters.append((f"{KEY_PREFIX}root:{root_id}:{kind.key}", ROOT_TTL_SECONDS))
-    quota = settings.AUTOMATION_STORAGE_QUOTA_BYTES
-    quota_key = f"{QUOTA_KEY_PREFIX}{organization_id}" if quota > 0 else None
+    stored = _Bytes(kind, organization_id, root_id, size)
     try:
-        counts, stored = _store().add_amount(counters, size, quota_key)
-        if quota_key is not None and stored is None:  # not measured yet: measure it now
-            stored = measure_stored(organization_id) + size
-            _store().set(quota_key, stored, QUOTA_TTL_SECONDS)
+        answer = _store().add_amount(*stored.args)
     except Exception as exc:
         logger.warning("byte budget not counted: the counter store failed (%s)", exc)
         return ""
-    refusal = _refusal(kind, counts, root_id, window)
+    return stored.refusal(answer)
+
+
+def admit_run_with_bytes(organization_id: int, root_id: int | None, size: int) -> tuple[str, str]:
+    """admit_run and admit_bytes (RUN_BYTES) of a new run, counted in one round trip:
+    (the run's refusal, the bytes' refusal), each "" when admitted."""
+    run = _Counts(RUNS, organization_id, root_id)
+    stored = _Bytes(RUN_BYTES, organization_id, root_id, size)
+    try:
+        counted, answer = _store().add_with_amount(run.args, stored.args)
+    except Exception as exc:
+        _not_counted(exc)
+        return "", ""
+    return run.refusal(counted, uncounted=1), stored.refusal(answer)
+
+
+def admit_write_with_bytes(organization_id: int, root_id: int | None, size: int) -> str:
+    """admit_write, then admit_bytes of what the write stores, counted in one round trip: the
+    write's refusal, else the bytes' refusal, else "". A refused write stores nothing, so its
+    bytes are taken back (a second round trip, on a refusal only): the counters end as if they
+    had been counted one after the other."""
+    write = _Counts(WRITES, organization_id, root_id)
+    stored = _Bytes(ACTION_BYTES, organization_id, root_id, size)
+    try:
+        counted, answer = _store().add_with_amount(write.args, stored.args)
+    except Exception as exc:
+        _not_counted(exc)
+        return ""
+    refusal = write.refusal(counted)
     if refusal:
+        try:
+            _store().add_amount(stored.args[0], -size, stored.args[2])
+        except Exception as exc:
+            logger.warning("byte budget not taken back: the counter store failed (%s)", exc)
         return refusal
-    if quota_key is not None and stored > quota:
-        metrics.refused(QUOTA_SETTING)
-        return (
-            f"Storage quota of the organization reached (about {stored} of {quota} bytes of run "
-            f"logs and notifications, {QUOTA_SETTING}); {kind.outcome}. Retention frees room "
-            "as old logs are deleted."
+    return stored.refusal(answer)
+
+
+def _not_counted(exc: Exception) -> None:
+    logger.warning("fan-out budget not counted: the counter store failed (%s)", exc)
+    logger.warning("byte budget not counted: the counter store failed (%s)", exc)
+
+
+class _Counts:
+    """One `kind` counted against the organization's minute and the tree (see _admit)."""
+
+    def __init__(self, kind: _Kind, organization_id: int, root_id: int | None):
+        self.kind, self.root_id = kind, root_id
+        self.window = int(time.time()) // WINDOW_SECONDS
+        # Kept a window past its end, so a clock a little behind another still finds it.
+        counters = [
+            (f"{KEY_PREFIX}org:{organization_id}:{self.window}:{kind.key}", 2 * WINDOW_SECONDS)
+        ]
+        if root_id is not None:
+            counters.append((f"{KEY_PREFIX}root:{root_id}:{kind.key}", ROOT_TTL_SECONDS))
+        limit_key = _limit_key(root_id, kind) if root_id is not None else None
+        self.args = (counters, limit_key)
+
+    def refusal(self, counted, *, uncounted: int = 0) -> str:
+        counts, opened = counted
+        return _refusal(
+            self.kind, counts, self.root_id, self.window, uncounted=uncounted, opened=opened
         )
-    return ""
+
+
+class _Bytes:
+    """`size` bytes counted against the byte budgets and the storage quota (see admit_bytes)."""
+
+    def __init__(self, kind: _Kind, organization_id: int, root_id: int | None, size: int):
+        self.kind, self.organization_id, self.root_id, self.size = (
+            kind,
+            organization_id,
+            root_id,
+            size,
+        )
+        self.window = int(time.time()) // WINDOW_SECONDS
+        counters = [
+            (f"{KEY_PREFIX}org:{organization_id}:{self.window}:{kind.key}", 2 * WINDOW_SECONDS)
+        ]
+        if root_id is not None:
+            counters.append((f"{KEY_PREFIX}root:{root_id}:{kind.key}", ROOT_TTL_SECONDS))
+        self.quota = settings.AUTOMATION_STORAGE_QUOTA_BYTES
+        quota_key = f"{QUOTA_KEY_PREFIX}{organization_id}" if self.quota > 0 else None
+        self.args = (counters, size, quota_key)
+
+    def refusal(self, answer) -> str:
+        counts, stored = answer
+        quota_key = self.args[2]
+        if quota_key is not None and stored is None:  # not measured yet: measure it now
+            try:
+                stored = measure_stored(self.organization_id) + self.size
+                _store().set(quota_key, stored, QUOTA_TTL_SECONDS)
+            except Exception as exc:
+                logger.warning("byte budget not counted: the counter store failed (%s)", exc)
+                return ""
+        refusal = _refusal(self.kind, counts, self.root_id, self.window)
+        if refusal:
+            return refusal
+        if quota_key is not None and stored > self.quota:
+            metrics.refused(QUOTA_SETTING)
+            return (
+                f"Storage quota of the organization reached (about {stored} of {self.quota} "
+                f"bytes of run logs and notifications, {QUOTA_SETTING}); {self.kind.outcome}. "
+                "Retention frees room as old logs are deleted."
+            )
+        return ""
 
 
 # --- E-mails sent ---------------------------------------------------------------------------------
@@ -263,16 +344,11 @@ def forget_stored() -> None:
 
 def _admit(kind: _Kind, organization_id: int, root_id: int | None, uncounted: int = 0) -> str:
     """Count one `kind` against the organization's minute and the tree; the refusal or ""."""
-    window = int(time.time()) // WINDOW_SECONDS
-    # Kept a window past its end, so a clock a little behind another still finds it.
-    counters = [(f"{KEY_PREFIX}org:{organization_id}:{window}:{kind.key}", 2 * WINDOW_SECONDS)]
-    if root_id is not None:
-        counters.append((f"{KEY_PREFIX}root:{root_id}:{kind.key}", ROOT_TTL_SECONDS))
-    found = _count(counters, _limit_key(root_id, kind) if root_id is not None else None)
+    count = _Counts(kind, organization_id, root_id)
+    found = _count(*count.args)
     if found is None:
         return ""
-    counts, opened = found
-    return _refusal(kind, counts, root_id, window, uncounted=uncounted, opened=opened)
+    return count.refusal(found, uncounted=uncounted)
 
 
 def _refusal(kind: _Kind, counts, root_id, window: int, *, uncounted=0, opened=None) -> str:
@@ -325,132 +401,6 @@ def clear() -> None:
     _store().clear()
 
 
-# --- Where the counters live ----------------------------------------------------------------------
-
-
-class RedisCounters:
-    """Counters shared by every process, in Redis.
-
-    A plain redis-py client rather than Django's cache API: there, add() + incr() are three round
-    trips per counter (its incr() asks EXISTS first, and a key expiring between the two comes back
-    without a TTL), and its client has no timeout, so a Redis that stops answering would hang
-    every watched write.
-    """
-
-    def __init__(self, url: str):
-        # Short timeouts and one immediate retry (a connection Redis closed when it restarted):
-        # while Redis does not answer, a write waits at most about two seconds, then goes on.
-        self.client = redis.Redis.from_url(
-            url,
-            socket_timeout=1,
-            socket_connect_timeout=1,
-            retry=Retry(NoBackoff(), 1),
-        )
-
-    def add(self, counters: list[tuple[str, int]], limit_key: str | None = None):
-        pipe = self.client.pipeline(transaction=True)  # one round trip, applied as a whole
-        for key, ttl in counters:
-            pipe.incr(key)
-            pipe.expire(key, ttl)
-        if limit_key is not None:
-            pipe.get(limit_key)
-        answers = pipe.execute()
-        limit = answers[-1] if limit_key is not None else None
-        return answers[: 2 * len(counters) : 2], None if limit is None else int(limit)
-
-    def set_limits(self, limits: list[tuple[str, int]], ttl: int) -> None:
-        pipe = self.client.pipeline(transaction=True)
-        for key, value in limits:
-            pipe.set(key, value, ex=ttl)
-        pipe.execute()
-
-    def add_amount(
-        self, counters: list[tuple[str, int]], amount: int, quota_key: str | None
-    ) -> tuple[list[int], int | None]:
-        """Add `amount` to each counter, and to the quota's: (new counts, the quota's total, or
-        None when it was never measured: it has no expiry then). One round trip."""
-        pipe = self.client.pipeline(transaction=True)
-        for key, ttl in counters:
-            pipe.incrby(key, amount)
-            pipe.expire(key, ttl)
-        if quota_key is not None:
-            pipe.incrby(quota_key, amount)
-            pipe.ttl(quota_key)
-        results = pipe.execute()
-        if quota_key is None:
-            return results[::2], None
-        total, ttl = results[-2:]
-        return results[:-2:2], total if ttl >= 0 else None
-
-    def set(self, key: str, value: int, ttl: int) -> None:
-        self.client.set(key, value, ex=ttl)
-
-    def clear(self, prefix: str = KEY_PREFIX) -> None:
-        keys = list(self.client.scan_iter(match=f"{prefix}*", count=1000))
-        if keys:
-            self.client.delete(*keys)
-
-
-class MemoryCounters:
-    """Counters of this process (embedded mode, where one process runs the server and workers).
-
-    Not Django's local-memory cache: it evicts a third of its keys when it holds 300, which would
-    reset live counters.
-    """
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.counts: dict[str, tuple[int, float]] = {}  # key -> (count, expires at, monotonic)
-        self.next_prune = 0.0
-
-    def add(self, counters: list[tuple[str, int]], limit_key: str | None = None):
-        now = time.monotonic()
-        totals = []
-        with self.lock:
-            if now >= self.next_prune:
-                self.counts = {k: v for k, v in self.counts.items() if v[1] > now}
-                self.next_prune = now + WINDOW_SECONDS
-            for key, ttl in counters:
-                count, expires = self.counts.get(key, (0, now))
-                count = count + 1 if expires > now else 1
-                self.counts[key] = (count, now + ttl)
-                totals.append(count)
-            limit, expires = self.counts.get(limit_key, (None, now))
-        return totals, limit if expires > now else None
-
-    def set_limits(self, limits: list[tuple[str, int]], ttl: int) -> None:
-        now = time.monotonic()
-        with self.lock:
-            for key, value in limits:
-                self.counts[key] = (value, now + ttl)
-
-    def add_amount(
-        self, counters: list[tuple[str, int]], amount: int, quota_key: str | None
-    ) -> tuple[list[int], int | None]:
-        """As RedisCounters.add_amount: a quota counter never measured has no expiry (inf)."""
-        now = time.monotonic()
-        totals = []
-        with self.lock:
-            for key, ttl in counters:
-                count, expires = self.counts.get(key, (0, now))
-                count = count + amount if expires > now else amount
-                self.counts[key] = (count, now + ttl)
-                totals.append(count)
-            if quota_key is None:
-                return totals, None
-            total, expires = self.counts.get(quota_key, (0, now))
-            if expires <= now:
-                total, expires = 0, math.inf
-            self.counts[quota_key] = (total + amount, expires)
-        return totals, None if expires == math.inf else total + amount
-
-    def set(self, key: str, value: int, ttl: int) -> None:
-        with self.lock:
-            self.counts[key] = (value, time.monotonic() + ttl)
-
-    def clear(self, prefix: str = KEY_PREFIX) -> None:
-        with self.lock:
-            self.counts = {k: v for k, v in self.counts.items() if not k.startswith(prefix)}
-
+# --- Where the counters live: automation/fanout/counters.py -------------------------------------
 
 _store = StorePerUrl(RedisCounters, MemoryCounters)

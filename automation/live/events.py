@@ -337,9 +337,19 @@ def _publish_stream(pairs: list[tuple[int, dict]]) -> None:
     transaction.on_commit(_Publication(pairs))
 
 
+def log_message(log) -> dict:
+    """The stream message of the run's current state (a snapshot: later changes leave it be)."""
+    return {"type": LOG_MESSAGE, "log": serialize_log(log)}
+
+
 def publish_log(log) -> None:
     """Publish the run's current state (journaled, and sent after commit)."""
-    _publish_stream([(log.organization_id, {"type": LOG_MESSAGE, "log": serialize_log(log)})])
+    publish_log_message(log.organization_id, log_message(log))
+
+
+def publish_log_message(organization_id: int, message: dict) -> None:
+    """Publish a `log_message` made earlier (journaled, and sent after commit)."""
+    _publish_stream([(organization_id, message)])
 
 
 def publish_action(log, entry: dict) -> None:

@@ -18,6 +18,7 @@ from automation.core.snapshots import without_nul
 from automation.fanout import budget
 from automation.live.events import publish_log
 from automation.runs import outcomes
+from automation.runs.inserts import insert_log
 
 logger = logging.getLogger("automation.runs.create")
 
@@ -48,39 +49,47 @@ def create_run(
     A run that would run is counted against the fan-out budgets (of its organization, and of
     the tree `budget_root` when a run causes it); over one, it is written FAILED with the reason.
     """
-    if status == RunStatus.PENDING and not dry_run:
-        refusal = budget.admit_run(rule.organization_id, budget_root)
-        if refusal:  # the run's WARNING line says it (runs/outcomes.py)
-            status, error = RunStatus.FAILED, refusal
     context = without_nul({"object": object_snapshot, **(extra_context or {})})
     changes = without_nul(changes)
-    if not dry_run:
+    if status == RunStatus.PENDING and not dry_run:
+        # The run and the bytes its log keeps, counted in one round trip.
+        refusal, bytes_refusal = budget.admit_run_with_bytes(
+            rule.organization_id, budget_root, budget.stored_size(context, changes)
+        )
+        if refusal:  # the run's WARNING line says it (runs/outcomes.py)
+            status, error = RunStatus.FAILED, refusal
+        status, error, context, changes = _settle_bytes(
+            rule, bytes_refusal, status, error, context, changes
+        )
+    elif not dry_run:
         status, error, context, changes = _spend_bytes(
             rule, budget_root, status, error, context, changes
         )
     finished = status != RunStatus.PENDING
     now = timezone.now()
-    log = AutomationLog.objects.create(
-        organization_id=rule.organization_id,
-        rule=rule,
-        trigger=trigger,
-        event=event,
-        content_type=content_type,
-        object_id=None if object_id is None else str(object_id),
-        status=status,
-        rule_revision=rule.revision,
-        dry_run=dry_run,
-        changes=changes,
-        context=context,
-        error=error,
-        triggered_by_id=user_id,
-        scheduled_for=scheduled_for,
-        parent_log_id=parent_log_id,
-        root_log_id=root_log_id,
-        depth=depth,
-        retry_of=retry_of,
-        started_at=now if finished else None,
-        finished_at=now if finished else None,
+    log = insert_log(  # compiled once per process (runs/inserts.py)
+        AutomationLog(
+            organization_id=rule.organization_id,
+            rule=rule,
+            trigger=trigger,
+            event=event,
+            content_type=content_type,
+            object_id=None if object_id is None else str(object_id),
+            status=status,
+            rule_revision=rule.revision,
+            dry_run=dry_run,
+            changes=changes,
+            context=context,
+            error=error,
+            triggered_by_id=user_id,
+            scheduled_for=scheduled_for,
+            parent_log_id=parent_log_id,
+            root_log_id=root_log_id,
+            depth=depth,
+            retry_of=retry_of,
+            started_at=now if finished else None,
+            finished_at=now if finished else None,
+        )
     )
     publish_log(log)
     if finished:
@@ -102,6 +111,11 @@ def _spend_bytes(rule, budget_root, status, error, context, changes) -> tuple:
         budget.stored_size(context, changes),
         kind=budget.RUN_BYTES,
     )
+    return _settle_bytes(rule, refusal, status, error, context, changes)
+
+
+def _settle_bytes(rule, refusal: str, status, error, context, changes) -> tuple:
+    """The run as written after the byte budgets' answer `refusal` (see _spend_bytes)."""
     if not refusal:
         return status, error, context, changes
     logger.info("rule %s: %s", rule.pk, refusal)  # a run it fails logs a WARNING line

@@ -24,7 +24,7 @@ from automation.core.context import RunContext
 from automation.core.models import AutomationLog, AutomationRule
 from automation.index.definitions import RuleDefinition, rule_definition
 from automation.live import events as live
-from automation.runs import waits
+from automation.runs import reads, waits
 from automation.runs.plan import Plan, RedoAlone
 from automation.runs.writer import (
     LostClaim,
@@ -100,13 +100,13 @@ def execute_run(log_id: int) -> None:
 
 
 def _read_pending(log_ids) -> list[AutomationLog]:
-    """The PENDING real runs among `log_ids` as they are now, without a lock, in id order."""
-    found = (
-        AutomationLog.objects.select_related("triggered_by")
-        .filter(pk__in=log_ids)  # by primary key, see claim
-        .order_by("pk")
-    )
-    return [log for log in found if log.status == RunStatus.PENDING and not log.dry_run]
+    """The PENDING real runs among `log_ids` as they are now, without a lock, in id order
+    (by primary key, see claim; compiled once per process, runs/reads.py)."""
+    return [
+        log
+        for log in reads.read_logs(log_ids)
+        if log.status == RunStatus.PENDING and not log.dry_run
+    ]
 
 
 def _lock(log_ids) -> dict[int, tuple[str, int]]:
@@ -115,13 +115,7 @@ def _lock(log_ids) -> dict[int, tuple[str, int]]:
     Only the state is read: a run whose seq is still the one its evaluation read is exactly the
     row read then (every writer of a run's state bumps seq). By primary key only (see claim).
     """
-    rows = (
-        AutomationLog.objects.select_for_update(skip_locked=True)
-        .filter(pk__in=log_ids)
-        .order_by()
-        .values_list("pk", "status", "seq")
-    )
-    return {pk: (status, seq) for pk, status, seq in rows}
+    return reads.lock_states(log_ids)
 
 
 def _claimable(prepared: "Prepared", locked: dict) -> bool | None:
@@ -255,6 +249,7 @@ def _execute_together(batch: list["Prepared"]) -> list[int]:
                     plan = _start(writer, prepared)
                     if plan is not None:
                         plan.run_database_actions()
+                writer.publish_pending()  # each run's events together, as alone
                 writers.append(writer)
             RunWriter.flush_many(writers)
     except RedoAlone as exc:
@@ -296,6 +291,7 @@ def execute_dry_run(log: AutomationLog) -> None:
             if plan is not None:
                 plan.deadline = deadline
                 plan.run_database_actions()  # in a dry run, no action reaches outside
+            writer.publish_pending()  # held with the others, in order
         with transaction.atomic():
             writer.flush()
             held.publish()

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from automation.core.choices import ActionStatus, RunStatus
 from automation.core.models import AutomationLog
-from automation.live.events import publish_action, publish_log
+from automation.live.events import log_message, publish_action, publish_log_message
 from automation.runs import outcomes
 
 logger = logging.getLogger("automation.runs.writer")
@@ -42,12 +42,37 @@ class RunWriter:
         self.stored_seq = log.seq
         # Executed in a batch: its database actions take no savepoint (RedoAlone on a failure).
         self.together = together
+        # The run's latest state change not published yet (see `change`): its message.
+        self._unpublished: dict | None = None
 
     def change(self, *fields: str) -> None:
+        """Record a state change (seq + 1), published with this transaction.
+
+        Action progress is published as action events (set_entry); a change of the run itself
+        as a log event, except that changes of the same transaction that keep the run's status
+        are one event, the latest: the claim (RUNNING) and the recorded conditions and plan
+        (still RUNNING) reach subscribers as one RUNNING event. Every status a run goes through
+        is still published, in order, and each event carries the seq of the state it shows.
+        """
         self.fields.update(fields)
         self.log.seq += 1
-        if fields != ("action_logs",):  # action progress is published as action events
-            publish_log(self.log)
+        if fields == ("action_logs",):
+            self.publish_pending()  # the run's state before the action's, in order
+            return
+        latest = log_message(self.log)
+        if self._unpublished is not None and self._status(self._unpublished) != self.log.status:
+            self.publish_pending()
+        self._unpublished = latest
+
+    @staticmethod
+    def _status(message: dict) -> str:
+        return message["log"]["status"]
+
+    def publish_pending(self) -> None:
+        """Hand the latest unpublished change to the open transaction (sent after it commits)."""
+        message, self._unpublished = self._unpublished, None
+        if message is not None:
+            publish_log_message(self.log.organization_id, message)
 
     @contextlib.contextmanager
     def step(self):
@@ -63,10 +88,12 @@ class RunWriter:
         """The step's transaction rolled back: forget what it changed."""
         self.log.seq = self.stored_seq
         self.fields.clear()
+        self._unpublished = None
 
     def flush(self) -> None:
         if not self.fields:
             return
+        self.publish_pending()
         log = self.log
         now = timezone.now()
         query = AutomationLog.objects.filter(pk=log.pk)
@@ -89,6 +116,8 @@ class RunWriter:
             if writer.fields:
                 groups[tuple(sorted(writer.fields))].append(writer)
         for names, group in groups.items():
+            for writer in group:
+                writer.publish_pending()
             _guarded_update(names, group)
             for writer in group:
                 writer.stored_seq = writer.log.seq

@@ -60,13 +60,7 @@ def test_every_embedded_benchmark_runs_and_its_invariants_hold(tmp_path):
     one, many = (int(part.split()[0]) for part in listing["detail"].split(", "))
     assert one == many == listing["value"] <= 6
 
-    engine = next(row for row in rows if row["name"].startswith("engine latency"))
-    assert engine["unit"] == "ms" and engine["goal"] == "<= 5 ms"  # final p50 - floor p50
-    assert engine["ok"] is (engine["value"] <= 5)
-    # The hand-written pipeline's event reached the subscriber in every round (or the benchmark
-    # would have failed): its row compares the engine's share with its own, without a goal.
-    by_hand = next(row for row in rows if row["name"].startswith("hand-written pipeline"))
-    assert by_hand["goal"] == "" and "hand-written" in by_hand["detail"]
+    check_latency(rows)
 
     delivered = next(row for row in rows if row["bench"] == 6 and row["unit"] == "%")
     assert delivered["value"] == 100.0 and delivered["ok"] is True
@@ -76,6 +70,29 @@ def test_every_embedded_benchmark_runs_and_its_invariants_hold(tmp_path):
 
     rendered = table(rows, baseline={})
     assert rendered.count("\n") == len(rows) + 1
+
+
+def check_latency(rows) -> list:
+    """Benchmark 5: the engine's share against the hand-written pipeline's carries THE goal
+    (<= 2x); the engine's share itself and the times are printed without one."""
+    latency = [row for row in rows if row["bench"] == 5]
+    judged = [row for row in latency if row["goal"]]
+    assert [row["name"] for row in judged] == [
+        "engine latency vs hand-written pipeline's (each final p50 - floor p50)"
+    ]
+    ratio = judged[0]
+    assert ratio["goal"] == "<= 2x"
+    # 0 when the pipeline added nothing over the floor (a tiny run), which misses the goal.
+    assert ratio["ok"] is (ratio["value"] <= 2) or (ratio["value"] == 0 and not ratio["ok"])
+    assert "interleaved" in ratio["detail"] and "hand-written" in ratio["detail"]
+    # Times are positive; the engine's share (final - floor) is a difference, of any sign.
+    times = [row for row in latency if row["name"].startswith(("mutation", "floor"))]
+    assert len(times) == 5 and all(row["unit"] == "ms" and row["value"] > 0 for row in times)
+    assert any(row["name"].startswith("engine latency: final") for row in latency)
+    # The reference (no goal): the hand-written pipeline with a run record delivered its events.
+    reference = next(row for row in latency if row["name"].startswith("reference:"))
+    assert reference["goal"] == "" and "with a record" in reference["detail"]
+    return latency
 
 
 def check_log_scale(rows, large: int) -> None:
@@ -122,18 +139,12 @@ def test_latency_throughput_log_and_webhook_benchmarks_run_on_redis_and_postgres
 
     # 5 runs serve --no-worker beside a worker process: the final event crossed from that
     # process through Redis to the server's subscriber.
-    latency = [row for row in rows if row["bench"] == 5]
-    engine = next(row for row in latency if row["name"].startswith("engine latency"))
-    # Times are positive; the engine's share (final - floor) is a difference, of any sign, and so
-    # is the hand-written pipeline's.
-    by_hand = next(row for row in latency if row["name"].startswith("hand-written pipeline"))
-    measured = [row for row in latency if row not in (engine, by_hand)]
-    assert len(measured) == 3 and all(row["value"] > 0 for row in measured)
+    latency = check_latency(rows)
     assert all(
-        "a worker process beside `serve --no-worker`" in row["detail"] for row in latency[:3]
+        "a worker process beside `serve --no-worker`" in row["detail"]
+        for row in latency
+        if row["name"].startswith(("mutation", "engine latency:"))
     )
-    assert "hand-written" in by_hand["detail"]
-    assert engine["goal"] == "<= 3x" and engine["ok"] is (engine["value"] <= 3)
 
     throughput = [row for row in rows if row["bench"] == 7]
     assert len(throughput) == 4 and all(row["value"] > 0 for row in throughput)

@@ -226,14 +226,25 @@ def test_writes_go_on_while_the_budget_counters_cannot_be_reached(organization, 
 
 def test_only_a_created_run_or_an_action_write_is_counted(organization, monkeypatch):
     """A save no rule watches costs no counting (benchmark 1); a watched save counts its run
-    once, and the run's write once, each in one call to the store."""
-    counted = []
-    real = budget._count
-    monkeypatch.setattr(
-        budget,
-        "_count",
-        lambda counters, limit_key=None: counted.append(counters) or real(counters, limit_key),
-    )
+    and the bytes its log keeps in one call to the store (one round trip to Redis), and the
+    run's write and the bytes it stores in one more."""
+    calls, inside = [], []
+    store = budget._store()
+
+    def recording(name, real):
+        def call(*args):
+            if not inside:  # a call to the store, not one made inside another (in memory)
+                calls.append((name, args))
+            inside.append(name)
+            try:
+                return real(*args)
+            finally:
+                inside.pop()
+
+        return call
+
+    for name in ("add", "add_amount", "add_with_amount"):
+        monkeypatch.setattr(store, name, recording(name, getattr(store, name)))
     AutomationRuleFactory(
         organization=organization,
         trigger_event="CREATED",
@@ -241,19 +252,54 @@ def test_only_a_created_run_or_an_action_write_is_counted(organization, monkeypa
     )
     with travel(at(2026, 3, 2, 10, 15, 20)):
         product = ProductFactory(organization=organization)
-        assert len(counted) == 1  # its CREATED run
+        assert len(calls) == 1  # its CREATED run, and its bytes
         product.stock = 3
         product.save()  # no rule watches an update
-        assert len(counted) == 1
+        assert len(calls) == 1
         run_pending()
 
     (log,) = AutomationLog.objects.all()
     assert log.status == RunStatus.SUCCEEDED
-    (run, write) = counted
+    assert [name for name, _ in calls] == ["add_with_amount", "add_with_amount"]
+    (_, ((run, _), (run_bytes, _, _))), (_, ((write, _), (write_bytes, size, _))) = calls
     minute = int(at(2026, 3, 2, 10, 15).timestamp()) // 60
     window = f"automation:budget:org:{organization.pk}:{minute}"
     assert [key for key, _ttl in run] == [f"{window}:runs"]
+    assert [key for key, _ttl in run_bytes] == [f"{window}:bytes"]
     assert [key for key, _ttl in write] == [
         f"{window}:writes",
         f"automation:budget:root:{log.pk}:writes",
     ]
+    assert [key for key, _ttl in write_bytes] == [
+        f"{window}:bytes",
+        f"automation:budget:root:{log.pk}:bytes",
+    ]
+    assert size > 0
+
+
+def test_counted_together_the_counters_end_as_if_counted_one_after_the_other(
+    organization, settings
+):
+    """A run and its bytes, a write and its bytes, in one round trip each: a refused write
+    stores nothing, so its bytes are taken back; a refused run still keeps its log's bytes."""
+    settings.AUTOMATION_MAX_WRITES_PER_MINUTE = 1
+    settings.AUTOMATION_MAX_RUNS_PER_MINUTE = 1
+    settings.AUTOMATION_STORAGE_QUOTA_BYTES = 0
+    org = organization.pk
+    with travel(at(2026, 3, 2, 10, 15, 20)):
+        window = f"automation:budget:org:{org}:{int(at(2026, 3, 2, 10, 15).timestamp()) // 60}"
+
+        def counted(kind):
+            (counts, _quota) = budget._store().add_amount([(f"{window}:{kind}", 120)], 0, None)
+            return counts[0]
+
+        assert budget.admit_write_with_bytes(org, None, 100) == ""
+        refusal = budget.admit_write_with_bytes(org, None, 100)
+        assert refusal.startswith("Write budget of the organization reached")
+        assert (counted("writes"), counted("bytes")) == (2, 100)  # the refused write: no bytes
+
+        assert budget.admit_run_with_bytes(org, None, 30) == ("", "")
+        refused, bytes_refusal = budget.admit_run_with_bytes(org, None, 30)
+        assert refused.startswith("Run budget of the organization reached")
+        assert bytes_refusal == ""
+        assert (counted("runs"), counted("bytes")) == (2, 160)  # its log is written, FAILED

@@ -8,7 +8,6 @@ import asyncio
 import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
-from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from accounts.choices import Role
 from accounts.models import Membership
@@ -16,6 +15,7 @@ from automation.core.models import AutomationLog
 from automation.live.events import organization_group
 from automation.runs.execute import execute_run
 from graphql_api import live_auth, subscriptions
+from graphql_api.shared_render import SharedRenderExecutor
 from tests.integration.test_live_subscriptions import (
     LOGS,
     Client,
@@ -28,7 +28,8 @@ from tests.integration.test_live_subscriptions import (
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-EXPECTED = [("PENDING", 0), ("RUNNING", 1), ("RUNNING", 2), ("SUCCEEDED", 7)]
+# The claim and the recorded plan commit together: one RUNNING event, with the later seq.
+EXPECTED = [("PENDING", 0), ("RUNNING", 2), ("SUCCEEDED", 7)]
 SHORT = "subscription($org: ID!) { automationLogs(organization: $org) { id status } }"
 VIEWER_ROLE = """subscription($org: ID!) {
   automationLogs(organization: $org) { seq organization { viewerRole } }
@@ -37,22 +38,22 @@ VIEWER_ROLE = """subscription($org: ID!) {
 
 @pytest.fixture
 def counted(monkeypatch):
-    """{"built": messages made model instances, "rendered": executions of a run event}."""
+    """{"built": messages made model instances, "rendered": renders of a run event, executed
+    or direct (graphql_api/fast_render.py)}."""
     counts = {"built": 0, "rendered": 0}
-    build, execute = subscriptions.log_from_message, StrawberryGraphQLCoreExecutionContext
+    build, render = subscriptions.log_from_message, SharedRenderExecutor._render
 
     def counting_build(payload, *args):
         counts["built"] += 1
         return build(payload, *args)
 
-    def counting_execute(self, serially=None):
+    def counting_render(self, serially=None):
         if isinstance(self.root_value, AutomationLog):
             counts["rendered"] += 1
-        return base_execute(self, serially)
+        return render(self, serially)
 
-    base_execute = execute.execute_operation
     monkeypatch.setattr(subscriptions, "log_from_message", counting_build)
-    monkeypatch.setattr(execute, "execute_operation", counting_execute, raising=False)
+    monkeypatch.setattr(SharedRenderExecutor, "_render", counting_render)
     return counts
 
 
@@ -82,12 +83,12 @@ async def test_equal_subscriptions_each_get_every_event_in_order_from_one_render
     rule, log = await make_run(organization)
     await sync_to_async(execute_run)(log.pk)
 
-    received = [await logs_of(client, 4) for client in clients]
+    received = [await logs_of(client, 3) for client in clients]
     assert [(e["status"], e["seq"]) for e in received[0]] == EXPECTED
     assert received[1] == received[0] and received[2] == received[0]
     assert received[0][0]["rule"] == {"id": str(rule.pk), "name": rule.name}
     # One model instance per message and one render per event, not one per connection.
-    assert counted == {"built": 4, "rendered": 4}
+    assert counted == {"built": 3, "rendered": 3}
     for client in clients:
         assert await client.ws.receive_nothing(0.3)
     await close_all(clients)
@@ -102,15 +103,15 @@ async def test_each_selection_and_filter_gets_its_own_shape(organization, editor
     _, log = await make_run(organization)
     await sync_to_async(execute_run)(log.pk)
 
-    full_events = await logs_of(full, 4)
-    short_events = await logs_of(short, 4)
+    full_events = await logs_of(full, 3)
+    short_events = await logs_of(short, 3)
     (finished_event,) = await logs_of(finished, 1)
     assert [(e["status"], e["seq"]) for e in full_events] == EXPECTED
     assert short_events == [{"id": str(log.pk), "status": e["status"]} for e in full_events]
-    assert finished_event == full_events[3]
-    # Distinct documents or variables never share a render: 4 + 4 events, and the SUCCEEDED one
+    assert finished_event == full_events[2]
+    # Distinct documents or variables never share a render: 3 + 3 events, and the SUCCEEDED one
     # once more for the filtered subscription.
-    assert counted == {"built": 4, "rendered": 4 + 4 + 1}
+    assert counted == {"built": 3, "rendered": 3 + 3 + 1}
     assert await finished.ws.receive_nothing(0.3)
     await close_all([full, short, finished])
 
@@ -150,7 +151,7 @@ async def test_a_removed_member_stops_while_others_with_the_same_subscription_go
     assert message["payload"]["errors"][0]["extensions"]["code"] == "NOT_FOUND"
     assert await removed.receive() == {"id": "1", "type": "complete"}
     assert await removed.ws.receive_nothing(0.3)
-    assert [(e["status"], e["seq"]) for e in await logs_of(staying, 4)] == EXPECTED
+    assert [(e["status"], e["seq"]) for e in await logs_of(staying, 3)] == EXPECTED
     await close_all([staying, removed])
 
 

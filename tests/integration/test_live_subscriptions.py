@@ -162,20 +162,20 @@ async def test_run_is_streamed_in_order_and_other_organization_gets_nothing(
     rule, log = await make_run(organization)
     await sync_to_async(execute_run)(log.pk)
 
-    events = [(await watcher.receive())["payload"]["data"]["automationLogs"] for _ in range(4)]
-    # Claimed, conditions met (actions listed as PENDING), then 4 action steps (seq 3-6, sent
-    # as actionUpdates), then the end.
+    events = [(await watcher.receive())["payload"]["data"]["automationLogs"] for _ in range(3)]
+    # Claimed with its conditions met and its plan recorded (one transaction, so one RUNNING
+    # event at seq 2, the actions listed as PENDING), then 4 action steps (seq 3-6, sent as
+    # actionUpdates), then the end.
     assert [(e["status"], e["seq"]) for e in events] == [
         ("PENDING", 0),
-        ("RUNNING", 1),
         ("RUNNING", 2),
         ("SUCCEEDED", 7),
     ]
-    assert [a["status"] for a in events[2]["actionLogs"]] == ["PENDING", "PENDING"]
+    assert [a["status"] for a in events[1]["actionLogs"]] == ["PENDING", "PENDING"]
     assert {e["id"] for e in events} == {str(log.pk)}
     assert events[0]["rule"] == {"id": str(rule.pk), "name": rule.name}
     assert events[0]["objectType"] == "catalog.product"
-    assert [a["status"] for a in events[3]["actionLogs"]] == ["SUCCEEDED", "SUCCEEDED"]
+    assert [a["status"] for a in events[2]["actionLogs"]] == ["SUCCEEDED", "SUCCEEDED"]
     assert await stranger.ws.receive_nothing(0.5)
     await watcher.close()
     await stranger.close()

@@ -45,18 +45,70 @@ def test_a_run_journals_each_event_in_order_with_positions_from_one(organization
     execute_run(log.pk)
 
     events = journal_of(organization)
-    # PENDING; RUNNING; conditions met and the plan; the action RUNNING and SUCCEEDED; SUCCEEDED.
-    assert [kind for _, kind, _ in events] == ["L", "L", "L", "A", "A", "L"]
-    assert [position for position, _, _ in events] == [1, 2, 3, 4, 5, 6]
+    # PENDING; RUNNING (claimed, conditions met and the plan: one transaction, one event); the
+    # action RUNNING and SUCCEEDED; SUCCEEDED.
+    assert [kind for _, kind, _ in events] == ["L", "L", "A", "A", "L"]
+    assert [position for position, _, _ in events] == [1, 2, 3, 4, 5]
     assert {log_id for _, _, log_id in events} == {log.pk}
-    assert StreamHead.objects.get(organization_id=organization.pk).position == 6
-    messages = journal.read(organization.pk, 0, 6)
-    assert [m["position"] for m in messages] == [1, 2, 3, 4, 5, 6]
-    assert [m["log"]["seq"] for m in messages if m["type"] == journal.LOG_MESSAGE] == [0, 1, 2, 5]
+    assert StreamHead.objects.get(organization_id=organization.pk).position == 5
+    messages = journal.read(organization.pk, 0, 5)
+    assert [m["position"] for m in messages] == [1, 2, 3, 4, 5]
+    assert [m["log"]["seq"] for m in messages if m["type"] == journal.LOG_MESSAGE] == [0, 2, 5]
     assert messages[-1]["log"]["status"] == "SUCCEEDED"
-    assert messages[-1]["log"]["rule"]["id"] == messages[3]["rule_id"] == rule.pk
+    assert messages[-1]["log"]["rule"]["id"] == messages[2]["rule_id"] == rule.pk
     # A run's context and changes are read from its log, not copied into every event.
     assert "context" not in messages[0]["log"] and "changes" not in messages[0]["log"]
+
+
+def test_a_status_change_in_the_same_transaction_is_an_event_of_its_own(organization):
+    """Only changes that keep the run's status are one event: a run whose conditions are not
+    met is claimed (RUNNING) and ends SKIPPED in one transaction, and both are published."""
+    AutomationRuleFactory(
+        organization=organization,
+        conditions=[{"field_name": "status", "operator": "EQUALS", "value": "ARCHIVED"}],
+        actions=[update_description()],
+    )
+    product = ProductFactory(organization=organization, status="ACTIVE")
+    with transaction.atomic():
+        (log,) = emit_event(product, "UPDATED", {})
+    execute_run(log.pk)
+
+    messages = journal.read(organization.pk, 0, 3)
+    assert [(m["log"]["status"], m["log"]["seq"]) for m in messages] == [
+        ("PENDING", 0),
+        ("RUNNING", 1),
+        ("SKIPPED", 2),
+    ]
+    assert journal.head(organization.pk) == 3
+
+
+def test_a_dry_runs_events_are_journaled_in_the_order_of_its_changes(organization):
+    """A dry run is worked out outside any transaction and its events are held, then handed to
+    the transaction that writes its log: its one RUNNING event, its action's events and its
+    outcome keep their order."""
+    from automation.runs.manual import run_rule
+
+    rule = AutomationRuleFactory(
+        organization=organization, manual_rule=True, actions=[update_description()]
+    )
+    product = ProductFactory(organization=organization, status="ACTIVE")
+    log = run_rule(rule, object_id=product.pk, dry_run=True)
+
+    messages = journal.read(organization.pk, 0, journal.head(organization.pk))
+    shown = [
+        (m["log"]["status"], m["log"]["seq"])
+        if m["type"] == journal.LOG_MESSAGE
+        else (f"action {m['action']['status']}", m["seq"])
+        for m in messages
+    ]
+    assert shown == [
+        ("PENDING", 0),
+        ("RUNNING", 2),
+        ("action RUNNING", 3),
+        ("action SUCCEEDED", 4),
+        ("SUCCEEDED", 5),
+    ]
+    assert {m.get("log", {}).get("id", m.get("log_id")) for m in messages} == {log.pk}
 
 
 def test_positions_are_per_organization(organization, other_organization):

@@ -143,7 +143,9 @@ def test_a_run_log_that_cannot_be_written_fails_the_write_that_caused_it(monkeyp
     def broken_insert(*args, **kwargs):
         raise DatabaseError("the log table is gone")
 
-    monkeypatch.setattr(AutomationLog.objects, "create", broken_insert)
+    from automation.runs import create
+
+    monkeypatch.setattr(create, "insert_log", broken_insert)  # how create_run writes the log
     with pytest.raises(DatabaseError), transaction.atomic():
         product.stock = 2
         product.save()

@@ -492,10 +492,9 @@ def test_the_live_stream_shows_the_run_waiting(
     step(wakeups.wake_due_runs)
     step(lambda: execute_run(log.pk))
     # Claimed, then WAITING (the first check and the hold in one change); woken, claimed
-    # again, the second check and the plan recorded, then the action, and the finish.
-    assert statuses == [
-        "PENDING", "RUNNING", "WAITING", "PENDING", "RUNNING", "RUNNING", "SUCCEEDED"
-    ]  # fmt: skip
+    # again with the second check and the plan recorded (one RUNNING event: one transaction),
+    # then the action, and the finish.
+    assert statuses == ["PENDING", "RUNNING", "WAITING", "PENDING", "RUNNING", "SUCCEEDED"]
 
 
 def test_health_reports_how_late_the_most_overdue_waiting_run_is(
