@@ -220,7 +220,22 @@ def test_a_host_that_is_an_address_is_never_looked_up_in_a_thread(
     assert looked_up == ["hooks.example.test"]
 
 
-class KeepThenTrickle:
+class LocalTcpServer:
+    """A loopback TCP server on a free port, in threads of its own, until close()."""
+
+    def serve(self, handler) -> None:
+        self.tcp = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler)
+        self.tcp.daemon_threads = True
+        self.port = self.tcp.server_address[1]
+        threading.Thread(target=self.tcp.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.stopped.set()
+        self.tcp.shutdown()
+        self.tcp.server_close()
+
+
+class KeepThenTrickle(LocalTcpServer):
     """Answers its connection's first request at once (HTTP/1.1, kept alive), then trickles the
     next answer's headers a byte every 0.2 s for up to 20 s."""
 
@@ -249,15 +264,7 @@ class KeepThenTrickle:
                             self.request.sendall(b"X")
                             server.stopped.wait(0.2)
 
-        self.tcp = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-        self.tcp.daemon_threads = True
-        self.port = self.tcp.server_address[1]
-        threading.Thread(target=self.tcp.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.stopped.set()
-        self.tcp.shutdown()
-        self.tcp.server_close()
+        self.serve(Handler)
 
 
 def test_a_server_trickling_on_a_reused_connection_is_cut_at_the_deadline(allow_only):
@@ -276,7 +283,7 @@ def test_a_server_trickling_on_a_reused_connection_is_cut_at_the_deadline(allow_
         server.close()
 
 
-class TricklingHandshake:
+class TricklingHandshake(LocalTcpServer):
     """Takes the TLS ClientHello, then answers with a TLS record header announcing 16 KB and
     sends its bytes one every 0.2 s: a handshake that never stalls long enough for a per-read
     timeout, for up to 20 s."""
@@ -295,15 +302,7 @@ class TricklingHandshake:
                         self.request.sendall(b"\x02")
                         server.stopped.wait(0.2)
 
-        self.tcp = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-        self.tcp.daemon_threads = True
-        self.port = self.tcp.server_address[1]
-        threading.Thread(target=self.tcp.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.stopped.set()
-        self.tcp.shutdown()
-        self.tcp.server_close()
+        self.serve(Handler)
 
 
 def test_a_tls_handshake_trickled_byte_by_byte_is_cut_at_the_deadline(allow_only, dns):
