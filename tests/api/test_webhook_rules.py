@@ -418,7 +418,7 @@ async def test_over_websocket_the_url_is_built_on_the_connection_host(organizati
         headers=[(b"host", b"localhost:8000")],
         subprotocols=["graphql-transport-ws"],
     )
-    assert (await ws.connect())[0]
+    assert (await ws.connect(5))[0]
     init = {"type": "connection_init", "payload": {"Authorization": f"Bearer {editor.raw_token}"}}
     await ws.send_json_to(init)
     assert (await ws.receive_json_from(5))["type"] == "connection_ack"

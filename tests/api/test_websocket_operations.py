@@ -33,7 +33,7 @@ PRODUCT = "query Read($id: ID!) { product(id: $id) { name organization { id } } 
 
 async def connected(protocol: str, user) -> WebsocketCommunicator:
     ws = WebsocketCommunicator(application, "/graphql/", subprotocols=[protocol])
-    assert (await ws.connect())[0]
+    assert (await ws.connect(TIMEOUT))[0]
     init = {"type": "connection_init", "payload": {"Authorization": f"Bearer {user.raw_token}"}}
     await ws.send_json_to(init)
     assert (await ws.receive_json_from(TIMEOUT))["type"] == "connection_ack"

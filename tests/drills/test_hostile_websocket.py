@@ -24,7 +24,7 @@ DEEP = "[" * 100_000 + "]" * 100_000
 
 async def connect(protocol: str) -> WebsocketCommunicator:
     ws = WebsocketCommunicator(application, "/graphql/", subprotocols=[protocol])
-    connected, _ = await ws.connect()
+    connected, _ = await ws.connect(TIMEOUT)
     assert connected
     return ws
 

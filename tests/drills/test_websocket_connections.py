@@ -28,7 +28,7 @@ USER_REASON = "Too many connections: you already have 3 open (GRAPHQL_MAX_WEBSOC
 async def opened(protocol: str, address: str = "10.9.0.1") -> WebsocketCommunicator:
     ws = WebsocketCommunicator(application, "/graphql/", subprotocols=[protocol])
     ws.scope["client"] = (address, 50000)
-    assert (await ws.connect())[0]
+    assert (await ws.connect(TIMEOUT))[0]
     return ws
 
 

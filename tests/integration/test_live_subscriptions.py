@@ -60,7 +60,7 @@ class Client:
         self.payload = {"Authorization": f"Bearer {token}"} if token else (payload or {})
 
     async def connect(self):
-        connected, _ = await self.ws.connect()
+        connected, _ = await self.ws.connect(TIMEOUT)
         assert connected
         await self.ws.send_json_to({"type": "connection_init", "payload": self.payload})
         return await self.ws.receive_output(TIMEOUT)
