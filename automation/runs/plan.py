@@ -164,7 +164,7 @@ class Plan:
         run again.
         """
         while not self.done:
-            if self.begun is None:
+            if self.begun is None and self._reaches_outside(self.todo[-1]):
                 with self.writer.step():  # RUNNING is committed before the call goes out
                     self.begin_outside_action()
             if self.begun is not None:
