@@ -2,7 +2,6 @@
 validation, execution and dry run), rendering of templated parameters within the run's budgets,
 secrets in parameters, and the checks of a whole parameters object."""
 
-import contextlib
 import copy
 import json
 import logging
@@ -216,9 +215,11 @@ def spend_bytes(ctx, size: int) -> None:
 def count_bytes(ctx, result) -> None:
     """Count a webhook's result (at most webhooks.RESPONSE_BODY_LIMIT of its answer) against
     the byte budgets without refusing it: the call was made. What the run stores next is
-    refused once the budget is spent."""
-    with contextlib.suppress(ActionError):
-        spend_bytes(ctx, budget.stored_size(result))
+    refused once the budget is spent (budget.count_bytes: in a batch of calls, counted with
+    the others after the last)."""
+    chain = current_chain()
+    root_id = chain.root_log_id if chain else None
+    budget.count_bytes(ctx.organization_id, root_id, budget.stored_size(result))
 
 
 def add_message(errors: dict, path: str, message: str) -> None:

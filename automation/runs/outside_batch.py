@@ -37,6 +37,7 @@ from django.utils import timezone
 
 from automation.core.choices import RunStatus
 from automation.core.models import AutomationLog
+from automation.fanout import budget
 from automation.runs import reads
 from automation.runs.plan import Plan, log_context
 from automation.runs.writer import LostClaim, RunWriter, fail_unexpectedly
@@ -58,17 +59,18 @@ def call_and_record(plans: list[Plan]) -> None:
     begun = [plan for plan in plans if plan.begun is not None]
     heartbeat = _Heartbeat(begun)
     called = []
-    for plan in begun:
-        heartbeat()
-        if plan in heartbeat.lost:
-            continue
-        with log_context(plan.writer.log):
-            try:
-                plan.call_begun(before_attempt=heartbeat)
-            except LostClaim:
-                _taken_over(plan)
+    with budget.bytes_counted_together():  # the answers' bytes: one round trip, not one a call
+        for plan in begun:
+            heartbeat()
+            if plan in heartbeat.lost:
                 continue
-        called.append(plan)
+            with log_context(plan.writer.log):
+                try:
+                    plan.call_begun(before_attempt=heartbeat)
+                except LostClaim:
+                    _taken_over(plan)
+                    continue
+            called.append(plan)
     rest = _record_together([plan for plan in called if plan not in heartbeat.lost])
     # A run whose outside action its `when` skipped, with more to do, is left too.
     rest += [plan for plan in plans if plan.begun is None and not plan.done]

@@ -19,6 +19,7 @@ from django.utils import timezone
 from automation.actions import webhooks
 from automation.core.choices import ActionStatus, RunStatus, TriggerEvent
 from automation.core.models import AutomationLog
+from automation.fanout import budget
 from automation.runs import outside_batch, sweeper, writer
 from automation.runs.execute import execute_run, execute_runs
 from automation.triggers.outbox import emit_event
@@ -300,3 +301,37 @@ def test_a_long_batch_keeps_its_runs_heartbeats(
     assert set(seen[0].values()) == {RunStatus.RUNNING}, "all claimed before the first call"
     assert {log.status for log in stored(logs)} == {RunStatus.SUCCEEDED}
     assert len(server.requests) == RUNS
+
+
+def test_the_answers_of_a_batchs_calls_are_counted_in_one_call_to_the_counters(
+    organization, server, allow_only, monkeypatch
+):
+    """Each answer's bytes count against the byte budgets as alone (never refused: the call
+    was made), all of the batch's with one call to the counters' store (one round trip to
+    Redis) after the last call, not one a call."""
+    allow_only(server)
+    logs = pending_runs(organization, webhook(server.url()))
+    store = budget._store()
+    calls, inside = [], []
+    for name in ("add", "add_amount", "add_amounts", "add_with_amount"):
+        real = getattr(store, name)
+
+        def record(*args, name=name, real=real):
+            if not inside:  # a call to the store, not one made inside another (in memory)
+                calls.append((name, args))
+            inside.append(name)
+            try:
+                return real(*args)
+            finally:
+                inside.pop()
+
+        monkeypatch.setattr(store, name, record)
+    execute_runs([log.pk for log in logs])
+    (name, (counted,)) = calls[0]
+    assert [name for name, _ in calls] == ["add_amounts"]
+    results = [log.action_logs[0]["result"] for log in stored(logs)]
+    assert [amount for _counters, amount, _quota in counted] == [
+        budget.stored_size(result) for result in results
+    ]
+    roots = [[key for key, _ttl in counters][-1] for counters, _amount, _quota in counted]
+    assert roots == [f"automation:budget:root:{log.pk}:bytes" for log in logs]
