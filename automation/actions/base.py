@@ -102,7 +102,8 @@ class ActionHandler:
         """Does the action, with these parameters, reach outside the database (a request, an
         e-mail)? Such an action runs after the claim's transaction, its RUNNING state committed
         before it goes out and its result committed apart, in no transaction of the run's (it
-        opens its own for what it writes); it is never part of a batch (runs/plan.py)."""
+        opens its own for what it writes); it is never part of a batch of database actions
+        (runs/plan.py); runs reaching outside are batched apart (runs/outside_batch.py)."""
         return not self.writes_database
 
     def __init__(self):

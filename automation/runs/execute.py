@@ -52,6 +52,8 @@ EVALUATION_ATTEMPTS = 3
 #     crash shows that it may have happened: with whatever precedes it (the claim, the database
 #     actions before it, the previous webhook's result), not in a commit of its own ahead of the
 #     call; its result commits on its own (or with the finish, or the next webhook's start);
+#     in a batch of such runs, the RUNNING entries commit together, then the results together
+#     (runs/outside_batch.py);
 #   - the database actions after it commit together, up to the next such action.
 # Every state change still bumps `seq` and is published, in order, after its commit.
 
