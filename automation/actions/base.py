@@ -2,7 +2,6 @@
 validation, execution and dry run), rendering of templated parameters within the run's budgets,
 secrets in parameters, and the checks of a whole parameters object."""
 
-import contextlib
 import copy
 import json
 import logging
@@ -103,7 +102,8 @@ class ActionHandler:
         """Does the action, with these parameters, reach outside the database (a request, an
         e-mail)? Such an action runs after the claim's transaction, its RUNNING state committed
         before it goes out and its result committed apart, in no transaction of the run's (it
-        opens its own for what it writes); it is never part of a batch (runs/plan.py)."""
+        opens its own for what it writes); it is never part of a batch of database actions
+        (runs/plan.py); runs reaching outside are batched apart (runs/outside_batch.py)."""
         return not self.writes_database
 
     def __init__(self):
@@ -216,9 +216,11 @@ def spend_bytes(ctx, size: int) -> None:
 def count_bytes(ctx, result) -> None:
     """Count a webhook's result (at most webhooks.RESPONSE_BODY_LIMIT of its answer) against
     the byte budgets without refusing it: the call was made. What the run stores next is
-    refused once the budget is spent."""
-    with contextlib.suppress(ActionError):
-        spend_bytes(ctx, budget.stored_size(result))
+    refused once the budget is spent (budget.count_bytes: in a batch of calls, counted with
+    the others after the last)."""
+    chain = current_chain()
+    root_id = chain.root_log_id if chain else None
+    budget.count_bytes(ctx.organization_id, root_id, budget.stored_size(result))
 
 
 def add_message(errors: dict, path: str, message: str) -> None:

@@ -26,6 +26,8 @@ by its records. The slot opens its tree with those budgets (`open_tree`), which 
 counters.
 """
 
+import contextlib
+import contextvars
 import datetime
 import json
 import logging
@@ -169,6 +171,42 @@ def admit_bytes(
         logger.warning("byte budget not counted: the counter store failed (%s)", exc)
         return ""
     return stored.refusal(answer)
+
+
+def count_bytes(organization_id: int, root_id: int | None, size: int) -> None:
+    """Count `size` bytes already spent (a webhook's answer: the call was made), refusing
+    nothing: what is stored next is refused once a budget is spent. Inside
+    `bytes_counted_together`, counted at its end with the others."""
+    pending = _counted_later.get()
+    if pending is None:
+        admit_bytes(organization_id, root_id, size)
+    else:
+        pending.append(_Bytes(ACTION_BYTES, organization_id, root_id, size))
+
+
+_counted_later: contextvars.ContextVar[list | None] = contextvars.ContextVar(
+    "automation_bytes_counted_later", default=None
+)
+
+
+@contextlib.contextmanager
+def bytes_counted_together():
+    """`count_bytes` inside is counted when the block ends, every count in one round trip (a
+    batch of webhook calls, runs/outside_batch.py: a count each was a round trip per call)."""
+    pending: list[_Bytes] = []
+    token = _counted_later.set(pending)
+    try:
+        yield
+    finally:
+        _counted_later.reset(token)
+        if pending:
+            try:
+                answers = _store().add_amounts([stored.args for stored in pending])
+            except Exception as exc:
+                logger.warning("byte budget not counted: the counter store failed (%s)", exc)
+            else:
+                for stored, answer in zip(pending, answers, strict=True):
+                    stored.refusal(answer)  # measures a quota never measured, as alone
 
 
 def admit_run_with_bytes(organization_id: int, root_id: int | None, size: int) -> tuple[str, str]:

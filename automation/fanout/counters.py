@@ -58,6 +58,17 @@ class RedisCounters:
         read = _queue_add_amount(pipe, counters, amount, quota_key)
         return read(pipe.execute())
 
+    def add_amounts(self, calls: list[tuple]) -> list[tuple]:
+        """`add_amount(*call)` for each of `calls` in one round trip: their answers."""
+        pipe = self.client.pipeline(transaction=True)
+        reads = [_queue_add_amount(pipe, *call) for call in calls]
+        answers = pipe.execute()
+        results, start = [], 0
+        for read in reads:
+            results.append(read(answers[start : start + read.commands]))
+            start += read.commands
+        return results
+
     def add_with_amount(self, add: tuple, add_amount: tuple) -> tuple:
         """`add(*add)` and `add_amount(*add_amount)` in one round trip: both answers."""
         pipe = self.client.pipeline(transaction=True)
@@ -163,6 +174,10 @@ class MemoryCounters:
                 total, expires = 0, math.inf
             self.counts[quota_key] = (total + amount, expires)
         return totals, None if expires == math.inf else total + amount
+
+    def add_amounts(self, calls: list[tuple]) -> list[tuple]:
+        """As RedisCounters.add_amounts."""
+        return [self.add_amount(*call) for call in calls]
 
     def add_with_amount(self, add: tuple, add_amount: tuple) -> tuple:
         """As RedisCounters.add_with_amount."""

@@ -24,17 +24,15 @@ from automation.core.context import RunContext
 from automation.core.models import AutomationLog, AutomationRule
 from automation.index.definitions import RuleDefinition, rule_definition
 from automation.live import events as live
-from automation.runs import reads, waits
-from automation.runs.plan import Plan, RedoAlone
+from automation.runs import outside_batch, reads, waits
+from automation.runs.plan import Plan, RedoAlone, log_context
 from automation.runs.writer import (
-    LostClaim,
     RunWriter,
     fail_unexpectedly,
     finish,
     mark_running,
     new_entry,
 )
-from observability import logs
 
 logger = logging.getLogger("automation.runs.execute")
 
@@ -54,6 +52,8 @@ EVALUATION_ATTEMPTS = 3
 #     crash shows that it may have happened: with whatever precedes it (the claim, the database
 #     actions before it, the previous webhook's result), not in a commit of its own ahead of the
 #     call; its result commits on its own (or with the finish, or the next webhook's start);
+#     in a batch of such runs, the RUNNING entries commit together, then the results together
+#     (runs/outside_batch.py);
 #   - the database actions after it commit together, up to the next such action.
 # Every state change still bumps `seq` and is published, in order, after its commit.
 
@@ -127,20 +127,10 @@ def _claimable(prepared: "Prepared", locked: dict) -> bool | None:
     return state[1] == prepared.seq
 
 
-def _log_context(log: AutomationLog):
-    """Log records written while the run executes carry its ids (observability/logs.py)."""
-    return logs.context(
-        run_id=log.pk,
-        rule_id=log.rule_id,
-        organization_id=log.organization_id,
-        correlation_id=log.run_key(),
-    )
-
-
 def _claim_and_execute(prepared: "Prepared") -> bool:
     """Claim the run and execute it with what `prepared` worked out; False when the run changed
     since it was read, so that work is stale and nothing was done."""
-    with _log_context(prepared.log):
+    with log_context(prepared.log):
         return _claim_and_execute_now(prepared)
 
 
@@ -169,14 +159,8 @@ def _claim_and_execute_now(prepared: "Prepared") -> bool:
         writer.rollback()
         _record_failure(log_id, exc, writer)
         return True
-    if plan is None:
-        return True
-    try:
-        plan.run_the_rest()
-    except LostClaim:
-        logger.warning("run %s was taken over by another worker; stopping here", log_id)
-    except Exception as exc:
-        fail_unexpectedly(writer, exc)
+    if plan is not None:
+        outside_batch.continue_alone(plan)
     return True
 
 
@@ -190,31 +174,36 @@ def _claim_and_execute_now(prepared: "Prepared") -> bool:
 # commit; what they published leaves after it. The first action that fails (RedoAlone) rolls
 # the whole batch back, and its runs are executed alone, the careful way (the budget counters
 # then count their writes twice: they count attempts). A run ends exactly as it would alone:
-# the batch only shares the claim, the commit and the publication. Any other run (a webhook, a
-# run that changed since it was read, a batch that failed) is executed alone.
+# the batch only shares the claim, the commit and the publication. The runs that reach outside (a
+# webhook, an e-mail) are batched apart: one transaction claims them with their calls' RUNNING
+# entries, the calls go out, one transaction records their outcomes (runs/outside_batch.py). A
+# run that changed since it was read, every run of a batch that failed, and a lone run that
+# reaches outside are executed alone.
 
 
 def execute_runs(log_ids: list[int]) -> None:
-    """Execute the given runs: the database-only ones together, the others one by one.
+    """Execute the given runs: the database-only ones together, those reaching outside together
+    apart (more than one), the others one by one.
 
     A single database-only run is a batch of one: its actions take no savepoint (two round
     trips on PostgreSQL), and only a failure executes it again the careful way.
     """
     again: list[int] = []  # to read and evaluate again, alone
     together: list[Prepared] = []
-    alone: list[Prepared] = []
+    outside: list[Prepared] = []
     for log in _read_pending(log_ids):
         try:
             prepared = prepare(log)
         except Exception:
             again.append(log.pk)  # execute_run evaluates again, and records the failure
             continue
-        (together if _database_only(prepared) else alone).append(prepared)
+        (together if _database_only(prepared) else outside).append(prepared)
     if together:
         again += _execute_together(together)
-    for prepared in alone:
-        if not _claim_and_execute(prepared):
-            again.append(prepared.log.pk)
+    if len(outside) > 1:
+        again += _execute_together(outside, reaching_outside=True)
+    elif outside and not _claim_and_execute(outside[0]):
+        again.append(outside[0].log.pk)
     for log_id in sorted(again):
         execute_run(log_id)
 
@@ -229,10 +218,12 @@ def _database_only(prepared: "Prepared") -> bool:
     )
 
 
-def _execute_together(batch: list["Prepared"]) -> list[int]:
+def _execute_together(batch: list["Prepared"], reaching_outside: bool = False) -> list[int]:
     """Claim and execute `batch` in one transaction; returns the runs left to execute alone
-    (those that changed since they were read, or all of them if the batch failed)."""
-    stale = []
+    (those that changed since they were read, or all of them if the batch failed).
+    `reaching_outside`: each run's first outside action is marked RUNNING in it, and the calls
+    and what follows are runs/outside_batch.py's once it commits."""
+    stale, plans = [], []
     try:
         with transaction.atomic():
             locked = _lock([prepared.log.pk for prepared in batch])
@@ -245,10 +236,13 @@ def _execute_together(batch: list["Prepared"]) -> list[int]:
                     stale.append(prepared.log.pk)
                     continue
                 writer = RunWriter(prepared.log, together=True)
-                with _log_context(prepared.log):
+                with log_context(prepared.log):
                     plan = _start(writer, prepared)
                     if plan is not None:
                         plan.run_database_actions()
+                        if reaching_outside:
+                            plan.begin_outside_action()
+                            plans.append(plan)
                 writer.publish_pending()  # each run's events together, as alone
                 writers.append(writer)
             RunWriter.flush_many(writers)
@@ -258,6 +252,8 @@ def _execute_together(batch: list["Prepared"]) -> list[int]:
     except Exception:
         logger.exception("a batch of %s runs failed; executing them one by one", len(batch))
         return [prepared.log.pk for prepared in batch]
+    if plans:
+        outside_batch.call_and_record(plans)
     return stale
 
 

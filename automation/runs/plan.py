@@ -1,6 +1,7 @@
 """Executing a run's actions in order: database actions in the open transaction, an action
 with outside effects (a webhook) committed RUNNING before it goes out, then the finish."""
 
+import copy
 import datetime
 import logging
 import time
@@ -25,6 +26,7 @@ from automation.runs.writer import (
     internal_error,
     set_entry,
 )
+from observability import logs
 
 logger = logging.getLogger("automation.runs.plan")
 
@@ -48,9 +50,11 @@ class Plan:
         self.writer, self.ctx, self.actions = writer, ctx, actions
         self.failures, self.stopped, self.done = 0, False, False
         self.deadline: float | None = None  # a dry run's: actions after it are not rendered
-        # The outside action marked RUNNING in the open transaction, to call once it commits:
-        # (index, its start on the monotonic clock).
-        self.begun: tuple[int, float] | None = None
+        # The outside action marked RUNNING in the open transaction, to call once it commits.
+        self.begun: int | None = None
+        # Its call's outcome, made and not recorded yet (call_begun): (outcome, the call's start
+        # and end on the monotonic clock, its end as an ISO time).
+        self.called: tuple[tuple, float, float, str] | None = None
         self.todo: list[int] = []
         log = writer.log
         for index, action in enumerate(actions):
@@ -150,7 +154,7 @@ class Plan:
         if started is None:  # its `when` decided
             self._finish_if_over()
         else:
-            self.begun = (index, started)
+            self.begun = index
 
     def run_the_rest(self) -> None:
         """After the claim's transaction: each outside action, then the database actions after it.
@@ -160,21 +164,61 @@ class Plan:
         run again.
         """
         while not self.done:
-            if self.begun is None:
+            if self.begun is None and self._reaches_outside(self.todo[-1]):
                 with self.writer.step():  # RUNNING is committed before the call goes out
                     self.begin_outside_action()
             if self.begun is not None:
-                (index, started), self.begun = self.begun, None
-                handler = self.handlers[index]
-                outcome = _call(self.writer, self.ctx, self.actions[index], index, handler)
+                if self.called is None:
+                    self.call_begun()
                 with self.writer.step():
-                    self._record(index, started, outcome)
-                    self._finish_if_over()
-                    self.begin_outside_action()
+                    self.record_call()
             if not self.done and self.begun is None and not self._reaches_outside(self.todo[-1]):
                 with self.writer.step():
                     self.run_database_actions()
                     self.begin_outside_action()
+
+    def call_begun(self, before_attempt=None) -> None:
+        """The begun outside action's call, in no transaction (its RUNNING entry committed):
+        its outcome is kept for record_call. `before_attempt(attempt)` is called before each
+        attempt (a batch keeps its runs' heartbeats with it: runs/outside_batch.py)."""
+        index = self.begun
+        handler = self.handlers[index]
+        started = time.monotonic()
+        outcome = _call(self.writer, self.ctx, self.actions[index], index, handler, before_attempt)
+        self.called = (outcome, started, time.monotonic(), timezone.now().isoformat())
+
+    def record_call(self) -> None:
+        """In the open transaction: the call's outcome, then the finish when nothing is left,
+        or the next outside action's RUNNING entry."""
+        index, self.begun = self.begun, None
+        (outcome, started, ended, finished_at), self.called = self.called, None
+        self._record(index, started, outcome, ended=(ended, finished_at))
+        self._finish_if_over()
+        self.begin_outside_action()
+
+    def checkpoint(self) -> tuple:
+        """What recording a call changes in the plan, its log and its writer (see restore)."""
+        log, writer = self.writer.log, self.writer
+        return (
+            copy.deepcopy(log.action_logs),
+            (log.status, log.finished_at, log.error, log.heartbeat_at),
+            writer.stored_seq,
+            (self.failures, self.stopped, self.done, list(self.todo), self.begun, self.called),
+            (dict(self.ctx.results), self.ctx.action_order),
+        )
+
+    def restore(self, saved: tuple) -> None:
+        """Back to `saved` (checkpoint), once the transaction that changed them rolled back."""
+        log, writer = self.writer.log, self.writer
+        action_logs, run, writer.stored_seq, plan, ctx = saved
+        log.action_logs = copy.deepcopy(action_logs)
+        log.status, log.finished_at, log.error, log.heartbeat_at = run
+        self.failures, self.stopped, self.done, todo, self.begun, self.called = plan
+        self.todo = list(todo)
+        results, self.ctx.action_order = ctx
+        self.ctx.results.clear()
+        self.ctx.results.update(results)
+        writer.rollback()  # the seq back to the stored one, nothing pending
 
     def _past_deadline(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline
@@ -208,23 +252,35 @@ class Plan:
             )
         return None
 
-    def _record(self, index: int, started: float, outcome: tuple) -> None:
+    def _record(self, index: int, started: float, outcome: tuple, ended=None) -> None:
+        """The action's outcome; `ended`: when it ended (monotonic, ISO time), if not now."""
         status, result, error = outcome
         result, error = without_nul(result), without_nul(error)  # outside text, for PostgreSQL
+        ended_at, finished_at = ended or (time.monotonic(), timezone.now().isoformat())
         set_entry(
             self.writer,
             self.writer.log.action_logs[index],
             status=status,
             result=result,
             error=error,
-            finished_at=timezone.now().isoformat(),
-            duration_ms=round((time.monotonic() - started) * 1000, 3),
+            finished_at=finished_at,
+            duration_ms=round((ended_at - started) * 1000, 3),
         )
         if status == ActionStatus.SUCCEEDED:
             self.ctx.results[index] = result
         else:
             self.failures += 1
             self.stopped = not self.actions[index].continue_on_failure
+
+
+def log_context(log):
+    """Log records written while the run executes carry its ids (observability/logs.py)."""
+    return logs.context(
+        run_id=log.pk,
+        rule_id=log.rule_id,
+        organization_id=log.organization_id,
+        correlation_id=log.run_key(),
+    )
 
 
 def _dry_run_budget_error() -> str:
@@ -246,7 +302,9 @@ def _begin(writer: RunWriter, ctx: RunContext, index: int) -> float:
     return time.monotonic()
 
 
-def _call(writer: RunWriter, ctx: RunContext, action, index: int, handler) -> tuple:
+def _call(
+    writer: RunWriter, ctx: RunContext, action, index: int, handler, before_attempt=None
+) -> tuple:
     """Execute (or dry-run) one action: (status, result, error).
 
     A database action runs in a savepoint, so a failure leaves none of its writes behind; in a
@@ -259,6 +317,8 @@ def _call(writer: RunWriter, ctx: RunContext, action, index: int, handler) -> tu
     entry = log.action_logs[index]
 
     def on_attempt(attempt: int) -> None:
+        if before_attempt is not None:
+            before_attempt(attempt)
         if attempt != entry["attempt"]:
             with writer.step():
                 set_entry(writer, entry, attempt=attempt)

@@ -1046,7 +1046,9 @@ def test_a_batch_that_fails_as_a_whole_leaves_each_run_to_execute_alone(organiza
 
 
 def test_runs_with_a_webhook_are_not_batched(organization, monkeypatch):
-    """A webhook's RUNNING entry commits before the call goes out: such a run runs alone."""
+    """A webhook's RUNNING entry commits before the call goes out: such a run is not batched
+    with database-only runs (a lone one runs alone; several are batched apart:
+    tests/integration/test_webhook_batches.py)."""
     from automation.actions import handlers as actions
 
     webhook = {
