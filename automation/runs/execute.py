@@ -27,6 +27,7 @@ from automation.live import events as live
 from automation.runs import outside_batch, reads, waits
 from automation.runs.plan import Plan, RedoAlone, log_context
 from automation.runs.writer import (
+    LostClaim,
     RunWriter,
     fail_unexpectedly,
     finish,
@@ -137,20 +138,28 @@ def _claim_and_execute(prepared: "Prepared") -> bool:
 def _claim_and_execute_now(prepared: "Prepared") -> bool:
     log_id = prepared.log.pk
     writer = None
+    claimed_by_its_write = _writes_nothing_but_its_log(prepared)
     try:
         with transaction.atomic():
-            claimable = _claimable(prepared, _lock([log_id]))
-            if claimable is None:
-                logger.debug("run %s already claimed or finished", log_id)
-                return True
-            if not claimable:
-                return False
+            if not claimed_by_its_write:
+                claimable = _claimable(prepared, _lock([log_id]))
+                if claimable is None:
+                    logger.debug("run %s already claimed or finished", log_id)
+                    return True
+                if not claimable:
+                    return False
             writer = RunWriter(prepared.log)
             plan = _start(writer, prepared)
             if plan is not None:
                 plan.run_database_actions()
                 plan.begin_outside_action()  # a webhook next: RUNNING with the claim
             writer.flush()
+    except LostClaim:
+        if not claimed_by_its_write:
+            raise
+        # Claimed, finished or revived since it was read: read it again (execute_run).
+        writer.rollback()
+        return False
     except Exception as exc:
         if writer is None:
             raise
@@ -162,6 +171,23 @@ def _claim_and_execute_now(prepared: "Prepared") -> bool:
     if plan is not None:
         outside_batch.continue_alone(plan)
     return True
+
+
+def _writes_nothing_but_its_log(prepared: "Prepared") -> bool:
+    """Does the claim's transaction write nothing but the run's log: skipped, held, or its first
+    action reaching outside (marked RUNNING there)? Then no lock is taken first: the guarded
+    UPDATE of the log (its seq still the one read) is the claim, one round trip fewer on the
+    path to a webhook. A run that would execute a database action is locked first, so the
+    action never runs for a run someone else has."""
+    from automation.actions.handlers import get_handler
+
+    log, result = prepared.log, prepared.result
+    if log.dry_run or prepared.recheck is not None or _resuming(log):
+        return False
+    if result is None or not result.met or prepared.definition.rule.hold_for:
+        return True  # skipped (the rule deleted or inactive, conditions not met) or held
+    actions = prepared.definition.actions
+    return not actions or get_handler(actions[0].action_type).reaches_outside(actions[0].parameters)
 
 
 # --- Executing runs in batches -----------------------------------------------------------------

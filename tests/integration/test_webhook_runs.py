@@ -150,3 +150,83 @@ def watch_calls(monkeypatch, log) -> Calls:
 
     monkeypatch.setattr(webhooks, "send", send)
     return seen
+
+
+# --- A lone run whose claim writes nothing but its log: claimed by its guarded write ------------
+
+
+def count_locks(monkeypatch) -> list:
+    """The runs' lock statements (SELECT ... FOR UPDATE SKIP LOCKED of their states) taken."""
+    from automation.runs import reads
+
+    taken = []
+    real = reads.lock_states
+
+    def lock_states(log_ids):
+        taken.append(list(log_ids))
+        return real(log_ids)
+
+    monkeypatch.setattr(reads, "lock_states", lock_states)
+    return taken
+
+
+def test_a_run_whose_first_action_is_a_webhook_takes_no_lock_before_its_claim(
+    organization, server, allow_only, monkeypatch
+):
+    """Its claim's transaction writes nothing but its log (RUNNING, the webhook's entry
+    RUNNING): the guarded UPDATE, which matches only the seq that was read, is the claim."""
+    allow_only(server)
+    log = pending_run(organization, webhook(server.url()), create_category())
+    locks = count_locks(monkeypatch)
+    execute_run(log.pk)
+    assert locks == []
+    log.refresh_from_db()
+    assert log.status == RunStatus.SUCCEEDED and len(server.requests) == 1
+    assert Category.objects.filter(name__startswith="Made by").count() == 1
+
+
+def test_a_run_with_a_database_action_first_is_still_locked_before_it(
+    organization, server, allow_only, monkeypatch
+):
+    allow_only(server)
+    log = pending_run(organization, create_category(), webhook(server.url()))
+    locks = count_locks(monkeypatch)
+    execute_run(log.pk)
+    assert locks == [[log.pk]]
+    log.refresh_from_db()
+    assert log.status == RunStatus.SUCCEEDED and len(server.requests) == 1
+
+
+@pytest.mark.parametrize("meanwhile", ["revived", "claimed"])
+def test_a_run_changed_between_its_read_and_its_guarded_claim_is_read_again(
+    organization, server, allow_only, monkeypatch, meanwhile
+):
+    """Revived by the sweeper meanwhile (seq moved, still PENDING): evaluated again and called
+    once. Claimed by another worker meanwhile (RUNNING): nothing called by this one."""
+    from django.db.models import F
+
+    from automation.conditions import evaluate as conditions
+
+    allow_only(server)
+    log = pending_run(organization, webhook(server.url()))
+    evaluations = []
+    real = conditions.evaluate_conditions
+
+    def evaluate(rule, ctx, tree=None, **options):
+        evaluations.append(ctx.log_id)
+        if len(evaluations) == 1:
+            changed = {"seq": F("seq") + 2}
+            if meanwhile == "claimed":
+                changed["status"] = RunStatus.RUNNING
+            AutomationLog.objects.filter(pk=log.pk).update(**changed)
+        return real(rule, ctx, tree, **options)
+
+    monkeypatch.setattr(conditions, "evaluate_conditions", evaluate)
+    execute_run(log.pk)
+    log.refresh_from_db()
+    if meanwhile == "revived":
+        assert evaluations == [log.pk, log.pk]
+        assert log.status == RunStatus.SUCCEEDED and len(server.requests) == 1
+    else:
+        assert evaluations == [log.pk]
+        assert log.status == RunStatus.RUNNING and server.requests == []
