@@ -13,6 +13,9 @@ from websockets.exceptions import InvalidStatus
 
 from tests.e2e.test_subscriptions import ws_url
 
+# Origins checked by the HTTP and WebSocket doors, the same in both modes; a page in Chromium.
+pytestmark = pytest.mark.embedded_only
+
 APP = "https://app.example.com"
 
 

@@ -31,6 +31,9 @@ from django.conf import settings
 from tests.e2e.chromium import CHROMIUM, BrowserError, Chromium, chromium_available
 from tests.e2e.conftest import REPO_ROOT
 
+# The page in Chromium, and what the server answers it: the same in both modes.
+pytestmark = pytest.mark.embedded_only
+
 STATIC_DIR = REPO_ROOT / "graphql_api" / "static"
 VENDOR_PREFIX = "graphql_api/graphiql/"
 STRAWBERRY_PAGE = Path(strawberry.__file__).parent / "static" / "graphiql.html"

@@ -38,7 +38,8 @@ from tests.e2e.chromium import CHROMIUM, BrowserError, Chromium, chromium_availa
 from tests.e2e.conftest import REPO_ROOT, json_of
 from tests.e2e.tcp_proxy import TcpProxy
 
-pytestmark = pytest.mark.slow
+# The page in Chromium; the stream behind it is tested in both modes (tests/e2e/test_stream.py).
+pytestmark = [pytest.mark.slow, pytest.mark.embedded_only]
 
 CREATE_RULE = "mutation($input: RuleInput!) { createRule(input: $input) { id } }"
 CREATE_CATEGORY = 'mutation($org: ID!) { createCategory(organization: $org, name: "Shelf") { id } }'

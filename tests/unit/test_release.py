@@ -12,6 +12,9 @@ import pytest
 
 import automation
 
+# Commands run in embedded mode, whatever the suite's (run() below).
+pytestmark = pytest.mark.embedded_only
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 

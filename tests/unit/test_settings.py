@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+# Each case reads the settings in a child process with an environment of its own.
+pytestmark = pytest.mark.embedded_only
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 PROBE = """
