@@ -33,7 +33,7 @@ import httpx
 
 from bench import data
 from bench.env import EMBEDDED, data_dir
-from bench.live import UPDATE_PRODUCT, queue_round_trips
+from bench.live import queue_round_trips, update_stock_now
 from bench.receiver import Receiver, local_tls
 from bench.server import SERVE_WITH_HANDWRITTEN, Server
 from bench.stats import Row, median, percentile
@@ -42,18 +42,6 @@ from bench.worker import start_workers, stop_workers
 GOAL_FACTOR = 2  # x (raw queue round trip + raw POST)
 PAUSE_SECONDS = 0.2  # between rounds
 WAIT_SECONDS = 60  # for one webhook
-
-
-def _update_stock(client: httpx.Client, product, stock: int) -> None:
-    response = client.post(
-        "/graphql/",
-        json={
-            "query": UPDATE_PRODUCT,
-            "variables": {"id": str(product.pk), "input": {"stock": stock}},
-        },
-    )
-    if response.status_code != 200 or response.json().get("errors"):
-        raise RuntimeError(f"mutation failed: {response.text[:300]}")
 
 
 def _stock_arrived(stock: int):
@@ -76,7 +64,7 @@ def _webhook_rounds(server, token, product, receiver: Receiver, rounds: int, bas
             time.sleep(PAUSE_SECONDS)
             stock = base + index
             started = time.perf_counter()
-            _update_stock(client, product, stock)
+            update_stock_now(client, product, stock)
             receiver.wait(_stock_arrived(stock), WAIT_SECONDS, f"the webhook of stock {stock}")
             arrived = next(a.at for a in receiver.arrivals if _stock_of(a) == stock)
             if index >= 2:
@@ -92,7 +80,7 @@ def _floor(server, token, product, rounds: int) -> list[float]:
         for index in range(rounds + 2):
             time.sleep(PAUSE_SECONDS / 4)
             started = time.perf_counter()
-            _update_stock(client, product, 90_000 + index)
+            update_stock_now(client, product, 90_000 + index)
             if index >= 2:
                 times.append(time.perf_counter() - started)
     return times

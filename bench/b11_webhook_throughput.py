@@ -33,7 +33,7 @@ from automation.core.models import AutomationLog
 from bench import data
 from bench.b7_throughput import FINISHED, measure_rate
 from bench.env import data_dir
-from bench.live import UPDATE_PRODUCT
+from bench.live import update_stock
 from bench.receiver import Receiver
 from bench.server import Server
 from bench.stats import Row, median, percentile
@@ -72,15 +72,7 @@ async def _client(base_url, token, writes, sent: dict) -> None:
     async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=60) as client:
         for product, stock in writes:
             sent[(product.pk, stock)] = time.perf_counter()
-            response = await client.post(
-                "/graphql/",
-                json={
-                    "query": UPDATE_PRODUCT,
-                    "variables": {"id": str(product.pk), "input": {"stock": stock}},
-                },
-            )
-            if response.status_code != 200 or response.json().get("errors"):
-                raise RuntimeError(f"mutation failed: {response.text[:300]}")
+            await update_stock(client, {}, product, stock)
 
 
 async def _writes(base_url, token, products) -> tuple[dict, float]:

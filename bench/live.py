@@ -19,18 +19,26 @@ UPDATE_PRODUCT = """mutation($id: ID!, $input: ProductUpdateInput!) {
 FINAL = {"SUCCEEDED", "FAILED", "PARTIAL", "SKIPPED"}
 
 
-async def update_stock(client, headers: dict, product, stock: int) -> None:
-    """The live benchmarks' write: updateProduct over HTTP (an httpx.AsyncClient); must succeed."""
-    response = await client.post(
-        "/graphql/",
-        json={
-            "query": UPDATE_PRODUCT,
-            "variables": {"id": str(product.pk), "input": {"stock": stock}},
-        },
-        headers=headers,
-    )
+def _stock_update(product, stock: int) -> dict:
+    return {
+        "query": UPDATE_PRODUCT,
+        "variables": {"id": str(product.pk), "input": {"stock": stock}},
+    }
+
+
+def _succeeded(response) -> None:
     if response.status_code != 200 or response.json().get("errors"):
         raise RuntimeError(f"mutation failed: {response.text[:300]}")
+
+
+async def update_stock(client, headers: dict, product, stock: int) -> None:
+    """The live benchmarks' write: updateProduct over HTTP (an httpx.AsyncClient); must succeed."""
+    _succeeded(await client.post("/graphql/", json=_stock_update(product, stock), headers=headers))
+
+
+def update_stock_now(client, product, stock: int) -> None:
+    """update_stock with an httpx.Client (its headers carry the token)."""
+    _succeeded(client.post("/graphql/", json=_stock_update(product, stock)))
 
 
 def setup_data(prefix: str):
