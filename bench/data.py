@@ -64,6 +64,11 @@ def products(org: Organization, count: int, status: str = "ACTIVE") -> list[Prod
 
 def event_rule(org: Organization, name: str = "Restock note", user=None) -> AutomationRule:
     """The benchmark rule, created through the one real write path (validation included)."""
+    return _stock_rule(org, name, UPDATE_DESCRIPTION, user)
+
+
+def _stock_rule(org: Organization, name: str, action: dict, user) -> AutomationRule:
+    """A rule on product UPDATED (stock watched), status ACTIVE, doing `action`."""
     from automation.rules.services import create_rule
 
     return create_rule(
@@ -75,7 +80,7 @@ def event_rule(org: Organization, name: str = "Restock note", user=None) -> Auto
             "trigger_event": TriggerEvent.UPDATED,
             "watched_fields": ["stock"],
             "conditions": {"logic": "AND", "conditions": [STATUS_ACTIVE]},
-            "actions": [UPDATE_DESCRIPTION],
+            "actions": [action],
         },
         user=user,
     )
@@ -89,8 +94,6 @@ def webhook_rule(
     are allowed while the rule is checked, as the bench's server and workers allow them)."""
     from django.test import override_settings
 
-    from automation.rules.services import create_rule
-
     webhook = {
         "url": url,
         "body": {"product": "{{ object.id }}", "stock": "{{ object.stock }}"},
@@ -99,20 +102,9 @@ def webhook_rule(
     }
     if secret:
         webhook["secret"] = secret
+    action = {"action_type": ActionType.CALL_WEBHOOK, "parameters": webhook}
     with override_settings(AUTOMATION_WEBHOOK_ALLOW_PRIVATE_NETWORKS=True):
-        return create_rule(
-            org,
-            {
-                "name": name,
-                "trigger_type": TriggerType.EVENT,
-                "model": "catalog.product",
-                "trigger_event": TriggerEvent.UPDATED,
-                "watched_fields": ["stock"],
-                "conditions": {"logic": "AND", "conditions": [STATUS_ACTIVE]},
-                "actions": [{"action_type": ActionType.CALL_WEBHOOK, "parameters": webhook}],
-            },
-            user=user,
-        )
+        return _stock_rule(org, name, action, user)
 
 
 def stock_runs(rule: AutomationRule, items: list[Product]) -> list[AutomationLog]:
