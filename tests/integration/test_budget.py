@@ -224,16 +224,15 @@ def test_writes_go_on_while_the_budget_counters_cannot_be_reached(organization, 
     assert sum("byte budget not counted" in message for message in warnings) == 2
 
 
-def test_only_a_created_run_or_an_action_write_is_counted(organization, monkeypatch):
-    """A save no rule watches costs no counting (benchmark 1); a watched save counts its run
-    and the bytes its log keeps in one call to the store (one round trip to Redis), and the
-    run's write and the bytes it stores in one more."""
+def store_calls(monkeypatch) -> list[tuple[str, tuple]]:
+    """The calls made to the counters' store from now on (each one round trip to Redis):
+    (method, arguments), not the calls one makes to another (in memory)."""
     calls, inside = [], []
     store = budget._store()
 
     def recording(name, real):
         def call(*args):
-            if not inside:  # a call to the store, not one made inside another (in memory)
+            if not inside:
                 calls.append((name, args))
             inside.append(name)
             try:
@@ -243,8 +242,16 @@ def test_only_a_created_run_or_an_action_write_is_counted(organization, monkeypa
 
         return call
 
-    for name in ("add", "add_amount", "add_with_amount"):
+    for name in ("add", "add_amount", "add_amounts", "add_with_amount"):
         monkeypatch.setattr(store, name, recording(name, getattr(store, name)))
+    return calls
+
+
+def test_only_a_created_run_or_an_action_write_is_counted(organization, monkeypatch):
+    """A save no rule watches costs no counting (benchmark 1); a watched save counts its run
+    and the bytes its log keeps in one call to the store (one round trip to Redis), and the
+    run's write and the bytes it stores in one more."""
+    calls = store_calls(monkeypatch)
     AutomationRuleFactory(
         organization=organization,
         trigger_event="CREATED",

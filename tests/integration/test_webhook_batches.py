@@ -25,7 +25,7 @@ from automation.runs.execute import execute_run, execute_runs
 from automation.triggers.outbox import emit_event
 from catalog.models import Category
 from tests.factories import AutomationRuleFactory, ProductFactory
-from tests.integration import test_runs
+from tests.integration import test_budget, test_runs
 from tests.integration import test_webhook_runs as single
 
 pytestmark = pytest.mark.django_db
@@ -311,21 +311,7 @@ def test_the_answers_of_a_batchs_calls_are_counted_in_one_call_to_the_counters(
     Redis) after the last call, not one a call."""
     allow_only(server)
     logs = pending_runs(organization, webhook(server.url()))
-    store = budget._store()
-    calls, inside = [], []
-    for name in ("add", "add_amount", "add_amounts", "add_with_amount"):
-        real = getattr(store, name)
-
-        def record(*args, name=name, real=real):
-            if not inside:  # a call to the store, not one made inside another (in memory)
-                calls.append((name, args))
-            inside.append(name)
-            try:
-                return real(*args)
-            finally:
-                inside.pop()
-
-        monkeypatch.setattr(store, name, record)
+    calls = test_budget.store_calls(monkeypatch)
     execute_runs([log.pk for log in logs])
     (name, (counted,)) = calls[0]
     assert [name for name, _ in calls] == ["add_amounts"]
