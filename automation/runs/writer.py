@@ -94,16 +94,8 @@ class RunWriter:
         if not self.fields:
             return
         self.publish_pending()
-        log = self.log
-        now = timezone.now()
-        query = AutomationLog.objects.filter(pk=log.pk)
-        if not log.dry_run:
-            query = query.filter(seq=self.stored_seq)
-        values = {name: getattr(log, name) for name in self.fields}
-        if query.update(seq=log.seq, heartbeat_at=now, **values) != 1:
-            raise LostClaim(log.pk)
-        log.heartbeat_at = now
-        self.stored_seq = log.seq
+        _guarded_update(tuple(sorted(self.fields)), [self], guarded=not self.log.dry_run)
+        self.stored_seq = self.log.seq
         self.fields.clear()
 
     @staticmethod
@@ -124,19 +116,17 @@ class RunWriter:
                 writer.fields.clear()
 
 
-def _guarded_update(names: tuple[str, ...], writers: list[RunWriter]) -> None:
+def _guarded_update(names: tuple[str, ...], writers: list[RunWriter], guarded=True) -> None:
     """UPDATE each writer's log (seq, heartbeat and `names`) where its seq is still the stored
-    one; LostClaim unless every row matched (a batch's runs are real runs, always guarded)."""
+    one; LostClaim unless every row matched. `guarded=False` (a dry run, which nobody else
+    runs): by primary key alone.
+
+    The statement is built once per process for each set of fields (_update_statement) and its
+    values prepared as Django's update() prepares them: through `QuerySet.update` Django compiled
+    it again for every state change, about a third of a lone run's claim (docs/benchmarks.md).
+    """
     connection = transaction.get_connection()
-    quote = connection.ops.quote_name
-    meta = AutomationLog._meta
-    fields = [meta.get_field(name) for name in ("seq", "heartbeat_at", *names)]
-    seq_column = quote(meta.get_field("seq").column)
-    sql = (
-        f"UPDATE {quote(meta.db_table)} SET "
-        + ", ".join(f"{quote(field.column)} = %s" for field in fields)
-        + f" WHERE {quote(meta.pk.column)} = %s AND {seq_column} = %s"
-    )
+    sql, fields = _update_statement(connection, names, guarded)
     now = timezone.now()
     rows = []
     for writer in writers:
@@ -145,11 +135,38 @@ def _guarded_update(names: tuple[str, ...], writers: list[RunWriter]) -> None:
         values = [
             field.get_db_prep_save(getattr(log, field.attname), connection) for field in fields
         ]
-        rows.append([*values, log.pk, writer.stored_seq])
+        rows.append([*values, log.pk, writer.stored_seq] if guarded else [*values, log.pk])
     with connection.cursor() as cursor:
-        cursor.executemany(sql, rows)
+        if len(rows) == 1:
+            cursor.execute(sql, rows[0])
+        else:
+            cursor.executemany(sql, rows)
         if cursor.rowcount != len(rows):
-            raise LostClaim([writer.log.pk for writer in writers])
+            pks = [writer.log.pk for writer in writers]
+            raise LostClaim(pks[0] if len(pks) == 1 else pks)
+
+
+_statements: dict[tuple, tuple[str, list]] = {}
+
+
+def _update_statement(connection, names: tuple[str, ...], guarded: bool) -> tuple[str, list]:
+    """(sql, fields) of the UPDATE of a log's seq, heartbeat and `names`, by primary key (and
+    stored seq when `guarded`), for `connection`'s database."""
+    key = (connection.alias, connection.vendor, names, guarded)
+    statement = _statements.get(key)
+    if statement is None:
+        quote = connection.ops.quote_name
+        meta = AutomationLog._meta
+        fields = [meta.get_field(name) for name in ("seq", "heartbeat_at", *names)]
+        sql = (
+            f"UPDATE {quote(meta.db_table)} SET "
+            + ", ".join(f"{quote(field.column)} = %s" for field in fields)
+            + f" WHERE {quote(meta.pk.column)} = %s"
+        )
+        if guarded:
+            sql += f" AND {quote(meta.get_field('seq').column)} = %s"
+        statement = _statements[key] = (sql, fields)
+    return statement
 
 
 FINISHED_ACTION_STATUSES = {ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.SKIPPED}

@@ -5,7 +5,7 @@ from unittest import mock
 
 import pytest
 from django.db import connection, transaction
-from django.db.models.sql.compiler import SQLCompiler, SQLInsertCompiler
+from django.db.models.sql.compiler import SQLCompiler, SQLInsertCompiler, SQLUpdateCompiler
 from django.test.utils import CaptureQueriesContext
 
 from automation.core.choices import RunStatus
@@ -98,6 +98,38 @@ def test_a_run_compiles_no_sql_for_its_log_reads_once_the_process_compiled_them(
         if query["sql"].startswith("SELECT") and "automation_automationlog" in query["sql"]
     ]
     assert len(log_reads) == 2  # the read before the conditions, the claim
+
+
+def test_a_lone_runs_state_writes_compile_no_update_once_the_process_compiled_them(organization):
+    """The guarded UPDATE of each state change went through QuerySet.update, which Django
+    compiled again for every change; now once per process and set of fields. Counted: the
+    UPDATE compilations of logs during a run, and its guarded writes still sent."""
+    first, second = runs(organization, 2)
+    execute_run(first.pk)  # builds them, if no test before did
+
+    compiled = []
+    original = SQLUpdateCompiler.as_sql
+
+    def counting(self, *args, **kwargs):
+        if self.query.model is AutomationLog:
+            compiled.append(self.query)
+        return original(self, *args, **kwargs)
+
+    with (
+        mock.patch.object(SQLUpdateCompiler, "as_sql", counting),
+        CaptureQueriesContext(connection) as captured,
+    ):
+        execute_run(second.pk)
+
+    second.refresh_from_db()
+    assert second.status == RunStatus.SUCCEEDED
+    assert compiled == []
+    guarded = [
+        query["sql"]
+        for query in captured.captured_queries
+        if query["sql"].startswith("UPDATE") and "automation_automationlog" in query["sql"]
+    ]
+    assert guarded and all('"seq" = ' in sql.split("WHERE")[1] for sql in guarded)
 
 
 # --- The new run's log, inserted with SQL compiled once (automation/runs/inserts.py) -----------
