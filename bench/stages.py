@@ -113,6 +113,23 @@ def install() -> None:
 
     fanout.LiveEvent.__init__ = received
     _wrap_async(handlers.Operation, "send_next", after=_sent)
+    _install_webhook_stages()
+
+
+def _install_webhook_stages() -> None:
+    """Benchmark 10's stages past the claim: the request leaving, and its answer."""
+    from automation.actions import webhook_transport
+    from automation.runs import reads
+    from config.db import BeforeCommitMixin
+
+    _wrap(reads, "read_logs", before=lambda ids: _record("run read", ids))
+    _wrap(BeforeCommitMixin, "commit", after=lambda *a: _record("a commit", []))
+    _wrap(
+        webhook_transport,
+        "exchange",
+        before=lambda *a, **k: _record("request sent", []),
+        after=lambda *a, **k: _record("answer read", []),
+    )
 
 
 def _statuses(sends) -> list:
