@@ -24,6 +24,13 @@ Measured in the same run:
 
 Goal: what the engine adds to the mutation (webhook p50 - floor p50) at most 2x (raw queue round
 trip + raw POST p50), for http and for https (its raw POST over a kept TLS connection).
+
+A reference without a goal, over http, its rounds interleaved with the engine's: the least
+webhook run that keeps a record (bench/recorded.py, `recorded_webhook`: a PENDING log written
+with the write, a Huey task committing RUNNING before a raw POST on a kept connection, then the
+outcome; each state journaled and published), on a product of a second organization without
+rules. What it adds to the mutation is what any engine keeping the contract's record and its
+at-least-once guarantee pays at the least.
 """
 
 import contextlib
@@ -31,6 +38,7 @@ import time
 
 import httpx
 
+from accounts.models import Membership, Role
 from bench import data
 from bench.env import EMBEDDED, data_dir
 from bench.live import queue_round_trips, update_stock_now
@@ -55,20 +63,22 @@ def _stock_of(arrival) -> int | None:
         return None
 
 
-def _webhook_rounds(server, token, product, receiver: Receiver, rounds: int, base: int):
-    """Mutation -> the webhook carrying its stock arrived (seconds), `rounds` after 2 warm-ups."""
-    times = []
+def _webhook_rounds(server, token, products, receiver: Receiver, rounds: int, base: int):
+    """Mutation -> the webhook carrying its stock arrived (seconds), `rounds` after 2 warm-ups,
+    for each of `products` in turn within a round: a list of times per product."""
+    times = [[] for _ in products]
     headers = {"Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=server.base_url, headers=headers, timeout=30) as client:
         for index in range(rounds + 2):
-            time.sleep(PAUSE_SECONDS)
-            stock = base + index
-            started = time.perf_counter()
-            update_stock_now(client, product, stock)
-            receiver.wait(_stock_arrived(stock), WAIT_SECONDS, f"the webhook of stock {stock}")
-            arrived = next(a.at for a in receiver.arrivals if _stock_of(a) == stock)
-            if index >= 2:
-                times.append(arrived - started)
+            for number, product in enumerate(products):
+                time.sleep(PAUSE_SECONDS)
+                stock = base + index * len(products) + number
+                started = time.perf_counter()
+                update_stock_now(client, product, stock)
+                receiver.wait(_stock_arrived(stock), WAIT_SECONDS, f"the webhook of stock {stock}")
+                arrived = next(a.at for a in receiver.arrivals if _stock_of(a) == stock)
+                if index >= 2:
+                    times[number].append(arrived - started)
     return times
 
 
@@ -107,7 +117,7 @@ def _deployment(ctx, env):
     separate_worker = ctx.mode != EMBEDDED
     extra = ["--no-worker"] if separate_worker else []
     with Server(env, ctx.mode, extra, command=SERVE_WITH_HANDWRITTEN) as server:
-        workers = start_workers(env, 1) if separate_worker else []
+        workers = start_workers(env, 1, handwritten=True) if separate_worker else []
         try:
             yield server
         finally:
@@ -118,6 +128,19 @@ def _switch(active, *rules) -> None:
     for rule in rules:
         rule.is_active = rule is active
         rule.save()
+
+
+def _recorded_product(org, user, url: str):
+    """A product of a second organization, without active rules, whose stock updates
+    bench/recorded.py's reference turns into webhooks (to `url`)."""
+    quiet = data.organization("b10-no-rule")
+    Membership.objects.create(user=user, organization=quiet, role=Role.ADMIN)
+    inactive = data.webhook_rule(quiet, url, data.WEBHOOK_RECORDED_RULE, user)
+    _switch(None, inactive)
+    product = data.products(quiet, 1)[0]
+    product.name = f"{data.WEBHOOK_RECORDED_PREFIX} 1"
+    product.save()
+    return product
 
 
 def run(ctx) -> list[Row]:
@@ -133,6 +156,7 @@ def run(ctx) -> list[Row]:
             org, secure.url(host="localhost"), "Webhook, https", user, "bench-secret"
         )
         _switch(http_rule, http_rule, https_rule)
+        recorded_product = _recorded_product(org, user, plain.url())
         queue = median(queue_round_trips(probes))
         raw_http = _raw_posts(plain.url(), rounds)
         raw_https = _raw_posts(secure.url(host="localhost"), rounds, verify=tls.client)
@@ -142,13 +166,15 @@ def run(ctx) -> list[Row]:
         # Each deployment's own floor (rules off), right after its rounds: the machine's load
         # moves between the two.
         env = dict(ctx.env, AUTOMATION_WEBHOOK_ALLOW_PRIVATE_NETWORKS="true")
-        with _deployment(ctx, env) as server:
-            http = _webhook_rounds(server, token, product, plain, rounds, 10_000)
+        with _deployment(ctx, dict(env, **{data.WEBHOOK_RECORDED_URL: plain.url()})) as server:
+            http, recorded = _webhook_rounds(
+                server, token, [product, recorded_product], plain, rounds, 10_000
+            )
             _switch(None, http_rule, https_rule)
             http_floors = _floor(server, token, product, rounds)
         _switch(https_rule, http_rule, https_rule)
         with _deployment(ctx, dict(env, BENCH_WEBHOOK_CA=str(tls.ca_file))) as server:
-            https = _webhook_rounds(server, token, product, secure, rounds, 20_000)
+            (https,) = _webhook_rounds(server, token, [product], secure, rounds, 20_000)
             _switch(None, http_rule, https_rule)
             https_floors = _floor(server, token, product, rounds)
         connections = {"http": plain.connections, "https": secure.connections}
@@ -163,6 +189,7 @@ def run(ctx) -> list[Row]:
         ("https", https, raw_https, https_floors),
     ):
         rows.append(_latency_row(scheme, times, median(floors), queue, raw, rounds, where))
+    rows.append(_reference_row(http, recorded, median(http_floors), queue, raw_http, rounds))
     floors = {"http": http_floors, "https": https_floors}
     rows.append(
         Row(
@@ -184,6 +211,28 @@ def run(ctx) -> list[Row]:
         )
     )
     return rows
+
+
+def _reference_row(engine, recorded, floor, queue, raw, rounds) -> Row:
+    """What the least webhook run with a record adds to the mutation, against the goal's base
+    (raw queue round trip + raw POST), and the engine against it (no goal: the floor of any
+    engine keeping the record)."""
+    with_record, added, base = median(recorded) - floor, median(engine) - floor, queue + median(raw)
+    return Row(
+        bench=10,
+        name=(
+            "reference, http: the least webhook run with a record (by hand), its p50 - floor "
+            "p50, vs raw queue round trip + raw POST"
+        ),
+        value=round(with_record / base, 3),
+        unit="x",
+        detail=(
+            f"{with_record * 1000:.1f} ms = its webhook p50 {median(recorded) * 1000:.1f} ms - "
+            f"floor p50 {floor * 1000:.1f} ms; the engine {added * 1000:.1f} ms, "
+            f"{added / with_record if with_record > 0 else 0:.2f}x the reference; rounds "
+            f"interleaved with the engine's ({rounds} each)"
+        ),
+    )
 
 
 def _latency_row(scheme, times, floor, queue, raw, rounds, where) -> Row:

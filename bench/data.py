@@ -32,6 +32,10 @@ HANDWRITTEN_PREFIX = "bench-handwritten"
 # ... and whose updates its reference, the hand-written pipeline with a run record, automates
 # (bench/recorded.py).
 RECORDED_PREFIX = "bench-recorded"
+# ... and benchmark 10's reference, a webhook run with the least record (bench/recorded.py).
+WEBHOOK_RECORDED_PREFIX = "bench-webhook-recorded"
+WEBHOOK_RECORDED_RULE = "Webhook, recorded by hand (inactive)"  # its logs' rule
+WEBHOOK_RECORDED_URL = "BENCH_RECORDED_WEBHOOK_URL"  # the variable naming where they go
 
 # The rule most benchmarks run: product UPDATED (stock watched), 1 condition, 1 UPDATE_RECORD.
 STATUS_ACTIVE = {"field": "status", "operator": Operator.EQUALS, "value": "ACTIVE"}

@@ -1,4 +1,4 @@
-"""Benchmark 5's reference: the hand-written pipeline plus the least record of a run.
+"""Benchmarks 5's and 10's references: hand-written pipelines plus the least record of a run.
 
 What any engine keeping the contract's record of a run must do at the least, written by hand
 with SQL compiled once: an update of a product whose name starts with RECORDED_PREFIX inserts a
@@ -10,9 +10,21 @@ the engine's publication path like a run's. Left out, because the engine does th
 floor does not need them: the changes' old row, the fan-out budgets, the fair queue, the
 condition trace, the plan and the action entries and their events, the metrics.
 
+Benchmark 10's reference (`recorded_webhook`) is the same for a webhook: an update of a product
+whose name starts with WEBHOOK_RECORDED_PREFIX inserts a PENDING log and publishes it; after the
+commit a Huey task locks the log, writes and publishes RUNNING and commits (the call must be
+known as possibly made before it is made), POSTs the product's id and stock to the URL in
+BENCH_RECORDED_WEBHOOK_URL on one kept connection, then writes and publishes the outcome. Left
+out besides: the conditions, the template, the signature, the address guard, the retries.
+
 Imported only by the bench's server and workers (like bench/handwritten.py).
 """
 
+import json
+import os
+import threading
+
+import httpx
 from django.db import connection, transaction
 from django.db.models.signals import post_save
 from django.utils import timezone
@@ -23,7 +35,12 @@ from automation.core.models import AutomationLog, AutomationRule
 from automation.core.snapshots import json_value
 from automation.live.events import publish_log_message
 from automation.live.journal import LOG_MESSAGE
-from bench.data import RECORDED_PREFIX
+from bench.data import (
+    RECORDED_PREFIX,
+    WEBHOOK_RECORDED_PREFIX,
+    WEBHOOK_RECORDED_RULE,
+    WEBHOOK_RECORDED_URL,
+)
 from catalog.models import Product
 
 _TABLE = AutomationLog._meta.db_table
@@ -57,19 +74,19 @@ def _db(name: str, value):
     return AutomationLog._meta.get_field(name).get_db_prep_save(value, connection)
 
 
-_rules: dict[int, AutomationRule] = {}  # organization -> its rule (an engine has an index)
+_rules: dict[
+    tuple, AutomationRule
+] = {}  # (organization, name) -> the rule (an engine has an index)
 
 
-def _on_save(sender, instance: Product, created: bool, update_fields=None, **kwargs) -> None:
-    # As the benchmark rule watches `stock`: the task's own save (the description) fires nothing.
-    if created or not instance.name.startswith(RECORDED_PREFIX):
-        return
-    if update_fields is not None and "stock" not in update_fields:
-        return
-    rule = _rules.get(instance.organization_id)
+def _pending_log(instance: Product, rule_name: str) -> tuple[dict, dict]:
+    """Insert `instance`'s PENDING log for the organization's rule `rule_name` and publish it:
+    (the log's columns written, the rule's payload)."""
+    key = (instance.organization_id, rule_name)
+    rule = _rules.get(key)
     if rule is None:
-        rule = _rules[instance.organization_id] = AutomationRule.objects.only("id", "name").get(
-            organization_id=instance.organization_id, name=RULE_NAME
+        rule = _rules[key] = AutomationRule.objects.only("id", "name").get(
+            organization_id=instance.organization_id, name=rule_name
         )
     now = timezone.now()
     log = {
@@ -87,26 +104,56 @@ def _on_save(sender, instance: Product, created: bool, update_fields=None, **kwa
     log["id"] = _insert(log)
     rule_payload = {"id": rule.pk, "name": rule.name}
     publish_log_message(instance.organization_id, _message(log, rule_payload))
-    args = (log["id"], instance.pk, instance.organization_id, rule_payload, now)
+    return log, rule_payload
+
+
+def _stock_changed(instance: Product, created: bool, update_fields, prefix: str) -> bool:
+    # As the benchmark rules watch `stock`: the task's own save (the description) fires nothing.
+    if created or not instance.name.startswith(prefix):
+        return False
+    return update_fields is None or "stock" in update_fields
+
+
+def _on_save(sender, instance: Product, created: bool, update_fields=None, **kwargs) -> None:
+    if not _stock_changed(instance, created, update_fields, RECORDED_PREFIX):
+        return
+    log, rule_payload = _pending_log(instance, RULE_NAME)
+    args = (log["id"], instance.pk, instance.organization_id, rule_payload, log["created_at"])
     transaction.on_commit(lambda: recorded_run(*args))
 
 
 RULE_NAME = "Restock note, recorded by hand (inactive)"
 
 
-@db_task()
-def recorded_run(log_id: int, product_id: int, organization_id: int, rule: dict, created) -> None:
-    """Claim the log, publish RUNNING, check and update, write and publish the outcome."""
+def _locked_seq(cursor, log_id: int) -> int | None:
+    """Lock the log (SELECT ... FOR UPDATE SKIP LOCKED): its seq, None unless PENDING."""
     quote = connection.ops.quote_name
     lock = (
         " FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
     )
+    cursor.execute(f"SELECT status, seq FROM {quote(_TABLE)} WHERE id = %s{lock}", [log_id])
+    row = cursor.fetchone()
+    return row[1] if row is not None and row[0] == RunStatus.PENDING else None
+
+
+def _write_state(cursor, log: dict, seq: int, *names: str) -> None:
+    """The guarded UPDATE of `log`'s columns `names` (and its heartbeat)."""
+    quote = connection.ops.quote_name
+    columns = ", ".join(f"{quote(name)} = %s" for name in (*names, "heartbeat_at"))
+    values = [_db(name, log[name]) for name in names] + [_db("heartbeat_at", timezone.now())]
+    cursor.execute(
+        f"UPDATE {quote(_TABLE)} SET {columns} WHERE id = %s AND seq = %s",
+        [*values, log["id"], seq],
+    )
+
+
+@db_task()
+def recorded_run(log_id: int, product_id: int, organization_id: int, rule: dict, created) -> None:
+    """Claim the log, publish RUNNING, check and update, write and publish the outcome."""
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(f"SELECT status, seq FROM {quote(_TABLE)} WHERE id = %s{lock}", [log_id])
-        row = cursor.fetchone()
-        if row is None or row[0] != RunStatus.PENDING:
+        seq = _locked_seq(cursor, log_id)
+        if seq is None:
             return
-        seq = row[1]
         log = {"id": log_id, "organization_id": organization_id, "created_at": created}
         log["dry_run"] = False
         log.update(status=RunStatus.RUNNING, seq=seq + 1, started_at=timezone.now())
@@ -122,21 +169,57 @@ def recorded_run(log_id: int, product_id: int, organization_id: int, rule: dict,
             finished_at=timezone.now(),
             conditions_met=met,
         )
-        cursor.execute(
-            f"UPDATE {quote(_TABLE)} SET status = %s, seq = %s, conditions_met = %s, "
-            "started_at = %s, finished_at = %s, heartbeat_at = %s WHERE id = %s AND seq = %s",
-            [
-                log["status"],
-                log["seq"],
-                met,
-                _db("started_at", log["started_at"]),
-                _db("finished_at", log["finished_at"]),
-                _db("heartbeat_at", log["finished_at"]),
-                log_id,
-                seq,
-            ],
-        )
+        names = ("status", "seq", "conditions_met", "started_at", "finished_at")
+        _write_state(cursor, log, seq, *names)
         publish_log_message(organization_id, _message(log, rule))
 
 
 post_save.connect(_on_save, sender=Product, dispatch_uid="bench.recorded")
+
+
+# --- Benchmark 10's reference: the least webhook run with a record -----------------------------
+
+_local = threading.local()
+
+
+def _on_webhook_save(sender, instance: Product, created: bool, update_fields=None, **kw) -> None:
+    url = os.environ.get(WEBHOOK_RECORDED_URL)
+    if not url or not _stock_changed(instance, created, update_fields, WEBHOOK_RECORDED_PREFIX):
+        return
+    log, rule_payload = _pending_log(instance, WEBHOOK_RECORDED_RULE)
+    body = json.dumps({"product": str(instance.pk), "stock": str(instance.stock)})
+    args = (log["id"], instance.organization_id, rule_payload, log["created_at"], url, body)
+    transaction.on_commit(lambda: recorded_webhook(*args))
+
+
+def _client() -> httpx.Client:
+    """This thread's client: one kept connection to the receiver, as the engine keeps one."""
+    client = getattr(_local, "client", None)
+    if client is None:
+        client = _local.client = httpx.Client(timeout=10)
+    return client
+
+
+@db_task()
+def recorded_webhook(log_id: int, organization_id: int, rule: dict, created, url, body) -> None:
+    """Claim the log and commit RUNNING, POST, then write and publish the outcome."""
+    log = {"id": log_id, "organization_id": organization_id, "created_at": created}
+    with transaction.atomic(), connection.cursor() as cursor:
+        seq = _locked_seq(cursor, log_id)
+        if seq is None:
+            return
+        log.update(dry_run=False, status=RunStatus.RUNNING, seq=seq + 1, started_at=timezone.now())
+        _write_state(cursor, log, seq, "status", "seq", "started_at")
+        publish_log_message(organization_id, _message(log, rule))
+    response = _client().post(url, content=body, headers={"Content-Type": "application/json"})
+    log.update(
+        status=RunStatus.SUCCEEDED if response.is_success else RunStatus.FAILED,
+        seq=seq + 2,
+        finished_at=timezone.now(),
+    )
+    with transaction.atomic(), connection.cursor() as cursor:
+        _write_state(cursor, log, seq + 1, "status", "seq", "finished_at")
+        publish_log_message(organization_id, _message(log, rule))
+
+
+post_save.connect(_on_webhook_save, sender=Product, dispatch_uid="bench.recorded.webhook")

@@ -125,6 +125,11 @@ def check_webhook_latency(rows, sender: str) -> None:
         assert "queue" in row["detail"] and "POST p50" in row["detail"]
     (floor,) = [row for row in latency if row["name"].startswith("floor")]
     assert floor["value"] > 0 and "receiver connections" in floor["detail"]
+    # The reference (no goal): the least webhook run with a record delivered every round's
+    # webhook (the bench fails on one missing), interleaved with the engine's.
+    (reference,) = [row for row in latency if row["name"].startswith("reference")]
+    assert reference["goal"] == "" and "the reference" in reference["detail"]
+    assert "interleaved with the engine's" in reference["detail"]
 
 
 @pytest.mark.skipif(
