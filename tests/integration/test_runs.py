@@ -606,7 +606,8 @@ def test_an_update_action_reads_its_record_once_and_the_next_rule_gets_the_chang
     with CaptureQueriesContext(connection) as captured:
         execute_run(log.pk)
     reads = [q["sql"] for q in captured.captured_queries if q["sql"].startswith("SELECT")]
-    assert sum('FROM "catalog_product"' in sql for sql in reads) == 1, reads
+    (record_read,) = [sql for sql in reads if 'FROM "catalog_product"' in sql]
+    assert "ORDER BY" not in record_read  # one record wanted: the model's ordering adds a sort
     assert not any('FROM "accounts_organization"' in sql for sql in reads), "unchanged relation"
 
     (child,) = AutomationLog.objects.filter(rule=rule_b)
