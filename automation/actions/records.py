@@ -7,6 +7,7 @@ from django.core.exceptions import NON_FIELD_ERRORS, FieldDoesNotExist, Validati
 from django.db import models, transaction
 
 from accounts.validation import full_clean_changes
+from automation.actions import record_lookup
 from automation.actions.base import (
     TRIGGER,
     ActionError,
@@ -163,35 +164,30 @@ class RecordHandler(ActionHandler):
             if not ctx.model or ctx.object_id is None:
                 raise ActionError('target "trigger": this run has no triggering record.')
             entry = _automatable_or_fail(ctx.model, "target")
-            filters = {"pk": ctx.object_id}
             described = f"{entry.label} {ctx.object_id}"
-        else:
-            entry = _automatable_or_fail(target["model"], "target.model")
-            lookup = render_parameter(target["lookup"], ctx, "target.lookup")
-            filters = {}
-            for name, value in lookup.items():
-                path = join_path("target.lookup", name)
-                try:
-                    resolved = resolve_path(entry.label, name)
-                except PathError as exc:
-                    raise ActionError(f"{path}: {exc}") from None
-                if not resolved.is_local:
-                    raise ActionError(f"{path}: a lookup uses the model's own fields only.")
-                filters[resolved.field.attname] = _lookup_value(resolved.field, value, path)
-            described = f"{entry.label} where {lookup}"
+            found = record_lookup.trigger_records(
+                entry, ctx.organization_id, ctx.object_id, lock=_can_lock(lock)
+            )
+            return entry, _one(found, described)
+        entry = _automatable_or_fail(target["model"], "target.model")
+        lookup = render_parameter(target["lookup"], ctx, "target.lookup")
+        filters = {}
+        for name, value in lookup.items():
+            path = join_path("target.lookup", name)
+            try:
+                resolved = resolve_path(entry.label, name)
+            except PathError as exc:
+                raise ActionError(f"{path}: {exc}") from None
+            if not resolved.is_local:
+                raise ActionError(f"{path}: a lookup uses the model's own fields only.")
+            filters[resolved.field.attname] = _lookup_value(resolved.field, value, path)
+        described = f"{entry.label} where {lookup}"
         # No ORDER BY: one record is wanted, and the model's default ordering only added a sort
         # (and a third of the lookup's SQL compilation) to every run's action.
         queryset = entry.of_organization(ctx.organization_id).filter(**filters).order_by()
-        # Lock the row against a concurrent edit; select_for_update needs the transaction the
-        # run wraps every database action in (a dry run or a bare call has none to lock in).
-        if lock and transaction.get_connection().in_atomic_block:
+        if _can_lock(lock):
             queryset = queryset.select_for_update()
-        found = list(queryset[:2])
-        if not found:
-            raise ActionError(f"No record matched: {described} in this organization.")
-        if len(found) > 1:
-            raise ActionError(f"More than one record matched {described}: make the lookup unique.")
-        return entry, found[0]
+        return entry, _one(list(queryset[:2]), described)
 
     def spend_write(self, ctx) -> None:
         """Count the write about to happen against the run's fan-out budgets (budget.py); over
@@ -403,6 +399,21 @@ def _field_input(field, value):
 
 def _is_scalar(value) -> bool:
     return value is None or isinstance(value, str | int | float | bool)
+
+
+def _can_lock(lock: bool) -> bool:
+    """Lock the row against a concurrent edit? select_for_update needs the transaction the run
+    wraps every database action in (a dry run or a bare call has none to lock in)."""
+    return lock and transaction.get_connection().in_atomic_block
+
+
+def _one(found: list, described: str):
+    """The one record found; ActionError when none or more than one."""
+    if not found:
+        raise ActionError(f"No record matched: {described} in this organization.")
+    if len(found) > 1:
+        raise ActionError(f"More than one record matched {described}: make the lookup unique.")
+    return found[0]
 
 
 def _automatable_or_fail(label, path):

@@ -1,4 +1,4 @@
-"""The run path's two reads of its logs, as SQL compiled once per process.
+"""The run path's two reads of its logs, as SQL compiled once per process (core/compiled.py).
 
 A worker reads each run it takes (to evaluate its conditions) and then locks it (the claim).
 Through QuerySets, Django compiled the same two statements again for every run: building the
@@ -12,43 +12,21 @@ what callers get is what the QuerySet gave.
 
 from django.db import connections, transaction
 
+from automation.core.compiled import Compiled, span
 from automation.core.models import AutomationLog
 
-
-class _Compiled:
-    """A QuerySet's SQL, its converters and its select list, for `count` ids."""
-
-    def __init__(self, queryset, using: str):
-        compiler = queryset.query.get_compiler(using=using)
-        self.sql, params = compiler.as_sql()
-        self.params = len(params)
-        self.compiler = compiler
-        self.converters = compiler.get_converters([column for column, _, _ in compiler.select])
-        self.klass_info = compiler.klass_info
-        self.select = compiler.select
-
-    def rows(self, params: list) -> list:
-        connection = connections[self.compiler.using]
-        with connection.cursor() as cursor:
-            cursor.execute(self.sql, params)
-            rows = cursor.fetchall()
-        if self.converters:
-            rows = list(self.compiler.apply_converters(rows, self.converters))
-        return rows
+_compiled: dict[tuple, Compiled] = {}
 
 
-_compiled: dict[tuple, _Compiled] = {}
-
-
-def _statement(name: str, make, count: int) -> _Compiled:
+def _statement(name: str, make, count: int) -> Compiled:
     using = transaction.get_connection().alias
     key = (name, using, connections[using].vendor, count)
     compiled = _compiled.get(key)
     if compiled is None:
         # Distinct placeholder ids: the IN lookup drops repeated values.
-        compiled = _compiled[key] = _Compiled(make(list(range(-count, 0))), using)
-        if compiled.params != count:  # the ids must be the statement's only parameters
-            raise RuntimeError(f"{name}: {compiled.params} parameters for {count} ids")
+        compiled = _compiled[key] = Compiled(make(list(range(-count, 0))), using)
+        if len(compiled.params) != count:  # the ids must be the statement's only parameters
+            raise RuntimeError(f"{name}: {len(compiled.params)} parameters for {count} ids")
     return compiled
 
 
@@ -63,12 +41,12 @@ def read_logs(log_ids) -> list[AutomationLog]:
     if not ids:
         return []
     compiled = _statement("read", _logs_with_user, len(ids))
-    using = compiled.compiler.using
-    log_start, log_end = _span(compiled.klass_info)
+    using = compiled.using
+    log_start, log_end = span(compiled.klass_info)
     (user_info,) = compiled.klass_info["related_klass_infos"]
-    user_start, user_end = _span(user_info)
-    log_names = _names(compiled, log_start, log_end)
-    user_names = _names(compiled, user_start, user_end)
+    user_start, user_end = span(user_info)
+    log_names = compiled.names(log_start, log_end)
+    user_names = compiled.names(user_start, user_end)
     user_model = user_info["model"]
     user_pk = user_start + user_names.index(user_model._meta.pk.attname)
     cache_user = user_info["local_setter"]  # what select_related's populator calls
@@ -81,15 +59,6 @@ def read_logs(log_ids) -> list[AutomationLog]:
         cache_user(log, user)
         logs.append(log)
     return logs
-
-
-def _names(compiled: _Compiled, start: int, end: int) -> list[str]:
-    return [column[0].target.attname for column in compiled.select[start:end]]
-
-
-def _span(klass_info: dict) -> tuple[int, int]:
-    columns = klass_info["select_fields"]
-    return columns[0], columns[-1] + 1
 
 
 def _states(ids):
