@@ -155,7 +155,10 @@ class NetBox:
             if self.web.poll() is not None:
                 raise RuntimeError(f"NetBox's gunicorn exited; see {self.log_dir}/netbox-web.log")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.base_url}/api/status/", timeout=5).status_code == 200:
+                answer = httpx.get(
+                    f"{self.base_url}/api/status/", headers=self._headers(), timeout=5
+                )
+                if answer.status_code == 200:
                     return
             time.sleep(0.3)
         raise RuntimeError("NetBox's web process was not ready in time")
@@ -257,7 +260,9 @@ class NetBox:
 
 def _ok(response: httpx.Response) -> httpx.Response:
     if response.status_code >= 300:
-        raise RuntimeError(f"{response.request.method} {response.request.url}: {response.text[:300]}")
+        raise RuntimeError(
+            f"{response.request.method} {response.request.url}: {response.text[:300]}"
+        )
     return response
 
 
@@ -427,13 +432,14 @@ def main(argv=None) -> int:
     for name, value in DEFAULTS.items():
         os.environ.setdefault(name, value)
 
-    from bench import data, suite
-    from bench.b10_webhook_latency import PAUSE_SECONDS
+    from bench import suite
     from bench.env import REDIS, data_dir
 
     environment = suite.setup(REDIS)
     from huey.contrib.djhuey import HUEY
 
+    from bench import data
+    from bench.b10_webhook_latency import PAUSE_SECONDS
     from bench.live import update_stock, update_stock_now
     from bench.receiver import Receiver
     from bench.server import Server
