@@ -378,6 +378,12 @@ def burst(side: Side, objects: list[int]) -> dict:
     }
 
 
+def _phase(name: str, loads: dict) -> None:
+    """Say the phase, and keep the 1-minute load average at its start (a shared machine)."""
+    loads[name] = os.getloadavg()[0]
+    print(f"{name} ... (load average {loads[name]:.2f})", file=sys.stderr, flush=True)
+
+
 def summarize_sequential(times: dict) -> dict:
     from bench.stats import median, percentile
 
@@ -460,6 +466,7 @@ def main(argv=None) -> int:
 
     server = None
     workers: list = []
+    loads: dict = {}
     try:
         # Ours: the rule and products in the bench database.
         org = data.organization("peer")
@@ -498,7 +505,7 @@ def main(argv=None) -> int:
         )
 
         # Sequential: both deployments up, one worker process each, rounds interleaved.
-        print("sequential rounds ...", file=sys.stderr, flush=True)
+        _phase("sequential rounds", loads)
         worker_log = log_dir / "peer-workers.log"
         worker_log.write_text("")
         server = Server(env, REDIS, ["--no-worker"])
@@ -515,7 +522,7 @@ def main(argv=None) -> int:
         netbox.stop_workers()
 
         # Burst, ours alone (NetBox's processes stopped), 2 worker processes.
-        print("burst, ours ...", file=sys.stderr, flush=True)
+        _phase("burst, ours", loads)
         netbox.stop()
         stop_workers(workers)
         HUEY.flush()
@@ -529,7 +536,7 @@ def main(argv=None) -> int:
         server = None
 
         # Burst, NetBox alone, 2 worker processes.
-        print("burst, NetBox ...", file=sys.stderr, flush=True)
+        _phase("burst, NetBox", loads)
         netbox.start_web()
         netbox.start_workers(BURST_WORKERS)
         netbox_burst = burst(theirs, sites[1:])
@@ -545,7 +552,7 @@ def main(argv=None) -> int:
     result = {
         "netbox": netbox.version(),
         "when": run,
-        "load_average_after": os.getloadavg(),
+        "load_average_1min": dict(loads, end=os.getloadavg()[0]),
         "workers": {"sequential": SEQUENTIAL_WORKERS, "burst": BURST_WORKERS},
         "sequential": summarize_sequential(times),
         "burst": {"ours": ours_burst, "NetBox": netbox_burst},
@@ -558,7 +565,8 @@ def main(argv=None) -> int:
         f"{SEQUENTIAL_WORKERS} each in the sequential rounds, {BURST_WORKERS} each in the burst\n"
     )
     print(table(result))
-    print(f"\n(figures: {out})")
+    phases = ", ".join(f"{k} {v:.2f}" for k, v in result["load_average_1min"].items())
+    print(f"\n(1-minute load average at each phase's start: {phases}; figures: {out})")
     return 0
 
 
