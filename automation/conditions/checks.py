@@ -8,6 +8,7 @@ from automation.conditions.tree import Clock, ConditionError, OperatorError
 from automation.core.choices import (
     CHANGE_OPERATORS,
     CROSSING_OPERATORS,
+    OPERATORS,
     VALUELESS_OPERATORS,
     Operator,
     TriggerEvent,
@@ -45,7 +46,7 @@ def leaf_errors(
             _add(errors, "value_field", "A result is compared with a value, not a valueField.")
         return errors
     errors: dict[str, list[str]] = {}
-    if operator not in Operator.values:
+    if operator not in OPERATORS:
         return errors  # the field's choices report it
     operator = Operator(operator)
     _add(errors, "operator", trigger_refusal(operator, rule))

@@ -77,6 +77,7 @@ from automation.conditions.tree import (
 from automation.core.choices import (
     CHANGE_OPERATORS,
     CROSSING_OPERATORS,
+    OPERATORS,
     ConditionLogic,
     Operator,
     TriggerEvent,
@@ -244,7 +245,7 @@ class _Evaluator:
         """The leaf's comparison (its verdict before the leaf's negate) and what it read."""
         if self.scope_error:
             raise ConditionError(self.scope_error)
-        if leaf.operator not in Operator.values:
+        if leaf.operator not in OPERATORS:
             raise ConditionError(f'Unknown operator "{leaf.operator}".')
         if results.is_results_path(leaf.field):
             return self._results_leaf(leaf)

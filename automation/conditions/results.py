@@ -16,7 +16,7 @@ import re
 
 from automation.conditions.payload import payload_test
 from automation.conditions.tree import ConditionError, OperatorError
-from automation.core.choices import VALUELESS_OPERATORS, Operator
+from automation.core.choices import OPERATORS, VALUELESS_OPERATORS, Operator
 
 ROOT = "results"
 SOURCE = ("an action's result", "the result")
@@ -60,7 +60,7 @@ def leaf_errors(field_path: str, operator, value, order: int) -> dict[str, list[
         check_path(field_path, order)
     except ConditionError as exc:
         return {"field_name": [str(exc)]}
-    if operator not in Operator.values:
+    if operator not in OPERATORS:
         return {}  # the field's choices report it
     operator = Operator(operator)
     if operator in VALUELESS_OPERATORS and value is not None:

@@ -45,6 +45,9 @@ class Operator(models.TextChoices):
     CROSSED_ABOVE = "CROSSED_ABOVE", "crossed above"
 
 
+# Every operator's value, built once: `Operator.values` builds its list again on each use, and a
+# run's evaluation asks for every condition.
+OPERATORS = frozenset(Operator.values)
 CHANGE_OPERATORS = {Operator.CHANGED, Operator.CHANGED_FROM, Operator.CHANGED_TO}
 # Compare the value before the write and the value after it (numbers and dates).
 CROSSING_OPERATORS = {Operator.CROSSED_BELOW, Operator.CROSSED_ABOVE}
