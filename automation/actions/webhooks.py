@@ -29,6 +29,7 @@ delegate everything else to the original (see tests/integration/test_webhooks.py
 """
 
 import concurrent.futures
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -177,8 +178,13 @@ def check_address(ip, port: int) -> None:
         raise WebhookRefused(f"Refused to call {_netloc(ip, port)}: {reason}.")
 
 
+@functools.lru_cache(maxsize=1024)
 def check_url_syntax(url: str) -> httpx.URL:
-    """The parsed URL when it is an absolute http(s) URL with a host; WebhookRefused otherwise."""
+    """The parsed URL when it is an absolute http(s) URL with a host; WebhookRefused otherwise.
+
+    Kept per URL (a refusal is not kept): a run's call parsed its URL twice, when the action
+    was prepared and when the request left, and a rule's calls all go to the same few URLs
+    (httpx.URL is immutable)."""
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError, ValueError) as exc:
