@@ -310,3 +310,48 @@ def test_counted_together_the_counters_end_as_if_counted_one_after_the_other(
         assert refused.startswith("Run budget of the organization reached")
         assert bytes_refusal == ""
         assert (counted("runs"), counted("bytes")) == (2, 160)  # its log is written, FAILED
+
+
+def test_counts_sent_together_answer_as_counted_one_by_one_in_a_command_per_key(monkeypatch):
+    """A batch's byte counts (add_amounts) give each call the answer it would have had alone, in
+    turn; on Redis with one INCRBY per key, not one per call and key."""
+    store = budget._store()
+    store.clear()
+
+    def calls(space: str) -> list[tuple]:
+        shared, other = f"{space}:org:bytes", f"{space}:org:root:bytes"
+        quota = f"{space}:quota"
+        store.set(quota, 1_000, 3600)  # measured: it has an expiry
+        return [
+            ([(shared, 120), (other, 120)], 10, quota),
+            ([(shared, 120)], 25, None),
+            ([(shared, 120), (other, 120)], 7, f"{space}:never-measured"),
+            ([(other, 120)], 3, quota),
+        ]
+
+    one_by_one = [store.add_amount(*call) for call in calls("automation:budget:test:a")]
+
+    sent = []
+    if hasattr(store, "client"):  # Redis: count the commands of the batch's one round trip
+        real_pipeline = store.client.pipeline
+
+        def pipeline(*args, **kwargs):
+            pipe = real_pipeline(*args, **kwargs)
+            real_execute = pipe.execute
+
+            def execute(*a, **k):
+                sent.append([command[0][0] for command in pipe.command_stack])
+                return real_execute(*a, **k)
+
+            pipe.execute = execute
+            return pipe
+
+        monkeypatch.setattr(store.client, "pipeline", pipeline)
+    together = store.add_amounts(calls("automation:budget:test:b"))
+
+    assert together == one_by_one
+    assert together[-1] == ([3 + 17], 1_013)  # in turn: the quota after its two shares
+    if hasattr(store, "client"):
+        (commands,) = sent
+        assert commands.count("INCRBY") == 4  # two counters and two quotas, once each
+        assert commands.count("EXPIRE") == 2 and commands.count("TTL") == 2
