@@ -137,19 +137,13 @@ class NetBox:
 
     def start_web(self) -> None:
         """gunicorn with NetBox's contrib config, one worker process (its threads kept)."""
-        log = open(self.log_dir / "netbox-web.log", "a")  # noqa: SIM115 - the child's
         config = self.root / "contrib" / "gunicorn.py"
-        self.web = subprocess.Popen(
+        self.web = self._spawn(
             [str(self.gunicorn), "--config", str(config), "--workers", "1"]
             + ["--bind", f"127.0.0.1:{NETBOX_PORT}", "--pythonpath", str(self.app)]
             + ["netbox.wsgi"],
-            cwd=self.app,
-            env=self._env(),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            self.log_dir / "netbox-web.log",
         )
-        log.close()
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.web.poll() is not None:
@@ -168,18 +162,8 @@ class NetBox:
         log_path = self.log_dir / "netbox-workers.log"
         log_path.write_text("")
         for _ in range(count):
-            log = open(log_path, "a")  # noqa: SIM115 - the child's
-            self.workers.append(
-                subprocess.Popen(
-                    [str(self.python), "manage.py", "rqworker", "high", "default", "low"],
-                    cwd=self.app,
-                    env=self._env(),
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            )
-            log.close()
+            command = [str(self.python), "manage.py", "rqworker", "high", "default", "low"]
+            self.workers.append(self._spawn(command, log_path))
         deadline = time.monotonic() + START_TIMEOUT
         while log_path.read_text().count("Listening on") < count:
             if any(worker.poll() is not None for worker in self.workers):
@@ -187,6 +171,18 @@ class NetBox:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"NetBox's rqworkers were not ready; see {log_path}")
             time.sleep(0.2)
+
+    def _spawn(self, command: list[str], log_path) -> subprocess.Popen:
+        """A NetBox process in its app directory, its output appended to `log_path`."""
+        with open(log_path, "a") as log:
+            return subprocess.Popen(
+                command,
+                cwd=self.app,
+                env=self._env(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
 
     def stop_workers(self) -> None:
         _stop(self.workers)
@@ -267,15 +263,10 @@ def _ok(response: httpx.Response) -> httpx.Response:
 
 
 def _stop(processes: list[subprocess.Popen]) -> None:
-    for process in processes:
-        if process.poll() is None:
-            process.terminate()
-    for process in processes:
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    """Stop NetBox's processes as the bench stops its own (bench/worker.py)."""
+    from bench.worker import stop_workers
+
+    stop_workers(processes)
 
 
 def netbox_write(client: httpx.Client, site: int, value: int) -> None:

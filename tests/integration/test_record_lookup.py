@@ -2,11 +2,8 @@
 compiled once per process and model, giving what the QuerySet gave, never another
 organization's record."""
 
-from unittest import mock
-
 import pytest
 from django.db import connection, transaction
-from django.db.models.sql.compiler import SQLCompiler
 from django.test.utils import CaptureQueriesContext
 
 from automation.actions import record_lookup
@@ -16,6 +13,7 @@ from automation.runs.execute import execute_run
 from automation.triggers.outbox import emit_event
 from catalog.models import Category, Product
 from tests.factories import AutomationRuleFactory, CategoryFactory, ProductFactory
+from tests.integration.test_run_reads import compilations
 
 pytestmark = pytest.mark.django_db
 
@@ -73,16 +71,8 @@ def test_an_update_runs_lookup_compiles_no_sql_once_compiled(organization):
         logs.append(log)
     execute_run(logs[0].pk)  # compiles it, if no test before did
 
-    compiled = []
-    original = SQLCompiler.as_sql
-
-    def counting(self, *args, **kwargs):
-        if self.query.model is Product:
-            compiled.append(self.query)
-        return original(self, *args, **kwargs)
-
     with (
-        mock.patch.object(SQLCompiler, "as_sql", counting),
+        compilations(Product) as compiled,
         CaptureQueriesContext(connection) as captured,
     ):
         execute_run(logs[1].pk)

@@ -1,6 +1,7 @@
 """The run path's statements of its logs (automation/runs/reads.py, inserts.py): compiled once
 per process, and giving exactly what the QuerySets and save() they replace gave."""
 
+import contextlib
 from unittest import mock
 
 import pytest
@@ -33,6 +34,21 @@ def runs(organization, count: int, user=None) -> list[AutomationLog]:
     if user is not None:
         AutomationLog.objects.filter(pk__in=[log.pk for log in logs[::2]]).update(triggered_by=user)
     return logs
+
+
+@contextlib.contextmanager
+def compilations(model, compiler=SQLCompiler):
+    """The queries of `model` that `compiler` turned into SQL inside the block (a list)."""
+    compiled = []
+    original = compiler.as_sql
+
+    def counting(self, *args, **kwargs):
+        if self.query.model is model:
+            compiled.append(self.query)
+        return original(self, *args, **kwargs)
+
+    with mock.patch.object(compiler, "as_sql", counting):
+        yield compiled
 
 
 def values(log: AutomationLog) -> dict:
@@ -69,34 +85,28 @@ def test_lock_states_reads_status_and_seq_under_the_claims_lock(organization):
     assert reads.read_logs([]) == [] and reads.lock_states([]) == {}
 
 
-def test_a_run_compiles_no_sql_for_its_log_reads_once_the_process_compiled_them(organization):
-    """Django built the read's and the claim's SQL again for every run; now once per process
-    (and number of ids). Counted, never timed: the compilations of log queries during a run."""
+def second_run(organization, compiler) -> tuple[list, list[dict]]:
+    """Execute two runs; of the second, the log queries `compiler` compiled and the queries
+    sent (the first compiles whatever no test before compiled)."""
     first, second = runs(organization, 2)
-    execute_run(first.pk)  # compiles them, if no test before did
-
-    compiled = []
-    original = SQLCompiler.as_sql
-
-    def counting(self, *args, **kwargs):
-        if self.query.model is AutomationLog:
-            compiled.append(self.query)
-        return original(self, *args, **kwargs)
-
+    execute_run(first.pk)
     with (
-        mock.patch.object(SQLCompiler, "as_sql", counting),
+        compilations(AutomationLog, compiler) as compiled,
         CaptureQueriesContext(connection) as captured,
     ):
         execute_run(second.pk)
-
     second.refresh_from_db()
     assert second.status == RunStatus.SUCCEEDED
+    sent = [query["sql"] for query in captured.captured_queries]
+    return compiled, [sql for sql in sent if "automation_automationlog" in sql]
+
+
+def test_a_run_compiles_no_sql_for_its_log_reads_once_the_process_compiled_them(organization):
+    """Django built the read's and the claim's SQL again for every run; now once per process
+    (and number of ids). Counted, never timed: the compilations of log queries during a run."""
+    compiled, sent = second_run(organization, SQLCompiler)
     assert compiled == []
-    log_reads = [
-        query["sql"]
-        for query in captured.captured_queries
-        if query["sql"].startswith("SELECT") and "automation_automationlog" in query["sql"]
-    ]
+    log_reads = [sql for sql in sent if sql.startswith("SELECT")]
     assert len(log_reads) == 2  # the read before the conditions, the claim
 
 
@@ -104,31 +114,9 @@ def test_a_lone_runs_state_writes_compile_no_update_once_the_process_compiled_th
     """The guarded UPDATE of each state change went through QuerySet.update, which Django
     compiled again for every change; now once per process and set of fields. Counted: the
     UPDATE compilations of logs during a run, and its guarded writes still sent."""
-    first, second = runs(organization, 2)
-    execute_run(first.pk)  # builds them, if no test before did
-
-    compiled = []
-    original = SQLUpdateCompiler.as_sql
-
-    def counting(self, *args, **kwargs):
-        if self.query.model is AutomationLog:
-            compiled.append(self.query)
-        return original(self, *args, **kwargs)
-
-    with (
-        mock.patch.object(SQLUpdateCompiler, "as_sql", counting),
-        CaptureQueriesContext(connection) as captured,
-    ):
-        execute_run(second.pk)
-
-    second.refresh_from_db()
-    assert second.status == RunStatus.SUCCEEDED
+    compiled, sent = second_run(organization, SQLUpdateCompiler)
     assert compiled == []
-    guarded = [
-        query["sql"]
-        for query in captured.captured_queries
-        if query["sql"].startswith("UPDATE") and "automation_automationlog" in query["sql"]
-    ]
+    guarded = [sql for sql in sent if sql.startswith("UPDATE")]
     assert guarded and all('"seq" = ' in sql.split("WHERE")[1] for sql in guarded)
 
 
@@ -182,16 +170,8 @@ def test_a_run_compiles_no_insert_once_the_process_compiled_it(organization):
     with transaction.atomic():
         emit_event(product, "UPDATED", {})  # compiles it, if no test before did
 
-    compiled = []
-    original = SQLInsertCompiler.as_sql
-
-    def counting(self, *args, **kwargs):
-        if self.query.model is AutomationLog:
-            compiled.append(self.query)
-        return original(self, *args, **kwargs)
-
     with (
-        mock.patch.object(SQLInsertCompiler, "as_sql", counting),
+        compilations(AutomationLog, SQLInsertCompiler) as compiled,
         CaptureQueriesContext(connection) as captured,
         transaction.atomic(),
     ):
