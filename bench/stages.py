@@ -1,4 +1,5 @@
-"""Benchmark 5's latency, stage by stage: `python -m bench.stages --mode embedded|redis`.
+"""Benchmark 5's latency, stage by stage: `python -m bench.stages --mode embedded|redis`;
+benchmark 10's (a rule's webhook) with `--bench 10`.
 
 Runs benchmark 5's interleaved rounds (bench/b5_live_latency.py) with a tracer in the server and
 worker processes: when BENCH_STAGES_FILE is set, `bench.serve` and `bench.worker` call
@@ -199,9 +200,84 @@ def split(rounds, records) -> dict:
     return result
 
 
+def _webhook_split(args, environment, path) -> None:
+    """Benchmark 10's rounds (its rule's webhook to a local receiver), then the same write with
+    the rule off: each stage's median time after the write was sent. The webhook's stages carry
+    no run id: a stage belongs to the round whose window (its write sent .. its webhook
+    received) it falls in; rounds run one at a time."""
+    import httpx
+
+    from bench import data
+    from bench.live import update_stock_now
+    from bench.receiver import Receiver
+    from bench.server import SERVE_WITH_HANDWRITTEN, Server
+    from bench.stats import median
+    from bench.worker import start_workers, stop_workers
+
+    environment["AUTOMATION_WEBHOOK_ALLOW_PRIVATE_NETWORKS"] = "true"
+    org = data.organization("stages10")
+    user, token = data.member_with_token(org)
+    product = data.products(org, 1)[0]
+    receiver = Receiver()
+    rule = data.webhook_rule(org, receiver.url(), "Webhook, stages", user)
+    separate = args.mode != "embedded"
+    webhooks, floors = [], []
+    with Server(
+        environment, args.mode, ["--no-worker"] if separate else [], command=SERVE_WITH_HANDWRITTEN
+    ) as server:
+        workers = start_workers(environment, 1) if separate else []
+        headers = {"Authorization": f"Bearer {token}"}
+        try:
+            with httpx.Client(base_url=server.base_url, headers=headers, timeout=30) as client:
+                for index in range(args.rounds + 2):
+                    time.sleep(0.2)
+                    stock, started = 50_000 + index, time.perf_counter()
+                    update_stock_now(client, product, stock)
+                    answered = time.perf_counter()
+                    receiver.wait(
+                        lambda arrivals, stock=stock: any(
+                            str(a.body.get("stock")) == str(stock) for a in arrivals
+                        ),
+                        30,
+                        f"the webhook of stock {stock}",
+                    )
+                    arrived = next(
+                        a.at for a in receiver.arrivals if str(a.body.get("stock")) == str(stock)
+                    )
+                    webhooks.append((started, answered, arrived))
+                rule.is_active = False
+                rule.save()
+                for index in range(args.rounds + 2):
+                    time.sleep(0.1)
+                    started = time.perf_counter()
+                    update_stock_now(client, product, 90_000 + index)
+                    answered = time.perf_counter()
+                    floors.append((started, answered, None))
+        finally:
+            stop_workers(workers)
+            receiver.close()
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    for title, rounds in (("the webhook's rounds", webhooks[2:]), ("the floor", floors[2:])):
+        stages: dict[str, list[float]] = {}
+        for started, answered, arrived in rounds:
+            seen = {"the write's response": answered}
+            if arrived is not None:
+                seen["the webhook received"] = arrived
+            end = answered if arrived is None else arrived
+            for record in records:
+                if started <= record["t"] <= end and record["stage"] not in seen:
+                    seen[record["stage"]] = record["t"]
+            for stage, at in seen.items():
+                stages.setdefault(stage, []).append((at - started) * 1000)
+        print(f"\n{args.mode}, {title}: ms after the write was sent (median of rounds)")
+        for stage, values in sorted(stages.items(), key=lambda item: median(item[1])):
+            print(f"  {median(values):8.2f}  {stage}  [{len(values)}]")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.stages")
     parser.add_argument("--mode", choices=("embedded", "redis"), default="embedded")
+    parser.add_argument("--bench", type=int, choices=(5, 10), default=5)
     parser.add_argument("--rounds", type=int, default=40)
     args = parser.parse_args(argv)
     from bench import suite
@@ -210,6 +286,9 @@ def main(argv=None) -> int:
     path = suite.bench_env.data_dir(args.mode) / "stages.jsonl"
     path.unlink(missing_ok=True)
     environment[STAGES_FILE] = str(path)
+    if args.bench == 10:
+        _webhook_split(args, environment, path)
+        return 0
     import asyncio
 
     from bench import b5_live_latency as b5
