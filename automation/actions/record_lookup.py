@@ -56,7 +56,7 @@ def trigger_records(entry, organization_id, object_id, *, lock: bool) -> list:
     """The organization's record of `entry`'s model whose key is `object_id` (a list of at most
     one), locked for the open transaction when `lock`."""
     using = transaction.get_connection().alias
-    key = (entry.label, lock, using, connections[using].vendor)
+    key = (entry.model, entry.organization_lookup, lock, using, connections[using].vendor)
     if key not in _compiled:
         _compiled[key] = _compile(entry, lock, using)
     lookup = _compiled[key]

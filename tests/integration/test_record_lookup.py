@@ -84,3 +84,21 @@ def test_an_update_runs_lookup_compiles_no_sql_once_compiled(organization):
     assert '"organization_id" = ' in read and "ORDER BY" not in read
     if connection.features.has_select_for_update:
         assert "FOR UPDATE" in read
+
+
+def test_a_model_owned_through_a_relation_is_scoped_through_it(organization, other_organization):
+    """The example app's task belongs to its organization through its project: the compiled
+    statement joins the project as the QuerySet does, and finds no task of another's."""
+    from tests.projects.models import Project, Task
+
+    mine = Task.objects.create(project=Project.objects.create(organization=organization, name="A"))
+    theirs = Task.objects.create(
+        project=Project.objects.create(organization=other_organization, name="B")
+    )
+    entry = get_automatable("projects.task")
+    for lock in (False, True, False):
+        with transaction.atomic(), CaptureQueriesContext(connection) as captured:
+            (found,) = record_lookup.trigger_records(entry, organization.pk, mine.pk, lock=lock)
+            assert record_lookup.trigger_records(entry, organization.pk, theirs.pk, lock=lock) == []
+        assert found.pk == mine.pk and found.title == mine.title
+        assert all("JOIN" in query["sql"] for query in captured.captured_queries)
