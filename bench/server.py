@@ -25,6 +25,18 @@ SERVE = ("manage.py", "serve")
 SERVE_WITH_HANDWRITTEN = ("-m", "bench.serve")
 
 
+def _ready(answer: httpx.Response) -> bool:
+    """Is the server up, its database and broker answering? /healthz also reports the work:
+    runs an earlier benchmark left PENDING make it 503 while no worker was seen for a minute,
+    which `serve --no-worker` shows until the workers started after it are up."""
+    if answer.status_code == 200:
+        return True
+    report = answer.json()
+    return answer.status_code == 503 and all(
+        report.get(part, {}).get("ok") for part in ("database", "broker")
+    )
+
+
 class Server:
     def __init__(self, env: dict, mode: str, extra_args=(), command=SERVE):
         self.port = free_port()
@@ -47,8 +59,8 @@ class Server:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"serve exited early; see {self.log_path}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.base_url}/healthz", timeout=2).status_code == 200:
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                if _ready(httpx.get(f"{self.base_url}/healthz", timeout=2)):
                     return
             time.sleep(0.2)
         self.stop()
