@@ -145,6 +145,7 @@ def _recorded_product(org, user, url: str):
 
 def run(ctx) -> list[Row]:
     rounds, probes = ctx.size((40, 30), (15, 10), (2, 2))
+    data.drop_leftover_runs()
     tls = local_tls(data_dir(ctx.mode))
     org = data.organization("b10")
     user, token = data.member_with_token(org)

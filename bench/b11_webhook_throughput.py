@@ -147,6 +147,7 @@ def _wait_for_deliveries(receiver: Receiver, before: int, expected: int) -> None
 
 def run(ctx) -> list[Row]:
     items_count, burst_count = ctx.size((1000, 1000), (300, 300), (6, 16))
+    data.drop_leftover_runs()
     org = data.organization("b11")
     _user, token = data.member_with_token(org)
     receiver = Receiver()
