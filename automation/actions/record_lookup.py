@@ -45,10 +45,11 @@ class _Lookup:
         ]
 
 
-def queryset(entry, organization_id, object_id, *, lock: bool) -> models.QuerySet:
-    """The QuerySet of the record: by key, in the organization, at most two (so a caller can
-    tell one from many), without ORDER BY, locked when `lock`."""
-    found = entry.of_organization(organization_id).filter(pk=object_id).order_by()
+def queryset(entry, organization_id, filters: dict, *, lock: bool) -> models.QuerySet:
+    """The QuerySet of a record action's target: `filters` in the organization, at most two (so
+    a caller can tell one from many), without ORDER BY (one record is wanted: the model's
+    default ordering only added a sort), locked when `lock`."""
+    found = entry.of_organization(organization_id).filter(**filters).order_by()
     return (found.select_for_update() if lock else found)[:2]
 
 
@@ -67,13 +68,13 @@ def trigger_records(entry, organization_id, object_id, *, lock: bool) -> list:
             value = None  # the QuerySet says what is wrong with it, as before
         if isinstance(value, int):
             return lookup.records(organization_id, value)
-    return list(queryset(entry, organization_id, object_id, lock=lock))
+    return list(queryset(entry, organization_id, {"pk": object_id}, lock=lock))
 
 
 def _compile(entry, lock: bool, using: str) -> _Lookup | None:
     if not isinstance(entry.model._meta.pk, _INTEGER_KEYS):
         return None
-    compiled = Compiled(queryset(entry, _ORGANIZATION, _KEY, lock=lock), using)
+    compiled = Compiled(queryset(entry, _ORGANIZATION, {"pk": _KEY}, lock=lock), using)
     params = compiled.params
     if params.count(_ORGANIZATION) != 1 or params.count(_KEY) != 1:
         return None

@@ -182,12 +182,8 @@ class RecordHandler(ActionHandler):
                 raise ActionError(f"{path}: a lookup uses the model's own fields only.")
             filters[resolved.field.attname] = _lookup_value(resolved.field, value, path)
         described = f"{entry.label} where {lookup}"
-        # No ORDER BY: one record is wanted, and the model's default ordering only added a sort
-        # (and a third of the lookup's SQL compilation) to every run's action.
-        queryset = entry.of_organization(ctx.organization_id).filter(**filters).order_by()
-        if _can_lock(lock):
-            queryset = queryset.select_for_update()
-        return entry, _one(list(queryset[:2]), described)
+        found = record_lookup.queryset(entry, ctx.organization_id, filters, lock=_can_lock(lock))
+        return entry, _one(list(found), described)
 
     def spend_write(self, ctx) -> None:
         """Count the write about to happen against the run's fan-out budgets (budget.py); over

@@ -64,9 +64,9 @@ class RedisCounters:
         A batch's calls share counters (the organization's, its quota), so their amounts are
         summed per key first: one INCRBY per key (and one EXPIRE, or TTL for a quota), where
         there was one per call and key (300 commands for a batch of 50 webhooks, now 104: each
-        run's own tree keeps a counter of its own). Each call's answer is then
-        the key's total as it was right after that call's share, as if the INCRBYs had been
-        sent one by one: MULTI/EXEC applies them at once, nothing comes between them.
+        run's own tree keeps a counter of its own). Each call's answer is then the key's total
+        as it was right after that call's share, as if the INCRBYs had been sent one by one:
+        MULTI/EXEC applies them at once, nothing comes between them.
         """
         added: dict[str, int] = {}
         expiries: dict[str, int] = {}  # a counter's key -> its TTL (the last call's, as in turn)

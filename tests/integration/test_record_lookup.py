@@ -33,7 +33,9 @@ def test_it_finds_what_the_queryset_finds(organization, model, lock):
             (found,) = record_lookup.trigger_records(
                 entry, organization.pk, str(record.pk), lock=lock
             )
-            (expected,) = record_lookup.queryset(entry, organization.pk, record.pk, lock=lock)
+            (expected,) = record_lookup.queryset(
+                entry, organization.pk, {"pk": record.pk}, lock=lock
+            )
         assert type(found) is model and values(found) == values(expected)
         assert found._state.adding is False and found._state.db == "default"
 
@@ -53,7 +55,7 @@ def test_a_key_that_is_no_integer_is_refused_as_the_queryset_refuses_it(organiza
     with pytest.raises(ValueError) as compiled:
         record_lookup.trigger_records(entry, organization.pk, "seven", lock=False)
     with pytest.raises(ValueError) as by_queryset:
-        list(record_lookup.queryset(entry, organization.pk, "seven", lock=False))
+        list(record_lookup.queryset(entry, organization.pk, {"pk": "seven"}, lock=False))
     assert str(compiled.value) == str(by_queryset.value)
 
 
